@@ -1,0 +1,142 @@
+"""The op node (`Function`), gradient recording switches, and undoing broadcasting.
+
+An op is a subclass of `Function` with two methods on numpy arrays:
+    forward(*arrays, **options) -> output array      (saves what backward needs on `self`)
+    backward(grad) -> one gradient per input          (None where there is none)
+`Function.apply(*tensors)` runs forward and, when gradients are being recorded,
+links the result to the node so that `Tensor.backward` can find it.
+
+Gradients returned by `backward` may have the broadcast shape of the output;
+`unbroadcast` sums them back to each input's shape, for every op, in one place.
+"""
+
+import contextlib
+import threading
+import traceback
+
+import numpy as np
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "grad_enabled", True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this block ops record nothing: no graph, no saved arrays (inference, updates)."""
+    previous = is_grad_enabled()
+    _state.grad_enabled = False
+    try:
+        yield
+    finally:
+        _state.grad_enabled = previous
+
+
+@contextlib.contextmanager
+def enable_grad():
+    previous = is_grad_enabled()
+    _state.grad_enabled = True
+    try:
+        yield
+    finally:
+        _state.grad_enabled = previous
+
+
+def is_anomaly_enabled() -> bool:
+    return getattr(_state, "anomaly", False)
+
+
+@contextlib.contextmanager
+def detect_anomaly():
+    """Raise on the first NaN or inf an op produces, in forward or backward, naming the op
+    and the line of user code that created it. Slow (checks every array): for debugging."""
+    previous = is_anomaly_enabled()
+    _state.anomaly = True
+    try:
+        yield
+    finally:
+        _state.anomaly = previous
+
+
+class AnomalyError(RuntimeError):
+    """An op produced NaN or inf while `detect_anomaly()` was on."""
+
+
+def _user_frame(stack) -> str:
+    """The innermost frame outside minigrad: where the user created the op."""
+    for frame in reversed(stack):
+        if "/minigrad/" not in frame.filename.replace("\\", "/"):
+            return f'File "{frame.filename}", line {frame.lineno}, in {frame.name}\n    {frame.line}'
+    return "(created inside minigrad)"
+
+
+def _check_finite(node, arrays, where):
+    for index, array in enumerate(arrays):
+        if array is not None and array.dtype.kind == "f" and not np.isfinite(array).all():
+            kind = "NaN" if np.isnan(array).any() else "inf"
+            created = _user_frame(node.created_at) if node.created_at else "(unknown)"
+            raise AnomalyError(
+                f"{type(node).__name__} produced {kind} in its {where}"
+                + (f" (gradient of input {index})" if where == "backward" else "")
+                + f"; the op was created at:\n  {created}"
+            )
+
+
+def check_anomaly(node, input_grads):
+    if is_anomaly_enabled():
+        _check_finite(node, input_grads, "backward")
+
+
+class Function:
+    """One node of the graph: an op applied to some tensors."""
+
+    created_at = None  # filled in anomaly mode: the stack where the op was created
+
+    def __init__(self, *inputs):
+        self.inputs = inputs  # the tensors this op read: the edges of the graph
+        self.needs_input_grad = tuple(t.requires_grad for t in inputs)
+
+    def forward(self, *arrays, **options):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs, **options):
+        from .tensor import Tensor  # deferred: tensor.py imports this module
+
+        node = cls(*inputs)
+        record = is_grad_enabled() and any(node.needs_input_grad)
+        output = Tensor.__new__(Tensor)
+        Tensor.__init__(output, node.forward(*(t.data for t in inputs), **options))
+        if is_anomaly_enabled():
+            node.created_at = traceback.extract_stack()[:-1]
+            _check_finite(node, [output.data], "forward")
+        if record:
+            output.requires_grad = True
+            output.grad_fn = node
+        return output
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum `grad` down to `shape`: the backward of numpy broadcasting.
+
+    Broadcasting copies an input along new leading axes and along axes of size 1;
+    each copy's gradient flows back to the same original element, so we sum them.
+    """
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(axis for axis, size in enumerate(shape) if size == 1 and grad.shape[axis] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad.reshape(shape)

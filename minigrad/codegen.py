@@ -1,0 +1,106 @@
+"""Turning derivative rules (text) into Numba kernels (source files on disk).
+
+Kernels are generated as Python source, written once to a file in the user cache
+directory and imported from there. A real file is what lets Numba's `cache=True`
+keep the compiled code between runs, and it lets a reader open (or print) exactly
+what runs. The same functions serve the eager elementwise kernels (below) and the
+fused recurrent-cell compiler in `rnn.compiler`.
+"""
+
+import ast
+import hashlib
+import importlib.util
+import os
+import sys
+
+from . import rules
+from ._jit import user_cache_dir
+
+# Everything a rule expression may call, compiled as inlined scalar helpers.
+PRELUDE = '''\
+from math import exp, log, tanh
+from minigrad._jit import kernel, scalar
+
+
+@scalar
+def sigmoid(x):
+    # Two branches so exp never overflows: both are exact for their half-line.
+    if x >= 0.0:
+        return 1.0 / (1.0 + exp(-x))
+    e = exp(x)
+    return e / (1.0 + e)
+
+
+@scalar
+def relu(x):
+    return x if x > 0.0 else 0.0 * x
+'''
+
+
+def substitute(expression: str, names: dict) -> str:
+    """Rewrite `expression`, replacing each variable by the expression text `names[var]`.
+
+    >>> substitute("g * (1.0 - out * out)", {"g": "G[i]", "out": "v3"})
+    'G[i] * (1.0 - v3 * v3)'
+    """
+
+    class Rename(ast.NodeTransformer):
+        def visit_Name(self, node):
+            if node.id in names:
+                return ast.parse(names[node.id], mode="eval").body
+            return node
+
+    tree = Rename().visit(ast.parse(expression, mode="eval"))
+    return ast.unparse(tree)
+
+
+_loaded = {}
+
+
+def load_module(name: str, source: str):
+    """Write `source` to the kernel cache (once) and import it as a module.
+
+    The file name carries a hash of the source, so changed code never meets a stale file.
+    """
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    module_name = f"minigrad_generated_{name}_{digest}"
+    if module_name in _loaded:
+        return _loaded[module_name]
+    directory = user_cache_dir() / "generated"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{module_name}.py"
+    if not path.exists() or path.read_text() != source:
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(source)
+        os.replace(temporary, path)  # atomic: a concurrent reader sees old or new, never half
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    _loaded[module_name] = module
+    return module
+
+
+def elementwise_source() -> str:
+    """Source of the eager kernels: for each rule, `<op>_forward` and `<op>_vjp_<input>`.
+
+    Every kernel works on flat, contiguous, same-length arrays; the caller broadcasts.
+    """
+    parts = [PRELUDE]
+    for op, rule in rules.RULES.items():
+        inputs = rules.INPUT_NAMES[: len(rule.vjps)]
+        at_i = {name: f"{name}[i]" for name in (*inputs, "out", "g")}
+        parts.append(
+            f"\n\n@kernel\ndef {op}_forward({', '.join(inputs)}, out):\n"
+            f"    for i in range(out.size):\n"
+            f"        out[i] = {substitute(rule.forward, at_i)}\n"
+        )
+        for name, vjp in zip(inputs, rule.vjps):
+            if vjp is None:
+                continue
+            parts.append(
+                f"\n\n@kernel\ndef {op}_vjp_{name}(g, {', '.join(inputs)}, out, grad):\n"
+                f"    for i in range(grad.size):\n"
+                f"        grad[i] = {substitute(vjp, at_i)}\n"
+            )
+    return "".join(parts)

@@ -1,0 +1,116 @@
+"""Gradient checking: compare backward() with central finite differences, in float64.
+
+For a function f of some tensors, pick a fixed random weight v of f's output shape and
+check the scalar L = sum(v * f(x)). Its analytic gradient is v^T J (one backward pass);
+each element of it is also (L(x + eps e_i) - L(x - eps e_i)) / (2 eps) up to O(eps^2).
+A random v makes a wrong Jacobian entry show up with probability 1, while costing one
+backward instead of one per output element.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .autograd import no_grad
+from .tensor import Tensor
+
+
+class GradcheckError(AssertionError):
+    """Analytic and numeric gradients disagree; the message has the details."""
+
+
+class InputReport(NamedTuple):
+    """How well the analytic gradient of one input matched the numeric one."""
+
+    index: int
+    shape: tuple
+    max_abs_error: float
+    max_rel_error: float
+    worst_element: tuple
+    analytic: float
+    numeric: float
+    ok: bool
+
+
+def _as_float64_leaves(inputs):
+    """Float64 copies of the tensor inputs (others pass through untouched)."""
+    copies = []
+    for x in inputs:
+        if isinstance(x, Tensor) and x.dtype.kind == "f":
+            copies.append(Tensor(x.data.astype(np.float64), requires_grad=x.requires_grad))
+        else:
+            copies.append(x)
+    return copies
+
+
+def gradcheck_report(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> list:
+    """One `InputReport` for each input that requires grad."""
+    inputs = _as_float64_leaves(inputs)
+    checked = [k for k, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    if not checked:
+        raise ValueError("gradcheck: no input requires grad, nothing to check")
+
+    output = fn(*inputs)
+    if not isinstance(output, Tensor):
+        raise TypeError(f"gradcheck: fn must return a Tensor, got {type(output).__name__}")
+    weight = np.random.default_rng(seed).standard_normal(output.shape)
+
+    def weighted_output() -> float:
+        with no_grad():
+            return float(np.sum(weight * fn(*inputs).data))
+
+    for k in checked:
+        inputs[k].grad = None
+    if output.requires_grad:
+        output.backward(weight.astype(output.dtype))
+
+    reports = []
+    for k in checked:
+        x = inputs[k]
+        analytic = x.grad if x.grad is not None else np.zeros_like(x.data)
+        numeric = np.zeros_like(x.data)
+        flat = x.data.reshape(-1)  # a view: writing into it perturbs the input in place
+        for i in range(flat.size):
+            original = flat[i]
+            flat[i] = original + eps
+            above = weighted_output()
+            flat[i] = original - eps
+            below = weighted_output()
+            flat[i] = original
+            numeric.reshape(-1)[i] = (above - below) / (2 * eps)
+        error = np.abs(analytic - numeric)
+        # Pass/fail per element like numpy.allclose; report the element that misses by most.
+        excess = error - (atol + rtol * np.abs(numeric))
+        worst = int(np.argmax(excess)) if excess.size else 0
+        position = tuple(int(i) for i in np.unravel_index(worst, x.shape)) if x.size else ()
+        relative = error / np.maximum(np.abs(numeric), 1e-12)
+        reports.append(
+            InputReport(
+                index=k,
+                shape=x.shape,
+                max_abs_error=float(error.max()) if error.size else 0.0,
+                max_rel_error=float(relative.max()) if relative.size else 0.0,
+                worst_element=position,
+                analytic=float(analytic.reshape(-1)[worst]) if x.size else 0.0,
+                numeric=float(numeric.reshape(-1)[worst]) if x.size else 0.0,
+                ok=bool(np.all(np.isfinite(analytic)) and np.all(excess <= 0)),
+            )
+        )
+    return reports
+
+
+def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3) -> bool:
+    """True if backward() of `fn(*inputs)` matches central differences; otherwise raises
+    GradcheckError naming the input, its worst element, and both gradient values."""
+    reports = gradcheck_report(fn, inputs, eps=eps, atol=atol, rtol=rtol)
+    failed = [r for r in reports if not r.ok]
+    if failed:
+        lines = [f"gradcheck failed (atol={atol}, rtol={rtol}, eps={eps}):"]
+        lines.append(f"  {'input':>5}  {'shape':<12} {'element':<12} {'analytic':>14} {'numeric':>14} {'abs err':>10}")
+        for r in failed:
+            lines.append(
+                f"  {r.index:>5}  {str(r.shape):<12} {str(r.worst_element):<12} "
+                f"{r.analytic:>14.8g} {r.numeric:>14.8g} {abs(r.analytic - r.numeric):>10.3g}"
+            )
+        raise GradcheckError("\n".join(lines))
+    return True
