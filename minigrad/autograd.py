@@ -3,6 +3,8 @@
 An op is a subclass of `Function` with two methods on numpy arrays:
     forward(*arrays, **options) -> output array      (saves what backward needs on `self`)
     backward(grad) -> one gradient per input          (None where there is none)
+An op with several outputs returns a tuple from forward and takes one gradient per
+output in backward (zeros for outputs that nothing used).
 `Function.apply(*tensors)` runs forward and, when gradients are being recorded,
 links the result to the node so that `Tensor.backward` can find it.
 
@@ -13,6 +15,7 @@ Gradients returned by `backward` may have the broadcast shape of the output;
 import contextlib
 import threading
 import traceback
+import weakref
 
 import numpy as np
 
@@ -101,24 +104,34 @@ class Function:
     def forward(self, *arrays, **options):
         raise NotImplementedError
 
-    def backward(self, grad):
+    def backward(self, *output_grads):
+        """One gradient per input, given the gradient of each output."""
         raise NotImplementedError
 
     @classmethod
     def apply(cls, *inputs, **options):
+        """Run forward on the inputs' arrays; return a Tensor (a tuple if forward returns several)."""
         from .tensor import Tensor  # deferred: tensor.py imports this module
 
         node = cls(*inputs)
         record = is_grad_enabled() and any(node.needs_input_grad)
-        output = Tensor.__new__(Tensor)
-        Tensor.__init__(output, node.forward(*(t.data for t in inputs), **options))
+        result = node.forward(*(t.data for t in inputs), **options)
+        arrays = result if isinstance(result, tuple) else (result,)
+        outputs = tuple(Tensor(array, requires_grad=record) for array in arrays)
         if is_anomaly_enabled():
             node.created_at = traceback.extract_stack()[:-1]
-            _check_finite(node, [output.data], "forward")
+            _check_finite(node, arrays, "forward")
         if record:
-            output.requires_grad = True
-            output.grad_fn = node
-        return output
+            for output in outputs:
+                output.grad_fn = node
+            # Weak references: the node must not keep its outputs alive (no cycles).
+            node._output_refs = tuple(weakref.ref(output) for output in outputs)
+            node.output_specs = tuple((output.shape, output.dtype) for output in outputs)
+        return outputs if isinstance(result, tuple) else outputs[0]
+
+    def outputs(self):
+        """The output tensors still alive (None for one that was dropped)."""
+        return tuple(ref() for ref in self._output_refs)
 
     @property
     def name(self) -> str:

@@ -5,11 +5,12 @@ were being recorded, the op node that made it (`grad_fn`). Following `grad_fn.in
 from a result leads back through the whole computation: that chain of nodes is the graph.
 
 `backward()` is the whole of reverse mode:
-  1. order the graph so every node comes after all the nodes that use its output
-     (a topological sort, done with an explicit stack so deep graphs cannot overflow
-     Python's recursion limit);
-  2. seed d(out)/d(out) = 1 and walk that order, asking each node for the gradients
-     of its inputs given the gradient of its output (the chain rule, one node at a time);
+  1. order the op nodes so each comes after the nodes whose outputs it reads (a
+     topological sort, with an explicit stack so deep graphs cannot overflow Python's
+     recursion limit);
+  2. seed d(out)/d(out) = 1 and walk that order backwards, asking each node for the
+     gradients of its inputs given the gradients of its outputs (the chain rule, one
+     node at a time);
   3. a tensor used several times sums the contributions; leaves keep the sum in `.grad`.
 
 The ops themselves (their forward and backward) live in `minigrad.ops`.
@@ -120,21 +121,23 @@ class Tensor:
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape} but the tensor has shape {self.shape}")
 
-        grads = {id(self): grad}  # gradient of the output w.r.t. each tensor reached so far
-        for tensor in reversed(topological_order(self)):
-            g = grads.pop(id(tensor), None)
-            if g is None:  # no op passed a gradient back to it (e.g. a constant exponent)
-                continue
-            for hook in tensor._hooks:
-                replaced = hook(g)
-                if replaced is not None:
-                    g = np.asarray(replaced.data if isinstance(replaced, Tensor) else replaced, dtype=g.dtype)
-            node = tensor.grad_fn
-            if node is None or tensor._retains_grad:
-                tensor.grad = g.copy() if tensor.grad is None else tensor.grad + g
-            if node is None:
-                continue
-            input_grads = node.backward(g)
+        # Gradient of `self` w.r.t. each tensor reached so far, summed over every path.
+        pending = {id(self): grad}
+        leaves = {id(self): self} if self.grad_fn is None else {}
+        for node in reversed(graph_order(self)):
+            output_grads = []
+            for output, (shape, dtype) in zip(node.outputs(), node.output_specs):
+                g = pending.pop(id(output), None) if output is not None else None
+                if g is not None:
+                    g = output._run_hooks(g)
+                    if output._retains_grad:
+                        output._accumulate(g)
+                output_grads.append(g)
+            if all(g is None for g in output_grads):
+                continue  # nothing flowed back to this node (e.g. only a constant was used)
+            if len(output_grads) > 1:  # a multi-output node gets zeros for unused outputs
+                output_grads = [np.zeros(s, d) if g is None else g for g, (s, d) in zip(output_grads, node.output_specs)]
+            input_grads = node.backward(*output_grads)  # the chain rule, for this one node
             autograd.check_anomaly(node, input_grads)
             for parent, parent_grad in zip(node.inputs, input_grads):
                 if parent_grad is None or not parent.requires_grad:
@@ -142,7 +145,21 @@ class Tensor:
                 # The single place where broadcasting is undone (see autograd.unbroadcast).
                 parent_grad = autograd.unbroadcast(parent_grad, parent.shape)
                 key = id(parent)
-                grads[key] = grads[key] + parent_grad if key in grads else parent_grad
+                pending[key] = pending[key] + parent_grad if key in pending else parent_grad
+                if parent.grad_fn is None:
+                    leaves[key] = parent
+        for key, leaf in leaves.items():  # leaves last: their hooks see the summed gradient
+            leaf._accumulate(leaf._run_hooks(pending.pop(key)))
+
+    def _run_hooks(self, grad):
+        for hook in self._hooks:
+            replaced = hook(grad)
+            if replaced is not None:
+                grad = np.asarray(replaced.data if isinstance(replaced, Tensor) else replaced, dtype=grad.dtype)
+        return grad
+
+    def _accumulate(self, grad):
+        self.grad = grad.copy() if self.grad is None else self.grad + grad
 
     # ---- operators (the ops are in minigrad.ops) ----------------------------------------
     def __add__(self, other): return ops.add(self, other)
@@ -174,27 +191,28 @@ class Tensor:
     def log_softmax(self, axis=-1): return ops.log_softmax(self, axis)
 
 
-def topological_order(root: Tensor) -> list:
-    """Every tensor that requires grad and leads to `root`, each after all of its inputs.
+def graph_order(root: Tensor) -> list:
+    """The op nodes that lead to `root`, each after every node whose output it reads.
 
     Depth-first search with an explicit stack (no recursion, so a 100,000-op chain is
-    fine). A tensor is appended once all of its inputs have been appended.
+    fine): a node is appended once all the nodes feeding it have been appended.
+    Walking this list backwards visits each node after all of its consumers, so by
+    then the gradients of its outputs are complete.
     """
     order, expanded = [], set()
-    stack = [(root, False)]
+    stack = [(root.grad_fn, False)] if root.grad_fn is not None else []
     while stack:
-        tensor, inputs_done = stack.pop()
+        node, inputs_done = stack.pop()
         if inputs_done:
-            order.append(tensor)
+            order.append(node)
             continue
-        if id(tensor) in expanded:  # reached again by another path: already placed
+        if id(node) in expanded:  # reached again by another path: already placed
             continue
-        expanded.add(id(tensor))
-        stack.append((tensor, True))  # placed after everything pushed above it
-        if tensor.grad_fn is not None:
-            for parent in tensor.grad_fn.inputs:
-                if parent.requires_grad and id(parent) not in expanded:
-                    stack.append((parent, False))
+        expanded.add(id(node))
+        stack.append((node, True))  # placed after everything pushed above it
+        for parent in node.inputs:
+            if parent.requires_grad and parent.grad_fn is not None and id(parent.grad_fn) not in expanded:
+                stack.append((parent.grad_fn, False))
     return order
 
 
