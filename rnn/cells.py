@@ -1,0 +1,215 @@
+"""Recurrent cells declared as gate expressions, and the registry that finds them by name.
+
+A cell is its gate names, its state names and one step function:
+
+    @cell(gates=("r", "z", "n"), state=("h",))
+    def gru(x, h):
+        r = sigmoid(x.r + h.r)
+        ...
+
+`x.<gate>` is that gate's slice of W_ih @ x + b_ih, `h.<gate>` its slice of
+W_hh @ h + b_hh (h is always the first state), and plain `h`, `c` are the previous
+states. The step returns the new states in declared order. From the gate names the
+layer derives its parameters in PyTorch's layout: weight_ih (gates*hidden, input),
+weight_hh (gates*hidden, hidden), bias_ih, bias_hh, gates stacked in declared order.
+
+The built-in cells below use only this public vocabulary: a user's cell gets exactly
+the same eager and fused engines.
+"""
+
+import hashlib
+import importlib.util
+import inspect
+import keyword
+import sys
+from pathlib import Path
+
+from . import expr
+from .expr import Expr, Projected, exp, log, relu, sigmoid, tanh  # noqa: F401  (the vocabulary)
+
+
+class CellError(ValueError):
+    """A cell declaration that cannot work (bad names, wrong number of outputs...)."""
+
+
+class Cell:
+    """A traced recurrent cell: names, the step function and its expression graph."""
+
+    def __init__(self, name, gates, state, step, doc=""):
+        self.name, self.gates, self.state, self.step = name, tuple(gates), tuple(state), step
+        self.doc = doc
+        self._validate()
+        self.outputs = self._trace()  # one Expr per state: the new value of that state
+        self.nodes = expr.topological(self.outputs)
+
+    def _validate(self):
+        # names the step or the generated kernels already use for something else
+        reserved = set(Expr.__slots__) | set(Projected.__slots__) | {
+            "x", "prev", "t", "b", "j", "H", "xp", "hp", "b_hh", "g_xp", "g_hp",
+            "exp", "log", "tanh", "sigmoid", "relu", "kernel", "scalar",
+        }
+        for kind, names in (("gate", self.gates), ("state", self.state)):
+            if not names:
+                raise CellError(f"cell {self.name}: needs at least one {kind} name")
+            for name in names:
+                if (not name.isidentifier() or keyword.iskeyword(name) or name in reserved
+                        or name.startswith(("v", "g_", "_"))):
+                    raise CellError(f"cell {self.name}: {name!r} cannot be a {kind} name")
+            if len(set(names)) != len(names):
+                raise CellError(f"cell {self.name}: repeated {kind} name in {names}")
+        parameters = list(inspect.signature(self.step).parameters)
+        if len(parameters) != 1 + len(self.state):
+            raise CellError(
+                f"cell {self.name}: the step takes (x, {', '.join(self.state)}) "
+                f"but is defined with ({', '.join(parameters)})"
+            )
+
+    def leaves(self):
+        """The step's inputs as Expr leaves: x and the first state projected by gate."""
+        x = Projected("x", self.gates, usable_raw=False)
+        first = Projected(self.state[0], self.gates)
+        return (x, first, *(Expr("leaf", name=name) for name in self.state[1:]))
+
+    def _trace(self):
+        result = self.step(*self.leaves())
+        outputs = result if isinstance(result, tuple) else (result,)
+        if len(outputs) != len(self.state):
+            raise CellError(
+                f"cell {self.name}: the step must return {len(self.state)} new states "
+                f"({', '.join(self.state)}), it returned {len(outputs)}"
+            )
+        try:
+            return tuple(expr._as_expr(o) for o in outputs)
+        except TypeError as error:
+            raise CellError(f"cell {self.name}: {error}") from None
+
+    def leaf_names(self):
+        """Names of every input the step can read, in a fixed order: gate slices, then states."""
+        return [f"x.{g}" for g in self.gates] + [f"{self.state[0]}.{g}" for g in self.gates] + list(self.state)
+
+    def fingerprint(self) -> str:
+        """A stable hash of the traced graph (names of the generated kernels use it)."""
+        text = repr((self.gates, self.state, self.outputs))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def __repr__(self):
+        return f"Cell({self.name!r}, gates={self.gates}, state={self.state})"
+
+
+_REGISTRY = {}
+
+
+def cell(gates, state=("h",), name=None):
+    """Declare a cell and register it under `name` (default: the function's name)."""
+
+    def declare(step):
+        new = Cell(name or step.__name__, gates, state, step, doc=inspect.getdoc(step) or "")
+        register(new)
+        return new
+
+    return declare
+
+
+def register(new: Cell) -> Cell:
+    """Make `new` findable by name; a user's cell may not replace a built-in one."""
+    existing = _REGISTRY.get(new.name)
+    is_builtin = existing is not None and existing.step.__module__ == __name__
+    if is_builtin and new.step.__module__ != __name__:
+        raise CellError(f"cell name {new.name!r} is taken by a built-in cell: choose another name")
+    _REGISTRY[new.name] = new
+    return new
+
+
+def get_cell(name: str) -> Cell:
+    if isinstance(name, Cell):
+        return name
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise CellError(f"unknown cell {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def available_cells() -> list:
+    return sorted(_REGISTRY)
+
+
+def load_cell_file(path) -> list:
+    """Import a user's Python file that declares cells with @cell; returns their names."""
+    path = Path(path)
+    if not path.is_file():
+        raise CellError(f"cell file not found: {path}")
+    before = dict(_REGISTRY)
+    module_name = f"minigrad_user_cells_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:10]}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except CellError:
+        raise
+    except Exception as error:  # the user's file: report it in one line
+        raise CellError(f"cannot load cell file {path}: {type(error).__name__}: {error}") from None
+    added = [name for name, c in _REGISTRY.items() if before.get(name) is not c]
+    if not added:
+        raise CellError(f"cell file {path} declares no cell (use @cell(gates=..., state=...))")
+    return added
+
+
+# ---- built-in cells: PyTorch's equations ----------------------------------------------------
+
+@cell(gates=("h",), state=("h",))
+def rnn(x, h):
+    """Elman RNN (torch.nn.RNN, tanh): h' = tanh(W_ih x + b_ih + W_hh h + b_hh)."""
+    return tanh(x.h + h.h)
+
+
+@cell(gates=("h",), state=("h",))
+def rnn_relu(x, h):
+    """Elman RNN with relu (torch.nn.RNN, nonlinearity='relu')."""
+    return relu(x.h + h.h)
+
+
+@cell(gates=("i", "f", "g", "o"), state=("h", "c"))
+def lstm(x, h, c):
+    """LSTM (torch.nn.LSTM): input, forget, cell and output gates."""
+    i = sigmoid(x.i + h.i)
+    f = sigmoid(x.f + h.f)
+    g = tanh(x.g + h.g)
+    o = sigmoid(x.o + h.o)
+    c = f * c + i * g
+    return o * tanh(c), c
+
+
+@cell(gates=("r", "z", "n"), state=("h",))
+def gru(x, h):
+    """GRU (torch.nn.GRU): the reset gate multiplies W_hn h + b_hn, not h."""
+    r = sigmoid(x.r + h.r)
+    z = sigmoid(x.z + h.z)
+    n = tanh(x.n + r * h.n)
+    return (1 - z) * n + z * h
+
+
+@cell(gates=("z", "n"), state=("h",))
+def mgu(x, h):
+    """Minimal gated unit (Zhou et al. 2016): one forget gate does the work of GRU's two."""
+    f = sigmoid(x.z + h.z)
+    n = tanh(x.n + f * h.n)
+    return (1 - f) * h + f * n
+
+
+@cell(gates=("f", "g", "o"), state=("h", "c"))
+def cifg_lstm(x, h, c):
+    """Coupled input-forget gate LSTM (Greff et al. 2017): input gate = 1 - forget gate."""
+    f = sigmoid(x.f + h.f)
+    g = tanh(x.g + h.g)
+    o = sigmoid(x.o + h.o)
+    c = f * c + (1 - f) * g
+    return o * tanh(c), c
+
+
+@cell(gates=("z", "n"), state=("h",))
+def ligru(x, h):
+    """Light GRU (Ravanelli et al. 2018) without its batch norm: no reset gate, relu candidate."""
+    z = sigmoid(x.z + h.z)
+    n = relu(x.n + h.n)
+    return z * h + (1 - z) * n

@@ -1,0 +1,163 @@
+"""The fused-cell compiler: a cell's traced step becomes one forward and one backward kernel.
+
+For every (batch row b, hidden unit j) the step is a small scalar program: read the
+gate pre-activations and previous states, apply the gate expressions, write the new
+states. The generator writes that program out as straight-line Python inside two
+loops, and Numba compiles it. The backward kernel recomputes the same forward values
+(cheaper than storing every gate) and then runs reverse mode *on the scalar program*:
+walking the expression graph backwards, it emits `g_arg += vjp(g_node)` for every
+argument, with the vjp text taken from the engine's rule table (`minigrad.rules`) --
+the same rules the eager engine uses, so the two engines cannot disagree.
+
+    print(rnn.compiler.generate_source(rnn.cells.get_cell("lstm")))
+
+shows exactly what runs. Kernel layout (H = hidden size, G = number of gates):
+    xp       (B, T, G*H)   W_ih x + b_ih for every step (one GEMM before the loop)
+    hp       (B, G*H)      W_hh h for this step (one GEMM per step); b_hh is added here
+    states   (T+1, B, H)   one buffer per state; step t reads [t] and writes [t+1]
+"""
+
+from minigrad import codegen, rules
+
+from .cells import Cell
+
+
+class FusedCell:
+    """The compiled kernels of one cell."""
+
+    def __init__(self, cell: Cell, module, source: str):
+        self.cell, self.source = cell, source
+        self.forward = module.step_forward
+        self.backward = module.step_backward
+
+
+_compiled = {}
+
+
+def compile_cell(cell: Cell) -> FusedCell:
+    """Generate, cache on disk and import the kernels of `cell` (once per process)."""
+    key = cell.fingerprint()
+    if key not in _compiled:
+        source = generate_source(cell)
+        module = codegen.load_module(f"cell_{cell.name}_{key}", source)
+        _compiled[key] = FusedCell(cell, module, source)
+    return _compiled[key]
+
+
+def _variable_names(cell: Cell) -> dict:
+    """Leaf name in the traced graph -> variable name in the kernel ("h.f" -> "h_f", "c" -> "c_prev")."""
+    names = {f"x.{g}": f"x_{g}" for g in cell.gates}
+    names.update({f"{cell.state[0]}.{g}": f"{cell.state[0]}_{g}" for g in cell.gates})
+    names.update({s: f"{s}_prev" for s in cell.state})
+    return names
+
+
+def _leaves_used(cell: Cell):
+    used, stack, seen = {}, list(cell.outputs), set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op == "leaf":
+            used[node.name] = node
+        stack.extend(node.args)
+    return used
+
+
+def generate_source(cell: Cell) -> str:
+    """The Python source of the fused forward and backward kernels of `cell`."""
+    leaf_var = _variable_names(cell)
+    used = _leaves_used(cell)
+    var = {}  # id(Expr) -> variable name
+    for name, leaf in used.items():
+        var[id(leaf)] = leaf_var[name]
+    for k, node in enumerate(cell.nodes):
+        var[id(node)] = f"v{k}"
+
+    def ref(node):
+        return repr(node.value) if node.op == "const" else var[id(node)]
+
+    first = cell.state[0]
+    # ---- loads: only the leaves the step reads -------------------------------------------
+    loads = []
+    for k, gate in enumerate(cell.gates):
+        if f"x.{gate}" in used:
+            loads.append(f"x_{gate} = xp[b, t, {k} * H + j]")
+        if f"{first}.{gate}" in used:
+            loads.append(f"{first}_{gate} = hp[b, {k} * H + j] + b_hh[{k} * H + j]")
+    for s in cell.state:
+        if s in used:
+            loads.append(f"{s}_prev = {s}[t, b, j]")
+    # ---- the step, one line per op ---------------------------------------------------------
+    compute = []
+    for node in cell.nodes:
+        names = dict(zip(rules.INPUT_NAMES, (ref(a) for a in node.args)))
+        compute.append(f"{var[id(node)]} = {codegen.substitute(rules.RULES[node.op].forward, names)}")
+
+    state_list = ", ".join(cell.state)
+    forward_lines = loads + compute + [f"{s}[t + 1, b, j] = {ref(o)}" for s, o in zip(cell.state, cell.outputs)]
+
+    # ---- reverse mode on the scalar program ---------------------------------------------------
+    grad = {}  # id(Expr) -> name of its gradient variable
+    backward_lines = []
+
+    def accumulate(node, contribution):
+        if node.op == "const":
+            return
+        if id(node) in grad:
+            backward_lines.append(f"{grad[id(node)]} += {contribution}")
+        else:
+            grad[id(node)] = f"g_{ref(node)}"
+            backward_lines.append(f"{grad[id(node)]} = {contribution}")
+
+    for s, output in zip(cell.state, cell.outputs):
+        accumulate(output, f"g_{s}[b, j]")
+    for node in reversed(cell.nodes):
+        if id(node) not in grad:
+            continue  # does not reach any output
+        rule = rules.RULES[node.op]
+        names = dict(zip(rules.INPUT_NAMES, (ref(a) for a in node.args)))
+        names.update(out=var[id(node)], g=grad[id(node)])
+        for arg, vjp in zip(node.args, rule.vjps):
+            if vjp is not None:
+                accumulate(arg, f"{codegen.substitute(vjp, names)}")
+
+    def leaf_grad(name):
+        leaf = used.get(name)
+        return grad.get(id(leaf), "0.0") if leaf is not None else "0.0"
+
+    stores = []
+    for k, gate in enumerate(cell.gates):
+        stores.append(f"g_xp[b, t, {k} * H + j] = {leaf_grad(f'x.{gate}')}")
+        stores.append(f"g_hp[b, {k} * H + j] = {leaf_grad(f'{first}.{gate}')}")
+    # the gradient w.r.t. each previous state (direct paths only; the path through W_hh
+    # is added by the caller as g_hp @ W_hh)
+    stores += [f"g_{s}[b, j] = {leaf_grad(s)}" for s in cell.state]
+
+    def body(lines):
+        return "".join(f"            {line}\n" for line in lines)
+
+    grads_list = ", ".join(f"g_{s}" for s in cell.state)
+    return (
+        f'"""Fused kernels of cell {cell.name!r}, generated by rnn.compiler from its gate expressions:\n'
+        + "".join(f"    {s}' = {o!r}\n" for s, o in zip(cell.state, cell.outputs))
+        + '"""\n'
+        + codegen.PRELUDE
+        + f"""
+
+@kernel
+def step_forward(t, xp, hp, b_hh, {state_list}):
+    H = {first}.shape[2]
+    for b in range({first}.shape[1]):
+        for j in range(H):
+{body(forward_lines)}
+
+@kernel
+def step_backward(t, xp, hp, b_hh, {state_list}, {grads_list}, g_xp, g_hp):
+    # in: g_<state>[b, j] = d loss / d new state;  out: d loss / d previous state (direct part)
+    H = {first}.shape[2]
+    for b in range({first}.shape[1]):
+        for j in range(H):
+{body(loads + compute + backward_lines + stores)}"""
+    )

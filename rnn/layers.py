@@ -1,0 +1,173 @@
+"""A stack of recurrent layers of any cell, run eagerly or fused.
+
+Parameters are named and shaped like PyTorch's nn.RNN / nn.LSTM / nn.GRU:
+weight_ih_l{k} (G*H, input), weight_hh_l{k} (G*H, H), bias_ih_l{k}, bias_hh_l{k},
+with the G gates stacked in the cell's declared order, so weights move between the
+two frameworks without reshuffling.
+
+Two engines compute the same thing:
+- "eager": the cell's gate expressions are interpreted with minigrad ops, step by
+  step; every gate op is a node of the autograd graph (readable, gradcheckable);
+- "fused": a whole layer over the window is one autograd node (`FusedRecurrence`):
+  one GEMM projects the inputs of all steps, then per step one GEMM for W_hh h and
+  one generated kernel for the gates; backward runs the same way in reverse and
+  gets the W_hh gradient with a single GEMM at the end.
+"""
+
+import math
+
+import numpy as np
+
+import minigrad as mg
+from minigrad import ops
+from minigrad.autograd import Function
+from minigrad.nn import Dropout, Module, Parameter
+
+from .cells import Cell, get_cell
+from .compiler import compile_cell
+
+ENGINES = ("fused", "eager")
+
+
+# ---- eager: interpret the traced step with minigrad ops ---------------------------------
+
+def eager_step(cell: Cell, x_projection, h_projection, states, hidden: int):
+    """One step of `cell` with minigrad ops. Projections are (B, G*H) tensors without gate split."""
+    values = {}
+    for k, gate in enumerate(cell.gates):
+        columns = slice(k * hidden, (k + 1) * hidden)
+        values[f"x.{gate}"] = x_projection[:, columns]
+        values[f"{cell.state[0]}.{gate}"] = h_projection[:, columns]
+    values.update(zip(cell.state, states))
+
+    computed = {}
+
+    def value_of(node):
+        if node.op == "leaf":
+            return values[node.name]
+        if node.op == "const":
+            return node.value
+        return computed[id(node)]
+
+    for node in cell.nodes:
+        args = [value_of(a) for a in node.args]
+        computed[id(node)] = ops.ELEMENTWISE_OPS[node.op].apply(*[ops.as_tensor(a, like=states[0]) for a in args])
+    return tuple(value_of(o) for o in cell.outputs)
+
+
+# ---- fused: one autograd node for a layer over a window -------------------------------------
+
+class FusedRecurrence(Function):
+    """inputs: x (B,T,I), W_ih, W_hh, b_ih, b_hh, *initial states (B,H)
+    outputs: hidden states of every step (B,T,H), *final states (B,H)."""
+
+    def forward(self, x, w_ih, w_hh, b_ih, b_hh, *initial, fused):
+        self.fused = fused
+        batch, steps, inputs = x.shape
+        hidden = w_hh.shape[1]
+        dtype = w_hh.dtype
+        self.x, self.w_ih, self.w_hh, self.b_hh = x, w_ih, w_hh, b_hh
+        # All steps' input projections in one GEMM.
+        self.xp = (x.reshape(batch * steps, inputs) @ w_ih.T + b_ih).reshape(batch, steps, -1)
+        self.states = [np.empty((steps + 1, batch, hidden), dtype) for _ in initial]
+        for buffer, state in zip(self.states, initial):
+            buffer[0] = state
+        self.hp = np.empty((steps, batch, w_hh.shape[0]), dtype)
+        w_hh_t = w_hh.T
+        for t in range(steps):
+            np.matmul(self.states[0][t], w_hh_t, out=self.hp[t])
+            fused.forward(t, self.xp, self.hp[t], b_hh, *self.states)
+        outputs = np.ascontiguousarray(self.states[0][1:].transpose(1, 0, 2))
+        return (outputs, *(buffer[steps].copy() for buffer in self.states))
+
+    def backward(self, g_outputs, *g_final):
+        batch, steps, inputs = self.x.shape
+        dtype = self.w_hh.dtype
+        g_states = [np.array(g, dtype=dtype) for g in g_final]  # updated in place, step by step
+        g_xp = np.empty_like(self.xp)
+        g_hp = np.empty_like(self.hp)
+        g_outputs_by_step = g_outputs.transpose(1, 0, 2)
+        for t in reversed(range(steps)):
+            g_states[0] += g_outputs_by_step[t]
+            self.fused.backward(t, self.xp, self.hp[t], self.b_hh, *self.states, *g_states, g_xp, g_hp[t])
+            g_states[0] += g_hp[t] @ self.w_hh  # the path through W_hh h
+        rows = steps * batch
+        g_hp_rows = g_hp.reshape(rows, -1)
+        g_w_hh = g_hp_rows.T @ self.states[0][:steps].reshape(rows, -1)  # one GEMM for all steps
+        g_b_hh = g_hp_rows.sum(axis=0)
+        g_xp_rows = g_xp.reshape(batch * steps, -1)
+        g_w_ih = g_xp_rows.T @ self.x.reshape(batch * steps, inputs)
+        g_b_ih = g_xp_rows.sum(axis=0)
+        g_x = (g_xp_rows @ self.w_ih).reshape(self.x.shape) if self.needs_input_grad[0] else None
+        return (g_x, g_w_ih, g_w_hh, g_b_ih, g_b_hh, *g_states)
+
+
+class Recurrent(Module):
+    """`num_layers` layers of `cell`, batch first: forward(x (B,T,I), state) -> (outputs (B,T,H), state).
+
+    `state` is a list with one tuple of tensors (B,H) per layer, in the cell's state
+    order (e.g. (h, c) for lstm), or None for zeros.
+    """
+
+    def __init__(self, cell, input_size, hidden_size, num_layers=1, dropout=0.0, engine="fused",
+                 dtype=np.float32):
+        super().__init__()
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        for what, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if int(value) < 1:
+                raise ValueError(f"{what} must be at least 1, got {value}")
+        self.cell = get_cell(cell)
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.engine = engine
+        self.between_layers = Dropout(dropout)
+        gates = len(self.cell.gates) * hidden_size
+        bound = 1.0 / math.sqrt(hidden_size)  # PyTorch: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))
+        rng = mg.random.generator()
+        for k in range(num_layers):
+            fan_in = input_size if k == 0 else hidden_size
+            for name, shape in (("weight_ih", (gates, fan_in)), ("weight_hh", (gates, hidden_size)),
+                                ("bias_ih", (gates,)), ("bias_hh", (gates,))):
+                setattr(self, f"{name}_l{k}", Parameter(rng.uniform(-bound, bound, shape).astype(dtype)))
+
+    def layer_parameters(self, k):
+        return tuple(getattr(self, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+    def initial_state(self, batch_size, dtype=None):
+        dtype = dtype or self.weight_hh_l0.dtype
+        return [tuple(mg.tensor(np.zeros((batch_size, self.hidden_size), dtype)) for _ in self.cell.state)
+                for _ in range(self.num_layers)]
+
+    def forward(self, x, state=None):
+        x = ops.as_tensor(x)
+        if x.ndim != 3 or x.shape[2] != self.input_size:
+            raise ValueError(f"expected input (batch, steps, {self.input_size}), got shape {x.shape}")
+        if state is None:
+            state = self.initial_state(x.shape[0], x.dtype)
+        new_state = []
+        for k in range(self.num_layers):
+            if k > 0:
+                x = self.between_layers(x)
+            run = self._fused_layer if self.engine == "fused" else self._eager_layer
+            x, layer_state = run(k, x, tuple(state[k]))
+            new_state.append(layer_state)
+        return x, new_state
+
+    def _fused_layer(self, k, x, states):
+        results = FusedRecurrence.apply(x, *self.layer_parameters(k), *states, fused=compile_cell(self.cell))
+        return results[0], tuple(results[1:])
+
+    def _eager_layer(self, k, x, states):
+        w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k)
+        batch, steps, _ = x.shape
+        x_projection = (x.reshape(batch * steps, -1) @ w_ih.T + b_ih).reshape(batch, steps, -1)
+        outputs = []
+        for t in range(steps):
+            h_projection = states[0] @ w_hh.T + b_hh
+            states = eager_step(self.cell, x_projection[:, t], h_projection, states, self.hidden_size)
+            outputs.append(states[0])
+        return mg.stack(outputs, axis=1), states
+
+    def extra_repr(self):
+        return (f"{self.cell.name}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"dropout={self.between_layers.p}, engine={self.engine}")

@@ -1,0 +1,93 @@
+"""The character-level language model: embedding -> recurrent stack -> linear head.
+
+Tensor names are the checkpoint's and PyTorch's: `embedding.weight` (vocab, embed),
+`rnn.weight_ih_l0` ... (as nn.LSTM/GRU/RNN with batch_first=True), `head.weight`
+(vocab, hidden), `head.bias`. A checkpoint therefore loads into the PyTorch module
+Embedding -> nn.LSTM -> Linear with `load_state_dict(strict=True)`.
+"""
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+import minigrad as mg
+from minigrad.nn import Dropout, Embedding, Linear, Module
+
+from .cells import get_cell
+from .layers import ENGINES, Recurrent
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    cell: str = "lstm"
+    embed: int = 64
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.0
+    dtype: str = "float32"
+    engine: str = "fused"
+
+    def validate(self):
+        get_cell(self.cell)  # raises CellError naming the available cells
+        for name in ("vocab_size", "embed", "hidden", "layers"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(sorted(unknown))}")
+        return cls(**data).validate()
+
+
+class CharLM(Module):
+    """forward(ids (B,T) ints, state) -> (logits (B,T,V), state)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        dtype = DTYPES[config.dtype]
+        self.embedding = Embedding(config.vocab_size, config.embed, dtype=dtype)
+        self.rnn = Recurrent(config.cell, config.embed, config.hidden, config.layers,
+                             dropout=config.dropout, engine=config.engine, dtype=dtype)
+        self.output_dropout = Dropout(config.dropout)
+        self.head = Linear(config.hidden, config.vocab_size, dtype=dtype)
+
+    def forward(self, ids, state=None):
+        ids = np.asarray(ids.data if isinstance(ids, mg.Tensor) else ids)
+        if ids.ndim != 2:
+            raise ValueError(f"ids must be (batch, steps), got shape {ids.shape}")
+        x = self.embedding(ids)
+        hidden, state = self.rnn(x, state)
+        return self.head(self.output_dropout(hidden)), state
+
+    def loss(self, ids, targets, state=None):
+        """Mean cross-entropy (nats per character) of predicting `targets` (B,T) from `ids` (B,T)."""
+        logits, state = self(ids, state)
+        batch, steps, vocab = logits.shape
+        return mg.cross_entropy(logits.reshape(batch * steps, vocab), np.asarray(targets).reshape(-1)), state
+
+    def initial_state(self, batch_size):
+        return self.rnn.initial_state(batch_size)
+
+
+def detach_state(state):
+    """The same state values cut from the graph (truncated BPTT carries values, not gradients)."""
+    return [tuple(s.detach() for s in layer) for layer in state]
