@@ -38,3 +38,4 @@ def ones(*shape, dtype=DEFAULT_DTYPE, requires_grad=False) -> Tensor:
     import numpy as np
     return Tensor(np.ones(shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape, dtype),
                   requires_grad=requires_grad)
+from . import viz

@@ -13,6 +13,7 @@ Gradients returned by `backward` may have the broadcast shape of the output;
 """
 
 import contextlib
+import os
 import threading
 import traceback
 import weakref
@@ -67,10 +68,15 @@ class AnomalyError(RuntimeError):
     """An op produced NaN or inf while `detect_anomaly()` was on."""
 
 
+# Frames from files under this directory are minigrad's own (a path test, not a name
+# test: user code in a folder that happens to be called "minigrad" is still user code).
+_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
+
+
 def _user_frame(stack) -> str:
     """The innermost frame outside minigrad: where the user created the op."""
     for frame in reversed(stack):
-        if "/minigrad/" not in frame.filename.replace("\\", "/"):
+        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR):
             return f'File "{frame.filename}", line {frame.lineno}, in {frame.name}\n    {frame.line}'
     return "(created inside minigrad)"
 

@@ -69,7 +69,7 @@ class Optimizer:
             # Stepping a parameter twice per step() is never what was meant.
             raise ValueError("some parameters appear more than once in the parameter list")
         self.params = params
-        self.defaults = {name: value for name, value in defaults.items()}
+        self.defaults = dict(defaults)  # the values given at construction
         for name, value in defaults.items():
             setattr(self, name, value)
         self.state = [{} for _ in params]  # state[i] belongs to params[i]
@@ -205,11 +205,11 @@ class SGD(Optimizer):
     _state_names = ("momentum_buffer",)
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False):
-        if lr < 0.0:
+        if not 0.0 <= lr:  # (written so that NaN is rejected too)
             raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0.0:
+        if not 0.0 <= momentum:
             raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
+        if not 0.0 <= weight_decay:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
@@ -223,7 +223,9 @@ class SGD(Optimizer):
             buf = state.get("momentum_buffer")
             if buf is None:
                 # The buffer starts as the first gradient itself (no dampening), like torch.
-                buf = state["momentum_buffer"] = g.astype(p.dtype, copy=True)
+                # np.array, not astype: for a 0-d parameter `g` may be a numpy scalar, and
+                # the buffer must be an array that the in-place updates below can change.
+                buf = state["momentum_buffer"] = np.array(g, dtype=p.dtype)
             else:
                 buf *= self.momentum
                 buf += (1 - self.dampening) * g

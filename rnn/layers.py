@@ -154,7 +154,7 @@ class Recurrent(Module):
         return x, new_state
 
     def _fused_layer(self, k, x, states):
-        results = FusedRecurrence.apply(x, *self.layer_parameters(k), *states, fused=compile_cell(self.cell))
+        results = FusedRecurrence.apply(x, *self.layer_parameters(k), *states, fused=compile_cell(self.cell, x.dtype))
         return results[0], tuple(results[1:])
 
     def _eager_layer(self, k, x, states):

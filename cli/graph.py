@@ -1,0 +1,76 @@
+"""`minigrad-rnn graph`: show the autograd graph of a recurrent cell unrolled for a few steps.
+
+Argument parsing and printing only: the graph comes from `minigrad.viz`, the kernel
+source from `rnn.compiler`. numpy, minigrad and rnn are imported inside the command so
+that `minigrad-rnn --help` stays fast.
+"""
+
+import click
+
+INPUT_SIZE = 2  # tiny on purpose: the graph's structure, not its size, is what one reads
+BATCH_SIZE = 1
+
+
+def _unrolled_cell(cell, steps, hidden):
+    """Run the eager engine for `steps` steps; return (outputs tensor, names for viz, layer)."""
+    import numpy as np
+
+    import minigrad as mg
+    from rnn.layers import Recurrent
+
+    layer = Recurrent(cell, INPUT_SIZE, hidden, engine="eager")
+    # The values do not show in the graph, only shapes do: any input will do.
+    inputs = mg.tensor(np.random.default_rng(0).standard_normal((BATCH_SIZE, steps, INPUT_SIZE)).astype(np.float32))
+    initial = tuple(mg.tensor(np.zeros((BATCH_SIZE, hidden), np.float32)) for _ in layer.cell.state)
+    outputs, _ = layer(inputs, [initial])
+    names = {id(state): f"{name}0" for name, state in zip(layer.cell.state, initial)}  # h0, c0
+    names[id(inputs)] = "x"
+    return outputs, names, layer
+
+
+@click.command("graph")
+@click.option("--cell", "cell_name", default="lstm", show_default=True,
+              help="Built-in cell name, or one declared in --cell-file.")
+@click.option("--cell-file", type=click.Path(dir_okay=False), default=None,
+              help="A Python file declaring cells with @cell.")
+@click.option("--steps", type=click.IntRange(1, 100), default=2, show_default=True,
+              help="Time steps to unroll.")
+@click.option("--hidden", type=click.IntRange(1, 64), default=3, show_default=True,
+              help="Hidden size.")
+@click.option("--dot", "dot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write Graphviz DOT to this file instead of printing the text tree.")
+@click.option("--kernel", is_flag=True,
+              help="Print the source of the cell's generated fused kernels (with --dot: as well).")
+def graph(cell_name, cell_file, steps, hidden, dot_path, kernel):
+    """Print the autograd graph of CELL unrolled for a few steps (eager engine).
+
+    Render the DOT file with Graphviz, e.g. `dot -Tsvg graph.dot -o graph.svg`.
+    """
+    import minigrad as mg
+    from rnn.cells import CellError, get_cell, load_cell_file
+    from rnn.compiler import generate_source
+
+    try:
+        if cell_file:
+            load_cell_file(cell_file)
+        cell = get_cell(cell_name)
+    except CellError as error:
+        raise click.ClickException(str(error)) from None
+
+    if kernel:
+        click.echo(generate_source(cell), nl=False)
+    if kernel and not dot_path:
+        return
+    outputs, names, layer = _unrolled_cell(cell, steps, hidden)
+    params = dict(layer.named_parameters())
+    if not dot_path:
+        click.echo(mg.viz.format_graph(outputs, names=names, params=params), nl=False)
+        return
+    text = mg.viz.to_dot(outputs, names=names, params=params, graph_name=f"{cell.name}, {steps} steps")
+    try:
+        with open(dot_path, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as error:
+        raise click.ClickException(f"cannot write {dot_path}: {error.strerror}") from None
+    operations = sum(mg.viz.op_counts(outputs).values())
+    click.echo(f"wrote {dot_path}: {cell.name} unrolled for {steps} steps, {operations} ops")

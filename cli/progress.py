@@ -1,0 +1,140 @@
+"""What `minigrad-rnn train` shows while it runs: a live progress line or plain log lines.
+
+`TrainingDisplay` is the `on_event(kind, data)` callback given to `rnn.train.train`.
+On a terminal it keeps one progress line up to date in place (step/total or time left,
+train loss, last val loss, chars/s, ETA) and prints evaluations and samples above it;
+anywhere else (a pipe, a log file, CI) it writes plain, complete lines, a few of them.
+
+Only formatting lives here: every number shown comes from the trainer's events.
+This module must stay light (no numpy, no rnn): it is imported by the CLI at start-up.
+"""
+
+import math
+import time
+
+# A terminal line is redrawn at most this often; a log gets a progress line at most this often.
+REDRAW_SECONDS = 0.1
+LOG_SECONDS = 10.0
+SAMPLE_RULE = "-" * 60
+
+
+def format_duration(seconds) -> str:
+    """12s, 3m05s, 1h02m: short and fixed enough to read at a glance."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def format_rate(per_second) -> str:
+    """A count per second with a k/M suffix: 950, 12.3k, 1.2M."""
+    if per_second is None or not math.isfinite(per_second):
+        return "?"
+    for limit, suffix, scale in ((1e6, "M", 1e6), (1e3, "k", 1e3)):
+        if per_second >= limit:
+            return f"{per_second / scale:.1f}{suffix}"
+    return f"{per_second:.0f}"
+
+
+def format_loss(loss) -> str:
+    return "-" if loss is None else f"{loss:.4f}"
+
+
+def bits_per_char(nats):
+    return None if nats is None else nats / math.log(2)
+
+
+class TrainingDisplay:
+    """Turns the trainer's events into output on `stream` (see the module docstring).
+
+    quiet: print nothing while training (the final summary is the caller's business).
+    live: redraw one line in place with carriage returns (only on a terminal).
+    """
+
+    def __init__(self, stream, live: bool, quiet: bool = False, clock=time.monotonic):
+        self.stream, self.live, self.quiet, self.clock = stream, live, quiet, clock
+        self.last_val_loss = None
+        self.last_step = None
+        self.line_width = 0          # characters of the progress line now on screen
+        self.last_draw = -math.inf
+        self.last_log = -math.inf
+
+    # ---- the callback -------------------------------------------------------------------
+    def __call__(self, kind: str, data: dict):
+        if self.quiet:
+            return
+        handler = getattr(self, f"on_{kind}", None)
+        if handler is not None:
+            handler(data)
+
+    def on_step(self, data):
+        self.last_step = data
+        now = self.clock()
+        if self.live:
+            if now - self.last_draw >= REDRAW_SECONDS or data.get("step") == data.get("total"):
+                self._draw(self.progress_line(data))
+                self.last_draw = now
+        elif now - self.last_log >= LOG_SECONDS:
+            self._print(self.progress_line(data))
+            self.last_log = now
+
+    def on_eval(self, data):
+        self.last_val_loss = data.get("val_loss")
+        step = data.get("step", self.last_step.get("step") if self.last_step else "?")
+        best = " (best so far)" if data.get("is_best") else ""
+        train_loss = self.last_step.get("train_loss") if self.last_step else None
+        self._print(f"step {step}: train loss {format_loss(train_loss)}, "
+                    f"val loss {format_loss(self.last_val_loss)} nats/char "
+                    f"({format_loss(bits_per_char(self.last_val_loss))} bits/char){best}")
+
+    def on_sample(self, data):
+        step = data.get("step", "?")
+        text = data.get("text", "")
+        self._print(f"{SAMPLE_RULE}\nsample at step {step}:\n{text.rstrip()}\n{SAMPLE_RULE}")
+
+    def on_stop(self, data):
+        reason = data.get("reason")
+        if reason == "interrupted":
+            self._print("interrupted: saving a checkpoint...")
+
+    def finish(self):
+        """Leave the terminal on a fresh line (call once training returns or fails)."""
+        self._clear()
+
+    # ---- the progress line --------------------------------------------------------------
+    def progress_line(self, data) -> str:
+        step, total = data.get("step"), data.get("total")
+        parts = [f"step {step}/{total}" if total else f"step {step}"]
+        if data.get("time_left") is not None:
+            parts.append(f"{format_duration(data['time_left'])} left")
+        parts.append(f"loss {format_loss(data.get('train_loss'))}")
+        parts.append(f"val {format_loss(self.last_val_loss)}")
+        parts.append(f"{format_rate(data.get('chars_per_sec'))} chars/s")
+        if data.get("eta") is not None:
+            parts.append(f"ETA {format_duration(data['eta'])}")
+        return " | ".join(parts)
+
+    # ---- output -------------------------------------------------------------------------
+    def _draw(self, line):
+        padding = " " * max(0, self.line_width - len(line))  # wipe the rest of a longer old line
+        self.stream.write("\r" + line + padding)
+        self.stream.flush()
+        self.line_width = len(line)
+
+    def _clear(self):
+        if self.line_width:
+            self.stream.write("\r" + " " * self.line_width + "\r")
+            self.stream.flush()
+            self.line_width = 0
+
+    def _print(self, text):
+        """A permanent message; on a terminal it goes above the progress line, which is redrawn."""
+        self._clear()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        if self.live and self.last_step is not None:
+            self._draw(self.progress_line(self.last_step))

@@ -1,0 +1,216 @@
+"""Seeing the graph: the ops and leaf tensors that made a tensor, as Graphviz DOT text or a text tree.
+
+    print(mg.viz.to_dot(loss, params=model.named_parameters()))   # render with `dot -Tsvg`
+    mg.viz.print_graph(loss)                                       # an indented tree in the terminal
+
+Both only read the graph (`tensor.grad_fn`, `node.inputs`): nothing is computed or changed,
+and no graphviz is needed to produce the text. The walks use explicit stacks and queues,
+not recursion, so the graph of a 10,000-step unrolled RNN prints as well as a small one.
+
+What is a node where:
+- an op node (`Function`) is one node, labelled with its name (`node.name`: Mul, Tanh,
+  FusedRecurrence, ...) and the shape and dtype of each output;
+- a leaf (a tensor no recorded op made: a parameter, an input, a constant) is one node,
+  labelled with its name if given, its shape, dtype, and whether it requires grad;
+- intermediate tensors are the edges between ops (an op with several outputs says which).
+"""
+
+import collections
+import numbers
+import sys
+
+from .nn import Parameter
+from .tensor import Tensor
+
+# Deeper tree lines stop moving right (and say their depth instead), so a 10,000-step
+# chain prints lines of bounded width rather than megabytes of spaces.
+MAX_INDENT_LEVELS = 40
+
+
+# ---- naming and labelling --------------------------------------------------------------------
+
+def _name_table(names=None, params=None) -> dict:
+    """id(tensor) -> display name, from `names` ({id or tensor: name}) and `params` ((name, tensor) pairs)."""
+    table = {}
+    if params is not None:
+        pairs = params.items() if isinstance(params, dict) else params
+        for name, tensor in pairs:
+            table[id(tensor)] = name
+    for key, name in (names or {}).items():
+        table[key if isinstance(key, int) else id(key)] = name
+    return table
+
+
+def _spec(shape, dtype) -> str:
+    return f"{tuple(shape)} {dtype}"
+
+
+def _leaf_title(tensor: Tensor, table: dict) -> str:
+    if id(tensor) in table:
+        return table[id(tensor)]
+    if isinstance(tensor, Parameter):
+        return "Parameter"
+    if tensor.requires_grad:
+        return "tensor"
+    if tensor.size == 1:
+        return f"constant {tensor.data.item():g}"  # the 1 of `1 - z`, a scale factor...
+    return "constant"  # no gradient flows into it: an input, an initial state...
+
+
+def _leaf_parts(tensor: Tensor, table: dict) -> tuple:
+    """(name, "shape dtype", whether it requires grad): a leaf's label, line by line."""
+    grad_note = "requires_grad" if tensor.requires_grad else "no grad"
+    return _leaf_title(tensor, table), _spec(tensor.shape, tensor.dtype), grad_note
+
+
+def _index_text(index) -> str:
+    """x[index] written as in Python: (slice(None), slice(0, 2)) -> "[:, 0:2]"."""
+    def one(part):
+        if isinstance(part, slice):
+            text = ("" if part.start is None else str(part.start)) + ":" + ("" if part.stop is None else str(part.stop))
+            return text + (f":{part.step}" if part.step is not None else "")
+        if part is Ellipsis:
+            return "..."
+        if part is None:
+            return "None"
+        return str(part) if isinstance(part, numbers.Integral) else "array"
+    parts = index if isinstance(index, tuple) else (index,)
+    return "[" + ", ".join(one(part) for part in parts) + "]"
+
+
+def _op_title(node) -> str:
+    """The op's name; for indexing also which slice it took (which gate, which step)."""
+    if node.name == "GetItem" and hasattr(node, "index"):
+        return node.name + _index_text(node.index)
+    return node.name
+
+
+def _output_index(tensor: Tensor):
+    """Which output of its op `tensor` is, or None when the op has a single output."""
+    node = tensor.grad_fn
+    if len(node.output_specs) == 1:
+        return None
+    return next(k for k, output in enumerate(node.outputs()) if output is tensor)
+
+
+# ---- the walk shared by the DOT writer -------------------------------------------------------
+
+class _Graph:
+    """The op nodes and leaves behind a tensor, numbered in breadth-first order from it."""
+
+    def __init__(self, root: Tensor):
+        self.ops, self.leaves = [], []  # in discovery order
+        self.op_number, self.leaf_number = {}, {}  # id -> index into the lists above
+        queue = collections.deque([root])
+        while queue:
+            tensor = queue.popleft()
+            if tensor.grad_fn is None:
+                if id(tensor) not in self.leaf_number:
+                    self.leaf_number[id(tensor)] = len(self.leaves)
+                    self.leaves.append(tensor)
+                continue
+            node = tensor.grad_fn
+            if id(node) in self.op_number:
+                continue
+            self.op_number[id(node)] = len(self.ops)
+            self.ops.append(node)
+            queue.extend(node.inputs)
+
+    def source_of(self, tensor: Tensor) -> str:
+        """The DOT node id an edge carrying `tensor` starts from."""
+        if tensor.grad_fn is None:
+            return f"leaf{self.leaf_number[id(tensor)]}"
+        return f"op{self.op_number[id(tensor.grad_fn)]}"
+
+
+def _quote(text: str) -> str:
+    """A DOT string literal: quotes and backslashes escaped, newlines as DOT's \\n."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def _op_label(node) -> str:
+    specs = node.output_specs
+    if len(specs) == 1:
+        return f"{_op_title(node)}\n{_spec(*specs[0])}"
+    return _op_title(node) + "".join(f"\nout {k}: {_spec(*spec)}" for k, spec in enumerate(specs))
+
+
+def to_dot(tensor: Tensor, names: dict = None, params=None, graph_name: str = "minigrad") -> str:
+    """Graphviz DOT text of the graph that made `tensor`.
+
+    names:  {id(t) or t: "name"} for any tensors you want labelled (inputs, states...);
+    params: (name, tensor) pairs such as `model.named_parameters()`, or a dict name -> tensor.
+    Edges run the way data flows: leaves -> ops -> ... -> the output node.
+    """
+    table = _name_table(names, params)
+    graph = _Graph(tensor)
+    lines = [
+        f"digraph {_quote(graph_name)} {{",
+        '  node [fontname="monospace", fontsize=10, shape=box];',
+    ]
+    for k, leaf in enumerate(graph.leaves):
+        colour = "lightblue" if leaf.requires_grad else "whitesmoke"
+        label = "\n".join(_leaf_parts(leaf, table))
+        lines.append(f"  leaf{k} [label={_quote(label)}, style=filled, fillcolor={colour}];")
+    for k, node in enumerate(graph.ops):
+        lines.append(f"  op{k} [label={_quote(_op_label(node))}, style=rounded];")
+    if tensor.grad_fn is not None:  # a leaf root is already drawn as its leaf node
+        title = table.get(id(tensor), "output")
+        lines.append(f"  output [label={_quote(title + chr(10) + _spec(tensor.shape, tensor.dtype))}, "
+                     "style=filled, fillcolor=palegreen];")
+    for k, node in enumerate(graph.ops):
+        for parent in node.inputs:
+            index = _output_index(parent) if parent.grad_fn is not None else None
+            attributes = f" [label={_quote(f'out {index}')}]" if index is not None else ""
+            lines.append(f"  {graph.source_of(parent)} -> op{k}{attributes};")
+    if tensor.grad_fn is not None:
+        index = _output_index(tensor)
+        attributes = f" [label={_quote(f'out {index}')}]" if index is not None else ""
+        lines.append(f"  {graph.source_of(tensor)} -> output{attributes};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# ---- the text tree ---------------------------------------------------------------------------
+
+def format_graph(tensor: Tensor, names: dict = None, params=None) -> str:
+    """The graph as an indented tree: each op above the tensors it read.
+
+    An op reached a second time (a shared subgraph, e.g. h used by every gate) is
+    printed once with a number `#k`, then referred to as `Name #k (above)`.
+    """
+    table = _name_table(names, params)
+    numbers = {}  # id(op node) -> its #k
+    lines = []
+    stack = [(tensor, 0)]
+    while stack:
+        current, depth = stack.pop()
+        indent = "  " * min(depth, MAX_INDENT_LEVELS)
+        if depth > MAX_INDENT_LEVELS:
+            indent += f"[depth {depth}] "
+        node = current.grad_fn
+        if node is None:
+            lines.append(indent + "  ".join(_leaf_parts(current, table)))
+            continue
+        index = _output_index(current)
+        which = f" out {index}" if index is not None else ""
+        if id(node) in numbers:
+            lines.append(f"{indent}{_op_title(node)} #{numbers[id(node)]}{which} (above)")
+            continue
+        numbers[id(node)] = len(numbers) + 1
+        name = f"  {table[id(current)]}" if id(current) in table else ""
+        lines.append(f"{indent}{_op_title(node)} #{numbers[id(node)]}{which}{name}  {_spec(current.shape, current.dtype)}")
+        # reversed, so the first input is popped (printed) first
+        stack.extend((parent, depth + 1) for parent in reversed(node.inputs))
+    return "\n".join(lines) + "\n"
+
+
+def print_graph(tensor: Tensor, names: dict = None, params=None, file=None):
+    """Print `format_graph(tensor, ...)` (to stdout unless `file` is given)."""
+    (file or sys.stdout).write(format_graph(tensor, names, params))
+
+
+def op_counts(tensor: Tensor) -> dict:
+    """How many op nodes of each name made `tensor`, e.g. {"Sigmoid": 3, "Tanh": 2, ...}."""
+    return dict(collections.Counter(node.name for node in _Graph(tensor).ops))
