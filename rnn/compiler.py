@@ -3,8 +3,8 @@
 For every (batch row b, hidden unit j) the step is a small scalar program: read the
 gate pre-activations and previous states, apply the gate expressions, write the new
 states. The generator writes that program out as straight-line Python inside two
-loops, and Numba compiles it. The backward kernel recomputes the same forward values
-(cheaper than storing every gate) and then runs reverse mode *on the scalar program*:
+loops, and Numba compiles it. The backward kernel loads the transcendental values the
+forward kernel saved, recomputes the cheap arithmetic around them, and then runs reverse mode *on the scalar program*:
 walking the expression graph backwards, it emits `g_arg += vjp(g_node)` for every
 argument, with the vjp text taken from the engine's rule table (`minigrad.rules`) --
 the same rules the eager engine uses, so the two engines cannot disagree.
@@ -15,6 +15,7 @@ shows exactly what runs. Kernel layout (H = hidden size, G = number of gates):
     xp       (B, T, G*H)   W_ih x + b_ih for every step (one GEMM before the loop)
     hp       (B, G*H)      W_hh h for this step (one GEMM per step); b_hh is added here
     states   (T+1, B, H)   one buffer per state; step t reads [t] and writes [t+1]
+    saved    (T, S, B, H)  the S transcendental values of each step, for backward
 """
 
 import numpy as np
@@ -24,13 +25,19 @@ from minigrad import codegen, rules
 from .cells import Cell
 
 
+# Ops whose results the forward kernel stores for backward: transcendental functions cost
+# far more to recompute than to load. Everything else is recomputed from the saved values.
+SAVED_OPS = ("exp", "log", "tanh", "sigmoid")
+
+
 class FusedCell:
-    """The compiled kernels of one cell."""
+    """The compiled kernels of one cell; `saved_per_step` values per unit are kept for backward."""
 
     def __init__(self, cell: Cell, module, source: str):
         self.cell, self.source = cell, source
         self.forward = module.step_forward
         self.backward = module.step_backward
+        self.saved_per_step = sum(node.op in SAVED_OPS for node in cell.nodes)
 
 
 _compiled = {}
@@ -99,13 +106,21 @@ def generate_source(cell: Cell, fast=False) -> str:
         if s in used:
             loads.append(f"{s}_prev = {s}[t, b, j]")
     # ---- the step, one line per op ---------------------------------------------------------
-    compute = []
+    compute, recompute, keep = [], [], []
     for node in cell.nodes:
         names = dict(zip(rules.INPUT_NAMES, (ref(a) for a in node.args)))
-        compute.append(f"{var[id(node)]} = {codegen.substitute(rules.RULES[node.op].forward, names)}")
+        line = f"{var[id(node)]} = {codegen.substitute(rules.RULES[node.op].forward, names)}"
+        compute.append(line)
+        if node.op in SAVED_OPS:  # backward loads it instead of recomputing it
+            slot = f"saved[t, {len(keep)}, b, j]"
+            keep.append(f"{slot} = {var[id(node)]}")
+            recompute.append(f"{var[id(node)]} = {slot}")
+        else:
+            recompute.append(line)
 
     state_list = ", ".join(cell.state)
-    forward_lines = loads + compute + [f"{s}[t + 1, b, j] = {ref(o)}" for s, o in zip(cell.state, cell.outputs)]
+    forward_lines = (loads + compute + keep
+                     + [f"{s}[t + 1, b, j] = {ref(o)}" for s, o in zip(cell.state, cell.outputs)])
 
     # ---- reverse mode on the scalar program ---------------------------------------------------
     grad = {}  # id(Expr) -> name of its gradient variable
@@ -156,17 +171,17 @@ def generate_source(cell: Cell, fast=False) -> str:
         + f"""
 
 @kernel
-def step_forward(t, xp, hp, b_hh, {state_list}):
+def step_forward(t, xp, hp, b_hh, {state_list}, saved):
     H = {first}.shape[2]
     for b in range({first}.shape[1]):
         for j in range(H):
 {body(forward_lines)}
 
 @kernel
-def step_backward(t, xp, hp, b_hh, {state_list}, {grads_list}, g_xp, g_hp):
+def step_backward(t, xp, hp, b_hh, {state_list}, saved, {grads_list}, g_xp, g_hp):
     # in: g_<state>[b, j] = d loss / d new state;  out: d loss / d previous state (direct part)
     H = {first}.shape[2]
     for b in range({first}.shape[1]):
         for j in range(H):
-{body(loads + compute + backward_lines + stores)}"""
+{body(loads + recompute + backward_lines + stores)}"""
     )

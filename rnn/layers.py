@@ -73,10 +73,11 @@ class FusedRecurrence(Function):
         for buffer, state in zip(self.states, initial):
             buffer[0] = state
         self.hp = np.empty((steps, batch, w_hh.shape[0]), dtype)
+        self.saved = np.empty((steps, fused.saved_per_step, batch, hidden), dtype)
         w_hh_t = w_hh.T
         for t in range(steps):
             np.matmul(self.states[0][t], w_hh_t, out=self.hp[t])
-            fused.forward(t, self.xp, self.hp[t], b_hh, *self.states)
+            fused.forward(t, self.xp, self.hp[t], b_hh, *self.states, self.saved)
         outputs = np.ascontiguousarray(self.states[0][1:].transpose(1, 0, 2))
         return (outputs, *(buffer[steps].copy() for buffer in self.states))
 
@@ -89,7 +90,7 @@ class FusedRecurrence(Function):
         g_outputs_by_step = g_outputs.transpose(1, 0, 2)
         for t in reversed(range(steps)):
             g_states[0] += g_outputs_by_step[t]
-            self.fused.backward(t, self.xp, self.hp[t], self.b_hh, *self.states, *g_states, g_xp, g_hp[t])
+            self.fused.backward(t, self.xp, self.hp[t], self.b_hh, *self.states, self.saved, *g_states, g_xp, g_hp[t])
             g_states[0] += g_hp[t] @ self.w_hh  # the path through W_hh h
         rows = steps * batch
         g_hp_rows = g_hp.reshape(rows, -1)

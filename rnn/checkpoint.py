@@ -1,0 +1,403 @@
+"""Checkpoints: a char-LM, its vocabulary and everything resuming needs, in one safetensors file.
+
+Tensors:
+- the model's parameters under their own names (`embedding.weight`, `rnn.weight_ih_l0`, ...,
+  `head.bias`): the PyTorch module Embedding -> nn.LSTM -> Linear loads them as they are;
+- `optimizer.<parameter name>.<state name>`: the optimizer's per-parameter arrays
+  (e.g. `optimizer.head.bias.exp_avg`);
+- `train_state.<name>`: extra arrays a caller asks to keep (the trainer's carried hidden state).
+
+Metadata (safetensors allows only strings, so the values are JSON): `program`, `format_version`,
+`model_config`, `vocab`, `optimizer` (its type, hyperparameters and scalar state such as step
+counts), `meta` (the caller's dict: step, RNG state, data position, train config, val losses),
+and `checksum`, a SHA-256 over all metadata and tensor bytes, so that corruption anywhere in
+the file is caught.
+
+Loading reads nothing but JSON and raw arrays: it never executes anything from the file, and
+it checks the header's declared length against the file size before reading it, so a hostile
+file cannot make it allocate unbounded memory. Every problem is a `CheckpointError` with one line.
+Writing is atomic: a temporary file in the same directory, fsync, rename, fsync the directory;
+an interrupted write leaves the previous checkpoint as it was.
+"""
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save as safetensors_bytes
+
+import minigrad as mg
+
+from .cells import CellError, get_cell, load_cell_file
+from .data import TextError, Vocab
+from .model import DTYPES, CharLM, ModelConfig
+
+FORMAT_VERSION = 1
+PROGRAM = "minigrad-rnn"
+OPTIMIZER_PREFIX = "optimizer."
+TRAIN_STATE_PREFIX = "train_state."
+# No real header comes near this; a larger declared length means "not a checkpoint".
+MAX_HEADER_BYTES = 16 << 20
+
+_SAFETENSORS_DTYPES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I8": 1, "U8": 1, "I16": 2, "U16": 2,
+                       "I32": 4, "U32": 4, "I64": 8, "U64": 8, "BOOL": 1}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used (the message is one clear line)."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model: CharLM  # weights loaded, in eval mode
+    vocab: Vocab
+    config: ModelConfig
+    meta: dict
+    optimizer_state: dict = None  # in the optimizer's state_dict() format, or None
+    optimizer_name: str = None  # the optimizer's class name, e.g. "Adam"
+    train_state: dict = field(default_factory=dict)  # the `extra_tensors` given to save_checkpoint
+    format_version: int = FORMAT_VERSION
+
+
+# ---- saving ---------------------------------------------------------------------------------
+
+def _as_vocab(vocab) -> Vocab:
+    if isinstance(vocab, Vocab):
+        return vocab
+    if isinstance(vocab, str):
+        return Vocab.from_json(vocab)
+    if isinstance(vocab, (list, tuple)):
+        return Vocab(list(vocab))
+    raise ValueError("save_checkpoint needs the vocabulary: pass vocab= or meta['vocab'] (a Vocab)")
+
+
+def _checksum(metadata: dict, tensors: dict) -> str:
+    """SHA-256 of every metadata entry but the checksum itself, and of every tensor."""
+    digest = hashlib.sha256()
+    for key in sorted(metadata):
+        if key != "checksum":
+            digest.update(json.dumps([key, metadata[key]]).encode())
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        digest.update(json.dumps([name, array.dtype.str, list(array.shape)]).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _split_optimizer_state(model, optimizer):
+    """(tensors, json-able description) of the optimizer, keyed by parameter *name*, not index,
+    so that the file says what each array belongs to."""
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    tensors, hyperparameters, scalars = {}, {}, {}
+    for key, value in optimizer.state_dict().items():
+        if not key.startswith("state."):
+            hyperparameters[key] = value
+            continue
+        _, index, state_name = key.split(".", 2)
+        parameter = optimizer.params[int(index)]
+        if id(parameter) not in names:
+            raise ValueError("the optimizer holds a parameter that is not part of the model")
+        name = f"{names[id(parameter)]}.{state_name}"
+        if isinstance(value, np.ndarray):
+            tensors[OPTIMIZER_PREFIX + name] = value
+        else:
+            scalars[name] = value
+    description = {"type": type(optimizer).__name__, "hyperparameters": hyperparameters, "scalars": scalars}
+    return tensors, description
+
+
+def save_checkpoint(path, model, optimizer=None, meta=None, *, vocab=None, extra_tensors=None):
+    """Write `model` (and the optimizer state, and `meta`) to `path`, atomically.
+
+    The vocabulary comes from `vocab=` or `meta["vocab"]` (a Vocab, a list of characters or
+    its JSON). `meta` must be JSON-able (step, RNG state, data position, ...).
+    `extra_tensors` (name -> array) are stored as `train_state.<name>`.
+    """
+    meta = dict(meta or {})
+    vocab = _as_vocab(vocab if vocab is not None else meta.pop("vocab", None))
+    meta.pop("vocab", None)
+    config = model.config
+    if len(vocab) != config.vocab_size:
+        raise ValueError(f"the vocabulary has {len(vocab)} characters, the model {config.vocab_size}")
+
+    tensors = {name: np.ascontiguousarray(array) for name, array in model.state_dict().items()}
+    metadata = {
+        "program": PROGRAM,
+        "format_version": str(FORMAT_VERSION),
+        "model_config": json.dumps(config.to_dict()),
+        "vocab": vocab.to_json(),
+        "meta": json.dumps(meta),
+    }
+    if optimizer is not None:
+        optimizer_tensors, description = _split_optimizer_state(model, optimizer)
+        tensors.update(optimizer_tensors)
+        metadata["optimizer"] = json.dumps(description)
+    for name, array in (extra_tensors or {}).items():
+        tensors[TRAIN_STATE_PREFIX + name] = np.ascontiguousarray(array)
+    metadata["checksum"] = _checksum(metadata, tensors)
+    _atomic_write(Path(path), safetensors_bytes(tensors, metadata=metadata))
+    return Path(path)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write a temporary file beside `path`, fsync it, rename it over `path`, fsync the directory."""
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as error:
+        raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}") from None
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:  # including KeyboardInterrupt: never leave a half-written temp file
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        if isinstance(error, OSError):
+            raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}") from None
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform (Windows), so best effort.
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+# ---- loading --------------------------------------------------------------------------------
+
+def _read_header(path: Path) -> dict:
+    """The safetensors JSON header, after checking its length and entries against the file."""
+    not_safetensors = f"{path} is not a minigrad-rnn checkpoint (not a safetensors file)"
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size < 8:
+                raise CheckpointError(f"{path} is truncated or not a checkpoint ({size} bytes)")
+            header_length = int.from_bytes(file.read(8), "little")
+            if header_length < 2 or header_length > MAX_HEADER_BYTES:
+                raise CheckpointError(not_safetensors)
+            if header_length > size - 8:
+                raise CheckpointError(f"{path} is truncated (its header alone should be {header_length} bytes)")
+            raw = file.read(header_length)
+    except OSError as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror or error}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise CheckpointError(not_safetensors) from None
+    if not isinstance(header, dict):
+        raise CheckpointError(not_safetensors)
+    _check_tensor_entries(path, header, data_size=size - 8 - header_length)
+    return header
+
+
+def _check_tensor_entries(path: Path, header: dict, data_size: int) -> None:
+    """Every tensor's dtype, shape and byte range must be sane and lie inside the file."""
+    corrupted = f"{path} is corrupted (bad safetensors header)"
+    end_of_data = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                raise CheckpointError(corrupted)
+            continue
+        if not isinstance(entry, dict) or entry.get("dtype") not in _SAFETENSORS_DTYPES:
+            raise CheckpointError(corrupted)
+        shape, offsets = entry.get("shape"), entry.get("data_offsets")
+        if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)
+                or not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) and o >= 0 for o in offsets)):
+            raise CheckpointError(corrupted)
+        begin, end = offsets
+        if end - begin != math.prod(shape) * _SAFETENSORS_DTYPES[entry["dtype"]]:
+            raise CheckpointError(corrupted)
+        end_of_data = max(end_of_data, end)
+    if end_of_data > data_size:
+        raise CheckpointError(f"{path} is truncated ({data_size} bytes of tensor data, {end_of_data} expected)")
+    if end_of_data < data_size:
+        raise CheckpointError(f"{path} is corrupted ({data_size - end_of_data} unexpected bytes after the tensors)")
+
+
+def _check_program_and_version(path: Path, metadata: dict) -> int:
+    if metadata.get("program") != PROGRAM:
+        raise CheckpointError(f"{path} was not written by {PROGRAM} (a safetensors file from another program)")
+    try:
+        version = int(metadata.get("format_version"))
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path} is corrupted (bad format version)") from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {version}, newer than this {PROGRAM} "
+                              f"reads ({FORMAT_VERSION}): upgrade {PROGRAM}")
+    if version < 1:
+        raise CheckpointError(f"{path} is corrupted (format version {version})")
+    return version
+
+
+def _read_tensors(path: Path) -> dict:
+    try:
+        with safe_open(str(path), framework="np") as file:
+            return {name: file.get_tensor(name) for name in file.keys()}
+    except Exception as error:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{path} is corrupted ({type(error).__name__})") from None
+
+
+def _json_field(path: Path, metadata: dict, key: str, expected_type):
+    if key not in metadata:
+        raise CheckpointError(f"{path} is corrupted (no {key} in its metadata)")
+    try:
+        value = json.loads(metadata[key])
+    except ValueError:
+        raise CheckpointError(f"{path} is corrupted ({key} is not valid JSON)") from None
+    if not isinstance(value, expected_type):
+        raise CheckpointError(f"{path} is corrupted ({key} is not a JSON {expected_type.__name__})")
+    return value
+
+
+def _model_config(path: Path, metadata: dict) -> ModelConfig:
+    data = _json_field(path, metadata, "model_config", dict)
+    try:
+        return ModelConfig.from_dict(data)
+    except CellError:
+        raise CheckpointError(f"{path} uses the cell {data.get('cell')!r}, which is not registered: "
+                              f"load the file that defines it (--cell-file)") from None
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has an invalid model config: {error}") from None
+
+
+def _model_without_touching_the_rng(config: ModelConfig) -> CharLM:
+    # Building a model draws initial weights from minigrad's generator; loading a checkpoint
+    # must not change the random stream a caller is using, so the state is put back.
+    saved = mg.random.get_state()
+    try:
+        return CharLM(config)
+    finally:
+        mg.random.set_state(saved)
+
+
+def expected_model_shapes(config: ModelConfig) -> dict:
+    """name -> shape of every parameter of CharLM(config), computed without building it."""
+    gates = len(get_cell(config.cell).gates) * config.hidden
+    shapes = {"embedding.weight": (config.vocab_size, config.embed)}
+    for k in range(config.layers):
+        fan_in = config.embed if k == 0 else config.hidden
+        shapes.update({f"rnn.weight_ih_l{k}": (gates, fan_in), f"rnn.weight_hh_l{k}": (gates, config.hidden),
+                       f"rnn.bias_ih_l{k}": (gates,), f"rnn.bias_hh_l{k}": (gates,)})
+    shapes.update({"head.weight": (config.vocab_size, config.hidden), "head.bias": (config.vocab_size,)})
+    return shapes
+
+
+def _check_model_tensors(path: Path, config: ModelConfig, tensors: dict) -> None:
+    """Names, shapes and dtypes, checked before a model is built: a config that declares a
+    huge model cannot make the loader allocate more than the file holds."""
+    expected = expected_model_shapes(config)
+    given = set(model_tensor_names(tensors))
+    missing, extra = sorted(set(expected) - given), sorted(given - set(expected))
+    if missing:
+        raise CheckpointError(f"{path} lacks the tensors {', '.join(missing)}")
+    if extra:
+        raise CheckpointError(f"{path} has unexpected tensors {', '.join(extra)}")
+    dtype = np.dtype(DTYPES[config.dtype])
+    for name, shape in expected.items():
+        array = tensors[name]
+        if array.shape != shape:
+            raise CheckpointError(f"{path}: tensor {name} has shape {array.shape}, the model needs {shape}")
+        if array.dtype != dtype:
+            raise CheckpointError(f"{path}: tensor {name} is {array.dtype}, the model needs {dtype}")
+
+
+def _optimizer_state(path: Path, metadata: dict, model: CharLM, tensors: dict):
+    """(name, state in the optimizer's state_dict format) or (None, None)."""
+    arrays = {name[len(OPTIMIZER_PREFIX):]: array for name, array in tensors.items()
+              if name.startswith(OPTIMIZER_PREFIX)}
+    if "optimizer" not in metadata:
+        if arrays:
+            raise CheckpointError(f"{path} is corrupted (optimizer tensors without an optimizer description)")
+        return None, None
+    description = _json_field(path, metadata, "optimizer", dict)
+    hyperparameters, scalars = description.get("hyperparameters"), description.get("scalars")
+    if not isinstance(description.get("type"), str) or not isinstance(hyperparameters, dict) \
+            or not isinstance(scalars, dict):
+        raise CheckpointError(f"{path} is corrupted (bad optimizer description)")
+    parameters = dict(model.named_parameters())
+    index = {name: i for i, name in enumerate(parameters)}
+    state = dict(hyperparameters)
+    for key, value in list(arrays.items()) + list(scalars.items()):
+        name, _, state_name = key.rpartition(".")
+        if name not in index or not state_name:
+            raise CheckpointError(f"{path} has optimizer state for an unknown parameter: {key}")
+        if isinstance(value, np.ndarray) and (value.shape != parameters[name].shape
+                                              or value.dtype != parameters[name].dtype):
+            raise CheckpointError(f"{path}: optimizer tensor {key} does not match its parameter's shape or dtype")
+        state[f"state.{index[name]}.{state_name}"] = value
+    return description["type"], state
+
+
+def load_checkpoint(path, cell_file=None) -> Checkpoint:
+    """Read and check a checkpoint; the model comes back with its weights, in eval mode.
+
+    `cell_file`: a Python file declaring the checkpoint's cell, when it is not a built-in one
+    (the checkpoint itself holds no code, and none is ever run from it).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no such checkpoint: {path}")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a checkpoint file")
+    header = _read_header(path)
+    metadata = header.get("__metadata__") or {}
+    version = _check_program_and_version(path, metadata)
+    tensors = _read_tensors(path)
+    if metadata.get("checksum") != _checksum(metadata, tensors):
+        raise CheckpointError(f"{path} is corrupted (checksum mismatch)")
+
+    if cell_file is not None:
+        load_cell_file(cell_file)
+    config = _model_config(path, metadata)
+    try:
+        vocab = Vocab.from_json(metadata.get("vocab", ""))
+    except TextError as error:
+        raise CheckpointError(f"{path} has an invalid vocabulary: {error}") from None
+    if len(vocab) != config.vocab_size:
+        raise CheckpointError(f"{path}: the vocabulary has {len(vocab)} characters but the embedding "
+                              f"has {config.vocab_size} rows")
+    meta = _json_field(path, metadata, "meta", dict)
+
+    _check_model_tensors(path, config, tensors)
+    model = _model_without_touching_the_rng(config)
+    model.load_state_dict({name: tensors[name] for name in model_tensor_names(tensors)})
+    model.eval()
+    optimizer_name, optimizer_state = _optimizer_state(path, metadata, model, tensors)
+    train_state = {name[len(TRAIN_STATE_PREFIX):]: array for name, array in tensors.items()
+                   if name.startswith(TRAIN_STATE_PREFIX)}
+    return Checkpoint(path=path, model=model, vocab=vocab, config=config, meta=meta,
+                      optimizer_state=optimizer_state, optimizer_name=optimizer_name,
+                      train_state=train_state, format_version=version)
+
+
+def model_tensor_names(names) -> list:
+    """The names among `names` that are model parameters (not optimizer or trainer state)."""
+    return [name for name in names if not name.startswith((OPTIMIZER_PREFIX, TRAIN_STATE_PREFIX))]
+
+
+__all__ = ["FORMAT_VERSION", "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint",
+           "model_tensor_names", "expected_model_shapes"]

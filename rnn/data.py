@@ -1,0 +1,401 @@
+"""Text in, integer ids out: the vocabulary, the corpus with its validation split, and the
+batches of truncated backpropagation through time.
+
+- `Vocab`: the sorted set of the text's code points (deterministic); encode / decode.
+- `Corpus`: a UTF-8 text split into `train_ids` and `val_ids` (the last `val_frac` of the
+  characters). A file is read in chunks and never held whole as a Python string: a first
+  pass collects the vocabulary, a second encodes into an array. Large files are encoded
+  into a memory-mapped file in the user cache dir, reused while the file is unchanged.
+- `BatchStream`: B contiguous streams over the training ids, cut into windows of
+  `seq_len`; the trainer carries the hidden state from one window to the next.
+
+What this module must not hold: anything about models or training. Every problem with a
+text is a `TextError` with a one-line message.
+"""
+
+import codecs
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+# Files are read this many bytes at a time (both passes).
+CHUNK_BYTES = 4 << 20
+# Files up to this size are encoded into an in-memory array; larger ones into a cached memmap.
+IN_MEMORY_BYTES = 64 << 20
+# Bumped when the cache layout changes, so that old cache entries are ignored.
+CACHE_FORMAT = 1
+
+_UTF8_BOM = codecs.BOM_UTF8
+_CODE_POINTS = 0x110000
+_SURROGATES = range(0xD800, 0xE000)
+
+
+class TextError(ValueError):
+    """A text file or a text that cannot be used (the message is one clear line)."""
+
+
+def _describe_chars(chars, limit=10) -> str:
+    """'é' (U+00E9), 'ü' (U+00FC) ... : characters named so that invisible ones can be seen too."""
+    chars = sorted(chars)
+    shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in chars[:limit])
+    return shown + (f" and {len(chars) - limit} more" if len(chars) > limit else "")
+
+
+def _code_points(text: str) -> np.ndarray:
+    """The code points of `text` as a uint32 array (UTF-32 is one code point per 4 bytes)."""
+    return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype="<u4")
+
+
+class Vocab:
+    """A list of distinct characters; a character's id is its index in the list."""
+
+    def __init__(self, chars):
+        chars = list(chars)
+        for c in chars:
+            if not isinstance(c, str) or len(c) != 1:
+                raise TextError(f"a vocabulary entry must be one character, got {c!r}")
+            if ord(c) in _SURROGATES:
+                raise TextError(f"a vocabulary cannot hold the lone surrogate U+{ord(c):04X}")
+        if len(set(chars)) != len(chars):
+            repeated = {c for c in chars if chars.count(c) > 1}
+            raise TextError(f"repeated characters in the vocabulary: {_describe_chars(repeated)}")
+        if not chars:
+            raise TextError("the vocabulary is empty")
+        self.chars = chars
+        # Sorted code points and where each one sits in `chars`: encoding is a binary search.
+        codes = np.array([ord(c) for c in chars], dtype=np.uint32)
+        self._order = np.argsort(codes, kind="stable").astype(np.int32)
+        self._sorted_codes = codes[self._order]
+
+    @classmethod
+    def from_text(cls, text: str) -> "Vocab":
+        """The sorted set of code points of `text`."""
+        if not text:
+            raise TextError("cannot build a vocabulary from an empty text")
+        return cls(sorted(set(text)))
+
+    @classmethod
+    def from_code_points(cls, code_points) -> "Vocab":
+        return cls([chr(int(c)) for c in sorted(code_points)])
+
+    def __len__(self):
+        return len(self.chars)
+
+    def __eq__(self, other):
+        return isinstance(other, Vocab) and self.chars == other.chars
+
+    def __repr__(self):
+        return f"Vocab({len(self)} characters)"
+
+    def encode(self, text: str) -> np.ndarray:
+        """The ids of `text` (int32); TextError naming any character not in the vocabulary."""
+        return self.encode_code_points(_code_points(text))
+
+    def encode_code_points(self, code_points: np.ndarray) -> np.ndarray:
+        position = np.searchsorted(self._sorted_codes, code_points)
+        np.minimum(position, len(self._sorted_codes) - 1, out=position)
+        found = self._sorted_codes[position] == code_points
+        if not found.all():
+            unknown = {chr(int(c)) for c in np.unique(code_points[~found])}
+            raise TextError(f"characters not in the vocabulary: {_describe_chars(unknown)}")
+        return self._order[position]
+
+    def decode(self, ids) -> str:
+        ids = np.asarray(ids).reshape(-1)
+        if ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= len(self)):
+            raise TextError(f"ids must be integers in [0, {len(self)}), got values outside that range")
+        chars = self.chars
+        return "".join([chars[i] for i in ids.tolist()])
+
+    def to_json(self) -> str:
+        return json.dumps(self.chars)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Vocab":
+        try:
+            chars = json.loads(text)
+        except (TypeError, ValueError) as error:
+            raise TextError(f"the vocabulary is not valid JSON: {error}") from None
+        if not isinstance(chars, list):
+            raise TextError("the vocabulary JSON must be a list of characters")
+        return cls(chars)
+
+
+# ---- reading a UTF-8 file in chunks ---------------------------------------------------------
+
+def _check_file(path: Path) -> os.stat_result:
+    if not path.exists():
+        raise TextError(f"no such file: {path}")
+    if path.is_dir():
+        raise TextError(f"{path} is a directory, not a text file")
+    try:
+        stat = path.stat()
+    except OSError as error:
+        raise TextError(f"cannot read {path}: {error.strerror}") from None
+    if stat.st_size == 0:
+        raise TextError(f"{path} is empty")
+    return stat
+
+
+def _chunks_of_text(path: Path):
+    """Yield the file's text chunk by chunk, checking for binary data and invalid UTF-8.
+
+    The incremental decoder keeps a multi-byte sequence cut by a chunk boundary for the
+    next chunk, so the bytes it holds are counted when reporting an offset.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    offset = 0  # byte offset in the file of the chunk being decoded
+    try:
+        with open(path, "rb") as file:
+            while True:
+                chunk = file.read(CHUNK_BYTES)
+                at_end = not chunk
+                if offset == 0 and chunk.startswith(_UTF8_BOM):
+                    chunk, offset = chunk[len(_UTF8_BOM):], len(_UTF8_BOM)  # a BOM is not text
+                nul = chunk.find(b"\0")
+                if nul >= 0:
+                    raise TextError(f"{path} looks binary (NUL byte at byte offset {offset + nul}), not UTF-8 text")
+                pending = len(decoder.getstate()[0])
+                try:
+                    text = decoder.decode(chunk, final=at_end)
+                except UnicodeDecodeError as error:
+                    at = offset - pending + error.start
+                    if at_end:
+                        raise TextError(f"{path} is not valid UTF-8: it ends inside a multi-byte character "
+                                        f"(byte offset {at})") from None
+                    bad = error.object[error.start]
+                    raise TextError(f"{path} is not valid UTF-8: byte 0x{bad:02x} at byte offset {at}") from None
+                if text:
+                    yield text
+                if at_end:
+                    return
+                offset += len(chunk)
+    except OSError as error:
+        raise TextError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def _scan_vocab(path: Path):
+    """First pass: the set of code points and the number of characters."""
+    seen = np.zeros(_CODE_POINTS, dtype=bool)
+    count = 0
+    for text in _chunks_of_text(path):
+        seen[_code_points(text)] = True
+        count += len(text)
+    return Vocab.from_code_points(np.flatnonzero(seen)), count
+
+
+def _encode_into(path: Path, vocab: Vocab, out: np.ndarray) -> None:
+    """Second pass: the ids of the file's characters, written into `out`."""
+    position = 0
+    for text in _chunks_of_text(path):
+        if position + len(text) > len(out):
+            raise TextError(f"{path} changed while it was being read")
+        out[position:position + len(text)] = vocab.encode(text)
+        position += len(text)
+    if position != len(out):
+        raise TextError(f"{path} changed while it was being read")
+
+
+def _ids_dtype(vocab: Vocab):
+    return np.uint16 if len(vocab) <= np.iinfo(np.uint16).max + 1 else np.int32
+
+
+# ---- the encoded-ids cache ------------------------------------------------------------------
+
+class _IdsCache:
+    """Encoded ids of one version of one file: `<path key>-<version key>.ids` (raw ids) and
+    `.json` (what they are). Other versions of the same file are deleted when a new one is
+    written, so the cache holds at most one entry per file."""
+
+    def __init__(self, path: Path, stat: os.stat_result):
+        from minigrad._jit import user_cache_dir  # the one place that knows where caches live
+
+        self.directory = user_cache_dir() / "corpora"
+        self.path_key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+        version = f"{stat.st_size}:{stat.st_mtime_ns}".encode()
+        stem = f"{self.path_key}-{hashlib.sha256(version).hexdigest()[:16]}"
+        self.ids_path = self.directory / f"{stem}.ids"
+        self.info_path = self.directory / f"{stem}.json"
+        self.source = str(path.resolve())
+        self.size, self.mtime_ns = stat.st_size, stat.st_mtime_ns
+
+    def load(self):
+        """(vocab, read-only memmap of ids), or None if there is no usable entry."""
+        try:
+            info = json.loads(self.info_path.read_text())
+            if (info.get("format") != CACHE_FORMAT or info.get("source") != self.source
+                    or info.get("size") != self.size or info.get("mtime_ns") != self.mtime_ns):
+                return None
+            vocab = Vocab(info["vocab"])
+            dtype = np.dtype(info["dtype"])
+            count = int(info["chars"])
+            if dtype != _ids_dtype(vocab) or self.ids_path.stat().st_size != count * dtype.itemsize:
+                return None
+            return vocab, np.memmap(self.ids_path, dtype=dtype, mode="r", shape=(count,))
+        except (OSError, ValueError, KeyError, TypeError, TextError):
+            return None
+
+    def build(self, path: Path, vocab: Vocab, count: int):
+        """Encode the file into a new entry (written under temporary names, then renamed)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        dtype = _ids_dtype(vocab)
+        temporary_ids = self.ids_path.with_suffix(f".ids.tmp{os.getpid()}")
+        temporary_info = self.info_path.with_suffix(f".json.tmp{os.getpid()}")
+        try:
+            ids = np.memmap(temporary_ids, dtype=dtype, mode="w+", shape=(count,))
+            _encode_into(path, vocab, ids)
+            ids.flush()
+            del ids
+            os.replace(temporary_ids, self.ids_path)
+            info = dict(format=CACHE_FORMAT, source=self.source, size=self.size, mtime_ns=self.mtime_ns,
+                        chars=count, dtype=np.dtype(dtype).name, vocab=vocab.chars)
+            temporary_info.write_text(json.dumps(info))
+            os.replace(temporary_info, self.info_path)
+        finally:
+            for leftover in (temporary_ids, temporary_info):
+                leftover.unlink(missing_ok=True)
+        self._remove_other_versions()
+        return np.memmap(self.ids_path, dtype=dtype, mode="r", shape=(count,))
+
+    def _remove_other_versions(self):
+        for old in self.directory.glob(f"{self.path_key}-*"):
+            if old not in (self.ids_path, self.info_path) and ".tmp" not in old.name:
+                old.unlink(missing_ok=True)  # an open memmap of it stays valid (POSIX)
+
+
+def _encode_file(path: Path, stat: os.stat_result):
+    """(vocab, ids) of a file: in memory when small, else through the cache."""
+    if stat.st_size <= IN_MEMORY_BYTES:
+        vocab, count = _scan_vocab(path)
+        ids = np.empty(count, dtype=_ids_dtype(vocab))
+        _encode_into(path, vocab, ids)
+        return vocab, ids
+    try:
+        cache = _IdsCache(path, stat)
+    except OSError:
+        cache = None  # no writable cache dir: encode in memory
+    cached = cache.load() if cache else None
+    if cached:
+        return cached
+    vocab, count = _scan_vocab(path)
+    if cache:
+        try:
+            return vocab, cache.build(path, vocab, count)
+        except OSError:
+            pass  # e.g. the disk is full: fall back to memory
+    ids = np.empty(count, dtype=_ids_dtype(vocab))
+    _encode_into(path, vocab, ids)
+    return vocab, ids
+
+
+class Corpus:
+    """A text's vocabulary and ids, split into training ids and the last `val_frac` as
+    validation ids (1-D integer arrays; a memmap for large files)."""
+
+    def __init__(self, vocab: Vocab, ids: np.ndarray, val_frac: float, path=None):
+        if not isinstance(val_frac, (int, float)) or not 0.0 < val_frac < 1.0:
+            raise ValueError(f"val_frac must be between 0 and 1 (exclusive), got {val_frac!r}")
+        total = len(ids)
+        val_chars = int(round(total * val_frac))
+        where = f"{path}" if path is not None else "the text"
+        if val_chars < 2 or total - val_chars < 2:
+            raise TextError(f"{where} is too short: {total} characters cannot be split into training and "
+                            f"validation parts of at least 2 characters each (val_frac={val_frac})")
+        self.vocab = vocab
+        self.path = path
+        self.ids = ids
+        self.train_ids = ids[:total - val_chars]
+        self.val_ids = ids[total - val_chars:]
+        self.val_frac = val_frac
+
+    @classmethod
+    def from_text(cls, text: str, val_frac=0.1) -> "Corpus":
+        if not isinstance(text, str) or not text:
+            raise TextError("the text is empty")
+        vocab = Vocab.from_text(text)
+        return cls(vocab, vocab.encode(text), val_frac)
+
+    @classmethod
+    def from_file(cls, path, val_frac=0.1) -> "Corpus":
+        path = Path(path)
+        stat = _check_file(path)
+        vocab, ids = _encode_file(path, stat)
+        if len(ids) == 0:
+            raise TextError(f"{path} is empty")
+        return cls(vocab, ids, val_frac, path=path)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __repr__(self):
+        return (f"Corpus({self.path or 'text'}: {len(self.ids)} characters, vocab {len(self.vocab)}, "
+                f"train {len(self.train_ids)}, val {len(self.val_ids)})")
+
+
+# ---- batches for truncated BPTT --------------------------------------------------------------
+
+class BatchStream:
+    """B contiguous streams over `ids`, read window after window of `seq_len` characters.
+
+    Stream b is the b-th of B equal slices of the ids, so row b of one batch continues
+    row b of the previous batch: the hidden state carried across windows is meaningful.
+    Targets are the inputs shifted by one character. After the last full window the
+    streams wrap around to their start; the batch returned then has `wrapped` True,
+    and the carried state must be reset (it belongs to the end of the streams).
+    """
+
+    def __init__(self, ids, batch_size: int, seq_len: int):
+        for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.batch_size, self.seq_len = int(batch_size), int(seq_len)
+        self.total_chars = len(ids)
+        stream_length = self.total_chars // self.batch_size
+        if stream_length < self.seq_len + 1:
+            raise TextError(f"the training text is too short: {self.total_chars} characters cannot make "
+                            f"{self.batch_size} streams of seq_len + 1 = {self.seq_len + 1} characters "
+                            f"(use a smaller batch size or sequence length, or a longer text)")
+        self._streams = ids[:self.batch_size * stream_length].reshape(self.batch_size, stream_length)
+        # The remainder (< seq_len characters per stream) is skipped: every window has the same shape.
+        self.windows_per_pass = (stream_length - 1) // self.seq_len
+        self._pass = 0  # completed passes over the streams
+        self._window = 0  # index of the next window in this pass
+        self.wrapped = False
+
+    def next_batch(self):
+        """(inputs, targets), each (batch_size, seq_len) int64."""
+        self.wrapped = False
+        if self._window == self.windows_per_pass:
+            self._pass, self._window, self.wrapped = self._pass + 1, 0, True
+        start = self._window * self.seq_len
+        block = np.asarray(self._streams[:, start:start + self.seq_len + 1], dtype=np.int64)
+        self._window += 1
+        return np.ascontiguousarray(block[:, :-1]), np.ascontiguousarray(block[:, 1:])
+
+    @property
+    def epoch(self) -> float:
+        """Passes over the training data so far (a fraction: 1.5 = one and a half)."""
+        return self._pass + self._window / self.windows_per_pass
+
+    @property
+    def position(self) -> dict:
+        """Where the next batch comes from, as JSON-able numbers (for checkpoints)."""
+        return {"pass": self._pass, "window": self._window, "batch_size": self.batch_size,
+                "seq_len": self.seq_len, "train_chars": self.total_chars}
+
+    def set_position(self, position: dict) -> None:
+        """Continue from `position` (from `.position` of a stream over the same data and shape)."""
+        if not isinstance(position, dict):
+            raise ValueError(f"a data position must be a dict, got {type(position).__name__}")
+        shape = {"batch_size": self.batch_size, "seq_len": self.seq_len, "train_chars": self.total_chars}
+        for key, expected in shape.items():
+            if position.get(key) != expected:
+                raise ValueError(f"the data position is for {key}={position.get(key)!r}, this stream has {expected}")
+        done, window = position.get("pass"), position.get("window")
+        if not (isinstance(done, int) and isinstance(window, int) and done >= 0
+                and 0 <= window <= self.windows_per_pass):
+            raise ValueError(f"invalid data position: pass={done!r}, window={window!r}")
+        self._pass, self._window, self.wrapped = done, window, False
