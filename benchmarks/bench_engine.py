@@ -18,12 +18,19 @@ import sys
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=2, help="threads for BLAS, numba and torch (default 2)")
 parser.add_argument("--repeats", type=int, default=15, help="timed repeats per measurement (default 15)")
+parser.add_argument("--only", default="abc", help="which parts to run, e.g. 'a' or 'bc' (default abc)")
 args = parser.parse_args()
 
 # Must happen before numpy / numba / torch are imported: their thread pools read these once.
 for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
                  "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[variable] = str(args.threads)
+# Two thread pools share these cores (numpy's OpenBLAS, torch's OpenMP). By default an idle
+# pool busy-waits for a while after each call, stealing the cores the other framework's next
+# call needs; interleaving would then measure that fight. Idle threads sleep instead (the
+# environment can still override both).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import gc  # noqa: E402
 import statistics  # noqa: E402
@@ -57,18 +64,39 @@ def timed(fn, iterations) -> float:
         gc.enable()
 
 
+class Timing:
+    """Seconds per call over the repeats: the median is the number; the best shows the noise floor."""
+
+    def __init__(self, samples):
+        self.median, self.best = statistics.median(samples), min(samples)
+
+
 def interleaved(minigrad_fn, torch_fn, iterations, repeats=REPEATS):
-    """Median seconds per call of each, measured in alternating blocks (which goes first alternates too)."""
+    """Timing of each, measured in alternating blocks (which one goes first alternates too)."""
     results = {"minigrad": [], "torch": []}
     for repeat in range(repeats):
         order = [("minigrad", minigrad_fn), ("torch", torch_fn)]
         for name, fn in (order if repeat % 2 == 0 else order[::-1]):
             results[name].append(timed(fn, iterations))
-    return statistics.median(results["minigrad"]), statistics.median(results["torch"])
+    return Timing(results["minigrad"]), Timing(results["torch"])
 
 
-def rule(width=66):
-    print("-" * width)
+WIDTH = 84
+
+
+def rule():
+    print("-" * WIDTH)
+
+
+def header(first_column):
+    print(f"    {first_column:<22}{'minigrad':>11}{'torch':>11}{'mg/torch':>10}   {'best: minigrad / torch':>24}")
+
+
+def row(label, mg_timing, torch_timing, scale, unit_format):
+    m, t = mg_timing.median * scale, torch_timing.median * scale
+    bm, bt = mg_timing.best * scale, torch_timing.best * scale
+    print(f"    {label:<22}{m:>11{unit_format}}{t:>11{unit_format}}{m / t:>9.2f}x   "
+          f"{bm:>9{unit_format}} / {bt:<9{unit_format}}{bm / bt:>5.2f}x")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,16 +184,16 @@ def bench_mlp():
     for _ in range(10):  # warm-up (kernels compiled or loaded from the disk cache, BLAS pools up)
         mg_step()
         torch_step()
-    t_mg, t_torch = interleaved(mg_step, torch_step, iterations=10)
+    t_mg, t_torch = interleaved(mg_step, torch_step, iterations=5)
     dtypes = {str(p.dtype) for p in model.parameters()} | {str(p.grad.dtype) for p in model.parameters()}
 
     print(f"(a) MLP training step: batch {BATCH}, {'-'.join(map(str, SIZES))}, tanh, cross-entropy, {optimizer_name}")
     print(f"    float32 check: minigrad parameter/gradient dtypes {sorted(dtypes)}")
-    print(f"    loss at step 1: minigrad {first[0]:.6f}  torch {first[1]:.6f}   "
-          f"step 3: minigrad {third[0]:.6f}  torch {third[1]:.6f}")
+    print(f"    same weights and data -> loss at step 1: minigrad {first[0]:.6f}, torch {first[1]:.6f}; "
+          f"step 3: {third[0]:.6f}, {third[1]:.6f}")
     rule()
-    print(f"    {'':<28}{'minigrad':>12}{'torch':>12}{'minigrad/torch':>16}")
-    print(f"    {'ms / step':<28}{t_mg * 1e3:>12.3f}{t_torch * 1e3:>12.3f}{t_mg / t_torch:>15.2f}x")
+    header("")
+    row("ms / step", t_mg, t_torch, 1e3, ".2f")
     rule()
 
 
@@ -210,39 +238,47 @@ def bench_elementwise():
     shape = (32, 512)
     print(f"(b) elementwise ops on {shape} float32, forward + backward, microseconds per op")
     rule()
-    print(f"    {'op':<28}{'minigrad':>12}{'torch':>12}{'minigrad/torch':>16}")
+    header("op")
     for name, (mg_op, torch_op) in ELEMENTWISE.items():
         run_mg, run_t = op_pair(mg_op, torch_op, shape)
         for _ in range(50):  # warm-up
             run_mg()
             run_t()
         t_mg, t_torch = interleaved(run_mg, run_t, iterations=200)
-        print(f"    {name:<28}{t_mg * 1e6:>12.1f}{t_torch * 1e6:>12.1f}{t_mg / t_torch:>15.2f}x")
+        row(name, t_mg, t_torch, 1e6, ".1f")
     rule()
 
 
 def bench_overhead():
     print("(c) per-op overhead: 4x4 float32 add, forward + backward, microseconds per op")
     rule()
-    print(f"    {'op':<28}{'minigrad':>12}{'torch':>12}{'minigrad/torch':>16}")
+    header("op")
     run_mg, run_t = op_pair(lambda a, b: a + b, lambda a, b: a + b, (4, 4))
     for _ in range(200):
         run_mg()
         run_t()
     t_mg, t_torch = interleaved(run_mg, run_t, iterations=2000)
-    print(f"    {'add 4x4':<28}{t_mg * 1e6:>12.1f}{t_torch * 1e6:>12.1f}{t_mg / t_torch:>15.2f}x")
+    row("add 4x4", t_mg, t_torch, 1e6, ".1f")
     rule()
 
 
 def main():
+    load_before = os.getloadavg()[0]
     print(f"minigrad {mg.__version__} vs torch {torch.__version__} | numpy {np.__version__} | "
-          f"python {sys.version.split()[0]}")
+          f"python {sys.version.split()[0]} | {os.cpu_count()} CPUs")
     print(f"threads: {args.threads} (BLAS/OpenMP/numba via environment, torch.set_num_threads -> "
-          f"{torch.get_num_threads()}) | medians of {REPEATS} interleaved repeats")
+          f"{torch.get_num_threads()}); OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+          f"OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']}")
+    print(f"numbers: medians of {REPEATS} interleaved repeats (best of them on the right)")
     rule()
-    bench_mlp()
-    bench_elementwise()
-    bench_overhead()
+    for part, bench in (("a", bench_mlp), ("b", bench_elementwise), ("c", bench_overhead)):
+        if part in args.only:
+            bench()
+    load_after = os.getloadavg()[0]
+    print(f"1-minute load average: {load_before:.2f} before, {load_after:.2f} after")
+    if max(load_before, load_after) > 0.5 + args.threads:
+        print("WARNING: other processes were using the CPU during this run; the timings are noisy "
+              "(compare the 'best' columns, or rerun on a quiet machine)")
 
 
 if __name__ == "__main__":

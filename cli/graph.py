@@ -23,8 +23,8 @@ def _unrolled_cell(cell, steps, hidden):
     inputs = mg.tensor(np.random.default_rng(0).standard_normal((BATCH_SIZE, steps, INPUT_SIZE)).astype(np.float32))
     initial = tuple(mg.tensor(np.zeros((BATCH_SIZE, hidden), np.float32)) for _ in layer.cell.state)
     outputs, _ = layer(inputs, [initial])
+    # The input shows as an unnamed constant: the layer reshapes it before the first op.
     names = {id(state): f"{name}0" for name, state in zip(layer.cell.state, initial)}  # h0, c0
-    names[id(inputs)] = "x"
     return outputs, names, layer
 
 
@@ -42,7 +42,7 @@ def _unrolled_cell(cell, steps, hidden):
 @click.option("--kernel", is_flag=True,
               help="Print the source of the cell's generated fused kernels (with --dot: as well).")
 def graph(cell_name, cell_file, steps, hidden, dot_path, kernel):
-    """Print the autograd graph of CELL unrolled for a few steps (eager engine).
+    """Print the autograd graph of a recurrent cell unrolled for a few steps (eager engine).
 
     Render the DOT file with Graphviz, e.g. `dot -Tsvg graph.dot -o graph.svg`.
     """
@@ -66,11 +66,12 @@ def graph(cell_name, cell_file, steps, hidden, dot_path, kernel):
     if not dot_path:
         click.echo(mg.viz.format_graph(outputs, names=names, params=params), nl=False)
         return
-    text = mg.viz.to_dot(outputs, names=names, params=params, graph_name=f"{cell.name}, {steps} steps")
+    unrolled = f"{steps} step" + ("s" if steps > 1 else "")
+    text = mg.viz.to_dot(outputs, names=names, params=params, graph_name=f"{cell.name}, {unrolled}")
     try:
         with open(dot_path, "w", encoding="utf-8") as file:
             file.write(text)
     except OSError as error:
         raise click.ClickException(f"cannot write {dot_path}: {error.strerror}") from None
     operations = sum(mg.viz.op_counts(outputs).values())
-    click.echo(f"wrote {dot_path}: {cell.name} unrolled for {steps} steps, {operations} ops")
+    click.echo(f"wrote {dot_path}: {cell.name} unrolled for {unrolled}, {operations} ops")

@@ -33,7 +33,6 @@ USER_ERRORS = (
     ("rnn.cells", "CellError"),
     ("rnn.train", "TrainingDiverged"),
     ("rnn.train", "RunLockedError"),
-    ("rnn.checkpoint", "RunLockedError"),
 )
 DEBUG_VARIABLE = "MINIGRAD_RNN_DEBUG"  # set it to see the traceback of an unexpected error
 
@@ -99,11 +98,6 @@ class App(click.Group):
                f"(this is a bug; set {DEBUG_VARIABLE}=1 to see the traceback)", EXIT_RUNTIME_ERROR)
 
 
-def fail(message):
-    """Stop the command with a runtime error (exit 1) and `message` on stderr."""
-    raise click.ClickException(message)
-
-
 # ---- shared option types ------------------------------------------------------------------
 POSITIVE_INT = click.IntRange(min=1)
 NON_NEGATIVE_INT = click.IntRange(min=0)
@@ -146,6 +140,8 @@ def main():
 
 
 # ---- train --------------------------------------------------------------------------------
+# The library's choices (rnn.train), repeated here so that parsing needs no heavy import;
+# tests/test_cli.py checks that they agree.
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine")
 DTYPES = ("float32", "float64")
@@ -177,16 +173,22 @@ class TrainCommand(click.Command):
     def format_options(self, ctx, formatter):
         try:
             defaults = _train_config_defaults()
+            from rnn.train import DEFAULT_TIME_BUDGET
         except Exception:  # noqa: BLE001  (help without defaults beats no help)
-            defaults = {}
+            defaults, DEFAULT_TIME_BUDGET = {}, None
         shown = [p for p in self.params if p.name in defaults and p.default is None]
+        time_budget = next(p for p in self.params if p.name == "time_budget")
+        original_show_default = time_budget.show_default
         try:
             for param in shown:
                 param.default = defaults[param.name]
+            if DEFAULT_TIME_BUDGET is not None and defaults.get("time_budget") is None:
+                time_budget.show_default = f"{DEFAULT_TIME_BUDGET:g} when no other limit is given"
             super().format_options(ctx, formatter)
         finally:
             for param in shown:
                 param.default = None
+            time_budget.show_default = original_show_default
 
 
 def _default_run_dir() -> Path:
@@ -201,16 +203,6 @@ def _default_run_dir() -> Path:
     return candidate
 
 
-def _prepare_run_dir(out: Path):
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        fail(f"cannot write the run folder {out}: {error.strerror or error}")
-
-
 def _shipped_corpus():
     """The tiny-shakespeare text shipped inside the package (rnn/data/tinyshakespeare.txt)."""
     import importlib.resources
@@ -218,7 +210,7 @@ def _shipped_corpus():
     return importlib.resources.files("rnn") / "data" / "tinyshakespeare.txt"
 
 
-@main.command(cls=TrainCommand)
+@main.command(cls=TrainCommand, short_help="Train a model on a text file (or tiny-shakespeare).")
 @click.argument("text", type=EXISTING_FILE, required=False)
 @click.option("--cell", default=None, help="Recurrent cell: a built-in name or one from --cell-file.")
 @cell_file_option
@@ -235,13 +227,15 @@ def _shipped_corpus():
 @click.option("--warmup", type=NON_NEGATIVE_INT, default=None, help="Steps of linear learning-rate warmup.")
 @click.option("--grad-clip", type=click.FloatRange(min=0), default=None,
               help="Clip the gradient norm to this value (0: no clipping).")
-@click.option("--steps", type=POSITIVE_INT, default=None, help="Optimizer steps to train for.")
+@click.option("--steps", type=POSITIVE_INT, default=None,
+              help="Stop after this many optimizer steps (in total: a resumed run counts its earlier steps).")
 @click.option("--epochs", type=POSITIVE_FLOAT, default=None, help="Stop after this many passes over the training text.")
 @click.option("--time-budget", type=POSITIVE_FLOAT, default=None, metavar="SECONDS",
-              help="Stop after this many seconds (whichever limit comes first).")
+              help="Stop after this many seconds of training (whichever limit comes first).")
 @click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Fraction of the text (its end) held out for validation.")
-@click.option("--eval-every", type=POSITIVE_INT, default=None, help="Steps between validation runs.")
+@click.option("--eval-every", type=NON_NEGATIVE_INT, default=None,
+              help="Steps between validation runs and checkpoints (0: only at the end).")
 @click.option("--sample-every", type=NON_NEGATIVE_INT, default=None, help="Steps between samples (0: never).")
 @click.option("--sample-length", type=POSITIVE_INT, default=None, help="Characters per sample.")
 @click.option("--seed", type=int, default=None, help="Seed of initialisation, dropout and sampling.")
@@ -267,24 +261,34 @@ def train(text, out, resume, quiet, as_json, **options):
     if "cell" in given:
         _check_cell_name(given["cell"])
 
-    from rnn.train import TrainConfig, train as run_training
+    from rnn.train import train as run_training
 
-    config = _resumed_config(resume, given, TrainConfig) if resume else TrainConfig(**given)
-    out = out or (resume.parent if resume else _default_run_dir())
-    _prepare_run_dir(out)
+    resumed = _load_checkpoint(resume, given.get("cell_file")).meta if resume else {}
+    config = _train_config(given, resumed.get("train_config") or {})
+    if text is None and resume:  # continue on the text the run was trained on
+        text = _resumed_text(resumed, resume)
     corpus = _load_corpus(text, config.val_frac)
+    out = out or (resume.parent if resume else _default_run_dir())
 
-    display_stream = click.get_text_stream("stderr" if as_json else "stdout")
-    live = display_stream.isatty() and os.environ.get("TERM") != "dumb"
-    display = TrainingDisplay(display_stream, live=live, quiet=quiet)
+    # Progress goes to stdout, unless stdout is reserved for the --json result.
+    stream = click.get_text_stream("stderr" if as_json else "stdout")
+    live = stream.isatty() and os.environ.get("TERM") != "dumb"
+    display = TrainingDisplay(stream, live=live, quiet=quiet)
     try:
         summary = run_training(config, corpus, out, resume=resume, on_event=display)
     finally:
         display.finish()
 
-    _report_training(summary, out, text, quiet, as_json, display_stream)
+    if as_json:
+        click.echo(json.dumps({key: summary.get(key) for key in TRAIN_JSON_KEYS}, default=str))
+    if not quiet:
+        click.echo(_training_summary(summary, text), file=stream)
     if summary.get("stopped_reason") == "interrupted":
         sys.exit(EXIT_INTERRUPTED)
+
+
+TRAIN_JSON_KEYS = ("steps", "seconds", "chars_per_sec", "best_val_loss_nats", "last_val_loss_nats",
+                   "checkpoint", "best_checkpoint", "out_dir", "stopped_reason")
 
 
 def _check_cell_name(name):
@@ -295,15 +299,30 @@ def _check_cell_name(name):
         raise click.BadParameter(str(error), param_hint="'--cell'") from None
 
 
-def _resumed_config(resume, given, TrainConfig):
-    """The resumed run's own train config, with what was typed on this command line on top."""
+def _train_config(given: dict, saved: dict):
+    """TrainConfig from the options typed, on top of a resumed run's own settings (`saved`)."""
     import dataclasses
 
-    saved = _load_checkpoint(resume, given.get("cell_file")).meta.get("train_config") or {}
-    if isinstance(saved, str):
-        saved = json.loads(saved)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{**{k: v for k, v in saved.items() if k in known}, **given})
+    from rnn.train import TrainConfig
+
+    known = {field.name for field in dataclasses.fields(TrainConfig)}
+    settings = {name: value for name, value in saved.items() if name in known}
+    try:
+        return TrainConfig(**{**settings, **given}).validate()
+    except ValueError as error:  # a combination the option types alone cannot rule out
+        raise click.UsageError(str(error)) from None
+
+
+def _resumed_text(meta: dict, resume):
+    """The text file a checkpoint was trained on (None: the shipped corpus)."""
+    corpus = meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
+    path = corpus.get("path")
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise click.UsageError(f"{resume} was trained on {path}, which no longer exists: "
+                               f"give the text as TEXT")
+    return Path(path)
 
 
 def _load_corpus(text, val_frac):
@@ -317,34 +336,29 @@ def _load_corpus(text, val_frac):
         return Corpus.from_file(path, val_frac=val_frac)
 
 
-def _report_training(summary, out, text, quiet, as_json, stream):
-    checkpoint = summary.get("checkpoint")
-    if as_json:
-        result = {key: summary.get(key) for key in
-                  ("steps", "seconds", "chars_per_sec", "best_val_loss_nats", "checkpoint", "stopped_reason")}
-        result["run_dir"] = str(out)
-        click.echo(json.dumps(result, default=str))
-    if quiet and not as_json:
-        return
-    interrupted = summary.get("stopped_reason") == "interrupted"
+def _training_summary(summary: dict, text) -> str:
     best = summary.get("best_val_loss_nats")
+    interrupted = summary.get("stopped_reason") == "interrupted"
     lines = [
-        f"{'stopped' if interrupted else 'done'}: {summary.get('steps')} steps in "
+        f"{'interrupted' if interrupted else 'done'}: {summary.get('steps')} steps in "
         f"{format_duration(summary.get('seconds'))} ({format_rate(summary.get('chars_per_sec'))} chars/s)",
-        f"best val loss: {format_loss(best)} nats/char ({format_loss(bits_per_char(best))} bits/char)",
-        f"checkpoints: {Path(out) / 'best.safetensors'} (best), {Path(out) / 'latest.safetensors'} (latest)",
+        f"best val loss: {format_loss(best)} nats/char ({format_loss(bits_per_char(best))} bits/char)"
+        if best is not None else "best val loss: not evaluated yet",
     ]
+    latest, best_checkpoint = summary.get("checkpoint"), summary.get("best_checkpoint")
+    if latest is None:
+        lines.append("no checkpoint was saved")
+        return "\n".join(lines)
+    lines.append(f"checkpoints: {latest} (latest)" + (f", {best_checkpoint} (best)" if best_checkpoint else ""))
     if interrupted:
-        text_argument = f"{text} " if text else ""
-        lines.append(f"continue with: {PROGRAM} train {text_argument}--resume {checkpoint}")
+        lines.append(f"continue with: {PROGRAM} train {f'{text} ' if text else ''}--resume {latest}")
     else:
-        lines.append(f"sample with: {PROGRAM} sample {Path(out) / 'best.safetensors'}")
-    if not quiet or interrupted:
-        click.echo("\n".join(lines), file=stream)
+        lines.append(f"sample with: {PROGRAM} sample {best_checkpoint or latest}")
+    return "\n".join(lines)
 
 
 # ---- sample -------------------------------------------------------------------------------
-@main.command()
+@main.command(short_help="Generate text from a checkpoint.")
 @click.argument("checkpoint", type=CHECKPOINT)
 @click.option("--length", "-n", type=POSITIVE_INT, default=500, help="Characters to generate.")
 @click.option("--temperature", "-t", type=POSITIVE_FLOAT, default=1.0,
@@ -377,7 +391,7 @@ def sample(checkpoint, length, temperature, top_k, prime, seed, argmax, cell_fil
 
 
 # ---- eval ---------------------------------------------------------------------------------
-@main.command(name="eval")
+@main.command(name="eval", short_help="Loss of a checkpoint on a text: nats/char, bits/char.")
 @click.argument("checkpoint", type=CHECKPOINT)
 @click.argument("text", type=EXISTING_FILE)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (loss_nats, bpc, perplexity, chars).")
@@ -385,10 +399,14 @@ def sample(checkpoint, length, temperature, top_k, prime, seed, argmax, cell_fil
 def evaluate_command(checkpoint, text, as_json, cell_file):
     """Loss of a CHECKPOINT on TEXT, read as one stream: nats/char, bits/char, perplexity."""
     loaded = _load_checkpoint(checkpoint, cell_file)
-    from rnn.data import read_text
+    from rnn.data import TextError
     from rnn.evaluate import evaluate
 
-    result = evaluate(loaded.model, loaded.vocab, read_text(text))
+    try:
+        result = evaluate(loaded.model, loaded.vocab, _read_text(text))
+    except TextError as error:
+        message = str(error)
+        raise TextError(message if str(text) in message else f"{text}: {message}") from None
     if as_json:
         click.echo(json.dumps({key: result[key] for key in ("loss_nats", "bpc", "perplexity", "chars")}))
         return
@@ -398,8 +416,17 @@ def evaluate_command(checkpoint, text, as_json, cell_file):
                f"characters  {result['chars']:,}")
 
 
+def _read_text(path) -> str:
+    """The text of a UTF-8 file, with the library's checks (empty, binary, bad bytes...)."""
+    from rnn.data import Corpus
+
+    # Corpus.from_file holds the file checks; its ids in its own vocabulary give back the text.
+    corpus = Corpus.from_file(path, val_frac=0.5)
+    return corpus.vocab.decode(corpus.ids)
+
+
 # ---- info ---------------------------------------------------------------------------------
-@main.command()
+@main.command(short_help="Show what a checkpoint holds.")
 @click.argument("checkpoint", type=CHECKPOINT)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @cell_file_option
@@ -407,34 +434,42 @@ def info(checkpoint, as_json, cell_file):
     """What a CHECKPOINT holds: model config, vocab size, parameters, step, val loss."""
     loaded = _load_checkpoint(checkpoint, cell_file)
     meta = loaded.meta
+    corpus = meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
     details = {
         "checkpoint": str(checkpoint),
         "model_config": loaded.config.to_dict(),
         "vocab_size": len(loaded.vocab),
         "parameters": loaded.model.num_parameters(),
         "step": meta.get("step"),
-        "val_loss_nats": meta.get("val_loss"),
+        "train_seconds": meta.get("train_seconds"),
+        "val_loss_nats": meta.get("last_val_loss"),
         "best_val_loss_nats": meta.get("best_val_loss"),
+        "optimizer": loaded.optimizer_name,
+        "text": corpus.get("path"),
         "train_config": meta.get("train_config"),
     }
     if as_json:
         click.echo(json.dumps(details, default=str))
         return
     config = loaded.config
-    click.echo(
-        f"checkpoint      {checkpoint}\n"
-        f"model           {config.cell}, {config.layers} layer(s), hidden {config.hidden}, "
-        f"embed {config.embed}, dropout {config.dropout}, {config.dtype}, {config.engine} engine\n"
-        f"vocab           {details['vocab_size']} characters\n"
-        f"parameters      {details['parameters']:,}\n"
-        f"step            {details['step']}\n"
-        f"val loss        {format_loss(details['val_loss_nats'])} nats/char "
-        f"(best {format_loss(details['best_val_loss_nats'])})"
-    )
+    val_loss, best = details["val_loss_nats"], details["best_val_loss_nats"]
+    rows = [
+        ("checkpoint", checkpoint),
+        ("model", f"{config.cell}, {config.layers} layer(s), hidden {config.hidden}, embed {config.embed}, "
+                  f"dropout {config.dropout}, {config.dtype}, {config.engine} engine"),
+        ("vocab", f"{details['vocab_size']} characters"),
+        ("parameters", f"{details['parameters']:,}"),
+        ("step", f"{details['step']} ({format_duration(details['train_seconds'])} of training)"),
+        ("val loss", f"{format_loss(val_loss)} nats/char ({format_loss(bits_per_char(val_loss))} bits/char), "
+                     f"best {format_loss(best)}"),
+        ("optimizer", details["optimizer"] or "-"),
+        ("trained on", details["text"] or "-"),
+    ]
+    click.echo("\n".join(f"{label:<12}{value}" for label, value in rows))
 
 
 # ---- gradcheck ----------------------------------------------------------------------------
-@main.command()
+@main.command(short_help="Check every op's and cell's gradients numerically.")
 @click.option("--cell", "cell_name", metavar="NAME|all", default=None,
               help="Check only this cell (or every cell); default: every op and every cell.")
 @click.option("--op", "op_name", metavar="NAME|all", default=None,

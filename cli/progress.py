@@ -73,9 +73,11 @@ class TrainingDisplay:
 
     def on_step(self, data):
         self.last_step = data
+        if data.get("val_loss") is not None:
+            self.last_val_loss = data["val_loss"]
         now = self.clock()
         if self.live:
-            if now - self.last_draw >= REDRAW_SECONDS or data.get("step") == data.get("total"):
+            if now - self.last_draw >= REDRAW_SECONDS or data.get("step") == data.get("total_steps"):
                 self._draw(self.progress_line(data))
                 self.last_draw = now
         elif now - self.last_log >= LOG_SECONDS:
@@ -84,8 +86,8 @@ class TrainingDisplay:
 
     def on_eval(self, data):
         self.last_val_loss = data.get("val_loss")
-        step = data.get("step", self.last_step.get("step") if self.last_step else "?")
-        best = " (best so far)" if data.get("is_best") else ""
+        step = data.get("step", "?")
+        best = " (best so far)" if data.get("improved") else ""
         train_loss = self.last_step.get("train_loss") if self.last_step else None
         self._print(f"step {step}: train loss {format_loss(train_loss)}, "
                     f"val loss {format_loss(self.last_val_loss)} nats/char "
@@ -93,13 +95,8 @@ class TrainingDisplay:
 
     def on_sample(self, data):
         step = data.get("step", "?")
-        text = data.get("text", "")
-        self._print(f"{SAMPLE_RULE}\nsample at step {step}:\n{text.rstrip()}\n{SAMPLE_RULE}")
-
-    def on_stop(self, data):
-        reason = data.get("reason")
-        if reason == "interrupted":
-            self._print("interrupted: saving a checkpoint...")
+        text = data.get("text", "").strip("\n")
+        self._print(f"{SAMPLE_RULE}\nsample at step {step}:\n{text}\n{SAMPLE_RULE}")
 
     def finish(self):
         """Leave the terminal on a fresh line (call once training returns or fails)."""
@@ -107,7 +104,7 @@ class TrainingDisplay:
 
     # ---- the progress line --------------------------------------------------------------
     def progress_line(self, data) -> str:
-        step, total = data.get("step"), data.get("total")
+        step, total = data.get("step"), data.get("total_steps")
         parts = [f"step {step}/{total}" if total else f"step {step}"]
         if data.get("time_left") is not None:
             parts.append(f"{format_duration(data['time_left'])} left")

@@ -14,6 +14,7 @@ Gradients returned by `backward` may have the broadcast shape of the output;
 
 import contextlib
 import os
+import os
 import threading
 import traceback
 import weakref
@@ -73,12 +74,18 @@ class AnomalyError(RuntimeError):
 _PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
 
 
+# Source directories whose frames are library internals, skipped when anomaly mode names
+# the line that created an op. Libraries built on minigrad may add theirs (rnn does).
+internal_directories = [os.path.dirname(os.path.abspath(__file__))]
+
+
 def _user_frame(stack) -> str:
-    """The innermost frame outside minigrad: where the user created the op."""
+    """The innermost frame outside the libraries: where the user created the op."""
     for frame in reversed(stack):
-        if not os.path.abspath(frame.filename).startswith(_PACKAGE_DIR):
+        path = os.path.abspath(frame.filename)
+        if not any(path.startswith(directory + os.sep) for directory in internal_directories):
             return f'File "{frame.filename}", line {frame.lineno}, in {frame.name}\n    {frame.line}'
-    return "(created inside minigrad)"
+    return "(created inside the library)"
 
 
 def _check_finite(node, arrays, where):

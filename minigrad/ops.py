@@ -34,7 +34,11 @@ class Elementwise(Function):
     op = None  # a key of rules.RULES
 
     def forward(self, *arrays):
-        self.shape = np.broadcast_shapes(*(a.shape for a in arrays))
+        try:
+            self.shape = np.broadcast_shapes(*(a.shape for a in arrays))
+        except ValueError:
+            shapes = " and ".join(str(a.shape) for a in arrays)
+            raise ValueError(f"{self.name}: shapes {shapes} cannot be broadcast together") from None
         self.dtype = np.result_type(*arrays)
         self.flat_inputs = [_flat(a, self.shape, self.dtype) for a in arrays]
         self.out = np.empty(self.shape, self.dtype)

@@ -16,8 +16,8 @@ What is a node where:
 """
 
 import collections
-import numbers
 import sys
+from numbers import Integral
 
 from .nn import Parameter
 from .tensor import Tensor
@@ -67,13 +67,13 @@ def _index_text(index) -> str:
     """x[index] written as in Python: (slice(None), slice(0, 2)) -> "[:, 0:2]"."""
     def one(part):
         if isinstance(part, slice):
-            text = ("" if part.start is None else str(part.start)) + ":" + ("" if part.stop is None else str(part.stop))
-            return text + (f":{part.step}" if part.step is not None else "")
+            bounds = ["" if bound is None else str(bound) for bound in (part.start, part.stop)]
+            return ":".join(bounds) + (f":{part.step}" if part.step is not None else "")
         if part is Ellipsis:
             return "..."
         if part is None:
             return "None"
-        return str(part) if isinstance(part, numbers.Integral) else "array"
+        return str(part) if isinstance(part, Integral) else "array"
     parts = index if isinstance(index, tuple) else (index,)
     return "[" + ", ".join(one(part) for part in parts) + "]"
 
@@ -156,9 +156,8 @@ def to_dot(tensor: Tensor, names: dict = None, params=None, graph_name: str = "m
     for k, node in enumerate(graph.ops):
         lines.append(f"  op{k} [label={_quote(_op_label(node))}, style=rounded];")
     if tensor.grad_fn is not None:  # a leaf root is already drawn as its leaf node
-        title = table.get(id(tensor), "output")
-        lines.append(f"  output [label={_quote(title + chr(10) + _spec(tensor.shape, tensor.dtype))}, "
-                     "style=filled, fillcolor=palegreen];")
+        label = table.get(id(tensor), "output") + "\n" + _spec(tensor.shape, tensor.dtype)
+        lines.append(f"  output [label={_quote(label)}, style=filled, fillcolor=palegreen];")
     for k, node in enumerate(graph.ops):
         for parent in node.inputs:
             index = _output_index(parent) if parent.grad_fn is not None else None
@@ -198,9 +197,9 @@ def format_graph(tensor: Tensor, names: dict = None, params=None) -> str:
         if id(node) in numbers:
             lines.append(f"{indent}{_op_title(node)} #{numbers[id(node)]}{which} (above)")
             continue
-        numbers[id(node)] = len(numbers) + 1
+        numbers[id(node)] = number = len(numbers) + 1
         name = f"  {table[id(current)]}" if id(current) in table else ""
-        lines.append(f"{indent}{_op_title(node)} #{numbers[id(node)]}{which}{name}  {_spec(current.shape, current.dtype)}")
+        lines.append(f"{indent}{_op_title(node)} #{number}{which}{name}  {_spec(current.shape, current.dtype)}")
         # reversed, so the first input is popped (printed) first
         stack.extend((parent, depth + 1) for parent in reversed(node.inputs))
     return "\n".join(lines) + "\n"

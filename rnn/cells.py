@@ -41,6 +41,8 @@ class Cell:
         self._validate()
         self.outputs = self._trace()  # one Expr per state: the new value of that state
         self.nodes = expr.topological(self.outputs)
+        text = repr((self.gates, self.state, self.outputs))
+        self._fingerprint = hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def _validate(self):
         # names the step or the generated kernels already use for something else
@@ -89,8 +91,7 @@ class Cell:
 
     def fingerprint(self) -> str:
         """A stable hash of the traced graph (names of the generated kernels use it)."""
-        text = repr((self.gates, self.state, self.outputs))
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return self._fingerprint
 
     def __repr__(self):
         return f"Cell({self.name!r}, gates={self.gates}, state={self.state})"

@@ -84,6 +84,19 @@ class CharLM(Module):
         batch, steps, vocab = logits.shape
         return mg.cross_entropy(logits.reshape(batch * steps, vocab), np.asarray(targets).reshape(-1)), state
 
+    def next_logits(self, ids, state=None):
+        """Logits (B, V) for the character after `ids` (B,), as arrays, without a graph.
+
+        The fast path for sampling (fused kernels, no autograd bookkeeping); `state`
+        is a list per layer of tuples of (B, H) arrays, None for zeros.
+        """
+        ids = np.asarray(ids)
+        if state is None:
+            state = [tuple(s.data for s in layer) for layer in self.initial_state(len(ids))]
+        x = self.embedding.weight.data[ids]
+        hidden, state = self.rnn.inference_step(x, state)
+        return hidden @ self.head.weight.data.T + self.head.bias.data, state
+
     def initial_state(self, batch_size):
         return self.rnn.initial_state(batch_size)
 

@@ -69,6 +69,18 @@ def test_train_help_shows_the_library_defaults():
         assert re.search(shown, help_text), f"{option}: default {getattr(defaults, field)} not shown"
 
 
+def test_option_choices_match_the_library():
+    import cli.main
+    import rnn.layers
+    import rnn.model
+    import rnn.train
+
+    assert set(cli.main.OPTIMIZERS) == set(rnn.train.OPTIMIZERS)
+    assert set(cli.main.SCHEDULES) == set(rnn.train.SCHEDULES)
+    assert set(cli.main.DTYPES) == set(rnn.model.DTYPES)
+    assert set(cli.main.ENGINES) == set(rnn.layers.ENGINES)
+
+
 # ---- train --------------------------------------------------------------------------------
 
 def test_train_writes_the_run_folder(trained_run):
@@ -104,7 +116,7 @@ def test_train_quiet_prints_nothing(corpus, tmp_path):
 
 def test_train_without_text_uses_the_shipped_corpus(tmp_path):
     result = run_cli("train", *TINY_MODEL, "--steps", "2", "--eval-every", "2", "--sample-every", "0",
-                     "--json", "--out", tmp_path / "run", check_exit=0)
+                     "--val-frac", "0.01", "--json", "--out", tmp_path / "run", check_exit=0)
     assert json.loads(result.stdout)["steps"] == 2
     info = run_cli("info", tmp_path / "run" / "latest.safetensors", "--json", check_exit=0)
     assert json.loads(info.stdout)["vocab_size"] == 65  # tiny-shakespeare's characters
@@ -155,8 +167,12 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(corpus, tmp_path):
     assert "Traceback" not in stderr
     assert (out / "latest.safetensors").is_file()
     assert f"--resume {out / 'latest.safetensors'}" in stdout + stderr
-    info = json.loads(run_cli("info", out / "latest.safetensors", "--json", check_exit=0).stdout)
-    assert info["step"] >= 1
+    stopped_at = json.loads(run_cli("info", out / "latest.safetensors", "--json", check_exit=0).stdout)["step"]
+    assert stopped_at >= 1
+    # --resume alone continues on the same text (no TEXT given) in the same folder.
+    resumed = run_cli("train", "--resume", out / "latest.safetensors", "--steps", stopped_at + 3, "--json",
+                      check_exit=0)
+    assert json.loads(resumed.stdout)["steps"] == stopped_at + 3
 
 
 # ---- sample, eval, info -------------------------------------------------------------------
@@ -279,8 +295,8 @@ def test_live_display_redraws_one_line():
     stream = io.StringIO()
     ticks = iter(range(100))
     display = TrainingDisplay(stream, live=True, clock=lambda: float(next(ticks)))
-    display("step", {"step": 1, "total": 10, "train_loss": 3.5, "chars_per_sec": 2500.0, "eta": 90})
-    display("step", {"step": 2, "total": 10, "train_loss": 3.25, "chars_per_sec": 2600.0, "eta": 80})
+    display("step", {"step": 1, "total_steps": 10, "train_loss": 3.5, "chars_per_sec": 2500.0, "eta": 90})
+    display("step", {"step": 2, "total_steps": 10, "train_loss": 3.25, "chars_per_sec": 2600.0, "eta": 80})
     display("eval", {"step": 2, "val_loss": 3.0})
     display.finish()
     output = stream.getvalue()

@@ -1,0 +1,63 @@
+"""Evaluation of a char-LM on a text: mean nats per predicted character, bits/char, perplexity.
+
+The text is read as one stream, in chunks, with the hidden state carried from chunk to
+chunk, so every character but the first is predicted from everything before it. No
+graph is recorded and the model runs in eval mode (no dropout). Nothing here trains.
+"""
+
+import math
+
+import numpy as np
+
+import minigrad as mg
+
+from .data import TextError
+
+# Characters per forward call: long enough that Python overhead is small, short enough
+# that the logits of one chunk stay small.
+EVAL_CHUNK = 1024
+
+
+def metrics_from_nats(loss_nats: float, chars: int) -> dict:
+    """The dict evaluate() returns, from a mean loss in nats per character."""
+    try:
+        perplexity = math.exp(loss_nats)
+    except OverflowError:
+        perplexity = math.inf
+    return {"loss_nats": loss_nats, "bpc": loss_nats / math.log(2), "perplexity": perplexity, "chars": chars}
+
+
+def evaluate_ids(model, ids, chunk_size: int = EVAL_CHUNK) -> dict:
+    """Metrics of predicting ids[1:] from ids[:-1] (any 1-D int array, a memmap too)."""
+    count = len(ids)
+    if count < 2:
+        raise TextError(f"evaluation needs at least 2 characters (one to predict), got {count}")
+    was_training = model.training
+    model.eval()
+    total_nats = 0.0  # accumulated in float64 whatever the model's dtype
+    state = None
+    try:
+        with mg.no_grad():
+            for start in range(0, count - 1, chunk_size):
+                stop = min(start + chunk_size, count - 1)
+                window = np.asarray(ids[start:stop + 1], dtype=np.int64)[None, :]
+                loss, state = model.loss(window[:, :-1], window[:, 1:], state)
+                total_nats += float(loss.data) * (stop - start)
+    finally:
+        model.train(was_training)
+    return metrics_from_nats(total_nats / (count - 1), count - 1)
+
+
+def evaluate(model, vocab, text: str) -> dict:
+    """{"loss_nats", "bpc", "perplexity", "chars"} of `model` on `text`, read as one stream.
+
+    `chars` is the number of predicted characters, len(text) - 1. TextError names any
+    character of `text` that is not in `vocab`.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if len(vocab) != model.config.vocab_size:
+        raise ValueError(f"the vocabulary has {len(vocab)} characters, the model {model.config.vocab_size}")
+    if len(text) < 2:
+        raise TextError(f"evaluation needs a text of at least 2 characters, got {len(text)}")
+    return evaluate_ids(model, vocab.encode(text))

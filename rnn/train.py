@@ -1,0 +1,607 @@
+"""The training loop of the char-LM, as a library function (the CLI only wraps it).
+
+    summary = train(TrainConfig(steps=2000), Corpus.from_file("input.txt"), "runs/one")
+
+One step: next window of B streams -> loss (state carried from the previous window) ->
+backward -> gradient-norm clipping -> optimizer step -> state detached (truncated BPTT).
+The learning rate follows a schedule (constant, or cosine decaying to LR_FLOOR * lr,
+both after a linear warmup). Every `eval_every` steps, and at the end, the model is
+evaluated on the whole validation split (one stream, state carried) and checkpoints are
+written: `latest.safetensors` always, `best.safetensors` when the val loss is the lowest.
+
+Resuming restores the model, the optimizer state, minigrad's RNG, the data position, the
+carried hidden state, the step, the training time and the best val loss, so that training
+N steps, stopping, resuming and training M more is bit-identical to N + M straight.
+Evaluation and sampling never draw from the training's random stream.
+
+Files in out_dir: latest.safetensors, best.safetensors, metrics.jsonl, config.json, train.lock.
+What this module must not hold: printing or argument parsing (that is the CLI's).
+"""
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+import minigrad as mg
+
+from .cells import load_cell_file
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .data import BatchStream, Corpus
+from .evaluate import evaluate_ids
+from .layers import ENGINES
+from .model import DTYPES, CharLM, ModelConfig, detach_state
+from .sample import sample
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
+SCHEDULES = ("constant", "cosine")
+# Used when none of steps / epochs / time_budget is given.
+DEFAULT_TIME_BUDGET = 300.0
+# The cosine schedule ends at this fraction of the peak learning rate, not at zero.
+LR_FLOOR = 0.1
+# A metrics line (mean train loss of the last steps) every this many steps.
+LOG_EVERY = 10
+LATEST, BEST = "latest.safetensors", "best.safetensors"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss (or the gradient norm) became NaN or infinite."""
+
+
+class RunLockedError(RuntimeError):
+    """Another training run is writing to the same output directory."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Defaults: what trains best in a few minutes
+    on a laptop CPU for character-level text."""
+
+    cell: str = "lstm"
+    layers: int = 2
+    hidden: int = 256
+    embed: int = 64
+    dropout: float = 0.0
+    seq_len: int = 64
+    batch_size: int = 32
+    lr: float = 2e-3
+    optimizer: str = "adam"
+    schedule: str = "cosine"
+    warmup: int = 100  # steps of linear warmup
+    grad_clip: float = 5.0  # max total gradient norm; 0 turns clipping off
+    steps: int = None  # stop after this many steps in total (resumed runs included)...
+    epochs: float = None  # ...or passes over the training split...
+    time_budget: float = None  # ...or seconds of training; the first reached wins (none: DEFAULT_TIME_BUDGET)
+    val_frac: float = 0.1
+    eval_every: int = 200  # 0: evaluate only at the end
+    sample_every: int = 500  # 0: no samples during training
+    sample_length: int = 200
+    seed: int = 1234
+    dtype: str = "float32"
+    engine: str = "fused"
+    cell_file: str = None  # a Python file declaring the cell, if it is not a built-in one
+
+    def validate(self) -> "TrainConfig":
+        """Raise ValueError (one line, naming the setting) for any impossible value."""
+        for name in ("layers", "hidden", "embed", "seq_len", "batch_size", "sample_length"):
+            _require_int(name, getattr(self, name), minimum=1)
+        for name in ("warmup", "eval_every", "sample_every", "seed"):
+            _require_int(name, getattr(self, name), minimum=0)
+        if self.steps is not None:
+            _require_int("steps", self.steps, minimum=1)
+        for name in ("epochs", "time_budget"):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and 0 < value < math.inf):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if not (_is_number(self.lr) and 0 < self.lr < math.inf):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not (_is_number(self.grad_clip) and 0 <= self.grad_clip < math.inf):
+            raise ValueError(f"grad_clip must be a number >= 0 (0: no clipping), got {self.grad_clip!r}")
+        if not (_is_number(self.dropout) and 0 <= self.dropout < 1):
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not (_is_number(self.val_frac) and 0 < self.val_frac < 1):
+            raise ValueError(f"val_frac must be between 0 and 1 (exclusive), got {self.val_frac!r}")
+        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("dtype", tuple(DTYPES)),
+                              ("engine", ENGINES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown train config keys: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(vocab_size=vocab_size, cell=self.cell, embed=self.embed, hidden=self.hidden,
+                           layers=self.layers, dropout=self.dropout, dtype=self.dtype, engine=self.engine)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _require_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
+def make_optimizer(name: str, parameters, lr: float):
+    """The optimizer called `name`, with PyTorch's defaults (SGD gets momentum 0.9)."""
+    if name == "adam":
+        return mg.optim.Adam(parameters, lr=lr)
+    if name == "adamw":
+        return mg.optim.AdamW(parameters, lr=lr)
+    if name == "sgd":
+        return mg.optim.SGD(parameters, lr=lr, momentum=0.9)
+    if name == "rmsprop":
+        return mg.optim.RMSprop(parameters, lr=lr)
+    if name == "adagrad":
+        return mg.optim.Adagrad(parameters, lr=lr)
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
+def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
+    """The learning rate of step `step` (0-based) when a fraction `progress` of the run is done."""
+    warmup = min(1.0, (step + 1) / config.warmup) if config.warmup else 1.0
+    if config.schedule == "constant":
+        return config.lr * warmup
+    floor = LR_FLOOR * config.lr
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return (floor + (config.lr - floor) * cosine) * warmup
+
+
+# ---- the output directory: lock, config.json, metrics.jsonl --------------------------------
+
+class RunLock:
+    """An exclusive lock on out_dir/train.lock for the duration of a run.
+
+    With fcntl (POSIX) the operating system releases the lock when the process dies, even
+    by SIGKILL, so a crashed run never blocks the next one. Elsewhere the file itself is
+    the lock and is removed at the end.
+    """
+
+    def __init__(self, out_dir: Path):
+        self.path = out_dir / "train.lock"
+        self.file = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:
+            fcntl = None
+        if fcntl is None:
+            try:
+                self.file = open(self.path, "x")
+            except FileExistsError:
+                raise RunLockedError(f"{self.path.parent} is in use by another training run "
+                                     f"(remove {self.path} if that run is gone)") from None
+        else:
+            self.file = open(self.path, "a+")
+            try:
+                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self.file.seek(0)
+                owner = self.file.read().strip() or "unknown"
+                self.file.close()
+                raise RunLockedError(f"{self.path.parent} is in use by another training run (pid {owner}); "
+                                     f"wait for it or choose another output directory") from None
+            self.file.seek(0)
+            self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        self._owns_file = fcntl is None
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()  # releases the flock
+        if self._owns_file:
+            self.path.unlink(missing_ok=True)
+        return False
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def _keep_metrics_up_to(path: Path, step: int) -> None:
+    """On resume: drop metrics lines after the resumed step (and a line torn by a crash)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    temporary.write_text("".join(line + "\n" for line in kept))
+    os.replace(temporary, path)
+
+
+# ---- the run --------------------------------------------------------------------------------
+
+class _Run:
+    """The state of one training run, and the steps that change it."""
+
+    def __init__(self, config: TrainConfig, corpus: Corpus, out_dir: Path, on_event):
+        self.config, self.corpus, self.out_dir = config, corpus, out_dir
+        self.emit = on_event or (lambda kind, data: None)
+        self.stream = BatchStream(corpus.train_ids, config.batch_size, config.seq_len)
+        self.latest_path, self.best_path = out_dir / LATEST, out_dir / BEST
+        self.step = 0
+        self.train_seconds = 0.0  # wall time of training steps, over all resumed runs
+        self.best_val_loss = None
+        self.last_val_loss = None
+        self.state = None  # hidden state carried to the next window
+        self.saved_step = None  # step of the checkpoint on disk (latest), if any
+        self.evaluated_step = None
+        self.session_chars = 0
+        self.session_seconds = 0.0
+        self.recent_losses = []
+        self.stop_requested = False  # set by the SIGINT handler
+
+    # -- setting up -------------------------------------------------------------------------
+
+    def start_fresh(self):
+        mg.random.manual_seed(self.config.seed)
+        self.model = CharLM(self.config.model_config(len(self.corpus.vocab)))
+        self.model.train()
+        self.optimizer = make_optimizer(self.config.optimizer, self.model.parameters(), self.config.lr)
+
+    def restore(self, path):
+        """Continue the run saved in checkpoint `path`."""
+        checkpoint = load_checkpoint(path, cell_file=self.config.cell_file)
+        if checkpoint.vocab != self.corpus.vocab:
+            raise CheckpointError(f"{path} was trained on a text with a different vocabulary "
+                                  f"({len(checkpoint.vocab)} characters, this text has {len(self.corpus.vocab)})")
+        meta = checkpoint.meta
+        if not isinstance(meta.get("step"), int) or not isinstance(meta.get("rng_state"), dict):
+            raise CheckpointError(f"{path} holds no training state to resume from")
+        model_config = checkpoint.config
+        # The architecture is the checkpoint's, whatever the new config says.
+        self.config = replace(self.config, cell=model_config.cell, layers=model_config.layers,
+                              hidden=model_config.hidden, embed=model_config.embed, dropout=model_config.dropout,
+                              dtype=model_config.dtype, engine=model_config.engine)
+        self.model = checkpoint.model
+        self.model.train()
+        self.optimizer = make_optimizer(self.config.optimizer, self.model.parameters(), self.config.lr)
+        if checkpoint.optimizer_state is not None and checkpoint.optimizer_name == type(self.optimizer).__name__:
+            try:
+                self.optimizer.load_state_dict(checkpoint.optimizer_state)
+            except (ValueError, TypeError) as error:
+                raise CheckpointError(f"{path}: cannot restore the optimizer state: {error}") from None
+        try:
+            mg.random.set_state(meta["rng_state"])
+        except (ValueError, TypeError, KeyError) as error:
+            raise CheckpointError(f"{path}: invalid RNG state ({error})") from None
+        self.step = meta["step"]
+        self.train_seconds = float(meta.get("train_seconds", 0.0))
+        self.best_val_loss = meta.get("best_val_loss")
+        self.last_val_loss = meta.get("last_val_loss")
+        self.evaluated_step = self.step
+        # Resuming from this folder's own latest checkpoint: it is already on disk.
+        self.saved_step = self.step if Path(path).resolve() == self.latest_path.resolve() else None
+        try:
+            self.stream.set_position(meta.get("data_position"))
+            self.state = self._state_from_arrays(checkpoint.train_state)
+        except ValueError:
+            # A different batch size or sequence length: start the streams afresh.
+            self.stream = BatchStream(self.corpus.train_ids, self.config.batch_size, self.config.seq_len)
+            self.state = None
+
+    def _state_from_arrays(self, arrays: dict):
+        if not arrays:
+            return None
+        template = self.model.initial_state(self.config.batch_size)
+        names = self.model.rnn.cell.state
+        state = []
+        for k, layer in enumerate(template):
+            tensors = []
+            for name, zeros in zip(names, layer):
+                array = arrays.get(f"l{k}.{name}")
+                if array is None or array.shape != zeros.shape or array.dtype != zeros.dtype:
+                    raise ValueError("the carried state does not fit this model and batch size")
+                tensors.append(mg.tensor(array))
+            state.append(tuple(tensors))
+        return state
+
+    def _state_as_arrays(self) -> dict:
+        if self.state is None:
+            return {}
+        names = self.model.rnn.cell.state
+        return {f"l{k}.{name}": tensor.data for k, layer in enumerate(self.state)
+                for name, tensor in zip(names, layer)}
+
+    # -- limits and schedule ------------------------------------------------------------------
+
+    def limits(self) -> dict:
+        config = self.config
+        limits = {"steps": config.steps, "epochs": config.epochs, "time_budget": config.time_budget}
+        if all(value is None for value in limits.values()):
+            limits["time_budget"] = DEFAULT_TIME_BUDGET
+        return limits
+
+    def progress(self) -> float:
+        """The fraction of the run done, by whichever limit is nearest."""
+        limits = self.limits()
+        done = [self.step / limits["steps"] if limits["steps"] else 0.0,
+                self.stream.epoch / limits["epochs"] if limits["epochs"] else 0.0,
+                self.train_seconds / limits["time_budget"] if limits["time_budget"] else 0.0]
+        return min(max(done), 1.0)
+
+    def stop_reason(self):
+        limits = self.limits()
+        if limits["steps"] is not None and self.step >= limits["steps"]:
+            return "steps"
+        if limits["epochs"] is not None and self.stream.epoch >= limits["epochs"]:
+            return "epochs"
+        if limits["time_budget"] is not None and self.train_seconds >= limits["time_budget"]:
+            return "time_budget"
+        return None
+
+    def eta(self):
+        """Seconds of training left until the nearest limit (None before the first step)."""
+        if not self.session_chars:
+            return None
+        limits = self.limits()
+        seconds_per_step = self.session_seconds / (self.session_chars / (self.config.batch_size * self.config.seq_len))
+        left = []
+        if limits["steps"] is not None:
+            left.append((limits["steps"] - self.step) * seconds_per_step)
+        if limits["epochs"] is not None:
+            left.append((limits["epochs"] - self.stream.epoch) * self.stream.windows_per_pass * seconds_per_step)
+        if limits["time_budget"] is not None:
+            left.append(limits["time_budget"] - self.train_seconds)
+        return max(0.0, min(left))
+
+    def chars_per_sec(self) -> float:
+        return self.session_chars / self.session_seconds if self.session_seconds else 0.0
+
+    # -- one step -------------------------------------------------------------------------------
+
+    def train_step(self):
+        """One optimizer step. `self.phase` says whether an interruption leaves things consistent."""
+        config = self.config
+        lr = learning_rate(config, self.step, self.progress())
+        started = time.perf_counter()
+        self.snapshot = (self.stream.position, mg.random.get_state(), self.state)
+        self.phase = "computing"  # interrupted here: put the snapshot back, nothing else changed
+        inputs, targets = self.stream.next_batch()
+        if self.stream.wrapped:
+            self.state = None  # the streams start over: the carried state belongs to their end
+        loss, state = self.model.loss(inputs, targets, self.state)
+        loss_value = float(loss.data)
+        if not math.isfinite(loss_value):
+            self.diverged(f"the loss is {loss_value}", lr)
+        self.optimizer.zero_grad()
+        loss.backward()
+        # With clipping off the norm is still computed (max_norm inf): a NaN gradient must
+        # stop the run before it reaches the weights.
+        norm = mg.optim.clip_grad_norm_(self.model.parameters(), config.grad_clip or math.inf)
+        if not math.isfinite(norm):
+            self.diverged(f"the gradient norm is {norm}", lr)
+        self.optimizer.lr = lr
+        self.phase = "updating"  # interrupted here: the weights may be half-updated
+        self.optimizer.step()
+        self.state = detach_state(state)
+        self.step += 1
+        self.phase = "between"
+        elapsed = time.perf_counter() - started
+        self.train_seconds += elapsed
+        self.session_seconds += elapsed
+        self.session_chars += inputs.size
+        self.recent_losses.append(loss_value)
+        return loss_value, lr
+
+    def diverged(self, what: str, lr: float):
+        self.phase = "between"
+        kept = (f"the last good checkpoint is {self.latest_path} (step {self.saved_step})"
+                if self.saved_step is not None else "no checkpoint had been written yet")
+        raise TrainingDiverged(f"training diverged at step {self.step + 1}: {what}; {kept}. "
+                               f"Try gradient clipping (--grad-clip 1) or a lower learning rate "
+                               f"(--lr {lr / 4:.2g}, now {lr:.2g}).")
+
+    def undo_partial_step(self) -> bool:
+        """After an interruption: True if the run is at a step boundary (restoring the data
+        position, RNG and state of an unfinished step), False if weights may be half-updated."""
+        phase = getattr(self, "phase", "between")
+        if phase == "computing":
+            position, rng_state, state = self.snapshot
+            self.stream.set_position(position)
+            mg.random.set_state(rng_state)
+            self.state = state
+        self.phase = "between"
+        return phase != "updating"
+
+    # -- evaluation, samples, checkpoints, metrics ------------------------------------------------
+
+    def evaluate_and_save(self):
+        result = evaluate_ids(self.model, self.corpus.val_ids)
+        self.last_val_loss = result["loss_nats"]
+        self.evaluated_step = self.step
+        improved = self.best_val_loss is None or self.last_val_loss < self.best_val_loss
+        if improved:
+            self.best_val_loss = self.last_val_loss
+        self.emit("eval", {"step": self.step, "val_loss": self.last_val_loss, "val_bpc": result["bpc"],
+                           "best_val_loss": self.best_val_loss, "improved": improved})
+        self.write_metrics(val=result)
+        self.save(self.latest_path)
+        if improved:
+            self.save(self.best_path)
+
+    def save(self, path: Path):
+        meta = {
+            "step": self.step,
+            "epoch": self.stream.epoch,
+            "train_seconds": self.train_seconds,
+            "rng_state": mg.random.get_state(),
+            "data_position": self.stream.position,
+            "train_config": self.config.to_dict(),
+            "best_val_loss": self.best_val_loss,
+            "last_val_loss": self.last_val_loss,
+            "corpus": {"path": str(self.corpus.path) if self.corpus.path else None,
+                       "train_chars": len(self.corpus.train_ids), "val_chars": len(self.corpus.val_ids)},
+        }
+        save_checkpoint(path, self.model, self.optimizer, meta, vocab=self.corpus.vocab,
+                        extra_tensors=self._state_as_arrays())
+        if path == self.latest_path:
+            self.saved_step = self.step
+        self.emit("checkpoint", {"path": str(path), "step": self.step, "best": path == self.best_path})
+
+    def emit_sample(self):
+        text = "".join(sample(self.model, self.corpus.vocab, length=self.config.sample_length,
+                              seed=self.config.seed + self.step))
+        self.emit("sample", {"step": self.step, "text": text})
+
+    def write_metrics(self, val=None):
+        record = {"step": self.step, "time": round(self.train_seconds, 3), "lr": self.optimizer.lr,
+                  "chars": self.step * self.config.batch_size * self.config.seq_len,
+                  "epoch": round(self.stream.epoch, 6), "chars_per_sec": round(self.chars_per_sec(), 1)}
+        if self.recent_losses:
+            record["train_loss"] = sum(self.recent_losses) / len(self.recent_losses)
+        if val is not None:
+            record.update(val_loss=val["loss_nats"], val_bpc=val["bpc"])
+        self.metrics_file.write(json.dumps(record) + "\n")
+        self.metrics_file.flush()
+        self.recent_losses = []
+
+    def summary(self, reason: str) -> dict:
+        return {"steps": self.step, "seconds": self.train_seconds, "chars_per_sec": self.chars_per_sec(),
+                "best_val_loss_nats": self.best_val_loss, "last_val_loss_nats": self.last_val_loss,
+                "checkpoint": str(self.latest_path) if self.saved_step is not None else None,
+                "best_checkpoint": str(self.best_path) if self.best_path.exists() else None,
+                "out_dir": str(self.out_dir), "stopped_reason": reason}
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        try:
+            reason = self.loop()
+            if self.evaluated_step != self.step or self.saved_step != self.step:
+                self.evaluate_and_save()
+        except KeyboardInterrupt:
+            if self.undo_partial_step() and self.saved_step != self.step:
+                self.save(self.latest_path)
+            reason = "interrupted"
+        self.emit("stop", {"reason": reason, "step": self.step})
+        return self.summary(reason)
+
+    def loop(self) -> str:
+        """Train until a limit is reached (returns which) or a Ctrl-C asks to stop."""
+        config = self.config
+        while True:
+            reason = self.stop_reason()
+            if reason:
+                return reason
+            loss, lr = self.train_step()
+            self.emit("step", self.step_event(loss, lr))
+            evaluate_now = config.eval_every and self.step % config.eval_every == 0
+            if evaluate_now:
+                self.evaluate_and_save()  # writes its own metrics line
+            elif self.step % LOG_EVERY == 0:
+                self.write_metrics()
+            if config.sample_every and self.step % config.sample_every == 0:
+                self.emit_sample()
+            if self.stop_requested:
+                raise KeyboardInterrupt
+
+    def step_event(self, loss: float, lr: float) -> dict:
+        limits = self.limits()
+        time_left = (max(0.0, limits["time_budget"] - self.train_seconds)
+                     if limits["time_budget"] is not None else None)
+        return {"step": self.step, "total_steps": limits["steps"], "time_left": time_left,
+                "epoch": self.stream.epoch, "train_loss": loss, "lr": lr, "chars_per_sec": self.chars_per_sec(),
+                "eta": self.eta(), "val_loss": self.last_val_loss}
+
+
+class _GracefulInterrupt:
+    """While training: the first Ctrl-C asks the loop to stop after the current step (and save);
+    a second one interrupts at once. Only in the main thread, where signals are delivered."""
+
+    def __init__(self, run: _Run):
+        self.run, self.previous = run, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.run.stop_requested:
+            raise KeyboardInterrupt
+        self.run.stop_requested = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _prepare_out_dir(out_dir) -> Path:
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OSError(f"cannot write to the output directory {out_dir}: {error.strerror or error}") from None
+    return out_dir
+
+
+def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=None) -> dict:
+    """Train a char-LM on `corpus`, writing checkpoints and metrics into `out_dir`.
+
+    Returns {"steps", "seconds", "chars_per_sec", "best_val_loss_nats", "last_val_loss_nats",
+    "checkpoint", "best_checkpoint", "out_dir", "stopped_reason"}; stopped_reason is "steps",
+    "epochs", "time_budget" or "interrupted". `seconds` counts training steps only (not
+    evaluation, sampling or saving), over all resumed runs, as the time budget does.
+    `on_event(kind, data)` is called with kind "step", "eval", "sample", "checkpoint", "stop".
+    Raises ValueError (bad config), TextError (text too short for the batches),
+    CheckpointError (bad resume checkpoint, or a failed save), RunLockedError, OSError
+    (out_dir not writable), TrainingDiverged.
+    """
+    config = replace(config).validate()  # a copy: resuming may change the architecture fields
+    if config.cell_file:
+        load_cell_file(config.cell_file)
+    out_dir = _prepare_out_dir(out_dir)
+    run = _Run(config, corpus, out_dir, on_event)  # TextError here if the text is too short
+    with RunLock(out_dir):
+        if resume is not None:
+            run.restore(resume)
+        else:
+            run.start_fresh()
+        metrics_path = out_dir / "metrics.jsonl"
+        if resume is not None:
+            _keep_metrics_up_to(metrics_path, run.step)
+        elif metrics_path.exists():
+            metrics_path.unlink()  # a fresh run in this directory starts a fresh curve
+        _write_json_atomically(out_dir / "config.json", {
+            "train": run.config.to_dict(),
+            "model": run.model.config.to_dict(),
+            "parameters": run.model.num_parameters(),
+            "vocab_size": len(corpus.vocab),
+            "corpus": {"path": str(corpus.path) if corpus.path else None,
+                       "train_chars": len(corpus.train_ids), "val_chars": len(corpus.val_ids)},
+            "resumed_from": str(resume) if resume is not None else None,
+        })
+        with open(metrics_path, "a") as run.metrics_file, _GracefulInterrupt(run):
+            return run.run()
