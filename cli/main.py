@@ -12,9 +12,11 @@ shape this file:
   place, `App.main`.
 """
 
+import importlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -38,7 +40,8 @@ DEBUG_VARIABLE = "MINIGRAD_RNN_DEBUG"  # set it to see the traceback of an unexp
 
 
 def _user_error_types() -> tuple:
-    types = []
+    # ValueError too: the library's way to say "this value cannot work" (e.g. a config combination).
+    types = [ValueError]
     for module_name, class_name in USER_ERRORS:
         module = sys.modules.get(module_name)
         if module is not None and isinstance(getattr(module, class_name, None), type):
@@ -68,6 +71,8 @@ class App(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:  # embedding code asked to handle exceptions itself
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        # Overflow warnings of numpy are noise to a user: a diverging run is reported as such.
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"(numpy|minigrad|rnn)(\.|$)")
         try:
             exit_code = super().main(args, prog_name or PROGRAM, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as error:
@@ -404,9 +409,9 @@ def evaluate_command(checkpoint, text, as_json, cell_file):
 
     try:
         result = evaluate(loaded.model, loaded.vocab, _read_text(text))
-    except TextError as error:
+    except TextError as error:  # say which file, as the message about unknown characters does not
         message = str(error)
-        raise TextError(message if str(text) in message else f"{text}: {message}") from None
+        raise click.ClickException(message if str(text) in message else f"{text}: {message}") from None
     if as_json:
         click.echo(json.dumps({key: result[key] for key in ("loss_nats", "bpc", "perplexity", "chars")}))
         return
@@ -531,7 +536,7 @@ def _register_optional_commands():
     """`graph` and `plot` are written in cli/graph.py and cli/plot.py; the app works without them."""
     for module_name, command_name in (("cli.graph", "graph"), ("cli.plot", "plot")):
         try:
-            module = __import__(module_name, fromlist=[command_name])
+            module = importlib.import_module(module_name)
         except ImportError:
             continue
         command = getattr(module, command_name, None)

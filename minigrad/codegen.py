@@ -42,27 +42,30 @@ def relu(x):
 # step. A rational approximation is plain arithmetic, so the loop vectorizes. Its
 # coefficients are a least-squares fit of tanh(x)/x on [0, 9] as P(x^2)/Q(x^2); the
 # largest error is 8.5e-7 in float32 (tanh(9) rounds to 1 in float32, so clamping
-# there is exact). float64 kernels keep the exact functions of PRELUDE.
-FAST_PRELUDE = PRELUDE + '''
+# there is exact). Its constants are float32 so that float32 data is not widened to
+# float64, which would halve the vector width. float64 kernels keep PRELUDE's functions.
+FAST_PRELUDE = PRELUDE + '''from numpy import float32 as f32  # f32(constant): keeps float32 math in float32
+
 
 @scalar
 def tanh(x):  # replaces math.tanh in this module
-    x = min(max(x, -9.0), 9.0)
+    x = min(max(x, f32(-9.0)), f32(9.0))
     s = x * x
-    p = 0.9999994979175416 + s * (0.12623006838121814 + s * (0.002606775889514682
-        + s * (6.514872853059794e-06 - s * 5.047263551549719e-09)))
-    q = 1.0 + s * (0.4595594081751761 + s * (0.022465003866146336 + s * 0.00018541514651075386))
+    p = f32(0.9999994979175416) + s * (f32(0.12623006838121814) + s * (f32(0.002606775889514682)
+        + s * (f32(6.514872853059794e-06) - s * f32(5.047263551549719e-09))))
+    q = f32(1.0) + s * (f32(0.4595594081751761) + s * (f32(0.022465003866146336) + s * f32(0.00018541514651075386)))
     return x * p / q
 
 
 @scalar
 def sigmoid(x):  # replaces the exact sigmoid above: sigmoid(x) = (1 + tanh(x / 2)) / 2
-    return 0.5 + 0.5 * tanh(0.5 * x)
+    return f32(0.5) + f32(0.5) * tanh(f32(0.5) * x)
 '''
 
 
-def substitute(expression: str, names: dict) -> str:
-    """Rewrite `expression`, replacing each variable by the expression text `names[var]`.
+def substitute(expression: str, names: dict, constant_type: str = None) -> str:
+    """Rewrite `expression`, replacing each variable by the expression text `names[var]`
+    (and, with `constant_type`, each number c by `constant_type(c)`).
 
     >>> substitute("g * (1.0 - out * out)", {"g": "G[i]", "out": "v3"})
     'G[i] * (1.0 - v3 * v3)'
@@ -72,6 +75,11 @@ def substitute(expression: str, names: dict) -> str:
         def visit_Name(self, node):
             if node.id in names:
                 return ast.parse(names[node.id], mode="eval").body
+            return node
+
+        def visit_Constant(self, node):
+            if constant_type and isinstance(node.value, float):
+                return ast.Call(ast.Name(constant_type, ast.Load()), [node], [])
             return node
 
     tree = Rename().visit(ast.parse(expression, mode="eval"))

@@ -91,8 +91,10 @@ def generate_source(cell: Cell, fast=False) -> str:
     for k, node in enumerate(cell.nodes):
         var[id(node)] = f"v{k}"
 
-    def ref(node):
-        return repr(node.value) if node.op == "const" else var[id(node)]
+    def ref(node, float32=False):
+        if node.op == "const":
+            return f"f32({node.value!r})" if float32 else repr(node.value)
+        return var[id(node)]
 
     first = cell.state[0]
     # ---- loads: only the leaves the step reads -------------------------------------------
@@ -108,8 +110,9 @@ def generate_source(cell: Cell, fast=False) -> str:
     # ---- the step, one line per op ---------------------------------------------------------
     compute, recompute, keep = [], [], []
     for node in cell.nodes:
-        names = dict(zip(rules.INPUT_NAMES, (ref(a) for a in node.args)))
-        line = f"{var[id(node)]} = {codegen.substitute(rules.RULES[node.op].forward, names)}"
+        # The fast (float32) forward keeps its constants float32 so it vectorizes 8 wide.
+        names = dict(zip(rules.INPUT_NAMES, (ref(a, float32=fast) for a in node.args)))
+        line = f"{var[id(node)]} = {codegen.substitute(rules.RULES[node.op].forward, names, 'f32' if fast else None)}"
         compute.append(line)
         if node.op in SAVED_OPS:  # backward loads it instead of recomputing it
             slot = f"saved[t, {len(keep)}, b, j]"

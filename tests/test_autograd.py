@@ -303,16 +303,18 @@ def test_detect_anomaly_names_the_op_and_the_line_that_created_it():
     assert "x.log()" in message
 
 
-def test_detect_anomaly_catches_nan_that_appears_only_in_backward():
+@pytest.mark.parametrize("kind, upstream", [("inf", 1.0), ("NaN", 0.0)])
+def test_detect_anomaly_catches_nan_that_appears_only_in_backward(kind, upstream):
     x = leaf([0.0, 4.0])
     with mg.detect_anomaly():
         line = line_of_next_statement()
-        y = (x ** 0.5).sum()  # forward is finite: sqrt(0) = 0
+        root = x ** 0.5  # forward is finite: sqrt(0) = 0
+        y = (root * upstream).sum()
         assert math.isfinite(y.item())
         with pytest.raises(mg.AnomalyError) as error:
-            y.backward()  # d sqrt(x)/dx = inf at 0
+            y.backward()  # d sqrt(x)/dx = inf at 0; times a zero upstream gradient, NaN
     message = str(error.value)
-    assert "Pow" in message and "backward" in message and "gradient of input 0" in message
+    assert "Pow" in message and kind in message and "backward" in message and "gradient of input 0" in message
     assert f'{Path(__file__).name}", line {line}' in message
 
 

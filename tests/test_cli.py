@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_support import TINY_MODEL, TINY_RUN, console_script, make_text, run_cli
+from cli_support import TINY_MODEL, TINY_RUN, assert_one_error_line, console_script, make_text, run_cli
 
 TEXT_CHARS = 3000
 
@@ -159,6 +159,10 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(corpus, tmp_path):
                 break
             time.sleep(0.2)
         assert process.poll() is None, process.communicate()
+        # A second run into the same folder is refused while the first one holds it.
+        second = run_cli("train", corpus, *TINY_RUN, "--out", out)
+        assert second.returncode == 1
+        assert_one_error_line(second.stderr, "in use by another training run")
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=120)
     finally:
@@ -173,6 +177,33 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(corpus, tmp_path):
     resumed = run_cli("train", "--resume", out / "latest.safetensors", "--steps", stopped_at + 3, "--json",
                       check_exit=0)
     assert json.loads(resumed.stdout)["steps"] == stopped_at + 3
+
+
+CELL_FILE = """
+from rnn import cell, sigmoid, tanh
+
+
+@cell(gates=("z", "n"), state=("h",))
+def my_cell(x, h):
+    z = sigmoid(x.z + h.z)
+    return z * h + (1 - z) * tanh(x.n + h.n)
+"""
+
+
+def test_train_a_cell_from_a_file(corpus, tmp_path):
+    cell_file = tmp_path / "my_cells.py"
+    cell_file.write_text(CELL_FILE)
+    out = tmp_path / "run"
+    run_cli("train", corpus, *TINY_RUN, "--cell-file", cell_file, "--cell", "my_cell", "--engine", "eager",
+            "--steps", "3", "--out", out, "--quiet", check_exit=0)
+    without = run_cli("info", out / "latest.safetensors")
+    assert without.returncode == 1
+    assert_one_error_line(without.stderr, "my_cell", "--cell-file")
+    details = json.loads(run_cli("info", out / "latest.safetensors", "--cell-file", cell_file, "--json",
+                                 check_exit=0).stdout)
+    assert details["model_config"]["cell"] == "my_cell" and details["step"] == 3
+    text = run_cli("sample", out / "latest.safetensors", "--cell-file", cell_file, "-n", "10", check_exit=0).stdout
+    assert len(text.removesuffix("\n")) == 10
 
 
 # ---- sample, eval, info -------------------------------------------------------------------

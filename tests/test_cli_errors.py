@@ -85,6 +85,8 @@ CASES = {
     "val-frac 1": (["train", "{dir}/good.txt", "--val-frac", "1"], USAGE, ["--val-frac"]),
     "val-frac negative": (["train", "{dir}/good.txt", "--val-frac", "-0.2"], USAGE, ["--val-frac"]),
     "val-frac above 1": (["train", "{dir}/good.txt", "--val-frac", "1.5"], USAGE, ["--val-frac"]),
+    "training diverges": (["train", "{dir}/good.txt", *TINY_RUN, "--cell", "rnn_relu", "--optimizer", "sgd",
+                           "--lr", "1e12", "--grad-clip", "0", "--warmup", "0"], RUNTIME, ["diverged", "--lr"]),
     "unknown cell": (["train", "{dir}/good.txt", "--cell", "transformer"], USAGE, ["--cell", "transformer", "lstm"]),
     "unknown option": (["train", "--hidden-size", "3"], USAGE, ["--hidden-size"]),
     "out under a file": (["train", "{dir}/good.txt", *TINY_RUN, "--out", "{dir}/a_file/run"], RUNTIME,
