@@ -513,19 +513,20 @@ def gradcheck(cell_name, op_name, cell_file):
 def _selected_cases(checks, cell_name, op_name) -> list:
     from rnn.cells import CellError
 
-    everything = cell_name is None and op_name is None
+    if cell_name is None and op_name is None:
+        return list(checks.gradcheck_cases())
     cases = []
-    if everything or op_name is not None:
+    if op_name is not None:
         ops = list(checks.op_cases())
-        if op_name not in (None, "all"):
+        if op_name != "all":
             ops = [case for case in ops if case.name == op_name]
             if not ops:
                 names = ", ".join(case.name for case in checks.op_cases())
                 raise click.BadParameter(f"unknown op {op_name!r}; available: {names}", param_hint="'--op'")
         cases += ops
-    if everything or cell_name is not None:
+    if cell_name is not None:
         try:
-            cases += list(checks.cell_cases(None if cell_name in (None, "all") else [cell_name]))
+            cases += list(checks.cell_cases(None if cell_name == "all" else [cell_name]))
         except CellError as error:
             raise click.BadParameter(str(error), param_hint="'--cell'") from None
     return cases

@@ -10,6 +10,7 @@ This module must stay light (no numpy, no rnn): it is imported by the CLI at sta
 """
 
 import math
+import shutil
 import time
 
 # A terminal line is redrawn at most this often; a log gets a progress line at most this often.
@@ -55,8 +56,10 @@ class TrainingDisplay:
     live: redraw one line in place with carriage returns (only on a terminal).
     """
 
-    def __init__(self, stream, live: bool, quiet: bool = False, clock=time.monotonic):
+    def __init__(self, stream, live: bool, quiet: bool = False, clock=time.monotonic, width=None):
         self.stream, self.live, self.quiet, self.clock = stream, live, quiet, clock
+        # A line longer than the terminal would wrap, and "\r" could no longer redraw it.
+        self.width = width or shutil.get_terminal_size().columns
         self.last_val_loss = None
         self.last_step = None
         self.line_width = 0          # characters of the progress line now on screen
@@ -117,6 +120,7 @@ class TrainingDisplay:
 
     # ---- output -------------------------------------------------------------------------
     def _draw(self, line):
+        line = line[:max(self.width - 1, 1)]
         padding = " " * max(0, self.line_width - len(line))  # wipe the rest of a longer old line
         self.stream.write("\r" + line + padding)
         self.stream.flush()

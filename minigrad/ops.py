@@ -196,6 +196,8 @@ class Reshape(Function):
 
 class Transpose(Function):
     def forward(self, x, axes=None):
+        if axes is not None and not builtins.all(-x.ndim <= a < x.ndim for a in axes):
+            raise ValueError(f"transpose: axes {axes} are out of range for the {x.ndim} axes of {x.shape}")
         self.axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(a % x.ndim for a in axes)
         if sorted(self.axes) != list(range(x.ndim)):
             raise ValueError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of {x.shape}")
@@ -261,7 +263,7 @@ class _RowwiseOnAxis(Function):
     def forward(self, x, axis=-1):
         if x.ndim == 0:
             raise ValueError(f"{self.name} needs at least one dimension")
-        self.axis = axis % x.ndim
+        self.axis = _normalize_axes(axis, x.ndim)[0]  # an out-of-range axis must raise, not wrap around
         moved = np.ascontiguousarray(np.moveaxis(x, self.axis, -1))
         self.moved_shape = moved.shape
         rows = moved.reshape(-1, moved.shape[-1])

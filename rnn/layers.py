@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 import minigrad as mg
-from minigrad import ops
+from minigrad import blas, ops
 from minigrad.autograd import Function
 from minigrad.nn import Dropout, Module, Parameter
 
@@ -27,6 +27,10 @@ from .cells import Cell, get_cell
 from .compiler import compile_cell
 
 ENGINES = ("fused", "eager")
+
+# BLAS threads for the small per-step products (W_hh h, batch-sized): one thread beats
+# several there, by far on a busy machine (see minigrad.blas and benchmarks/bench_rnn.py).
+STEP_BLAS_THREADS = 1
 
 
 # ---- eager: interpret the traced step with minigrad ops ---------------------------------
@@ -75,9 +79,10 @@ class FusedRecurrence(Function):
         self.hp = np.empty((steps, batch, w_hh.shape[0]), dtype)
         self.saved = np.empty((steps, fused.saved_per_step, batch, hidden), dtype)
         w_hh_t = w_hh.T
-        for t in range(steps):
-            np.matmul(self.states[0][t], w_hh_t, out=self.hp[t])
-            fused.forward(t, self.xp, self.hp[t], b_hh, *self.states, self.saved)
+        with blas.limit(STEP_BLAS_THREADS):
+            for t in range(steps):
+                np.matmul(self.states[0][t], w_hh_t, out=self.hp[t])
+                fused.forward(t, self.xp, self.hp[t], b_hh, *self.states, self.saved)
         outputs = np.ascontiguousarray(self.states[0][1:].transpose(1, 0, 2))
         return (outputs, *(buffer[steps].copy() for buffer in self.states))
 
@@ -88,10 +93,12 @@ class FusedRecurrence(Function):
         g_xp = np.empty_like(self.xp)
         g_hp = np.empty_like(self.hp)
         g_outputs_by_step = g_outputs.transpose(1, 0, 2)
-        for t in reversed(range(steps)):
-            g_states[0] += g_outputs_by_step[t]
-            self.fused.backward(t, self.xp, self.hp[t], self.b_hh, *self.states, self.saved, *g_states, g_xp, g_hp[t])
-            g_states[0] += g_hp[t] @ self.w_hh  # the path through W_hh h
+        with blas.limit(STEP_BLAS_THREADS):
+            for t in reversed(range(steps)):
+                g_states[0] += g_outputs_by_step[t]
+                self.fused.backward(t, self.xp, self.hp[t], self.b_hh, *self.states, self.saved, *g_states,
+                                    g_xp, g_hp[t])
+                g_states[0] += g_hp[t] @ self.w_hh  # the path through W_hh h
         rows = steps * batch
         g_hp_rows = g_hp.reshape(rows, -1)
         g_w_hh = g_hp_rows.T @ self.states[0][:steps].reshape(rows, -1)  # one GEMM for all steps

@@ -11,10 +11,11 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 import minigrad as mg
+from minigrad import blas
 from minigrad.nn import Dropout, Embedding, Linear, Module
 
 from .cells import get_cell
-from .layers import ENGINES, Recurrent
+from .layers import ENGINES, STEP_BLAS_THREADS, Recurrent
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -94,8 +95,9 @@ class CharLM(Module):
         if state is None:
             state = [tuple(s.data for s in layer) for layer in self.initial_state(len(ids))]
         x = self.embedding.weight.data[ids]
-        hidden, state = self.rnn.inference_step(x, state)
-        return hidden @ self.head.weight.data.T + self.head.bias.data, state
+        with blas.limit(STEP_BLAS_THREADS):  # matrix-vector products: threads only cost here
+            hidden, state = self.rnn.inference_step(x, state)
+            return hidden @ self.head.weight.data.T + self.head.bias.data, state
 
     def initial_state(self, batch_size):
         return self.rnn.initial_state(batch_size)

@@ -278,6 +278,20 @@ def test_reshape_to_wrong_size_names_the_shapes():
     assert "(3, 4)" in str(error.value) and "(5, 2)" in str(error.value)
 
 
+@pytest.mark.parametrize("call", [
+    pytest.param(lambda x: mg.softmax(x, axis=2), id="softmax"),
+    pytest.param(lambda x: mg.log_softmax(x, axis=-3), id="log_softmax"),
+    pytest.param(lambda x: x.sum(axis=2), id="sum"),
+    pytest.param(lambda x: x.max(axis=(0, -3)), id="max"),
+    pytest.param(lambda x: x.transpose(0, 2), id="transpose"),
+    pytest.param(lambda x: mg.concat([x, x], axis=2), id="concat"),
+    pytest.param(lambda x: mg.stack([x, x], axis=-4), id="stack"),
+])
+def test_out_of_range_axis_raises_instead_of_wrapping_around(call):
+    with pytest.raises(ValueError, match=r"out of (range|bounds)"):
+        call(mg.tensor(np.ones((3, 4))))
+
+
 def test_integer_tensor_cannot_require_grad():
     with pytest.raises(TypeError, match="int64"):
         mg.tensor(np.array([1, 2]), requires_grad=True)

@@ -325,7 +325,7 @@ def test_live_display_redraws_one_line():
 
     stream = io.StringIO()
     ticks = iter(range(100))
-    display = TrainingDisplay(stream, live=True, clock=lambda: float(next(ticks)))
+    display = TrainingDisplay(stream, live=True, clock=lambda: float(next(ticks)), width=100)
     display("step", {"step": 1, "total_steps": 10, "train_loss": 3.5, "chars_per_sec": 2500.0, "eta": 90})
     display("step", {"step": 2, "total_steps": 10, "train_loss": 3.25, "chars_per_sec": 2600.0, "eta": 80})
     display("eval", {"step": 2, "val_loss": 3.0})
@@ -335,6 +335,15 @@ def test_live_display_redraws_one_line():
     assert "step 2/10" in output and "3.2500" in output and "2.6k chars/s" in output and "ETA 1m20s" in output
     assert "val loss 3.0000" in output
     assert output.endswith("\r")  # the progress line is wiped at the end
+
+
+def test_live_line_fits_the_terminal():
+    from cli.progress import TrainingDisplay
+
+    stream = io.StringIO()
+    display = TrainingDisplay(stream, live=True, clock=lambda: 0.0, width=30)
+    display("step", {"step": 1, "total_steps": 10, "train_loss": 3.5, "chars_per_sec": 2500.0, "eta": 90})
+    assert all(len(line) < 30 for line in stream.getvalue().split("\r"))
 
 
 def test_log_display_prints_whole_lines():

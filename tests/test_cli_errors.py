@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli_support import TINY_MODEL, TINY_RUN, assert_one_error_line, make_text, run_cli
+from cli_support import TINY_RUN, assert_one_error_line, make_text, run_cli
 
 USAGE, RUNTIME = 2, 1
 TEXT = make_text(2000, seed=4)
@@ -112,9 +112,9 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input(case, files):
+def test_bad_input(case, files, tmp_path):
     arguments, expected_exit, fragments = CASES[case]
-    result = run_cli(*(a.format(dir=files) for a in arguments))
+    result = run_cli(*(a.format(dir=files) for a in arguments), cwd=tmp_path)  # a default runs/ lands there
     assert result.returncode == expected_exit, f"{result.returncode}: {result.stderr}"
     assert_one_error_line(result.stderr, *fragments)
 

@@ -317,7 +317,7 @@ def test_matmul(shape_a, shape_b, mode):
 
 
 @modes
-def test_matmul_function_and_vector_weights(mode):
+def test_matmul_function_spelling(mode):
     check(mode, lambda a, b: mg.matmul(a, b) @ b.T, [(3, 4), (4, 4)], lambda a, b: torch.matmul(a, b) @ b.T)
 
 
