@@ -14,7 +14,7 @@ from . import autograd
 from .autograd import AnomalyError, Function, detect_anomaly, enable_grad, is_grad_enabled, no_grad
 from .tensor import DEFAULT_DTYPE, Tensor
 from .ops import (
-    add, concat, cross_entropy, div, embedding, exp, getitem, log, log_softmax, matmul, max,
+    add, concat, cross_entropy, div, embedding, exp, getitem, linear, log, log_softmax, matmul, max,
     mean, mul, neg, pow, relu, reshape, sigmoid, softmax, stack, sub, sum, tanh, transpose,
 )
 from .gradcheck import GradcheckError, gradcheck

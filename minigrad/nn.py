@@ -130,8 +130,7 @@ class Linear(Module):
         self.bias = Parameter(_uniform(bound, (out_features,), dtype)) if bias else None
 
     def forward(self, x):
-        y = ops.matmul(x, self.weight.T)
-        return y + self.bias if self.bias is not None else y
+        return ops.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

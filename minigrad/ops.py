@@ -103,6 +103,25 @@ class MatMul(Function):
         return grad_a, grad_b
 
 
+class Linear(Function):
+    """x @ weight.T + bias (PyTorch's F.linear) as one node: no transposed copy of the
+    weight and no separate bias node. x (..., in), weight (out, in), bias (out,)."""
+
+    def forward(self, x, weight, bias):
+        if weight.ndim != 2 or bias.shape != (weight.shape[0],) or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+            raise ValueError(f"linear: input {x.shape}, weight {weight.shape} and bias {bias.shape} do not fit "
+                             "(need input (..., in), weight (out, in), bias (out,))")
+        self.x, self.weight = x, weight
+        return x @ weight.T + bias
+
+    def backward(self, grad):
+        rows = grad.reshape(-1, grad.shape[-1])  # every leading axis is a batch axis
+        grad_x = grad @ self.weight if self.needs_input_grad[0] else None
+        grad_weight = rows.T @ self.x.reshape(-1, self.x.shape[-1]) if self.needs_input_grad[1] else None
+        grad_bias = rows.sum(axis=0) if self.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias
+
+
 # ---------------------------------------------------------------------------------------
 # Reductions: move the reduced axes last, view as (rows, columns), reduce each row
 # ---------------------------------------------------------------------------------------
@@ -379,6 +398,14 @@ def pow(x, exponent):
 
 def matmul(a, b):
     return MatMul.apply(as_tensor(a), as_tensor(b))
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias, with weight (out, in) as in PyTorch's Linear."""
+    x, weight = as_tensor(x), as_tensor(weight)
+    if bias is None:
+        return matmul(x, transpose(weight))
+    return Linear.apply(x, weight, as_tensor(bias))
 
 
 def sum(x, axis=None, keepdims=False):

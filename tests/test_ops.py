@@ -317,6 +317,18 @@ def test_matmul(shape_a, shape_b, mode):
 
 
 @modes
+@pytest.mark.parametrize("shape_x", [(3, 4), (2, 3, 4), (4,)], ids=str)
+def test_linear(shape_x, mode):
+    check(mode, lambda x, w, b: mg.linear(x, w, b), [shape_x, (5, 4), (5,)],
+          lambda x, w, b: torch.nn.functional.linear(x, w, b))
+
+
+@modes
+def test_linear_without_bias(mode):
+    check(mode, lambda x, w: mg.linear(x, w), [(3, 4), (5, 4)], lambda x, w: torch.nn.functional.linear(x, w))
+
+
+@modes
 def test_matmul_function_spelling(mode):
     check(mode, lambda a, b: mg.matmul(a, b) @ b.T, [(3, 4), (4, 4)], lambda a, b: torch.matmul(a, b) @ b.T)
 
