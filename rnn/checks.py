@@ -114,6 +114,7 @@ def op_cases() -> Iterator[GradcheckCase]:
     yield _op_case("sigmoid", mg.sigmoid, ((3, 4), n))
     yield _op_case("relu", mg.relu, ((3, 4), z))
     yield _op_case("matmul", mg.matmul, ((3, 4), n), ((4, 5), n))
+    yield _op_case("linear", mg.linear, ((2, 3, 4), n), ((5, 4), n), ((5,), n))
     yield _op_case("sum", lambda x: mg.sum(x, axis=1), ((3, 4), n))
     yield _op_case("mean", lambda x: mg.mean(x, axis=0, keepdims=True), ((3, 4), n))
     yield _op_case("max", lambda x: mg.max(x, axis=1), ((3, 4), d))
