@@ -311,6 +311,10 @@ def _train_config(given: dict, saved: dict):
     from rnn.train import TrainConfig
 
     known = {field.name for field in dataclasses.fields(TrainConfig)}
+    # Never the checkpoint's cell_file: a checkpoint is data, and the Python file it names
+    # would be executed. Only a --cell-file the user typed is loaded.
+    known.discard("cell_file")
+    saved = saved if isinstance(saved, dict) else {}  # a damaged or hostile record: ignored
     settings = {name: value for name, value in saved.items() if name in known}
     try:
         return TrainConfig(**{**settings, **given}).validate()
@@ -324,7 +328,7 @@ def _resumed_text(meta: dict, resume):
     path = corpus.get("path")
     if path is None:
         return None
-    if not Path(path).is_file():
+    if not isinstance(path, str) or not Path(path).is_file():
         raise click.UsageError(f"{resume} was trained on {path}, which no longer exists: "
                                f"give the text as TEXT")
     return Path(path)

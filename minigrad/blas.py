@@ -50,10 +50,10 @@ def threads() -> int:
 
 
 @contextlib.contextmanager
-def limit(count: int):
-    """Run the block with at most `count` BLAS threads, then restore the previous count."""
+def limit(count):
+    """Run the block with at most `count` BLAS threads (None: no limit), then restore the count."""
     previous = threads()
-    if _set_threads is None or previous <= count:
+    if count is None or _set_threads is None or previous <= count:
         yield
         return
     _set_threads(count)

@@ -204,7 +204,7 @@ def _read_header(path: Path) -> dict:
         raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror or error}") from None
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: hostile nesting ([[[[...)
         raise CheckpointError(not_safetensors) from None
     if not isinstance(header, dict):
         raise CheckpointError(not_safetensors)
@@ -266,7 +266,7 @@ def _json_field(path: Path, metadata: dict, key: str, expected_type):
         raise CheckpointError(f"{path} is corrupted (no {key} in its metadata)")
     try:
         value = json.loads(metadata[key])
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: hostile nesting ([[[[...)
         raise CheckpointError(f"{path} is corrupted ({key} is not valid JSON)") from None
     if not isinstance(value, expected_type):
         raise CheckpointError(f"{path} is corrupted ({key} is not a JSON {expected_type.__name__})")
@@ -309,8 +309,12 @@ def expected_model_shapes(config: ModelConfig) -> dict:
 def _check_model_tensors(path: Path, config: ModelConfig, tensors: dict) -> None:
     """Names, shapes and dtypes, checked before a model is built: a config that declares a
     huge model cannot make the loader allocate more than the file holds."""
-    expected = expected_model_shapes(config)
     given = set(model_tensor_names(tensors))
+    # Each layer has 4 tensors: a config declaring more layers than the file has tensors is
+    # refused before the expected names are listed (a billion layers would exhaust memory).
+    if config.layers > len(given):
+        raise CheckpointError(f"{path} declares {config.layers} layers but holds only {len(given)} model tensors")
+    expected = expected_model_shapes(config)
     missing, extra = sorted(set(expected) - given), sorted(given - set(expected))
     if missing:
         raise CheckpointError(f"{path} lacks the tensors {', '.join(missing)}")

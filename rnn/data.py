@@ -117,7 +117,7 @@ class Vocab:
     def from_json(cls, text: str) -> "Vocab":
         try:
             chars = json.loads(text)
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, RecursionError) as error:  # RecursionError: hostile nesting
             raise TextError(f"the vocabulary is not valid JSON: {error}") from None
         if not isinstance(chars, list):
             raise TextError("the vocabulary JSON must be a list of characters")

@@ -28,9 +28,16 @@ from .compiler import compile_cell
 
 ENGINES = ("fused", "eager")
 
-# BLAS threads for the small per-step products (W_hh h, batch-sized): one thread beats
-# several there, by far on a busy machine (see minigrad.blas and benchmarks/bench_rnn.py).
-STEP_BLAS_THREADS = 1
+# The per-step products W_hh h are small at a batch of 32: below this many floating-point
+# operations, one BLAS thread beats several (waking threads costs more than the work, far
+# more on a busy machine); above it, e.g. 2x512 at batch 64, the threads pay off. Measured
+# with benchmarks/bench_rnn.py on a 2-core machine (1x128: 1 thread faster, 2x512: 2 faster).
+SMALL_PRODUCT_FLOPS = 8e6
+
+
+def step_blas_threads(batch, hidden, gate_rows):
+    """BLAS threads for a per-step product (batch, hidden) @ (hidden, gate_rows); None: no limit."""
+    return 1 if 2 * batch * hidden * gate_rows < SMALL_PRODUCT_FLOPS else None
 
 
 # ---- eager: interpret the traced step with minigrad ops ---------------------------------
@@ -79,7 +86,8 @@ class FusedRecurrence(Function):
         self.hp = np.empty((steps, batch, w_hh.shape[0]), dtype)
         self.saved = np.empty((steps, fused.saved_per_step, batch, hidden), dtype)
         w_hh_t = w_hh.T
-        with blas.limit(STEP_BLAS_THREADS):
+        self.step_threads = step_blas_threads(batch, hidden, w_hh.shape[0])
+        with blas.limit(self.step_threads):
             for t in range(steps):
                 np.matmul(self.states[0][t], w_hh_t, out=self.hp[t])
                 fused.forward(t, self.xp, self.hp[t], b_hh, *self.states, self.saved)
@@ -93,7 +101,7 @@ class FusedRecurrence(Function):
         g_xp = np.empty_like(self.xp)
         g_hp = np.empty_like(self.hp)
         g_outputs_by_step = g_outputs.transpose(1, 0, 2)
-        with blas.limit(STEP_BLAS_THREADS):
+        with blas.limit(self.step_threads):
             for t in reversed(range(steps)):
                 g_states[0] += g_outputs_by_step[t]
                 self.fused.backward(t, self.xp, self.hp[t], self.b_hh, *self.states, self.saved, *g_states,

@@ -15,7 +15,7 @@ from minigrad import blas
 from minigrad.nn import Dropout, Embedding, Linear, Module
 
 from .cells import get_cell
-from .layers import ENGINES, STEP_BLAS_THREADS, Recurrent
+from .layers import ENGINES, Recurrent
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -95,7 +95,7 @@ class CharLM(Module):
         if state is None:
             state = [tuple(s.data for s in layer) for layer in self.initial_state(len(ids))]
         x = self.embedding.weight.data[ids]
-        with blas.limit(STEP_BLAS_THREADS):  # matrix-vector products: threads only cost here
+        with blas.limit(1):  # matrix-vector products: threads only cost here
             hidden, state = self.rnn.inference_step(x, state)
             return hidden @ self.head.weight.data.T + self.head.bias.data, state
 

@@ -219,6 +219,14 @@ def _write_json_atomically(path: Path, data: dict) -> None:
     os.replace(temporary, path)
 
 
+def _remove_stale_temporary_files(out_dir: Path) -> None:
+    """Temporary files a killed run left behind (a checkpoint being written when SIGKILL or a
+    power cut came). Called under the lock, so no other run in this folder is writing them."""
+    for name in (LATEST, BEST, "config.json", "metrics.jsonl"):
+        for leftover in out_dir.glob(f".{name}.*tmp*"):
+            leftover.unlink(missing_ok=True)
+
+
 def _keep_metrics_up_to(path: Path, step: int) -> None:
     """On resume: drop metrics lines after the resumed step (and a line torn by a crash)."""
     if not path.exists():
@@ -275,6 +283,9 @@ class _Run:
         meta = checkpoint.meta
         if not isinstance(meta.get("step"), int) or not isinstance(meta.get("rng_state"), dict):
             raise CheckpointError(f"{path} holds no training state to resume from")
+        for key in ("train_seconds", "best_val_loss", "last_val_loss"):
+            if meta.get(key) is not None and not _is_number(meta[key]):
+                raise CheckpointError(f"{path} is corrupted ({key} is {meta[key]!r}, not a number)")
         model_config = checkpoint.config
         # The architecture is the checkpoint's, whatever the new config says.
         self.config = replace(self.config, cell=model_config.cell, layers=model_config.layers,
@@ -293,7 +304,7 @@ class _Run:
         except (ValueError, TypeError, KeyError) as error:
             raise CheckpointError(f"{path}: invalid RNG state ({error})") from None
         self.step = meta["step"]
-        self.train_seconds = float(meta.get("train_seconds", 0.0))
+        self.train_seconds = float(meta.get("train_seconds") or 0.0)
         self.best_val_loss = meta.get("best_val_loss")
         self.last_val_loss = meta.get("last_val_loss")
         self.evaluated_step = self.step
@@ -585,6 +596,7 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
     out_dir = _prepare_out_dir(out_dir)
     run = _Run(config, corpus, out_dir, on_event)  # TextError here if the text is too short
     with RunLock(out_dir):
+        _remove_stale_temporary_files(out_dir)
         if resume is not None:
             run.restore(resume)
         else:
