@@ -67,10 +67,12 @@ class TrainConfig:
     layers: int = 2
     hidden: int = 256
     embed: int = 64
-    dropout: float = 0.0
+    # dropout and lr: 300 s runs of a 2x256 lstm on tiny-shakespeare reached val 1.524 nats/char
+    # with lr 2e-3 and no dropout, 1.498 with lr 3e-3 and dropout 0.1, 1.508 with batch 64 and lr 4e-3.
+    dropout: float = 0.1
     seq_len: int = 64
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 3e-3
     optimizer: str = "adam"
     schedule: str = "cosine"
     warmup: int = 100  # steps of linear warmup
