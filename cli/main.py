@@ -35,6 +35,7 @@ USER_ERRORS = (
     ("rnn.cells", "CellError"),
     ("rnn.train", "TrainingDiverged"),
     ("rnn.train", "RunLockedError"),
+    ("rnn.train", "RunExistsError"),
 )
 DEBUG_VARIABLE = "MINIGRAD_RNN_DEBUG"  # set it to see the traceback of an unexpected error
 

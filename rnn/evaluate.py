@@ -27,21 +27,38 @@ def metrics_from_nats(loss_nats: float, chars: int) -> dict:
     return {"loss_nats": loss_nats, "bpc": loss_nats / math.log(2), "perplexity": perplexity, "chars": chars}
 
 
-def evaluate_ids(model, ids, chunk_size: int = EVAL_CHUNK) -> dict:
-    """Metrics of predicting ids[1:] from ids[:-1] (any 1-D int array, a memmap too)."""
+def evaluate_ids(model, ids, chunk_size: int = EVAL_CHUNK, streams: int = 1) -> dict:
+    """Metrics of predicting ids[1:] from ids[:-1] (any 1-D int array, a memmap too).
+
+    With `streams` > 1 the text is cut into that many contiguous parts read side by side
+    as one batch, each carrying its own state (the tail left over joins the last part).
+    Every character is still predicted once; only the first characters of parts 2.. lose
+    the context before their cut, so the loss is a hair higher than with one stream, and
+    the evaluation is up to `streams` times faster (the training loop uses this).
+    """
     count = len(ids)
     if count < 2:
         raise TextError(f"evaluation needs at least 2 characters (one to predict), got {count}")
+    streams = max(1, min(streams, (count - 1) // chunk_size))
+    part = (count - 1) // streams  # predictions per part; parts start at 0, part, 2 * part, ...
+    window = max(1, chunk_size // streams)  # per part and call: about chunk_size positions a call in all
     was_training = model.training
     model.eval()
     total_nats = 0.0  # accumulated in float64 whatever the model's dtype
     state = None
     try:
         with mg.no_grad():
-            for start in range(0, count - 1, chunk_size):
+            for start in range(0, part, window):
+                stop = min(start + window, part)
+                rows = np.stack([np.asarray(ids[s * part + start:s * part + stop + 1]) for s in range(streams)])
+                loss, state = model.loss(rows[:, :-1].astype(np.int64), rows[:, 1:].astype(np.int64), state)
+                total_nats += float(loss.data) * (stop - start) * streams
+            # The tail (fewer than `streams` predictions): the last part reads on, alone.
+            last = [tuple(s[streams - 1:] for s in layer) for layer in state] if state else None
+            for start in range(streams * part, count - 1, chunk_size):
                 stop = min(start + chunk_size, count - 1)
                 window = np.asarray(ids[start:stop + 1], dtype=np.int64)[None, :]
-                loss, state = model.loss(window[:, :-1], window[:, 1:], state)
+                loss, last = model.loss(window[:, :-1], window[:, 1:], last)
                 total_nats += float(loss.data) * (stop - start)
     finally:
         model.train(was_training)

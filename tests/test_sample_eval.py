@@ -139,6 +139,23 @@ def test_streaming_in_chunks_carries_the_state(model_and_vocab, chunk_size):
         pytest.approx(reference_nats(model, ids), abs=1e-10)
 
 
+@pytest.mark.parametrize("streams", [2, 7])
+def test_parallel_streams_predict_every_character_once_from_its_own_part(model_and_vocab, streams):
+    model, vocab = model_and_vocab
+    ids = vocab.encode(TEXT * 40)
+    predictions = len(ids) - 1
+    part = predictions // streams
+    # Reference: each part evaluated alone from a fresh state (the last one also takes the tail).
+    total = 0.0
+    for s in range(streams):
+        stop = (s + 1) * part if s < streams - 1 else predictions
+        alone = evaluate_ids(model, ids[s * part:stop + 1], chunk_size=16)
+        total += alone["loss_nats"] * alone["chars"]
+    together = evaluate_ids(model, ids, chunk_size=16, streams=streams)
+    assert together["chars"] == predictions
+    assert together["loss_nats"] == pytest.approx(total / predictions, rel=1e-12)
+
+
 def test_evaluate_uses_eval_mode_and_restores_the_mode():
     vocab = Vocab.from_text(TEXT)
     mg.random.manual_seed(2)

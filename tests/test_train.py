@@ -3,6 +3,8 @@
 import collections
 import json
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import rnn.model
 import rnn.train as train_module
 from rnn.checkpoint import load_checkpoint
 from rnn.data import Corpus, TextError
-from rnn.train import (LR_FLOOR, RunLock, RunLockedError, TrainConfig, TrainingDiverged, learning_rate,
+from rnn.train import (LR_FLOOR, RunExistsError, RunLock, RunLockedError, TrainConfig, TrainingDiverged, learning_rate,
                        train)
 
 SUBJECTS = ["the cat", "a dog", "my friend", "the old man", "her sister"]
@@ -206,6 +208,29 @@ def test_a_second_run_in_the_same_folder_is_refused(tmp_path):
         with pytest.raises(RunLockedError, match="in use by another training run"):
             train(tiny_config(steps=2), corpus, tmp_path)
     assert train(tiny_config(steps=2), corpus, tmp_path)["steps"] == 2  # released
+
+
+def test_a_fresh_run_never_overwrites_an_earlier_runs_checkpoints(tmp_path):
+    corpus = Corpus.from_text(CORPUS_TEXT, val_frac=0.1)
+    train(tiny_config(steps=2), corpus, tmp_path)
+    before = (tmp_path / "latest.safetensors").read_bytes()
+    with pytest.raises(RunExistsError, match="--resume"):
+        train(tiny_config(steps=2), corpus, tmp_path)
+    assert (tmp_path / "latest.safetensors").read_bytes() == before
+    assert train(tiny_config(steps=3), corpus, tmp_path, resume=tmp_path / "latest.safetensors")["steps"] == 3
+
+
+def test_sigterm_saves_like_ctrl_c(tmp_path):
+    corpus = Corpus.from_text(CORPUS_TEXT, val_frac=0.1)
+
+    def terminate_at_step_4(kind, data):
+        if kind == "step" and data["step"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    summary = train(tiny_config(steps=50, eval_every=0), corpus, tmp_path, on_event=terminate_at_step_4)
+    assert summary["stopped_reason"] == "interrupted"
+    assert load_checkpoint(tmp_path / "latest.safetensors").meta["step"] == summary["steps"] >= 4
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
 
 
 def test_bad_settings_and_short_texts_fail_before_anything_is_written(tmp_path):
