@@ -29,12 +29,12 @@ def parse_args():
 
 
 ARGS = parse_args()
-# BLAS thread counts must be fixed before numpy loads its BLAS. Idle threads must sleep,
-# not spin: in an interleaved run a spinning pool of one framework steals the cores the
-# other one is timed on (measured here: PyTorch's step twice as slow beside spinning OpenBLAS).
+# BLAS thread counts must be fixed before numpy loads its BLAS. OpenBLAS's idle threads
+# must sleep soon, not spin: in an interleaved run they would steal the cores PyTorch is
+# timed on. PyTorch's OpenMP pool is left as it is: made passive (OMP_WAIT_POLICY) it
+# runs 3x slower here, which would flatter minigrad.
 for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(variable, str(ARGS.threads))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import numpy as np  # noqa: E402

@@ -8,10 +8,10 @@ two frameworks without reshuffling.
 Two engines compute the same thing:
 - "eager": the cell's gate expressions are interpreted with minigrad ops, step by
   step; every gate op is a node of the autograd graph (readable, gradcheckable);
-- "fused": a whole layer over the window is one autograd node (`FusedRecurrence`):
-  one GEMM projects the inputs of all steps, then per step one GEMM for W_hh h and
-  one generated kernel for the gates; backward runs the same way in reverse and
-  gets the W_hh gradient with a single GEMM at the end.
+- "fused": one GEMM projects the inputs of all steps (a `linear` node), then the
+  recurrence over the window is one autograd node (`FusedRecurrence`): per step one
+  GEMM for W_hh h and one generated kernel for the gates; backward runs the same way
+  in reverse and gets the W_hh gradient with a single GEMM at the end.
 """
 
 import math
@@ -69,17 +69,15 @@ def eager_step(cell: Cell, x_projection, h_projection, states, hidden: int):
 # ---- fused: one autograd node for a layer over a window -------------------------------------
 
 class FusedRecurrence(Function):
-    """inputs: x (B,T,I), W_ih, W_hh, b_ih, b_hh, *initial states (B,H)
+    """inputs: xp (B,T,G*H) = W_ih x + b_ih of every step, W_hh, b_hh, *initial states (B,H)
     outputs: hidden states of every step (B,T,H), *final states (B,H)."""
 
-    def forward(self, x, w_ih, w_hh, b_ih, b_hh, *initial, fused):
+    def forward(self, xp, w_hh, b_hh, *initial, fused):
         self.fused = fused
-        batch, steps, inputs = x.shape
+        batch, steps, _ = xp.shape
         hidden = w_hh.shape[1]
         dtype = w_hh.dtype
-        self.x, self.w_ih, self.w_hh, self.b_hh = x, w_ih, w_hh, b_hh
-        # All steps' input projections in one GEMM.
-        self.xp = (x.reshape(batch * steps, inputs) @ w_ih.T + b_ih).reshape(batch, steps, -1)
+        self.xp, self.w_hh, self.b_hh = xp, w_hh, b_hh
         self.states = [np.empty((steps + 1, batch, hidden), dtype) for _ in initial]
         for buffer, state in zip(self.states, initial):
             buffer[0] = state
@@ -90,12 +88,12 @@ class FusedRecurrence(Function):
         with blas.limit(self.step_threads):
             for t in range(steps):
                 np.matmul(self.states[0][t], w_hh_t, out=self.hp[t])
-                fused.forward(t, self.xp, self.hp[t], b_hh, *self.states, self.saved)
+                fused.forward(t, xp, self.hp[t], b_hh, *self.states, self.saved)
         outputs = np.ascontiguousarray(self.states[0][1:].transpose(1, 0, 2))
         return (outputs, *(buffer[steps].copy() for buffer in self.states))
 
     def backward(self, g_outputs, *g_final):
-        batch, steps, inputs = self.x.shape
+        batch, steps, _ = self.xp.shape
         dtype = self.w_hh.dtype
         g_states = [np.array(g, dtype=dtype) for g in g_final]  # updated in place, step by step
         g_xp = np.empty_like(self.xp)
@@ -111,11 +109,7 @@ class FusedRecurrence(Function):
         g_hp_rows = g_hp.reshape(rows, -1)
         g_w_hh = g_hp_rows.T @ self.states[0][:steps].reshape(rows, -1)  # one GEMM for all steps
         g_b_hh = g_hp_rows.sum(axis=0)
-        g_xp_rows = g_xp.reshape(batch * steps, -1)
-        g_w_ih = g_xp_rows.T @ self.x.reshape(batch * steps, inputs)
-        g_b_ih = g_xp_rows.sum(axis=0)
-        g_x = (g_xp_rows @ self.w_ih).reshape(self.x.shape) if self.needs_input_grad[0] else None
-        return (g_x, g_w_ih, g_w_hh, g_b_ih, g_b_hh, *g_states)
+        return (g_xp, g_w_hh, g_b_hh, *g_states)
 
 
 class Recurrent(Module):
@@ -158,50 +152,61 @@ class Recurrent(Module):
         x = ops.as_tensor(x)
         if x.ndim != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"expected input (batch, steps, {self.input_size}), got shape {x.shape}")
+        return self.forward_projected(self.input_projection(0, x), state)
+
+    def input_projection(self, k, x):
+        """W_ih x + b_ih of layer k for every step at once: one GEMM, (B,T,I) -> (B,T,G*H)."""
+        w_ih, _, b_ih, _ = self.layer_parameters(k)
+        return ops.linear(x, w_ih, b_ih)
+
+    def forward_projected(self, first_projection, state=None):
+        """forward() given layer 0's input projection (B,T,G*H) instead of its input.
+
+        The char-LM uses it to fold the embedding into that projection (see CharLM.forward).
+        """
         if state is None:
-            state = self.initial_state(x.shape[0], x.dtype)
-        new_state = []
+            state = self.initial_state(first_projection.shape[0], first_projection.dtype)
+        run = self._fused_layer if self.engine == "fused" else self._eager_layer
+        new_state, projection = [], first_projection
         for k in range(self.num_layers):
             if k > 0:
-                x = self.between_layers(x)
-            run = self._fused_layer if self.engine == "fused" else self._eager_layer
-            x, layer_state = run(k, x, tuple(state[k]))
+                projection = self.input_projection(k, self.between_layers(x))
+            x, layer_state = run(k, projection, tuple(state[k]))
             new_state.append(layer_state)
         return x, new_state
 
-    def _fused_layer(self, k, x, states):
-        results = FusedRecurrence.apply(x, *self.layer_parameters(k), *states, fused=compile_cell(self.cell, x.dtype))
+    def _fused_layer(self, k, projection, states):
+        _, w_hh, _, b_hh = self.layer_parameters(k)
+        fused = compile_cell(self.cell, projection.dtype)
+        results = FusedRecurrence.apply(projection, w_hh, b_hh, *states, fused=fused)
         return results[0], tuple(results[1:])
 
-    def _eager_layer(self, k, x, states):
-        w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k)
-        batch, steps, _ = x.shape
-        x_projection = (x.reshape(batch * steps, -1) @ w_ih.T + b_ih).reshape(batch, steps, -1)
+    def _eager_layer(self, k, projection, states):
+        _, w_hh, _, b_hh = self.layer_parameters(k)
         outputs = []
-        for t in range(steps):
+        for t in range(projection.shape[1]):
             h_projection = states[0] @ w_hh.T + b_hh
-            states = eager_step(self.cell, x_projection[:, t], h_projection, states, self.hidden_size)
+            states = eager_step(self.cell, projection[:, t], h_projection, states, self.hidden_size)
             outputs.append(states[0])
         return mg.stack(outputs, axis=1), states
 
-    def inference_step(self, x, state):
-        """One step without a graph, on arrays: x (B, I), state as in forward but of arrays.
-
-        The fast path for sampling: per layer one small GEMM for each projection and
-        one call of the fused forward kernel.
-        """
-        new_state = []
+    def inference_step(self, first_projection, state):
+        """One step without a graph, on arrays: layer 0's input projection (B, G*H) and
+        the state as in forward, but of arrays. The fast path for sampling: per layer
+        one small product for each projection and one call of the fused forward kernel."""
+        new_state, projection = [], first_projection
         for k in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = (p.data for p in self.layer_parameters(k))
             fused = compile_cell(self.cell, w_hh.dtype)
-            batch = x.shape[0]
-            xp = (x @ w_ih.T + b_ih).reshape(batch, 1, -1)
+            batch = projection.shape[0]
+            if k > 0:
+                projection = x @ w_ih.T + b_ih
             buffers = [np.empty((2, batch, self.hidden_size), w_hh.dtype) for _ in self.cell.state]
             for buffer, value in zip(buffers, state[k]):
                 buffer[0] = value
             hp = buffers[0][0] @ w_hh.T
             saved = np.empty((1, fused.saved_per_step, batch, self.hidden_size), w_hh.dtype)
-            fused.forward(0, xp, hp, b_hh, *buffers, saved)
+            fused.forward(0, projection.reshape(batch, 1, -1), hp, b_hh, *buffers, saved)
             new_state.append(tuple(buffer[1] for buffer in buffers))
             x = buffers[0][1]
         return x, new_state

@@ -21,7 +21,7 @@ from cli.graph import graph
 from rnn.layers import Recurrent
 
 # Inputs per op, by op name: the in-degree each op node must have in the DOT graph.
-ARITY = {"Add": 2, "Sub": 2, "Mul": 2, "MatMul": 2, "Sigmoid": 1, "Tanh": 1,
+ARITY = {"Add": 2, "Sub": 2, "Mul": 2, "MatMul": 2, "Linear": 3, "Sigmoid": 1, "Tanh": 1,
          "Transpose": 1, "Reshape": 1, "GetItem": 1, "Sum": 1}
 
 QUOTED = r'"((?:[^"\\]|\\.)*)"'
@@ -76,9 +76,10 @@ def test_dot_of_an_eager_lstm_has_the_ops_of_the_lstm_equations(steps):
     assert counts["Sigmoid"] == 3 * steps
     assert counts["Tanh"] == 2 * steps
     assert counts["Mul"] == 3 * steps
-    assert counts["MatMul"] == 1 + steps  # one GEMM for every step's input, one per step for h
-    # 4 gate sums and c = f*c + i*g per step; the two bias additions
-    assert counts["Add"] == 5 * steps + 1 + steps
+    assert counts["Linear"] == 1  # one GEMM (and bias) for every step's input
+    assert counts["MatMul"] == steps  # one per step for W_hh h
+    # 4 gate sums and c = f*c + i*g per step; the b_hh addition per step
+    assert counts["Add"] == 5 * steps + steps
     assert counts["Stack"] == 1
 
 
@@ -158,7 +159,8 @@ def test_fused_layer_is_one_node_with_numbered_outputs():
     assert nodes[fused[0]][1:] == ["out 0: (1, 4, 3) float64", "out 1: (1, 3) float64"]
     assert sorted(label for source, _, label in edges if source == fused[0]) == ["out 0", "out 1"]
     ops = collections.Counter(op_name(label) for node, label in nodes.items() if node.startswith("op"))
-    assert ops == {"FusedRecurrence": 1, "Sum": 2, "Add": 1}
+    # the recurrence is one node; the input projection of all steps is one Linear before it
+    assert ops == {"Linear": 1, "FusedRecurrence": 1, "Sum": 2, "Add": 1}
 
 
 def test_dot_of_a_10000_op_chain_needs_no_recursion():
