@@ -277,7 +277,7 @@ def train(text, out, resume, quiet, as_json, **options):
     out = out or (resume.parent if resume else _default_run_dir())
 
     # Progress goes to stdout, unless stdout is reserved for the --json result.
-    stream = click.get_text_stream("stderr" if as_json else "stdout")
+    stream = sys.stderr if as_json else sys.stdout
     live = stream.isatty() and os.environ.get("TERM") != "dumb"
     display = TrainingDisplay(stream, live=live, quiet=quiet)
     try:
@@ -389,7 +389,7 @@ def sample(checkpoint, length, temperature, top_k, prime, seed, argmax, cell_fil
             loaded.vocab.encode(prime)
         except TextError as error:
             raise click.BadParameter(str(error), param_hint="'--prime'") from None
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     out.write(prime)
     out.flush()
     for character in generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
