@@ -10,7 +10,7 @@ unbroadcast), `ops` (every op's forward and backward), `rules` (the derivative t
 `kernels` and `codegen` (the Numba side), `gradcheck`, `nn`, `optim`, `viz`.
 """
 
-from . import autograd
+from . import allocator, autograd
 from .autograd import AnomalyError, Function, detect_anomaly, enable_grad, is_grad_enabled, no_grad
 from .tensor import DEFAULT_DTYPE, Tensor
 from .ops import (
@@ -21,6 +21,9 @@ from .gradcheck import GradcheckError, gradcheck
 from . import nn, optim  # noqa: E402
 
 __version__ = "0.1.0"
+
+# Ops allocate fresh arrays all the time: let malloc reuse freed ones (see allocator.py).
+allocator.keep_freed_memory()
 
 
 def tensor(data, requires_grad=False, dtype=None) -> Tensor:
