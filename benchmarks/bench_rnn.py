@@ -5,7 +5,7 @@ with the same thread count; each prints the median ms per step (forward + backwa
 clip + Adam) and the ratio. Usage:
 
     python benchmarks/bench_rnn.py                 # all cases
-    python benchmarks/bench_rnn.py --cases S-lstm M-lstm --rounds 20 --threads 2
+    python benchmarks/bench_rnn.py --cases S-lstm M-lstm --rounds 20 --threads 2 --block 5
 
 Cases: S = 1x128 (batch 32), M = 2x256 (batch 32), L = 2x512 (batch 64); seq 64, vocab 65,
 embedding 64, Adam, grad clip 5. "user" is a user-declared LSTM-like cell (a cell this
@@ -25,6 +25,7 @@ def parse_args():
     parser.add_argument("--cases", nargs="*", default=["S-lstm", "S-gru", "M-lstm", "M-gru", "L-lstm", "user"])
     parser.add_argument("--rounds", type=int, default=20, help="timed steps per case and framework")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--block", type=int, default=5, help="steps of one framework before switching")
     return parser.parse_args()
 
 
@@ -159,10 +160,13 @@ def run_case(name, torch_available):
         if theirs:
             theirs()
     ours_ms, theirs_ms = [], []
-    for _ in range(ARGS.rounds):  # interleaved, so machine noise hits both alike
-        ours_ms.append(timed(ours))
+    # Interleaved in blocks, so machine noise hits both alike. Blocks, not single steps:
+    # right after one framework's step its thread pool still spins for a while (PyTorch's
+    # OpenMP pool by design), taking the cores from the other's next step.
+    for _ in range(max(1, ARGS.rounds // ARGS.block)):
+        ours_ms += [timed(ours) for _ in range(ARGS.block)]
         if theirs:
-            theirs_ms.append(timed(theirs))
+            theirs_ms += [timed(theirs) for _ in range(ARGS.block)]
     mine = statistics.median(ours_ms)
     if theirs:
         reference = statistics.median(theirs_ms)
