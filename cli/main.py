@@ -317,6 +317,12 @@ def _train_config(given: dict, saved: dict):
     known.discard("cell_file")
     saved = saved if isinstance(saved, dict) else {}  # a damaged or hostile record: ignored
     settings = {name: value for name, value in saved.items() if name in known}
+    limits = ("steps", "epochs", "time_budget")
+    if any(given.get(name) is not None for name in limits):
+        # A limit typed on resume replaces the run's saved limits: `--resume X --steps 5000`
+        # must not stop at once because the first run's --time-budget is already used up.
+        for name in limits:
+            settings.pop(name, None)
     try:
         return TrainConfig(**{**settings, **given}).validate()
     except ValueError as error:  # a combination the option types alone cannot rule out

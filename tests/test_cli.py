@@ -144,6 +144,18 @@ def test_resume_continues_from_the_checkpoint(corpus, trained_run, tmp_path):
     assert steps == sorted(steps) and steps[-1] == 8
 
 
+def test_a_limit_typed_on_resume_replaces_the_saved_limits(corpus, tmp_path):
+    # The first run stops on its time budget; resuming it with --steps must not stop at
+    # once on that used-up budget, but train on to the steps asked for.
+    first = run_cli("train", corpus, *TINY_MODEL, "--time-budget", "1", "--eval-every", "0", "--sample-every", "0",
+                    "--json", "--out", tmp_path / "run", check_exit=0)
+    done = json.loads(first.stdout)["steps"]
+    resumed = run_cli("train", corpus, "--resume", tmp_path / "run" / "latest.safetensors", "--steps", done + 3,
+                      "--json", check_exit=0)
+    summary = json.loads(resumed.stdout)
+    assert summary["steps"] == done + 3 and summary["stopped_reason"] == "steps"
+
+
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(corpus, tmp_path):
     out = tmp_path / "run"
     process = subprocess.Popen(
