@@ -99,10 +99,19 @@ def cross_entropy_rows(logits, targets, probs):
     """Mean over rows of -log softmax(logits)[target]; keeps softmax in `probs` for backward."""
     total = 0.0
     for r in range(logits.shape[0]):
-        lse = _row_logsumexp(logits, r)
-        total += lse - logits[r, targets[r]]
+        peak = logits[r, 0]
+        for c in range(1, logits.shape[1]):
+            if logits[r, c] > peak:
+                peak = logits[r, c]
+        # One exp per element: exp(x - peak) serves both the sum and the softmax.
+        norm = 0.0
         for c in range(logits.shape[1]):
-            probs[r, c] = math.exp(logits[r, c] - lse)
+            e = math.exp(logits[r, c] - peak)
+            probs[r, c] = e
+            norm += e
+        total += peak + math.log(norm) - logits[r, targets[r]]
+        for c in range(logits.shape[1]):
+            probs[r, c] /= norm
     return total / logits.shape[0]
 
 
