@@ -14,7 +14,6 @@ Gradients returned by `backward` may have the broadcast shape of the output;
 
 import contextlib
 import os
-import os
 import threading
 import traceback
 import weakref

@@ -57,6 +57,26 @@ def _row_logsumexp(x, r):
 
 
 @kernel
+def _row_softmax(x, r, out):
+    """out[r] = softmax(x[r]) with one exp per element; returns logsumexp(x[r])."""
+    peak = x[r, 0]
+    for c in range(1, x.shape[1]):
+        if x[r, c] > peak:
+            peak = x[r, c]
+    if math.isinf(peak):  # as _row_logsumexp: the sum is the peak, inf - inf stays NaN
+        for c in range(x.shape[1]):
+            out[r, c] = math.exp(x[r, c] - peak)
+        return peak
+    norm = 0.0
+    for c in range(x.shape[1]):
+        out[r, c] = math.exp(x[r, c] - peak)
+        norm += out[r, c]
+    for c in range(x.shape[1]):
+        out[r, c] /= norm
+    return peak + math.log(norm)
+
+
+@kernel
 def log_softmax_rows(x, out):
     for r in range(x.shape[0]):
         lse = _row_logsumexp(x, r)
@@ -78,9 +98,7 @@ def log_softmax_rows_vjp(g, out, grad):
 @kernel
 def softmax_rows(x, out):
     for r in range(x.shape[0]):
-        lse = _row_logsumexp(x, r)
-        for c in range(x.shape[1]):
-            out[r, c] = math.exp(x[r, c] - lse)
+        _row_softmax(x, r, out)
 
 
 @kernel
@@ -99,19 +117,7 @@ def cross_entropy_rows(logits, targets, probs):
     """Mean over rows of -log softmax(logits)[target]; keeps softmax in `probs` for backward."""
     total = 0.0
     for r in range(logits.shape[0]):
-        peak = logits[r, 0]
-        for c in range(1, logits.shape[1]):
-            if logits[r, c] > peak:
-                peak = logits[r, c]
-        # One exp per element: exp(x - peak) serves both the sum and the softmax.
-        norm = 0.0
-        for c in range(logits.shape[1]):
-            e = math.exp(logits[r, c] - peak)
-            probs[r, c] = e
-            norm += e
-        total += peak + math.log(norm) - logits[r, targets[r]]
-        for c in range(logits.shape[1]):
-            probs[r, c] /= norm
+        total += _row_softmax(logits, r, probs) - logits[r, targets[r]]
     return total / logits.shape[0]
 
 

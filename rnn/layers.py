@@ -167,13 +167,12 @@ class Recurrent(Module):
         if state is None:
             state = self.initial_state(first_projection.shape[0], first_projection.dtype)
         run = self._fused_layer if self.engine == "fused" else self._eager_layer
-        new_state, projection = [], first_projection
+        new_state, hidden = [], None
         for k in range(self.num_layers):
-            if k > 0:
-                projection = self.input_projection(k, self.between_layers(x))
-            x, layer_state = run(k, projection, tuple(state[k]))
+            projection = first_projection if k == 0 else self.input_projection(k, self.between_layers(hidden))
+            hidden, layer_state = run(k, projection, tuple(state[k]))
             new_state.append(layer_state)
-        return x, new_state
+        return hidden, new_state
 
     def _fused_layer(self, k, projection, states):
         _, w_hh, _, b_hh = self.layer_parameters(k)
@@ -194,13 +193,12 @@ class Recurrent(Module):
         """One step without a graph, on arrays: layer 0's input projection (B, G*H) and
         the state as in forward, but of arrays. The fast path for sampling: per layer
         one small product for each projection and one call of the fused forward kernel."""
-        new_state, projection = [], first_projection
+        new_state, hidden = [], None
         for k in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = (p.data for p in self.layer_parameters(k))
             fused = compile_cell(self.cell, w_hh.dtype)
+            projection = first_projection if k == 0 else hidden @ w_ih.T + b_ih
             batch = projection.shape[0]
-            if k > 0:
-                projection = x @ w_ih.T + b_ih
             buffers = [np.empty((2, batch, self.hidden_size), w_hh.dtype) for _ in self.cell.state]
             for buffer, value in zip(buffers, state[k]):
                 buffer[0] = value
@@ -208,8 +206,8 @@ class Recurrent(Module):
             saved = np.empty((1, fused.saved_per_step, batch, self.hidden_size), w_hh.dtype)
             fused.forward(0, projection.reshape(batch, 1, -1), hp, b_hh, *buffers, saved)
             new_state.append(tuple(buffer[1] for buffer in buffers))
-            x = buffers[0][1]
-        return x, new_state
+            hidden = buffers[0][1]
+        return hidden, new_state
 
     def extra_repr(self):
         return (f"{self.cell.name}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
