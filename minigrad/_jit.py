@@ -63,3 +63,16 @@ kernel = numba.njit(**JIT_OPTIONS)
 
 scalar = numba.njit(inline="always", **JIT_OPTIONS)
 """Decorator for a scalar helper that kernels call (inlined into them)."""
+
+summing_kernel = numba.njit(fastmath={"reassoc", "contract"}, **JIT_OPTIONS)
+"""Decorator for a kernel whose loops sum (dot products): it lets LLVM reorder the
+additions, so a sum runs in vector lanes. Unlike full fastmath it keeps NaN and inf."""
+
+parallel_kernel = numba.njit(parallel=True, **JIT_OPTIONS)
+"""Decorator for a kernel whose `prange` loops are split over the cores."""
+
+prange = numba.prange
+"""`range` whose iterations a parallel_kernel may run on different cores."""
+
+get_num_threads = numba.get_num_threads
+"""How many threads a parallel_kernel uses (callable inside kernels too)."""

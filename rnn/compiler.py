@@ -35,8 +35,10 @@ class FusedCell:
 
     def __init__(self, cell: Cell, module, source: str):
         self.cell, self.source = cell, source
+        self.module = module
         self.forward = module.step_forward
         self.backward = module.step_backward
+        self.inference = module.step_inference
         self.saved_per_step = sum(node.op in SAVED_OPS for node in cell.nodes)
 
 
@@ -98,15 +100,19 @@ def generate_source(cell: Cell, fast=False) -> str:
 
     first = cell.state[0]
     # ---- loads: only the leaves the step reads -------------------------------------------
-    loads = []
-    for k, gate in enumerate(cell.gates):
-        if f"x.{gate}" in used:
-            loads.append(f"x_{gate} = xp[b, t, {k} * H + j]")
-        if f"{first}.{gate}" in used:
-            loads.append(f"{first}_{gate} = hp[b, {k} * H + j] + b_hh[{k} * H + j]")
-    for s in cell.state:
-        if s in used:
-            loads.append(f"{s}_prev = {s}[t, b, j]")
+    def load_lines(xp_row, previous_state):
+        lines = []
+        for k, gate in enumerate(cell.gates):
+            if f"x.{gate}" in used:
+                lines.append(f"x_{gate} = xp[{xp_row}{k} * H + j]")
+            if f"{first}.{gate}" in used:
+                lines.append(f"{first}_{gate} = hp[b, {k} * H + j] + b_hh[{k} * H + j]")
+        for i, s in enumerate(cell.state):
+            if s in used:
+                lines.append(f"{s}_prev = {previous_state(i, s)}")
+        return lines
+
+    loads = load_lines("b, t, ", lambda i, s: f"{s}[t, b, j]")
     # ---- the step, one line per op ---------------------------------------------------------
     compute, recompute, keep = [], [], []
     for node in cell.nodes:
@@ -124,6 +130,9 @@ def generate_source(cell: Cell, fast=False) -> str:
     state_list = ", ".join(cell.state)
     forward_lines = (loads + compute + keep
                      + [f"{s}[t + 1, b, j] = {ref(o)}" for s, o in zip(cell.state, cell.outputs)])
+    # The same step without a time axis or saved values, for sampling (see rnn.sampler).
+    inference_lines = (load_lines("b, ", lambda i, s: f"state[{i}, b, j]") + compute
+                       + [f"new_state[{i}, b, j] = {ref(o)}" for i, o in enumerate(cell.outputs)])
 
     # ---- reverse mode on the scalar program ---------------------------------------------------
     grad = {}  # id(Expr) -> name of its gradient variable
@@ -179,6 +188,14 @@ def step_forward(t, xp, hp, b_hh, {state_list}, saved):
     for b in range({first}.shape[1]):
         for j in range(H):
 {body(forward_lines)}
+
+@kernel
+def step_inference(xp, hp, b_hh, state, new_state):
+    # xp, hp (B, G*H); state, new_state (number of states, B, H)
+    H = state.shape[2]
+    for b in range(state.shape[1]):
+        for j in range(H):
+{body(inference_lines)}
 
 @kernel
 def step_backward(t, xp, hp, b_hh, {state_list}, saved, {grads_list}, g_xp, g_hp):

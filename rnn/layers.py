@@ -189,26 +189,6 @@ class Recurrent(Module):
             outputs.append(states[0])
         return mg.stack(outputs, axis=1), states
 
-    def inference_step(self, first_projection, state):
-        """One step without a graph, on arrays: layer 0's input projection (B, G*H) and
-        the state as in forward, but of arrays. The fast path for sampling: per layer
-        one small product for each projection and one call of the fused forward kernel."""
-        new_state, hidden = [], None
-        for k in range(self.num_layers):
-            w_ih, w_hh, b_ih, b_hh = (p.data for p in self.layer_parameters(k))
-            fused = compile_cell(self.cell, w_hh.dtype)
-            projection = first_projection if k == 0 else hidden @ w_ih.T + b_ih
-            batch = projection.shape[0]
-            buffers = [np.empty((2, batch, self.hidden_size), w_hh.dtype) for _ in self.cell.state]
-            for buffer, value in zip(buffers, state[k]):
-                buffer[0] = value
-            hp = buffers[0][0] @ w_hh.T
-            saved = np.empty((1, fused.saved_per_step, batch, self.hidden_size), w_hh.dtype)
-            fused.forward(0, projection.reshape(batch, 1, -1), hp, b_hh, *buffers, saved)
-            new_state.append(tuple(buffer[1] for buffer in buffers))
-            hidden = buffers[0][1]
-        return hidden, new_state
-
     def extra_repr(self):
         return (f"{self.cell.name}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"dropout={self.between_layers.p}, engine={self.engine}")

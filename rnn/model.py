@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 import minigrad as mg
-from minigrad import blas
 from minigrad.nn import Dropout, Embedding, Linear, Module
 
 from .cells import get_cell
@@ -93,21 +92,6 @@ class CharLM(Module):
         logits, state = self(ids, state)
         batch, steps, vocab = logits.shape
         return mg.cross_entropy(logits.reshape(batch * steps, vocab), np.asarray(targets).reshape(-1)), state
-
-    def next_logits(self, ids, state=None):
-        """Logits (B, V) for the character after `ids` (B,), as arrays, without a graph.
-
-        The fast path for sampling (fused kernels, no autograd bookkeeping); `state`
-        is a list per layer of tuples of (B, H) arrays, None for zeros.
-        """
-        ids = np.asarray(ids)
-        if state is None:
-            state = [tuple(s.data for s in layer) for layer in self.initial_state(len(ids))]
-        w_ih, _, b_ih, _ = (p.data for p in self.rnn.layer_parameters(0))
-        with blas.limit(1):  # matrix-vector products: threads only cost here
-            first_projection = self.embedding.weight.data[ids] @ w_ih.T + b_ih
-            hidden, state = self.rnn.inference_step(first_projection, state)
-            return hidden @ self.head.weight.data.T + self.head.bias.data, state
 
     def initial_state(self, batch_size):
         return self.rnn.initial_state(batch_size)
