@@ -74,5 +74,20 @@ parallel_kernel = numba.njit(parallel=True, **JIT_OPTIONS)
 prange = numba.prange
 """`range` whose iterations a parallel_kernel may run on different cores."""
 
-get_num_threads = numba.get_num_threads
-"""How many threads a parallel_kernel uses (callable inside kernels too)."""
+_forked = False
+
+
+def _note_fork():
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_note_fork)
+
+
+def cores() -> int:
+    """How many cores minigrad's parallel kernels share their work over: Numba's thread
+    count (NUMBA_NUM_THREADS), but 1 in a child process made by fork(). Numba's OpenMP
+    layer ends a forked child that starts a parallel kernel ("fork() called from a process
+    already using GNU OpenMP"), so there minigrad runs the one-core version of every kernel."""
+    return 1 if _forked else numba.get_num_threads()

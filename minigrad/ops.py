@@ -13,7 +13,7 @@ import numpy as np
 
 import builtins
 
-from . import kernels, rules
+from . import blas, kernels, rules
 from .autograd import Function
 from .tensor import Tensor, _contiguous
 
@@ -81,10 +81,15 @@ class MatMul(Function):
                 f"{inner_a} columns on the left, {inner_b} rows on the right"
             )
         self.a, self.b = a, b
+        if a.ndim == b.ndim == 2:
+            return blas.matmul(a, b)  # shared out over the cores
         return np.matmul(a, b)
 
     def backward(self, grad):
         a, b = self.a, self.b
+        if a.ndim == b.ndim == 2:
+            return (blas.matmul(grad, b, transpose_b=True) if self.needs_input_grad[0] else None,
+                    blas.matmul(a, grad, transpose_a=True) if self.needs_input_grad[1] else None)
         # Work on at least 2-D views: a vector is a (1, n) row on the left, an (n, 1) column on the right.
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
@@ -112,12 +117,17 @@ class Linear(Function):
             raise ValueError(f"linear: input {x.shape}, weight {weight.shape} and bias {bias.shape} do not fit "
                              "(need input (..., in), weight (out, in), bias (out,))")
         self.x, self.weight = x, weight
-        return x @ weight.T + bias
+        x_rows = x.reshape(-1, x.shape[-1])  # every leading axis is a batch axis
+        out = np.empty((len(x_rows), len(weight)), np.result_type(x, weight, bias))
+        out[...] = bias  # the product is added to it: no second pass for the bias
+        blas.matmul(x_rows, weight, transpose_b=True, out=out, accumulate=True)
+        return out.reshape(*x.shape[:-1], len(weight))
 
     def backward(self, grad):
-        rows = grad.reshape(-1, grad.shape[-1])  # every leading axis is a batch axis
-        grad_x = grad @ self.weight if self.needs_input_grad[0] else None
-        grad_weight = rows.T @ self.x.reshape(-1, self.x.shape[-1]) if self.needs_input_grad[1] else None
+        rows = grad.reshape(-1, grad.shape[-1])
+        x_rows = self.x.reshape(-1, self.x.shape[-1])
+        grad_x = blas.matmul(rows, self.weight).reshape(self.x.shape) if self.needs_input_grad[0] else None
+        grad_weight = blas.matmul(rows, x_rows, transpose_a=True) if self.needs_input_grad[1] else None
         grad_bias = rows.sum(axis=0) if self.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias
 

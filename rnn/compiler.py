@@ -11,11 +11,12 @@ the same rules the eager engine uses, so the two engines cannot disagree.
 
     print(rnn.compiler.generate_source(rnn.cells.get_cell("lstm")))
 
-shows exactly what runs. Kernel layout (H = hidden size, G = number of gates):
-    xp       (B, T, G*H)   W_ih x + b_ih for every step (one GEMM before the loop)
-    hp       (B, G*H)      W_hh h for this step (one GEMM per step); b_hh is added here
-    states   (T+1, B, H)   one buffer per state; step t reads [t] and writes [t+1]
-    saved    (T, S, B, H)  the S transcendental values of each step, for backward
+shows exactly what runs. Kernel layout (H = hidden size, G = number of gates, S = number of states):
+    xp       (B, T, G*H)      W_ih x + b_ih for every step (one GEMM before the loop)
+    hp       (B, G*H)         W_hh h for this step (one GEMM per step), gates in blocks of
+                              units (see rnn.recurrence); b_hh is added here
+    states   (S, T+1, B, H)   step t reads [:, t] and writes [:, t+1]
+    saved    (T, K, B, H)     the K transcendental values of each step, for backward
 """
 
 import numpy as np
@@ -104,15 +105,15 @@ def generate_source(cell: Cell, fast=False) -> str:
         lines = []
         for k, gate in enumerate(cell.gates):
             if f"x.{gate}" in used:
-                lines.append(f"x_{gate} = xp[{xp_row}{k} * H + j]")
+                lines.append(f"x_{gate} = xp[{xp_row}x{k} + j]")
             if f"{first}.{gate}" in used:
-                lines.append(f"{first}_{gate} = hp[b, {k} * H + j] + b_hh[{k} * H + j]")
+                lines.append(f"{first}_{gate} = hp[b, h{k} + j] + b_hh[x{k} + j]")
         for i, s in enumerate(cell.state):
             if s in used:
-                lines.append(f"{s}_prev = {previous_state(i, s)}")
+                lines.append(f"{s}_prev = {previous_state(i)}")
         return lines
 
-    loads = load_lines("b, t, ", lambda i, s: f"{s}[t, b, j]")
+    loads = load_lines("b, t, ", lambda i: f"state_in[{i}, b, j]")
     # ---- the step, one line per op ---------------------------------------------------------
     compute, recompute, keep = [], [], []
     for node in cell.nodes:
@@ -121,17 +122,16 @@ def generate_source(cell: Cell, fast=False) -> str:
         line = f"{var[id(node)]} = {codegen.substitute(rules.RULES[node.op].forward, names, 'f32' if fast else None)}"
         compute.append(line)
         if node.op in SAVED_OPS:  # backward loads it instead of recomputing it
-            slot = f"saved[t, {len(keep)}, b, j]"
+            slot = f"saved[{len(keep)}, b, j]"
             keep.append(f"{slot} = {var[id(node)]}")
             recompute.append(f"{var[id(node)]} = {slot}")
         else:
             recompute.append(line)
 
-    state_list = ", ".join(cell.state)
     forward_lines = (loads + compute + keep
-                     + [f"{s}[t + 1, b, j] = {ref(o)}" for s, o in zip(cell.state, cell.outputs)])
+                     + [f"state_out[{i}, b, j] = {ref(o)}" for i, o in enumerate(cell.outputs)])
     # The same step without a time axis or saved values, for sampling (see rnn.sampler).
-    inference_lines = (load_lines("b, ", lambda i, s: f"state[{i}, b, j]") + compute
+    inference_lines = (load_lines("b, ", lambda i: f"state[{i}, b, j]") + compute
                        + [f"new_state[{i}, b, j] = {ref(o)}" for i, o in enumerate(cell.outputs)])
 
     # ---- reverse mode on the scalar program ---------------------------------------------------
@@ -147,8 +147,8 @@ def generate_source(cell: Cell, fast=False) -> str:
             grad[id(node)] = f"g_{ref(node)}"
             backward_lines.append(f"{grad[id(node)]} = {contribution}")
 
-    for s, output in zip(cell.state, cell.outputs):
-        accumulate(output, f"g_{s}[b, j]")
+    for i, output in enumerate(cell.outputs):
+        accumulate(output, f"g_states[{i}, b, j]")
     for node in reversed(cell.nodes):
         if id(node) not in grad:
             continue  # does not reach any output
@@ -157,7 +157,7 @@ def generate_source(cell: Cell, fast=False) -> str:
         names.update(out=var[id(node)], g=grad[id(node)])
         for arg, vjp in zip(node.args, rule.vjps):
             if vjp is not None:
-                accumulate(arg, f"{codegen.substitute(vjp, names)}")
+                accumulate(arg, codegen.substitute(vjp, names, "f32" if fast else None))
 
     def leaf_grad(name):
         leaf = used.get(name)
@@ -165,43 +165,62 @@ def generate_source(cell: Cell, fast=False) -> str:
 
     stores = []
     for k, gate in enumerate(cell.gates):
-        stores.append(f"g_xp[b, t, {k} * H + j] = {leaf_grad(f'x.{gate}')}")
-        stores.append(f"g_hp[b, {k} * H + j] = {leaf_grad(f'{first}.{gate}')}")
+        stores.append(f"g_xp[b, t, x{k} + j] = {leaf_grad(f'x.{gate}')}")
+        stores.append(f"g_hp[b, h{k} + j] = {leaf_grad(f'{first}.{gate}')}")
     # the gradient w.r.t. each previous state (direct paths only; the path through W_hh
     # is added by the caller as g_hp @ W_hh)
-    stores += [f"g_{s}[b, j] = {leaf_grad(s)}" for s in cell.state]
+    stores += [f"g_states[{i}, b, j] = {leaf_grad(s)}" for i, s in enumerate(cell.state)]
 
     def body(lines):
         return "".join(f"            {line}\n" for line in lines)
 
-    grads_list = ", ".join(f"g_{s}" for s in cell.state)
+    gates = range(len(cell.gates))
+    x_columns = ", ".join(f"x{k}" for k in gates)
+    h_columns = ", ".join(f"h{k}" for k in gates)
+    # Column offsets of the gates, unsigned: numba then knows that no index is negative and
+    # leaves out its wrap-around code for negative indices, which would stop LLVM from
+    # vectorizing the loop over j.
+    plain_offsets = f"{x_columns} = " + ", ".join(f"uint64({k} * H)" for k in gates)
+    blocked_offsets = f"{h_columns} = " + ", ".join(
+        f"uint64({len(gates) - 1} * first_unit + {k} * (last_unit - first_unit))" for k in gates)
     return (
         f'"""Fused kernels of cell {cell.name!r}, generated by rnn.compiler from its gate expressions:\n'
         + "".join(f"    {s}' = {o!r}\n" for s, o in zip(cell.state, cell.outputs))
         + '"""\n'
         + (codegen.FAST_PRELUDE if fast else codegen.PRELUDE)
-        + f"""
+        + f"""from numpy import uint64
+
+# step_forward and step_backward do the units first_unit <= j < last_unit of step t (so
+# that cores can share a step). xp is in the plain layout: gate k of unit j at column
+# x_k + j, x_k = k * H. hp is in the blocked layout of rnn.recurrence: the {len(gates)} gates
+# of the block's units side by side, gate k of unit j at column h_k + j.
 
 @kernel
-def step_forward(t, xp, hp, b_hh, {state_list}, saved):
-    H = {first}.shape[2]
-    for b in range({first}.shape[1]):
-        for j in range(H):
+def step_forward(t, xp, hp, b_hh, state_in, state_out, saved, first_unit, last_unit):
+    H = state_in.shape[2]
+    {plain_offsets}
+    {blocked_offsets}
+    for b in range(state_in.shape[1]):
+        for j in range(uint64(first_unit), uint64(last_unit)):
 {body(forward_lines)}
 
 @kernel
-def step_inference(xp, hp, b_hh, state, new_state):
-    # xp, hp (B, G*H); state, new_state (number of states, B, H)
-    H = state.shape[2]
-    for b in range(state.shape[1]):
-        for j in range(H):
-{body(inference_lines)}
+def step_backward(t, xp, hp, b_hh, state_in, saved, g_states, g_xp, g_hp, first_unit, last_unit):
+    # in: g_states[:, b, j] = d loss / d new states;  out: d loss / d previous states (direct part)
+    H = state_in.shape[2]
+    {plain_offsets}
+    {blocked_offsets}
+    for b in range(state_in.shape[1]):
+        for j in range(uint64(first_unit), uint64(last_unit)):
+{body(loads + recompute + backward_lines + stores)}
 
 @kernel
-def step_backward(t, xp, hp, b_hh, {state_list}, saved, {grads_list}, g_xp, g_hp):
-    # in: g_<state>[b, j] = d loss / d new state;  out: d loss / d previous state (direct part)
-    H = {first}.shape[2]
-    for b in range({first}.shape[1]):
-        for j in range(H):
-{body(loads + recompute + backward_lines + stores)}"""
+def step_inference(xp, hp, b_hh, state, new_state):
+    # one step of every unit; xp and hp (B, G*H) both in the plain layout; state, new_state (states, B, H)
+    H = state.shape[2]
+    {plain_offsets}
+    {h_columns} = {x_columns}
+    for b in range(state.shape[1]):
+        for j in range(uint64(0), uint64(H)):
+{body(inference_lines)}"""
     )

@@ -9,9 +9,10 @@ Two engines compute the same thing:
 - "eager": the cell's gate expressions are interpreted with minigrad ops, step by
   step; every gate op is a node of the autograd graph (readable, gradcheckable);
 - "fused": one GEMM projects the inputs of all steps (a `linear` node), then the
-  recurrence over the window is one autograd node (`FusedRecurrence`): per step one
-  GEMM for W_hh h and one generated kernel for the gates; backward runs the same way
-  in reverse and gets the W_hh gradient with a single GEMM at the end.
+  recurrence over the window is one autograd node (`rnn.recurrence.FusedRecurrence`):
+  per step one GEMM for W_hh h and one generated kernel for the gates, in a compiled
+  loop; backward runs the same way in reverse and gets the W_hh gradient with a single
+  GEMM at the end.
 """
 
 import math
@@ -19,26 +20,14 @@ import math
 import numpy as np
 
 import minigrad as mg
-from minigrad import blas, ops
-from minigrad.autograd import Function
+from minigrad import ops
 from minigrad.nn import Dropout, Module, Parameter
 
 from .cells import Cell, get_cell
 from .compiler import compile_cell
+from .recurrence import FusedRecurrence
 
 ENGINES = ("fused", "eager")
-
-# The per-step products W_hh h are small at a batch of 32: below this many floating-point
-# operations, one BLAS thread beats several (waking threads costs more than the work, far
-# more on a busy machine); above it, e.g. 2x512 at batch 64, the threads pay off. Measured
-# with benchmarks/bench_rnn.py on a 2-core machine (1x128: 1 thread faster, 2x512: 2 faster).
-SMALL_PRODUCT_FLOPS = 8e6
-
-
-def step_blas_threads(batch, hidden, gate_rows):
-    """BLAS threads for a per-step product (batch, hidden) @ (hidden, gate_rows); None: no limit."""
-    return 1 if 2 * batch * hidden * gate_rows < SMALL_PRODUCT_FLOPS else None
-
 
 # ---- eager: interpret the traced step with minigrad ops ---------------------------------
 
@@ -64,52 +53,6 @@ def eager_step(cell: Cell, x_projection, h_projection, states, hidden: int):
         args = [value_of(a) for a in node.args]
         computed[id(node)] = ops.ELEMENTWISE_OPS[node.op].apply(*[ops.as_tensor(a, like=states[0]) for a in args])
     return tuple(value_of(o) for o in cell.outputs)
-
-
-# ---- fused: one autograd node for a layer over a window -------------------------------------
-
-class FusedRecurrence(Function):
-    """inputs: xp (B,T,G*H) = W_ih x + b_ih of every step, W_hh, b_hh, *initial states (B,H)
-    outputs: hidden states of every step (B,T,H), *final states (B,H)."""
-
-    def forward(self, xp, w_hh, b_hh, *initial, fused):
-        self.fused = fused
-        batch, steps, _ = xp.shape
-        hidden = w_hh.shape[1]
-        dtype = w_hh.dtype
-        self.xp, self.w_hh, self.b_hh = xp, w_hh, b_hh
-        self.states = [np.empty((steps + 1, batch, hidden), dtype) for _ in initial]
-        for buffer, state in zip(self.states, initial):
-            buffer[0] = state
-        self.hp = np.empty((steps, batch, w_hh.shape[0]), dtype)
-        self.saved = np.empty((steps, fused.saved_per_step, batch, hidden), dtype)
-        w_hh_t = w_hh.T
-        self.step_threads = step_blas_threads(batch, hidden, w_hh.shape[0])
-        with blas.limit(self.step_threads):
-            for t in range(steps):
-                np.matmul(self.states[0][t], w_hh_t, out=self.hp[t])
-                fused.forward(t, xp, self.hp[t], b_hh, *self.states, self.saved)
-        outputs = np.ascontiguousarray(self.states[0][1:].transpose(1, 0, 2))
-        return (outputs, *(buffer[steps].copy() for buffer in self.states))
-
-    def backward(self, g_outputs, *g_final):
-        batch, steps, _ = self.xp.shape
-        dtype = self.w_hh.dtype
-        g_states = [np.array(g, dtype=dtype) for g in g_final]  # updated in place, step by step
-        g_xp = np.empty_like(self.xp)
-        g_hp = np.empty_like(self.hp)
-        g_outputs_by_step = g_outputs.transpose(1, 0, 2)
-        with blas.limit(self.step_threads):
-            for t in reversed(range(steps)):
-                g_states[0] += g_outputs_by_step[t]
-                self.fused.backward(t, self.xp, self.hp[t], self.b_hh, *self.states, self.saved, *g_states,
-                                    g_xp, g_hp[t])
-                g_states[0] += g_hp[t] @ self.w_hh  # the path through W_hh h
-        rows = steps * batch
-        g_hp_rows = g_hp.reshape(rows, -1)
-        g_w_hh = g_hp_rows.T @ self.states[0][:steps].reshape(rows, -1)  # one GEMM for all steps
-        g_b_hh = g_hp_rows.sum(axis=0)
-        return (g_xp, g_w_hh, g_b_hh, *g_states)
 
 
 class Recurrent(Module):

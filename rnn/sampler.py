@@ -14,7 +14,7 @@ every use of h_k:
 
 so the next step's W_hh h product is done one step early, with the input product of the
 layer above. That is one product per layer and character, split over the cores
-(`_matvec` is a parallel kernel): at batch 1 a product reads a whole weight matrix to do
+(`_matvec` runs its row blocks on all cores): at batch 1 a product reads a whole weight matrix to do
 two flops per weight, so its speed is the speed of reading memory, and two cores read
 faster than one. Layer 0's input product is a row of a table computed once: the
 embedding times W_ih of layer 0, plus b_ih, for every character.
@@ -26,13 +26,13 @@ The loop's source is generated per cell only in one line: it imports that cell's
 import numpy as np
 
 from minigrad import codegen
-from minigrad._jit import get_num_threads
+from minigrad._jit import cores
 
 from .compiler import compile_cell
 
 LOOP_SOURCE = '''
 import numpy as np
-from minigrad._jit import kernel, parallel_kernel, prange, summing_kernel
+from minigrad._jit import kernel, prange, summing_kernel
 
 
 @summing_kernel
@@ -44,7 +44,7 @@ def _dot_rows(w, v, bias, out, first, last):
         out[r] = total
 
 
-@parallel_kernel
+@loop_kernel
 def _matvec(w, v, bias, out, blocks):
     """out = w @ v + bias, the rows split into `blocks` blocks, run side by side."""
     rows = w.shape[0]
@@ -111,7 +111,8 @@ class Sampler:
         """`state`: the model's state (a list per layer of (1, H) arrays or tensors)."""
         rnn, head = model.rnn, model.head
         dtype = rnn.weight_hh_l0.dtype
-        self.loop = _compile_loop(rnn.cell, dtype)
+        self.blocks = 2 * cores()  # two blocks per core: evens out a core that lags
+        self.loop = _compile_loop(rnn.cell, dtype, parallel=self.blocks > 2)
         w_ih0, _, b_ih0, _ = (p.data for p in rnn.layer_parameters(0))
         self.first_table = np.ascontiguousarray(model.embedding.weight.data @ w_ih0.T + b_ih0, dtype)
         blocks, biases, bounds = [], [], []
@@ -129,7 +130,6 @@ class Sampler:
         self.stacked = np.ascontiguousarray(np.concatenate(blocks), dtype)
         self.bias = np.ascontiguousarray(np.concatenate(biases), dtype)
         self.bounds = np.array(bounds, np.int64)
-        self.blocks = 2 * get_num_threads()  # two blocks per core: evens out a core that lags
         self.b_hh = np.stack([rnn.layer_parameters(k)[3].data for k in range(rnn.num_layers)]).astype(dtype)
         self.state = np.stack([np.stack([np.asarray(getattr(s, "data", s), dtype) for s in layer])
                                for layer in state])  # (layers, states, 1, H)
@@ -158,11 +158,15 @@ class Sampler:
 _loops = {}
 
 
-def _compile_loop(cell, dtype):
-    """The loop's module for `cell` and `dtype` (imports the cell's step_inference)."""
+def _compile_loop(cell, dtype, parallel):
+    """The loop's module for `cell` and `dtype` (imports the cell's step_inference); with
+    `parallel`, the blocks of a product run side by side (else one after the other)."""
     fused = compile_cell(cell, dtype)
-    if fused.module.__name__ not in _loops:
+    key = (fused.module.__name__, parallel)
+    if key not in _loops:
+        decorator = "parallel_kernel" if parallel else "kernel"
         source = (f'"""Sampling loop of cell {cell.name!r}: rnn/sampler.py\'s LOOP_SOURCE with that cell\'s step."""\n'
+                  f"from minigrad._jit import {decorator} as loop_kernel\n"
                   f"from {fused.module.__name__} import step_inference\n" + LOOP_SOURCE)
-        _loops[fused.module.__name__] = codegen.load_module(f"sampler_{cell.name}", source)
-    return _loops[fused.module.__name__]
+        _loops[key] = codegen.load_module(f"sampler_{cell.name}", source)
+    return _loops[key]

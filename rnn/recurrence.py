@@ -1,0 +1,126 @@
+"""The fused recurrence: a layer of any cell over a window of steps, as one autograd node.
+
+Forward, for t = 0 .. T-1:    hp_t = W_hh h_t             (one GEMM)
+                              states_t+1 = cell(xp_t, hp_t + b_hh, states_t)   (the cell's kernel)
+Backward, for t = T-1 .. 0:   the cell's backward kernel gives d xp_t, d hp_t and the direct
+                              part of d states_t; the path through W_hh adds d hp_t W_hh to d h_t.
+At the end one GEMM gives d W_hh = sum_t d hp_t^T h_t over all steps at once.
+
+The loops over time are compiled too (LOOP_SOURCE below, compiled with each cell's
+kernels), so a window never returns to Python between steps, and each step is shared
+by the cores: the hidden units are cut into blocks, one per core, and a core does its
+block's rows of the GEMM and its block's units of the cell. The steps themselves must
+run in order; the cores wait for each other at the end of every step.
+
+To make a block's rows of W_hh one contiguous matrix (one GEMM call per block), the
+layer works on W_hh with its rows reordered, "blocked": for each block, the G gates'
+rows of that block's units. hp and d hp use the same column order, which the generated
+kernels know (rnn.compiler); the gradients of W_hh and b_hh are put back in PyTorch's
+order at the end.
+"""
+
+import numpy as np
+
+from minigrad import blas, codegen
+from minigrad._jit import cores
+from minigrad.autograd import Function
+
+LOOP_SOURCE = '''
+from minigrad._jit import prange
+from minigrad.blas import matmul_into
+
+
+@loop_kernel
+def window_forward(xp, w_blocked, b_hh, states, saved, hp, bounds):
+    gates = w_blocked.shape[0] // w_blocked.shape[1]
+    for t in range(xp.shape[1]):
+        for block in prange(bounds.size - 1):
+            first, last = bounds[block], bounds[block + 1]
+            rows = hp[t][:, gates * first:gates * last]
+            matmul_into(states[t, 0], w_blocked[gates * first:gates * last], rows, transpose_b=True)
+            step_forward(t, xp, hp[t], b_hh, states[t], states[t + 1], saved[t], first, last)
+
+
+@loop_kernel
+def window_backward(g_outputs, xp, w_blocked, b_hh, states, saved, hp, g_states, g_xp, g_hp, bounds):
+    steps = xp.shape[1]
+    for t in range(steps - 1, -1, -1):
+        for block in prange(bounds.size - 1):
+            first, last = bounds[block], bounds[block + 1]
+            g_h = g_states[0][:, first:last]
+            if t + 1 < steps:  # the path from step t+1 through W_hh, for this block's units
+                matmul_into(g_hp[t + 1], w_blocked[:, first:last], g_h, accumulate=True)
+            g_h += g_outputs[:, t, first:last]
+            step_backward(t, xp, hp[t], b_hh, states[t], saved[t], g_states, g_xp, g_hp[t], first, last)
+    matmul_into(g_hp[0], w_blocked, g_states[0], accumulate=True)  # ... and from step 0 to the initial h
+'''
+
+# A block of fewer units than this makes GEMMs too thin to gain from another core.
+MIN_UNITS_PER_BLOCK = 32
+
+
+def unit_blocks(hidden: int) -> np.ndarray:
+    """Bounds of the blocks of hidden units, one block per core: [0, ..., hidden]."""
+    count = max(1, min(cores(), hidden // MIN_UNITS_PER_BLOCK))
+    return np.array([block * hidden // count for block in range(count + 1)], np.int64)
+
+
+def blocked_rows(gates: int, bounds: np.ndarray) -> np.ndarray:
+    """Row order of W_hh in the blocked layout: for each block, each gate's rows of its units."""
+    hidden = bounds[-1]
+    return np.concatenate([np.arange(k * hidden + first, k * hidden + last)
+                           for first, last in zip(bounds[:-1], bounds[1:]) for k in range(gates)])
+
+
+class FusedRecurrence(Function):
+    """inputs: xp (B,T,G*H) = W_ih x + b_ih of every step, W_hh, b_hh, *initial states (B,H)
+    outputs: hidden states of every step (B,T,H), *final states (B,H)."""
+
+    def forward(self, xp, w_hh, b_hh, *initial, fused):
+        batch, steps, _ = xp.shape
+        hidden = w_hh.shape[1]
+        dtype = w_hh.dtype
+        self.bounds = unit_blocks(hidden)
+        self.loops = compile_loops(fused, parallel=len(self.bounds) > 2)
+        self.rows = blocked_rows(len(fused.cell.gates), self.bounds)
+        self.xp, self.b_hh = np.ascontiguousarray(xp), np.ascontiguousarray(b_hh)
+        self.w_blocked = np.ascontiguousarray(w_hh[self.rows])
+        self.states = np.empty((steps + 1, len(initial), batch, hidden), dtype)
+        self.states[0] = initial
+        self.hp = np.empty((steps, batch, w_hh.shape[0]), dtype)
+        self.saved = np.empty((steps, fused.saved_per_step, batch, hidden), dtype)
+        self.loops.window_forward(self.xp, self.w_blocked, self.b_hh, self.states, self.saved, self.hp, self.bounds)
+        outputs = np.ascontiguousarray(self.states[1:, 0].transpose(1, 0, 2))
+        return (outputs, *(final.copy() for final in self.states[steps]))
+
+    def backward(self, g_outputs, *g_final):
+        steps, batch, gate_rows = self.hp.shape
+        dtype = self.w_blocked.dtype
+        g_states = np.array(g_final, dtype=dtype)  # (S, B, H), updated step by step
+        g_xp = np.empty_like(self.xp)
+        g_hp = np.empty_like(self.hp)
+        self.loops.window_backward(np.ascontiguousarray(g_outputs, dtype=dtype), self.xp, self.w_blocked, self.b_hh,
+                                   self.states, self.saved, self.hp, g_states, g_xp, g_hp, self.bounds)
+        g_hp_rows = g_hp.reshape(steps * batch, gate_rows)
+        g_w_hh, g_b_hh = np.empty_like(self.w_blocked), np.empty(gate_rows, dtype)
+        # one GEMM for all steps, then back from the blocked row order to PyTorch's
+        hidden_rows = self.states[:steps, 0].reshape(steps * batch, -1)
+        g_w_hh[self.rows] = blas.matmul(g_hp_rows, hidden_rows, transpose_a=True)
+        g_b_hh[self.rows] = g_hp_rows.sum(axis=0)
+        return (g_xp, g_w_hh, g_b_hh, *g_states)
+
+
+_loops = {}
+
+
+def compile_loops(fused, parallel=True):
+    """The module of the window loops for a compiled cell (imports its step kernels); with
+    `parallel`, the blocks of a step run side by side (else one after the other)."""
+    key = (fused.module.__name__, parallel)
+    if key not in _loops:
+        decorator = "parallel_kernel" if parallel else "kernel"
+        source = (f'"""Window loops of cell {fused.cell.name!r}: rnn/recurrence.py\'s LOOP_SOURCE with its kernels."""\n'
+                  f"from minigrad._jit import {decorator} as loop_kernel\n"
+                  f"from {fused.module.__name__} import step_backward, step_forward\n" + LOOP_SOURCE)
+        _loops[key] = codegen.load_module(f"recurrence_{fused.cell.name}", source)
+    return _loops[key]

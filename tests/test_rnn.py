@@ -1,0 +1,141 @@
+"""Recurrent layers: every cell gradchecked in float64 on both engines, the fused engine
+equal to the eager one (also with the hidden units cut into several core blocks), and
+rnn / rnn_relu / lstm / gru equal to torch.nn.RNN / LSTM / GRU."""
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+import rnn.recurrence
+from rnn import checks
+from rnn.cells import available_cells, cell, sigmoid, tanh
+from rnn.layers import Recurrent
+
+
+@cell(gates=("a", "u"), state=("h", "m"), name="test_rnn_user_cell")
+def user_cell(x, h, m):
+    """A two-state cell written for this test: a leaky memory m read through a gate."""
+    a = sigmoid(x.a + h.a)
+    m = a * m + (1 - a) * tanh(x.u + h.u)
+    return tanh(m) * a, m
+
+
+def built_in_cells():
+    return [name for name in available_cells() if not name.startswith("test_")]
+
+
+ALL_CELLS = built_in_cells() + ["test_rnn_user_cell"]
+
+
+@pytest.mark.parametrize("case", list(checks.cell_cases(ALL_CELLS)), ids=lambda case: case.name)
+def test_every_cell_passes_gradcheck_through_5_steps_and_2_layers(case):
+    result = checks.run_case(case)
+    assert result.ok, (result.max_abs_error, result.max_rel_error)
+
+
+def copy_parameters(source, target):
+    for (name, p), (other_name, q) in zip(source.named_parameters(), target.named_parameters()):
+        assert name == other_name
+        q.data[...] = p.data
+
+
+def run_windows(layer, inputs, state, probes):
+    """Several windows with the state carried (detached between windows, as in training)."""
+    total = 0.0
+    for window, probe in zip(inputs, probes):
+        outputs, state = layer(window, state)
+        loss = (outputs * probe).sum() + sum((s * s).sum() for layer_state in state for s in layer_state)
+        loss.backward()
+        total += float(loss.data)
+        state = [tuple(s.detach() for s in layer_state) for layer_state in state]
+    return total, state
+
+
+@pytest.mark.parametrize("blocks", [None, [0, 2, 5], [0, 1, 2, 3, 4, 5]])
+@pytest.mark.parametrize("cell_name", ALL_CELLS)
+def test_fused_equals_eager_over_windows_with_carried_state(cell_name, blocks, monkeypatch):
+    if blocks is not None:  # cut the units into these core blocks, whatever the machine has
+        monkeypatch.setattr(rnn.recurrence, "unit_blocks", lambda hidden: np.array(blocks, np.int64))
+    rng = np.random.default_rng(1)
+    inputs = [mg.tensor(rng.standard_normal((3, 4, 2))) for _ in range(3)]
+    probes = [rng.standard_normal((3, 4, 5)) for _ in range(3)]
+    mg.random.manual_seed(0)
+    eager = Recurrent(cell_name, 2, 5, num_layers=2, engine="eager", dtype=np.float64)
+    fused = Recurrent(cell_name, 2, 5, num_layers=2, engine="fused", dtype=np.float64)
+    copy_parameters(eager, fused)
+    state = [tuple(mg.tensor(0.3 * rng.standard_normal((3, 5))) for _ in eager.cell.state) for _ in range(2)]
+    loss_eager, state_eager = run_windows(eager, inputs, state, probes)
+    loss_fused, state_fused = run_windows(fused, inputs, state, probes)
+    assert loss_fused == pytest.approx(loss_eager, rel=1e-10)
+    for a, b in zip(state_eager, state_fused):
+        for s, t in zip(a, b):
+            np.testing.assert_allclose(t.data, s.data, rtol=1e-10, atol=1e-12)
+    for (name, p), (_, q) in zip(eager.named_parameters(), fused.named_parameters()):
+        np.testing.assert_allclose(q.grad, p.grad, rtol=1e-8, atol=1e-10, err_msg=name)
+
+
+@pytest.mark.parametrize("cell_name", ["lstm", "gru", "rnn"])
+def test_float32_fused_agrees_with_float64(cell_name):
+    """The float32 kernels use a fast tanh approximation: close to exact, not equal."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 16, 3))
+    mg.random.manual_seed(3)
+    exact = Recurrent(cell_name, 3, 40, num_layers=2, engine="fused", dtype=np.float64)
+    fast = Recurrent(cell_name, 3, 40, num_layers=2, engine="fused", dtype=np.float32)
+    copy_parameters(exact, fast)
+    outputs_exact, _ = exact(mg.tensor(x))
+    outputs_fast, _ = fast(mg.tensor(x.astype(np.float32)))
+    np.testing.assert_allclose(outputs_fast.data, outputs_exact.data, atol=2e-5)
+
+
+TORCH_MODULES = {"rnn": ("RNN", {"nonlinearity": "tanh"}), "rnn_relu": ("RNN", {"nonlinearity": "relu"}),
+                 "lstm": ("LSTM", {}), "gru": ("GRU", {})}
+
+
+@pytest.mark.parametrize("engine", ["fused", "eager"])
+@pytest.mark.parametrize("cell_name", list(TORCH_MODULES))
+def test_matches_the_pytorch_module(cell_name, engine):
+    torch = pytest.importorskip("torch")
+    batch, steps, inputs, hidden, layers = 3, 6, 4, 5, 2
+    class_name, options = TORCH_MODULES[cell_name]
+    torch.manual_seed(0)
+    reference = getattr(torch.nn, class_name)(inputs, hidden, num_layers=layers, batch_first=True,
+                                              dtype=torch.float64, **options)
+    ours = Recurrent(cell_name, inputs, hidden, num_layers=layers, engine=engine, dtype=np.float64)
+    names = [name for name, _ in ours.named_parameters()]
+    assert names == [name for name, _ in reference.named_parameters()]
+    for (_, p), (_, q) in zip(reference.named_parameters(), ours.named_parameters()):
+        q.data[...] = p.detach().numpy()
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((batch, steps, inputs))
+    states = [rng.standard_normal((layers, batch, hidden)) for _ in ours.cell.state]
+    probe = rng.standard_normal((batch, steps, hidden))
+    state_probes = [rng.standard_normal((layers, batch, hidden)) for _ in ours.cell.state]
+
+    x_torch = torch.tensor(x, requires_grad=True)
+    states_torch = [torch.tensor(s, requires_grad=True) for s in states]
+    out_torch, final_torch = reference(x_torch, tuple(states_torch) if cell_name == "lstm" else states_torch[0])
+    final_torch = final_torch if cell_name == "lstm" else (final_torch,)
+    loss_torch = (out_torch * torch.tensor(probe)).sum() + sum(
+        (f * torch.tensor(p)).sum() for f, p in zip(final_torch, state_probes))
+    loss_torch.backward()
+
+    x_ours = mg.tensor(x, requires_grad=True)
+    states_ours = [mg.tensor(s, requires_grad=True) for s in states]
+    state = [tuple(s[k] for s in states_ours) for k in range(layers)]
+    out_ours, final_ours = ours(x_ours, state)
+    loss_ours = (out_ours * probe).sum()
+    for i, p in enumerate(state_probes):
+        loss_ours = loss_ours + sum((final_ours[k][i] * p[k]).sum() for k in range(layers))
+    loss_ours.backward()
+
+    np.testing.assert_allclose(out_ours.data, out_torch.detach().numpy(), atol=1e-6)
+    for i, final in enumerate(final_torch):
+        for k in range(layers):
+            np.testing.assert_allclose(final_ours[k][i].data, final[k].detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(x_ours.grad, x_torch.grad.numpy(), atol=1e-6)
+    for s_ours, s_torch in zip(states_ours, states_torch):
+        np.testing.assert_allclose(s_ours.grad, s_torch.grad.numpy(), atol=1e-6)
+    for (name, p), (_, q) in zip(reference.named_parameters(), ours.named_parameters()):
+        np.testing.assert_allclose(q.grad, p.grad.numpy(), atol=1e-6, err_msg=name)
