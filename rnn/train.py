@@ -89,7 +89,7 @@ class TrainConfig:
     epochs: float = None  # ...or passes over the training split...
     time_budget: float = None  # ...or seconds of training; the first reached wins (none: DEFAULT_TIME_BUDGET)
     val_frac: float = 0.1
-    eval_every: int = 200  # 0: evaluate only at the end
+    eval_every: int = 500  # 0: evaluate only at the end (each evaluation of tiny-shakespeare takes ~2 s at 2x256)
     sample_every: int = 500  # 0: no samples during training
     sample_length: int = 200
     seed: int = 1234
