@@ -68,7 +68,12 @@ summing_kernel = numba.njit(fastmath={"reassoc", "contract"}, **JIT_OPTIONS)
 """Decorator for a kernel whose loops sum (dot products): it lets LLVM reorder the
 additions, so a sum runs in vector lanes. Unlike full fastmath it keeps NaN and inf."""
 
-parallel_kernel = numba.njit(parallel=True, **JIT_OPTIONS)
+# Only explicit prange loops run in parallel: Numba's other automatic parallel rewrites
+# (array expressions, reductions, fusion...) are switched off, which also makes a
+# parallel kernel compile faster.
+_ONLY_PRANGE = dict(prange=True, comprehension=False, setitem=False, numpy=False, reduction=False, stencil=False,
+                    fusion=False, inplace_binop=False)
+parallel_kernel = numba.njit(parallel=_ONLY_PRANGE, **JIT_OPTIONS)
 """Decorator for a kernel whose `prange` loops are split over the cores."""
 
 prange = numba.prange
