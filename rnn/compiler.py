@@ -62,6 +62,28 @@ def compile_cell(cell: Cell, dtype=np.float32) -> FusedCell:
     return _compiled[key]
 
 
+_loop_modules = {}
+
+
+def compile_loops(fused: FusedCell, purpose: str, loop_source: str, parallel: bool):
+    """Load `loop_source` -- the fixed loop code of rnn.recurrence (over time) or of
+    rnn.sampler (over characters) -- as a module that imports this cell's step kernels.
+
+    Numba can only keep the machine code of a function that calls another on disk if the
+    callee is a global of its module, so each cell gets its own copy of the loops. Their
+    `@loop_kernel` functions run their `prange` loops on all cores if `parallel`, one
+    iteration after the other if not (in a forked child, see minigrad._jit.cores).
+    """
+    key = (fused.module.__name__, purpose, parallel)
+    if key not in _loop_modules:
+        source = (f'"""{purpose} of cell {fused.cell.name!r}, with its kernels (see rnn.compiler.compile_loops)."""\n'
+                  f"from minigrad._jit import {'parallel_kernel' if parallel else 'kernel'} as loop_kernel\n"
+                  f"from {fused.module.__name__} import step_backward, step_forward, step_inference\n"
+                  + loop_source)
+        _loop_modules[key] = codegen.load_module(f"{purpose.replace(' ', '_')}_{fused.cell.name}", source)
+    return _loop_modules[key]
+
+
 def _variable_names(cell: Cell) -> dict:
     """Leaf name in the traced graph -> variable name in the kernel ("h.f" -> "h_f", "c" -> "c_prev")."""
     names = {f"x.{g}": f"x_{g}" for g in cell.gates}

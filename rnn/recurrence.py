@@ -7,10 +7,11 @@ Backward, for t = T-1 .. 0:   the cell's backward kernel gives d xp_t, d hp_t an
 At the end one GEMM gives d W_hh = sum_t d hp_t^T h_t over all steps at once.
 
 The loops over time are compiled too (LOOP_SOURCE below, compiled with each cell's
-kernels), so a window never returns to Python between steps, and each step is shared
-by the cores: the hidden units are cut into blocks, one per core, and a core does its
-block's rows of the GEMM and its block's units of the cell. The steps themselves must
-run in order; the cores wait for each other at the end of every step.
+kernels by rnn.compiler.compile_loops), so a window never returns to Python between
+steps, and each step is shared by the cores: the hidden units are cut into blocks, one
+per core, and a core does its block's rows of the GEMM and its block's units of the
+cell. The steps themselves must run in order; the cores wait for each other at the end
+of every step.
 
 To make a block's rows of W_hh one contiguous matrix (one GEMM call per block), the
 layer works on W_hh with its rows reordered, "blocked": for each block, the G gates'
@@ -21,9 +22,11 @@ order at the end.
 
 import numpy as np
 
-from minigrad import blas, codegen
+from minigrad import blas
 from minigrad._jit import cores
 from minigrad.autograd import Function
+
+from .compiler import compile_loops
 
 LOOP_SOURCE = '''
 from minigrad._jit import prange
@@ -81,7 +84,7 @@ class FusedRecurrence(Function):
         hidden = w_hh.shape[1]
         dtype = w_hh.dtype
         self.bounds = unit_blocks(hidden)
-        self.loops = compile_loops(fused, parallel=len(self.bounds) > 2)
+        self.loops = compile_loops(fused, "window loops", LOOP_SOURCE, parallel=len(self.bounds) > 2)
         self.rows = blocked_rows(len(fused.cell.gates), self.bounds)
         self.xp, self.b_hh = np.ascontiguousarray(xp), np.ascontiguousarray(b_hh)
         self.w_blocked = np.ascontiguousarray(w_hh[self.rows])
@@ -108,19 +111,3 @@ class FusedRecurrence(Function):
         g_w_hh[self.rows] = blas.matmul(g_hp_rows, hidden_rows, transpose_a=True)
         g_b_hh[self.rows] = g_hp_rows.sum(axis=0)
         return (g_xp, g_w_hh, g_b_hh, *g_states)
-
-
-_loops = {}
-
-
-def compile_loops(fused, parallel=True):
-    """The module of the window loops for a compiled cell (imports its step kernels); with
-    `parallel`, the blocks of a step run side by side (else one after the other)."""
-    key = (fused.module.__name__, parallel)
-    if key not in _loops:
-        decorator = "parallel_kernel" if parallel else "kernel"
-        source = (f'"""Window loops of cell {fused.cell.name!r}: rnn/recurrence.py\'s LOOP_SOURCE with its kernels."""\n'
-                  f"from minigrad._jit import {decorator} as loop_kernel\n"
-                  f"from {fused.module.__name__} import step_backward, step_forward\n" + LOOP_SOURCE)
-        _loops[key] = codegen.load_module(f"recurrence_{fused.cell.name}", source)
-    return _loops[key]

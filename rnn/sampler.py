@@ -19,16 +19,15 @@ two flops per weight, so its speed is the speed of reading memory, and two cores
 faster than one. Layer 0's input product is a row of a table computed once: the
 embedding times W_ih of layer 0, plus b_ih, for every character.
 
-The loop's source is generated per cell only in one line: it imports that cell's
-`step_inference` kernel (see `rnn.compiler`) from the cell's generated module.
+The loop's source is the same for every cell; rnn.compiler.compile_loops loads a copy of
+it per cell that imports that cell's `step_inference` kernel.
 """
 
 import numpy as np
 
-from minigrad import codegen
 from minigrad._jit import cores
 
-from .compiler import compile_cell
+from .compiler import compile_cell, compile_loops
 
 LOOP_SOURCE = '''
 import numpy as np
@@ -112,7 +111,8 @@ class Sampler:
         rnn, head = model.rnn, model.head
         dtype = rnn.weight_hh_l0.dtype
         self.blocks = 2 * cores()  # two blocks per core: evens out a core that lags
-        self.loop = _compile_loop(rnn.cell, dtype, parallel=self.blocks > 2)
+        fused = compile_cell(rnn.cell, dtype)
+        self.loop = compile_loops(fused, "sampling loop", LOOP_SOURCE, parallel=self.blocks > 2)
         w_ih0, _, b_ih0, _ = (p.data for p in rnn.layer_parameters(0))
         self.first_table = np.ascontiguousarray(model.embedding.weight.data @ w_ih0.T + b_ih0, dtype)
         blocks, biases, bounds = [], [], []
@@ -151,22 +151,6 @@ class Sampler:
         ids = np.empty(count, np.int64)
         top_k = len(self.logits) if top_k is None else int(top_k)
         drawn = self.loop.sample_ids(ids, self.first_table, self.stacked, self.bias, self.bounds, self.b_hh,
-                                     self.state, self.products, self.blocks, rng, float(temperature), top_k, bool(greedy))
+                                     self.state, self.products, self.blocks, rng, float(temperature), top_k,
+                                     bool(greedy))
         return ids[:drawn]
-
-
-_loops = {}
-
-
-def _compile_loop(cell, dtype, parallel):
-    """The loop's module for `cell` and `dtype` (imports the cell's step_inference); with
-    `parallel`, the blocks of a product run side by side (else one after the other)."""
-    fused = compile_cell(cell, dtype)
-    key = (fused.module.__name__, parallel)
-    if key not in _loops:
-        decorator = "parallel_kernel" if parallel else "kernel"
-        source = (f'"""Sampling loop of cell {cell.name!r}: rnn/sampler.py\'s LOOP_SOURCE with that cell\'s step."""\n'
-                  f"from minigrad._jit import {decorator} as loop_kernel\n"
-                  f"from {fused.module.__name__} import step_inference\n" + LOOP_SOURCE)
-        _loops[key] = codegen.load_module(f"sampler_{cell.name}", source)
-    return _loops[key]
