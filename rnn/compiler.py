@@ -11,12 +11,13 @@ the same rules the eager engine uses, so the two engines cannot disagree.
 
     print(rnn.compiler.generate_source(rnn.cells.get_cell("lstm")))
 
-shows exactly what runs. Kernel layout (H = hidden size, G = number of gates, S = number of states):
-    xp       (B, T, G*H)      W_ih x + b_ih for every step (one GEMM before the loop)
-    hp       (B, G*H)         W_hh h for this step (one GEMM per step), gates in blocks of
-                              units (see rnn.recurrence); b_hh is added here
-    states   (S, T+1, B, H)   step t reads [:, t] and writes [:, t+1]
-    saved    (T, K, B, H)     the K transcendental values of each step, for backward
+shows exactly what runs. What the kernels of step t get (H = hidden size, G = number of
+gates, S = number of states, K = number of saved values):
+    xp                   (B, T, G*H)  W_ih x + b_ih for every step (one GEMM before the loop)
+    hp                   (B, G*H)     W_hh h for this step (one GEMM per step), gates in blocks
+                                      of units (see rnn.recurrence); b_hh is added here
+    state_in, state_out  (S, B, H)    the states before and after the step
+    saved                (K, B, H)    the step's transcendental values, for backward
 """
 
 import numpy as np
@@ -36,10 +37,7 @@ class FusedCell:
 
     def __init__(self, cell: Cell, module, source: str):
         self.cell, self.source = cell, source
-        self.module = module
-        self.forward = module.step_forward
-        self.backward = module.step_backward
-        self.inference = module.step_inference
+        self.module = module  # step_forward, step_backward, step_inference: called from the loops (compile_loops)
         self.saved_per_step = sum(node.op in SAVED_OPS for node in cell.nodes)
 
 
