@@ -62,7 +62,9 @@ kernel = numba.njit(**JIT_OPTIONS)
 """Decorator for an array kernel: loops over preallocated arrays, no autograd logic."""
 
 scalar = numba.njit(inline="always", **JIT_OPTIONS)
-"""Decorator for a scalar helper that kernels call (inlined into them)."""
+"""Decorator for a scalar helper that kernels call (inlined into them by Numba). Left to
+LLVM instead, the helpers stayed calls inside the parallel window loops of rnn.recurrence,
+which then did not vectorize: a 1x128 LSTM training step took 25 ms instead of 15."""
 
 summing_kernel = numba.njit(fastmath={"reassoc", "contract"}, **JIT_OPTIONS)
 """Decorator for a kernel whose loops sum (dot products): it lets LLVM reorder the

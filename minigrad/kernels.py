@@ -6,7 +6,9 @@ No autograd here, only arithmetic on arrays. Two kinds:
   (print the file with `print(minigrad.kernels.elementwise_source())`);
 - row kernels written by hand below: reductions, softmax, cross-entropy and the
   scatter-add of an embedding's backward. They work on 2-D (rows, columns) arrays;
-  the ops move the reduced axis last and reshape before calling them.
+  the ops move the reduced axis last and reshape before calling them;
+- the two kernels of minigrad.optim that touch every weight at every step: Adam's
+  update and the sum behind the gradient norm, each one pass over flat arrays.
 
 Accumulators start as Python floats (float64) so float32 sums stay accurate; the
 result is stored in the output array's own dtype.
@@ -14,8 +16,10 @@ result is stored in the output array's own dtype.
 
 import math
 
+import numpy as np
+
 from . import codegen
-from ._jit import kernel
+from ._jit import kernel, summing_kernel
 
 elementwise_source = codegen.elementwise_source
 elementwise = codegen.load_module("elementwise", elementwise_source())
@@ -135,5 +139,47 @@ def cross_entropy_rows_vjp(g, probs, targets, grad):
 def scatter_add_rows(rows, ids, table):
     """table[ids[k]] += rows[k]: a repeated id receives every one of its rows."""
     for k in range(ids.shape[0]):
-        for c in range(rows.shape[1]):
-            table[ids[k], c] += rows[k, c]
+        # Row views first: indexing table[ids[k], c] inside the inner loop kept LLVM from
+        # vectorizing it (8x slower at 2048 x 512).
+        target, source = table[ids[k]], rows[k]
+        for c in range(source.shape[0]):
+            target[c] += source[c]
+
+
+@kernel
+def adam_update(p, g, m, v, v_max, coefficients):
+    """One Adam/AdamW step over flat arrays, in place on p, m, v (and v_max with amsgrad).
+
+    The same operations, in the same order and precision, as torch.optim.Adam's algorithm
+    written with numpy arrays (see optim.Adam), in one pass instead of about ten: the
+    coefficients come in an array of p's dtype, so float32 stays float32. An empty v_max
+    means no amsgrad.
+    """
+    decay, weight_decay, one_minus_beta1, beta2, one_minus_beta2, step_size, bias_correction2_sqrt, eps = coefficients
+    amsgrad = v_max.size > 0
+    for i in range(p.size):
+        weight = p[i] * decay  # AdamW shrinks the weight (decay is 1 otherwise)
+        gradient = g[i] + weight_decay * weight  # Adam's L2 penalty (weight_decay is 0 otherwise)
+        m[i] += one_minus_beta1 * (gradient - m[i])
+        v[i] = v[i] * beta2 + one_minus_beta2 * gradient * gradient
+        second_moment = v[i]
+        if amsgrad:
+            if not v_max[i] >= second_moment:  # (NaN propagates, as with np.maximum)
+                v_max[i] = second_moment
+            second_moment = v_max[i]
+        p[i] = weight - step_size * (m[i] / (np.sqrt(second_moment) / bias_correction2_sqrt + eps))
+
+
+@summing_kernel
+def sum_abs_power(x, power):
+    """sum(|x| ** power) over a flat array, accumulated in float64 (float32 squares of
+    large gradients would overflow)."""
+    total = 0.0
+    if power == 2.0:
+        for i in range(x.size):
+            value = np.float64(x[i])
+            total += value * value
+    else:
+        for i in range(x.size):
+            total += abs(np.float64(x[i])) ** power
+    return total

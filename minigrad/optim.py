@@ -21,17 +21,27 @@ Conventions shared by every optimizer:
     numpy applies at the array's precision (float32 stays float32);
   * `p.grad` is never modified by `step()` (weight decay makes a new array).
 
-The update math is plain numpy: these are a handful of elementwise operations per
-parameter, not kernels worth compiling.
+The update math is plain numpy, except in the two places that run over every weight at
+every training step: Adam's update and the gradient norm are compiled kernels
+(minigrad.kernels), one pass over the arrays instead of about ten numpy passes with
+temporaries (at 2x256, Adam took ~3 ms of a ~100 ms step as numpy, ~0.3 ms compiled).
 """
 
 import math
 
 import numpy as np
 
+from . import kernels
 from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "clip_grad_norm_"]
+
+
+def _flat(array: np.ndarray) -> np.ndarray:
+    """A 1-d view of an array that a kernel updates in place."""
+    if not array.flags.c_contiguous:  # reshape would copy, and the update would be lost
+        raise ValueError("optimizer: a parameter's data must be a C-contiguous array to be updated in place")
+    return array.reshape(-1)
 
 
 def _plain(value):
@@ -276,29 +286,26 @@ class Adam(Optimizer):
     def _update(self, p, g, state):
         beta1, beta2 = self.betas
         state["step"] += 1
-        t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-
-        if self.weight_decay != 0:
-            if self._decoupled_weight_decay:
-                p.data *= 1 - self.lr * self.weight_decay  # AdamW: shrink the weights directly
-            else:
-                g = g + self.weight_decay * p.data  # Adam: L2 penalty added to the gradient
-
-        # m = beta1*m + (1-beta1)*g, computed as torch does (lerp: m + (1-beta1)*(g-m)).
-        m += (1 - beta1) * (g - m)
-        v *= beta2
-        v += (1 - beta2) * g * g
-
+        t = state["step"]
         # m and v start at zero, so early on they underestimate; dividing by
-        # 1 - beta^t removes that bias. These are Python floats: no float64 promotion.
+        # 1 - beta^t removes that bias.
         step_size = self.lr / (1 - beta1 ** t)
         bias_correction2_sqrt = math.sqrt(1 - beta2 ** t)
-        if self.amsgrad:
-            # Normalise by the largest v seen so far, so the step size never grows back.
-            np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-            v = state["max_exp_avg_sq"]
-        denom = np.sqrt(v) / bias_correction2_sqrt + self.eps
-        p.data -= step_size * (m / denom)
+        decoupled = self._decoupled_weight_decay
+        # Per element, in p's dtype (kernels.adam_update, one pass over the arrays):
+        #   p = p * (1 - lr * weight_decay)                          AdamW only
+        #   g = g + weight_decay * p                                 Adam only
+        #   m = m + (1 - beta1) * (g - m)                            (torch's lerp)
+        #   v = v * beta2 + (1 - beta2) * g * g
+        #   v_max = max(v_max, v), used instead of v                 amsgrad only
+        #   p = p - step_size * (m / (sqrt(v) / bias_correction2_sqrt + eps))
+        coefficients = np.array([1 - self.lr * self.weight_decay if decoupled else 1.0,
+                                 0.0 if decoupled else self.weight_decay,
+                                 1 - beta1, beta2, 1 - beta2, step_size, bias_correction2_sqrt, self.eps], p.dtype)
+        v = _flat(state["exp_avg_sq"])
+        v_max = _flat(state["max_exp_avg_sq"]) if self.amsgrad else v[:0]  # empty: no amsgrad
+        g = np.ascontiguousarray(g, p.dtype).reshape(-1)
+        kernels.adam_update(_flat(p.data), g, _flat(state["exp_avg"]), v, v_max, coefficients)
 
 
 class AdamW(Adam):
@@ -432,7 +439,7 @@ def clip_grad_norm_(params, max_norm, norm_type=2.0) -> float:
         total_norm = max((float(np.max(np.abs(g))) for g in grads if g.size), default=0.0)
     else:
         # Summed in float64 so that float32 gradients cannot overflow when raised to the power.
-        total = sum(float(np.sum(np.abs(g.astype(np.float64, copy=False)) ** norm_type)) for g in grads)
+        total = sum(kernels.sum_abs_power(np.ascontiguousarray(g).reshape(-1), norm_type) for g in grads)
         total_norm = math.sqrt(total) if norm_type == 2.0 else total ** (1.0 / norm_type)
 
     clip_coef = float(max_norm) / (total_norm + 1e-6)
