@@ -87,6 +87,7 @@ def substitute(expression: str, names: dict, constant_type: str = None) -> str:
 
 
 _loaded = {}
+_written = set()  # names of the modules whose file this process wrote
 
 
 def load_module(name: str, source: str):
@@ -105,12 +106,19 @@ def load_module(name: str, source: str):
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
         temporary.write_text(source)
         os.replace(temporary, path)  # atomic: a concurrent reader sees old or new, never half
+        _written.add(module_name)
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     _loaded[module_name] = module
     return module
+
+
+def written_now(module) -> bool:
+    """True if this process wrote the module's file: then none of its kernels can be in
+    Numba's on-disk cache yet (the cache is keyed by the file's time stamp)."""
+    return module.__name__ in _written
 
 
 def elementwise_source() -> str:

@@ -25,7 +25,7 @@ from minigrad.nn import Dropout, Module, Parameter
 
 from .cells import Cell, get_cell
 from .compiler import compile_cell
-from .recurrence import FusedRecurrence
+from .recurrence import FusedRecurrence, compile_backward_elsewhere
 
 ENGINES = ("fused", "eager")
 
@@ -82,6 +82,8 @@ class Recurrent(Module):
             for name, shape in (("weight_ih", (gates, fan_in)), ("weight_hh", (gates, hidden_size)),
                                 ("bias_ih", (gates,)), ("bias_hh", (gates,))):
                 setattr(self, f"{name}_l{k}", Parameter(rng.uniform(-bound, bound, shape).astype(dtype)))
+        if engine == "fused":  # (on a cold kernel cache, a head start for the first backward pass)
+            compile_backward_elsewhere(compile_cell(self.cell, dtype), hidden_size, dtype)
 
     def layer_parameters(self, k):
         return tuple(getattr(self, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))

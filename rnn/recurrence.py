@@ -22,9 +22,10 @@ order at the end.
 
 import numpy as np
 
-from minigrad import blas
+from minigrad import blas, codegen
 from minigrad._jit import cores
 from minigrad.autograd import Function
+from minigrad.precompile import compile_elsewhere
 
 from .compiler import compile_loops
 
@@ -75,6 +76,32 @@ def blocked_rows(gates: int, bounds: np.ndarray) -> np.ndarray:
                            for first, last in zip(bounds[:-1], bounds[1:]) for k in range(gates)])
 
 
+def window_loops(fused, hidden: int):
+    """The compiled loops of `fused`'s cell for layers of `hidden` units (one-core
+    versions if the units make a single block)."""
+    return compile_loops(fused, "window loops", LOOP_SOURCE, parallel=len(unit_blocks(hidden)) > 2)
+
+
+# On a cold kernel cache, the backward loop compiles in a helper process while this one
+# compiles the forward pass (see minigrad.precompile): loop module name -> CompileJob.
+_backward_compiles = {}
+
+
+def compile_backward_elsewhere(fused, hidden: int, dtype) -> None:
+    """If this process has just generated the window loops of `fused` (so none of them is
+    in the kernel cache), start compiling window_backward in a helper process. Called when
+    a layer is built; the first backward pass waits for the helper (FusedRecurrence.backward)."""
+    loops = window_loops(fused, hidden)
+    if not codegen.written_now(loops) or loops.__name__ in _backward_compiles or cores() < 2:
+        return
+    dtype = np.dtype(dtype)
+    arrays = [np.empty((1,) * ndim, dtype) for ndim in (3, 3, 2, 1, 4, 4, 3, 3, 3, 3)]
+    # like window_backward's arguments: g_outputs, xp, w_blocked, b_hh, states, saved, hp,
+    # g_states, g_xp, g_hp (C-contiguous arrays of the layer's dtype) and the int64 bounds
+    _backward_compiles[loops.__name__] = compile_elsewhere(loops.window_backward,
+                                                           [*arrays, np.empty(1, np.int64)])
+
+
 class FusedRecurrence(Function):
     """inputs: xp (B,T,G*H) = W_ih x + b_ih of every step, W_hh, b_hh, *initial states (B,H)
     outputs: hidden states of every step (B,T,H), *final states (B,H)."""
@@ -84,7 +111,7 @@ class FusedRecurrence(Function):
         hidden = w_hh.shape[1]
         dtype = w_hh.dtype
         self.bounds = unit_blocks(hidden)
-        self.loops = compile_loops(fused, "window loops", LOOP_SOURCE, parallel=len(self.bounds) > 2)
+        self.loops = window_loops(fused, hidden)
         self.rows = blocked_rows(len(fused.cell.gates), self.bounds)
         self.xp, self.b_hh = np.ascontiguousarray(xp), np.ascontiguousarray(b_hh)
         self.w_blocked = np.ascontiguousarray(w_hh[self.rows])
@@ -97,6 +124,9 @@ class FusedRecurrence(Function):
         return (outputs, *(final.copy() for final in self.states[steps]))
 
     def backward(self, g_outputs, *g_final):
+        job = _backward_compiles.get(self.loops.__name__)
+        if job is not None:
+            job.wait()  # (at once after the first time) window_backward then loads what the helper compiled
         steps, batch, gate_rows = self.hp.shape
         dtype = self.w_blocked.dtype
         g_states = np.array(g_final, dtype=dtype)  # (S, B, H), updated step by step
