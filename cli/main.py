@@ -229,6 +229,8 @@ def _shipped_corpus():
 @click.option("--batch-size", type=POSITIVE_INT, default=None, help="Parallel streams of text per step.")
 @click.option("--lr", type=POSITIVE_FLOAT, default=None, help="Peak learning rate.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None)
+@click.option("--beta2", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Adam/AdamW's decay rate of the squared-gradient average.")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default=None, help="Learning-rate schedule after warmup.")
 @click.option("--warmup", type=NON_NEGATIVE_INT, default=None, help="Steps of linear learning-rate warmup.")
 @click.option("--grad-clip", type=click.FloatRange(min=0), default=None,
