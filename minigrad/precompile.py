@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 # A helper that has not finished by then is given up on (and the kernel compiles here).
-WAIT_SECONDS = 300.0
+WAIT_SECONDS = 120.0
 
 
 def _describe(value):

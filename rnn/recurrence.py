@@ -18,6 +18,10 @@ layer works on W_hh with its rows reordered, "blocked": for each block, the G ga
 rows of that block's units. hp and d hp use the same column order, which the generated
 kernels know (rnn.compiler); the gradients of W_hh and b_hh are put back in PyTorch's
 order at the end.
+
+On a cold kernel cache, building a layer starts compiling window_backward in a helper
+process (compile_backward_elsewhere, minigrad.precompile), so that the first training
+step compiles on two cores.
 """
 
 import numpy as np
