@@ -50,8 +50,9 @@ def window_forward(xp, w_blocked, b_hh, states, saved, hp, bounds):
 
 
 @loop_kernel
-def window_backward(g_outputs, xp, w_blocked, b_hh, states, saved, hp, g_states, g_xp, g_hp, bounds):
+def window_backward(g_outputs, xp, w_blocked, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh, bounds):
     steps = xp.shape[1]
+    gates = w_blocked.shape[0] // w_blocked.shape[1]
     for t in range(steps - 1, -1, -1):
         for block in prange(bounds.size - 1):
             first, last = bounds[block], bounds[block + 1]
@@ -60,6 +61,10 @@ def window_backward(g_outputs, xp, w_blocked, b_hh, states, saved, hp, g_states,
                 matmul_into(g_hp[t + 1], w_blocked[:, first:last], g_h, accumulate=True)
             g_h += g_outputs[:, t, first:last]
             step_backward(t, xp, hp[t], b_hh, states[t], saved[t], g_states, g_xp, g_hp[t], first, last)
+            # d b_hh = the sum of d hp over rows and steps, added while this block's d hp is in cache
+            g_b_block = g_b_hh[gates * first:gates * last]
+            for row in range(g_hp.shape[1]):
+                g_b_block += g_hp[t, row, gates * first:gates * last]
     matmul_into(g_hp[0], w_blocked, g_states[0], accumulate=True)  # ... and from step 0 to the initial h
 '''
 
@@ -99,9 +104,9 @@ def compile_backward_elsewhere(fused, hidden: int, dtype) -> None:
     if not codegen.written_now(loops) or loops.__name__ in _backward_compiles or cores() < 2:
         return
     dtype = np.dtype(dtype)
-    arrays = [np.empty((1,) * ndim, dtype) for ndim in (3, 3, 2, 1, 4, 4, 3, 3, 3, 3)]
+    arrays = [np.empty((1,) * ndim, dtype) for ndim in (3, 3, 2, 1, 4, 4, 3, 3, 3, 3, 1)]
     # like window_backward's arguments: g_outputs, xp, w_blocked, b_hh, states, saved, hp,
-    # g_states, g_xp, g_hp (C-contiguous arrays of the layer's dtype) and the int64 bounds
+    # g_states, g_xp, g_hp, g_b_hh (C-contiguous arrays of the layer's dtype) and the int64 bounds
     _backward_compiles[loops.__name__] = compile_elsewhere(loops.window_backward,
                                                            [*arrays, np.empty(1, np.int64)])
 
@@ -136,12 +141,13 @@ class FusedRecurrence(Function):
         g_states = np.array(g_final, dtype=dtype)  # (S, B, H), updated step by step
         g_xp = np.empty_like(self.xp)
         g_hp = np.empty_like(self.hp)
+        g_b_blocked = np.zeros(gate_rows, dtype)
         self.loops.window_backward(np.ascontiguousarray(g_outputs, dtype=dtype), self.xp, self.w_blocked, self.b_hh,
-                                   self.states, self.saved, self.hp, g_states, g_xp, g_hp, self.bounds)
+                                   self.states, self.saved, self.hp, g_states, g_xp, g_hp, g_b_blocked, self.bounds)
         g_hp_rows = g_hp.reshape(steps * batch, gate_rows)
         g_w_hh, g_b_hh = np.empty_like(self.w_blocked), np.empty(gate_rows, dtype)
         # one GEMM for all steps, then back from the blocked row order to PyTorch's
         hidden_rows = self.states[:steps, 0].reshape(steps * batch, -1)
         g_w_hh[self.rows] = blas.matmul(g_hp_rows, hidden_rows, transpose_a=True)
-        g_b_hh[self.rows] = g_hp_rows.sum(axis=0)
+        g_b_hh[self.rows] = g_b_blocked
         return (g_xp, g_w_hh, g_b_hh, *g_states)
