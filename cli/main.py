@@ -231,6 +231,8 @@ def _shipped_corpus():
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None)
 @click.option("--beta2", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Adam/AdamW's decay rate of the squared-gradient average.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
+              help="Weight decay: decoupled in adamw (default 0.1), an L2 penalty in the others (default 0).")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default=None, help="Learning-rate schedule after warmup.")
 @click.option("--warmup", type=NON_NEGATIVE_INT, default=None, help="Steps of linear learning-rate warmup.")
 @click.option("--grad-clip", type=click.FloatRange(min=0), default=None,

@@ -238,7 +238,8 @@ def test_bad_settings_and_short_texts_fail_before_anything_is_written(tmp_path):
     with pytest.raises(TextError, match="too short"):
         train(tiny_config(steps=2, batch_size=64, seq_len=64), corpus, tmp_path / "a")
     for bad in (dict(lr=0), dict(hidden=0), dict(optimizer="lbfgs"), dict(schedule="step"), dict(steps=-1),
-                dict(val_frac=1.0), dict(time_budget=0), dict(dropout=1.0), dict(grad_clip=-1)):
+                dict(val_frac=1.0), dict(time_budget=0), dict(dropout=1.0), dict(grad_clip=-1), dict(beta2=1.0),
+                dict(weight_decay=-0.1)):
         with pytest.raises(ValueError):
             train(tiny_config(**bad), corpus, tmp_path / "b")
     assert not (tmp_path / "b").exists()
@@ -253,6 +254,17 @@ def test_every_optimizer_trains_and_resumes(tmp_path, optimizer):
                     resume=tmp_path / "latest.safetensors")
     assert resumed["steps"] == 6
     assert load_checkpoint(tmp_path / "latest.safetensors").optimizer_name.lower() == optimizer
+
+
+def test_weight_decay_defaults_to_decoupled_for_adamw_only():
+    parameters = lambda: [mg.nn.Parameter(np.zeros(3))]  # noqa: E731
+    adamw = train_module.make_optimizer("adamw", parameters(), 1e-3, beta2=0.99)
+    assert isinstance(adamw, mg.optim.AdamW) and adamw.weight_decay == train_module.DEFAULT_WEIGHT_DECAY
+    assert adamw.betas == (0.9, 0.99)
+    for name in ("adam", "sgd", "rmsprop", "adagrad"):
+        assert train_module.make_optimizer(name, parameters(), 1e-3).weight_decay == 0.0
+    assert train_module.make_optimizer("adam", parameters(), 1e-3, weight_decay=0.05).weight_decay == 0.05
+    assert train_module.make_optimizer("adamw", parameters(), 1e-3, weight_decay=0.0).weight_decay == 0.0
 
 
 def test_learning_rate_schedules():
