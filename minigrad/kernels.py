@@ -164,7 +164,7 @@ def adam_update(p, g, m, v, v_max, coefficients):
         v[i] = v[i] * beta2 + one_minus_beta2 * gradient * gradient
         second_moment = v[i]
         if amsgrad:
-            if not v_max[i] >= second_moment:  # (NaN propagates, as with np.maximum)
+            if second_moment > v_max[i] or second_moment != second_moment:  # a NaN stays, as in np.maximum
                 v_max[i] = second_moment
             second_moment = v_max[i]
         p[i] = weight - step_size * (m[i] / (np.sqrt(second_moment) / bias_correction2_sqrt + eps))
