@@ -44,10 +44,10 @@ _THREAD_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_
                    "openblas_set_num_threads64_", "openblas_set_num_threads")
 
 
-def _use_one_openblas_thread() -> bool:
-    """Set every loaded OpenBLAS to one thread; False if there is none."""
+def _use_one_openblas_thread(libraries) -> bool:
+    """Set every OpenBLAS of `libraries` to one thread; False if there is none."""
     found = False
-    for library in _openblas_libraries():
+    for library in libraries:
         setter = next((getattr(library, n) for n in _THREAD_SETTERS if hasattr(library, n)), None)
         if setter is not None:
             setter.argtypes, setter.restype = [ctypes.c_int], None
@@ -78,8 +78,9 @@ _GEMM_SYMBOLS = (("scipy_cblas_{}gemm64_", 64), ("cblas_{}gemm64_", 64), ("scipy
                  ("cblas_{}gemm", 32))
 
 
-def _declare_cblas_gemm():
-    """{dtype: Numba external function calling that dtype's cblas gemm}, empty without OpenBLAS.
+def _declare_cblas_gemm(libraries):
+    """{dtype: Numba external function calling that dtype's cblas gemm in one of the OpenBLAS
+    `libraries`}, empty without OpenBLAS.
 
     The function's address is registered with LLVM under a name of our own, and kernels
     call it by that name: so cached machine code stays valid in the next process (a
@@ -88,7 +89,7 @@ def _declare_cblas_gemm():
     import llvmlite.binding
     from numba import types
 
-    for library in _openblas_libraries():
+    for library in libraries:
         for pattern, bits in _GEMM_SYMBOLS:
             if not all(hasattr(library, pattern.format(p)) for p in "sd"):
                 continue
@@ -117,10 +118,10 @@ def _loop_matmul_into(a, b, out, transpose_a=False, transpose_b=False, accumulat
             out[i, j] = total
 
 
-def _register_kernel_matmul():
+def _register_kernel_matmul(libraries):
     from numba.extending import overload
 
-    gemm_of = _declare_cblas_gemm()
+    gemm_of = _declare_cblas_gemm(libraries)
 
     @overload(matmul_into)
     def kernel_matmul_into(a, b, out, transpose_a=False, transpose_b=False, accumulate=False):
@@ -143,7 +144,8 @@ def _register_kernel_matmul():
     return bool(gemm_of)
 
 
-HAVE_OPENBLAS = _use_one_openblas_thread() and _register_kernel_matmul()
+_OPENBLAS_LIBRARIES = _openblas_libraries()
+HAVE_OPENBLAS = _use_one_openblas_thread(_OPENBLAS_LIBRARIES) and _register_kernel_matmul(_OPENBLAS_LIBRARIES)
 
 
 # ---- the parallel product -------------------------------------------------------------------
