@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 from . import rules
 from ._jit import user_cache_dir
@@ -107,11 +108,16 @@ def load_module(name: str, source: str):
         temporary.write_text(source)
         os.replace(temporary, path)  # atomic: a concurrent reader sees old or new, never half
         _written.add(module_name)
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    _loaded[module_name] = import_file(path)
+    return _loaded[module_name]
+
+
+def import_file(path: Path):
+    """Import the Python file `path` as the module named by its file name."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
+    sys.modules[path.stem] = module
     spec.loader.exec_module(module)
-    _loaded[module_name] = module
     return module
 
 

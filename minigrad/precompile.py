@@ -78,16 +78,12 @@ def compile_elsewhere(dispatcher, arguments):
 
 
 def _main(path, name, descriptions):
-    import importlib.util
+    from .codegen import import_file
 
     path = Path(path)
     # A generated module imports its sibling modules (a cell's kernels) by name.
     sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
-    dispatcher = getattr(module, name)
+    dispatcher = getattr(import_file(path), name)
     dispatcher.compile(tuple(_numba_type(d) for d in json.loads(descriptions)))  # compiles, saves to the cache
 
 
