@@ -301,8 +301,11 @@ class _Run:
         mg.random.manual_seed(self.config.seed)
         self.model = CharLM(self.config.model_config(len(self.corpus.vocab)))
         self.model.train()
-        self.optimizer = make_optimizer(self.config.optimizer, self.model.parameters(), self.config.lr, self.config.beta2,
-                                        self.config.weight_decay)
+        self.optimizer = self.new_optimizer()
+
+    def new_optimizer(self):
+        config = self.config
+        return make_optimizer(config.optimizer, self.model.parameters(), config.lr, config.beta2, config.weight_decay)
 
     def restore(self, path):
         """Continue the run saved in checkpoint `path`."""
@@ -323,8 +326,7 @@ class _Run:
                               dtype=model_config.dtype, engine=model_config.engine)
         self.model = checkpoint.model
         self.model.train()
-        self.optimizer = make_optimizer(self.config.optimizer, self.model.parameters(), self.config.lr, self.config.beta2,
-                                        self.config.weight_decay)
+        self.optimizer = self.new_optimizer()
         if checkpoint.optimizer_state is not None and checkpoint.optimizer_name == type(self.optimizer).__name__:
             try:
                 self.optimizer.load_state_dict(checkpoint.optimizer_state)
