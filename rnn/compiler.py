@@ -18,7 +18,13 @@ gates, S = number of states, K = number of saved values):
                                       of units (see rnn.recurrence); b_hh is added here
     state_in, state_out  (S, B, H)    the states before and after the step
     saved                (K, B, H)    the step's transcendental values, for backward
+and step t's backward kernel writes d xp and d hp into g_xp and g_hp, both (B, T, G*H)
+in the plain gate order of xp. For most cells the two are the same numbers (every gate
+adds its two projections before anything else, `x.f + h.f`): then the kernel writes
+them once, and the caller passes one array as both (see `merged_projections`).
 """
+
+from collections import Counter
 
 import numpy as np
 
@@ -39,6 +45,8 @@ class FusedCell:
         self.cell, self.source = cell, source
         self.module = module  # step_forward, step_backward, step_inference: called from the loops (compile_loops)
         self.saved_per_step = sum(node.op in SAVED_OPS for node in cell.nodes)
+        # True: step_backward writes d xp only, and g_hp must be the same array as g_xp
+        self.merged = merged_projections(cell)
 
 
 _compiled = {}
@@ -88,6 +96,25 @@ def _variable_names(cell: Cell) -> dict:
     names.update({f"{cell.state[0]}.{g}": f"{cell.state[0]}_{g}" for g in cell.gates})
     names.update({s: f"{s}_prev" for s in cell.state})
     return names
+
+
+def merged_projections(cell: Cell) -> bool:
+    """True if each gate's projections x.k and h.k enter the step only through their sum.
+
+    Then d loss/d x.k = d loss/d h.k = d loss/d (x.k + h.k): the gradients of the input
+    projection and of the recurrent one are the same array, which the backward kernel
+    writes once instead of twice (LSTM, RNN: yes; GRU: no, its `h.n` is scaled by `r`).
+    """
+    first = cell.state[0]
+    uses, sums = Counter(), set()
+    for node in cell.nodes:
+        leaves = [a.name for a in node.args if a.op == "leaf"]
+        uses.update(leaves)
+        if node.op == "add" and len(leaves) == 2:
+            sums.add(frozenset(leaves))
+    uses.update(o.name for o in cell.outputs if o.op == "leaf")
+    return all(uses[f"x.{g}"] == uses[f"{first}.{g}"] == 1 and frozenset((f"x.{g}", f"{first}.{g}")) in sums
+               for g in cell.gates)
 
 
 def _leaves_used(cell: Cell):
@@ -184,9 +211,11 @@ def generate_source(cell: Cell, fast=False) -> str:
         return grad.get(id(leaf), "0.0") if leaf is not None else "0.0"
 
     stores = []
+    merged = merged_projections(cell)
     for k, gate in enumerate(cell.gates):
         stores.append(f"g_xp[b, t, x{k} + j] = {leaf_grad(f'x.{gate}')}")
-        stores.append(f"g_hp[b, h{k} + j] = {leaf_grad(f'{first}.{gate}')}")
+        if not merged:  # (merged: the same numbers, and g_hp is g_xp)
+            stores.append(f"g_hp[b, t, x{k} + j] = {leaf_grad(f'{first}.{gate}')}")
     # the gradient w.r.t. each previous state (direct paths only; the path through W_hh
     # is added by the caller as g_hp @ W_hh)
     stores += [f"g_states[{i}, b, j] = {leaf_grad(s)}" for i, s in enumerate(cell.state)]
@@ -211,9 +240,9 @@ def generate_source(cell: Cell, fast=False) -> str:
         + f"""from numpy import uint64
 
 # step_forward and step_backward do the units first_unit <= j < last_unit of step t (so
-# that cores can share a step). xp is in the plain layout: gate k of unit j at column
-# x_k + j, x_k = k * H. hp is in the blocked layout of rnn.recurrence: the {len(gates)} gates
-# of the block's units side by side, gate k of unit j at column h_k + j.
+# that cores can share a step). xp, g_xp and g_hp are in the plain layout: gate k of unit
+# j at column x_k + j, x_k = k * H. hp is in the blocked layout of rnn.recurrence: the
+# {len(gates)} gates of the block's units side by side, gate k of unit j at column h_k + j.
 
 @kernel
 def step_forward(t, xp, hp, b_hh, state_in, state_out, saved, first_unit, last_unit):

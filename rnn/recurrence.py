@@ -14,10 +14,12 @@ cell. The steps themselves must run in order; the cores wait for each other at t
 of every step.
 
 To make a block's rows of W_hh one contiguous matrix (one GEMM call per block), the
-layer works on W_hh with its rows reordered, "blocked": for each block, the G gates'
-rows of that block's units. hp and d hp use the same column order, which the generated
-kernels know (rnn.compiler); the gradients of W_hh and b_hh are put back in PyTorch's
-order at the end.
+forward pass works on W_hh with its rows reordered, "blocked": for each block, the G
+gates' rows of that block's units. hp uses the same column order, which the generated
+kernels know (rnn.compiler). The backward pass needs no such order (a block's part of
+d hp_t W_hh is all of d hp_t times some columns of W_hh), so d xp, d hp and the
+gradients are in PyTorch's order. For most cells d hp is d xp (see
+rnn.compiler.merged_projections): the kernel writes it once, into one array.
 
 On a cold kernel cache, building a layer starts compiling window_backward in a helper
 process (compile_backward_elsewhere, minigrad.precompile), so that the first training
@@ -50,22 +52,23 @@ def window_forward(xp, w_blocked, b_hh, states, saved, hp, bounds):
 
 
 @loop_kernel
-def window_backward(g_outputs, xp, w_blocked, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh, bounds):
+def window_backward(g_outputs, xp, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh, bounds):
     steps = xp.shape[1]
-    gates = w_blocked.shape[0] // w_blocked.shape[1]
+    hidden = w_hh.shape[1]
     for t in range(steps - 1, -1, -1):
         for block in prange(bounds.size - 1):
             first, last = bounds[block], bounds[block + 1]
             g_h = g_states[0][:, first:last]
             if t + 1 < steps:  # the path from step t+1 through W_hh, for this block's units
-                matmul_into(g_hp[t + 1], w_blocked[:, first:last], g_h, accumulate=True)
+                matmul_into(g_hp[:, t + 1], w_hh[:, first:last], g_h, accumulate=True)
             g_h += g_outputs[:, t, first:last]
-            step_backward(t, xp, hp[t], b_hh, states[t], saved[t], g_states, g_xp, g_hp[t], first, last)
+            step_backward(t, xp, hp[t], b_hh, states[t], saved[t], g_states, g_xp, g_hp, first, last)
             # d b_hh = the sum of d hp over rows and steps, added while this block's d hp is in cache
-            g_b_block = g_b_hh[gates * first:gates * last]
-            for row in range(g_hp.shape[1]):
-                g_b_block += g_hp[t, row, gates * first:gates * last]
-    matmul_into(g_hp[0], w_blocked, g_states[0], accumulate=True)  # ... and from step 0 to the initial h
+            for k in range(g_b_hh.size // hidden):
+                g_b_block = g_b_hh[k * hidden + first:k * hidden + last]
+                for row in range(g_hp.shape[0]):
+                    g_b_block += g_hp[row, t, k * hidden + first:k * hidden + last]
+    matmul_into(g_hp[:, 0], w_hh, g_states[0], accumulate=True)  # ... and from step 0 to the initial h
 '''
 
 # A block of fewer units than this makes GEMMs too thin to gain from another core.
@@ -105,7 +108,7 @@ def compile_backward_elsewhere(fused, hidden: int, dtype) -> None:
         return
     dtype = np.dtype(dtype)
     arrays = [np.empty((1,) * ndim, dtype) for ndim in (3, 3, 2, 1, 4, 4, 3, 3, 3, 3, 1)]
-    # like window_backward's arguments: g_outputs, xp, w_blocked, b_hh, states, saved, hp,
+    # like window_backward's arguments: g_outputs, xp, w_hh, b_hh, states, saved, hp,
     # g_states, g_xp, g_hp, g_b_hh (C-contiguous arrays of the layer's dtype) and the int64 bounds
     _backward_compiles[loops.__name__] = compile_elsewhere(loops.window_backward,
                                                            [*arrays, np.empty(1, np.int64)])
@@ -121,14 +124,15 @@ class FusedRecurrence(Function):
         dtype = w_hh.dtype
         self.bounds = unit_blocks(hidden)
         self.loops = window_loops(fused, hidden)
-        self.rows = blocked_rows(len(fused.cell.gates), self.bounds)
+        self.merged = fused.merged
         self.xp, self.b_hh = np.ascontiguousarray(xp), np.ascontiguousarray(b_hh)
-        self.w_blocked = np.ascontiguousarray(w_hh[self.rows])
+        self.w_hh = np.ascontiguousarray(w_hh)
+        w_blocked = np.ascontiguousarray(w_hh[blocked_rows(len(fused.cell.gates), self.bounds)])
         self.states = np.empty((steps + 1, len(initial), batch, hidden), dtype)
         self.states[0] = initial
         self.hp = np.empty((steps, batch, w_hh.shape[0]), dtype)
         self.saved = np.empty((steps, fused.saved_per_step, batch, hidden), dtype)
-        self.loops.window_forward(self.xp, self.w_blocked, self.b_hh, self.states, self.saved, self.hp, self.bounds)
+        self.loops.window_forward(self.xp, w_blocked, self.b_hh, self.states, self.saved, self.hp, self.bounds)
         outputs = np.ascontiguousarray(self.states[1:, 0].transpose(1, 0, 2))
         return (outputs, *(final.copy() for final in self.states[steps]))
 
@@ -137,17 +141,14 @@ class FusedRecurrence(Function):
         if job is not None:
             job.wait()  # (at once after the first time) window_backward then loads what the helper compiled
         steps, batch, gate_rows = self.hp.shape
-        dtype = self.w_blocked.dtype
+        dtype = self.w_hh.dtype
         g_states = np.array(g_final, dtype=dtype)  # (S, B, H), updated step by step
         g_xp = np.empty_like(self.xp)
-        g_hp = np.empty_like(self.hp)
-        g_b_blocked = np.zeros(gate_rows, dtype)
-        self.loops.window_backward(np.ascontiguousarray(g_outputs, dtype=dtype), self.xp, self.w_blocked, self.b_hh,
-                                   self.states, self.saved, self.hp, g_states, g_xp, g_hp, g_b_blocked, self.bounds)
-        g_hp_rows = g_hp.reshape(steps * batch, gate_rows)
-        g_w_hh, g_b_hh = np.empty_like(self.w_blocked), np.empty(gate_rows, dtype)
-        # one GEMM for all steps, then back from the blocked row order to PyTorch's
-        hidden_rows = self.states[:steps, 0].reshape(steps * batch, -1)
-        g_w_hh[self.rows] = blas.matmul(g_hp_rows, hidden_rows, transpose_a=True)
-        g_b_hh[self.rows] = g_b_blocked
+        g_hp = g_xp if self.merged else np.empty_like(self.xp)  # (see rnn.compiler.merged_projections)
+        g_b_hh = np.zeros(gate_rows, dtype)
+        self.loops.window_backward(np.ascontiguousarray(g_outputs, dtype=dtype), self.xp, self.w_hh, self.b_hh,
+                                   self.states, self.saved, self.hp, g_states, g_xp, g_hp, g_b_hh, self.bounds)
+        # d W_hh = sum over steps and rows of d hp_t^T h_t: one GEMM, with h in g_hp's (batch, step) row order
+        previous_hidden = np.ascontiguousarray(self.states[:steps, 0].transpose(1, 0, 2)).reshape(batch * steps, -1)
+        g_w_hh = blas.matmul(g_hp.reshape(batch * steps, gate_rows), previous_hidden, transpose_a=True)
         return (g_xp, g_w_hh, g_b_hh, *g_states)

@@ -8,7 +8,8 @@ import pytest
 import minigrad as mg
 import rnn.recurrence
 from rnn import checks
-from rnn.cells import available_cells, cell, sigmoid, tanh
+from rnn.cells import available_cells, cell, get_cell, sigmoid, tanh
+from rnn.compiler import merged_projections
 from rnn.layers import Recurrent
 
 
@@ -20,17 +21,32 @@ def user_cell(x, h, m):
     return tanh(m) * a, m
 
 
+@cell(gates=("a", "u"), state=("h", "m"), name="test_rnn_unmerged_cell")
+def unmerged_cell(x, h, m):
+    """Gate u's projections enter apart (x.u squashed alone), so d xp is not d hp."""
+    a = sigmoid(x.a + h.a)
+    m = a * m + (1 - a) * tanh(x.u) * sigmoid(h.u)
+    return tanh(m) * a, m
+
+
 def built_in_cells():
     return [name for name in available_cells() if not name.startswith("test_")]
 
 
-ALL_CELLS = built_in_cells() + ["test_rnn_user_cell"]
+ALL_CELLS = built_in_cells() + ["test_rnn_user_cell", "test_rnn_unmerged_cell"]
 
 
 @pytest.mark.parametrize("case", list(checks.cell_cases(ALL_CELLS)), ids=lambda case: case.name)
 def test_every_cell_passes_gradcheck_through_5_steps_and_2_layers(case):
     result = checks.run_case(case)
     assert result.ok, (result.max_abs_error, result.max_rel_error)
+
+
+def test_merged_projections_are_found_where_each_gate_adds_its_two_projections_first():
+    # then the fused backward writes d xp once and uses it as d hp (rnn.compiler)
+    merged = {name: merged_projections(get_cell(name)) for name in ALL_CELLS}
+    not_merged = {"gru", "mgu", "test_rnn_unmerged_cell"}  # (their h.n, h.u is scaled or squashed first)
+    assert merged == {name: name not in not_merged for name in ALL_CELLS}
 
 
 def copy_parameters(source, target):
