@@ -1,16 +1,19 @@
 """Keep freed memory in the process for reuse (glibc only; elsewhere nothing changes).
 
 Why: every op allocates its output and gradient arrays anew, and a training step of a
-recurrent layer allocates and frees the same few megabyte-sized buffers every step.
-glibc's malloc serves such sizes with fresh mmap'd pages and gives them back to the
-system on free, so every step pays a page fault (and the zeroing of a page) for every
-4 KB it touches again: measured here, about 4,000 faults per step of a 1x128 LSTM at
-batch 32, which made the step 1.6-2x slower (35-47 ms against 21-22 ms without them).
+recurrent layer allocates and frees the same few large buffers every step. glibc's
+malloc serves large sizes with fresh mmap'd pages and gives them back to the system on
+free, so every step pays a page fault (and the zeroing of a page) for every 4 KB it
+touches again: measured here, about 4,000 faults per step of a 1x128 LSTM at batch 32,
+which made the step 1.6-2x slower (35-47 ms against 21-22 ms without them).
 
-`keep_freed_memory()` tells malloc to serve blocks up to 32 MB from its heap and not to
-trim the heap below 512 MB: freed buffers are reused by the next step, as PyTorch's
-caching allocator does for its tensors. The peak memory is unchanged; memory that was
-freed stays counted in the resident size instead of going back to the system.
+`keep_freed_memory()` tells malloc to serve blocks of every size from its heap (no
+mmap: glibc cannot raise its mmap threshold above 32 MB, and a 2x512 LSTM at batch 64
+has 32-40 MB buffers, which faulted 5,000 times and spent 65-115 ms of system time per
+step) and not to trim the heap below 512 MB: freed buffers are reused by the next step,
+as PyTorch's caching allocator does for its tensors. The peak memory is unchanged;
+memory that was freed stays counted in the resident size instead of going back to the
+system. (Where the heap cannot grow, glibc still falls back to mmap.)
 """
 
 import ctypes
@@ -18,8 +21,7 @@ import ctypes.util
 import platform
 
 # From glibc's <malloc.h>.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest allowed value on 64-bit systems
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 TRIM_THRESHOLD = 512 * 1024 * 1024
 
 
@@ -33,4 +35,4 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return bool(mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
