@@ -91,10 +91,13 @@ def test_fused_equals_eager_over_windows_with_carried_state(cell_name, blocks, m
 
 
 @pytest.mark.parametrize("cell_name", ["lstm", "gru", "rnn"])
-def test_float32_fused_agrees_with_float64(cell_name):
-    """The float32 kernels use a fast tanh approximation: close to exact, not equal."""
+def test_float32_fused_agrees_with_float64(cell_name, monkeypatch):
+    """The float32 kernels use a fast tanh approximation: close to exact, not equal.
+    Forward and gradients, with the units cut into two core blocks."""
+    monkeypatch.setattr(rnn.recurrence, "unit_blocks", lambda hidden: np.array([0, 24, hidden], np.int64))
     rng = np.random.default_rng(2)
     x = rng.standard_normal((4, 16, 3))
+    probe = rng.standard_normal((4, 16, 40))
     mg.random.manual_seed(3)
     exact = Recurrent(cell_name, 3, 40, num_layers=2, engine="fused", dtype=np.float64)
     fast = Recurrent(cell_name, 3, 40, num_layers=2, engine="fused", dtype=np.float32)
@@ -102,6 +105,10 @@ def test_float32_fused_agrees_with_float64(cell_name):
     outputs_exact, _ = exact(mg.tensor(x))
     outputs_fast, _ = fast(mg.tensor(x.astype(np.float32)))
     np.testing.assert_allclose(outputs_fast.data, outputs_exact.data, atol=2e-5)
+    (outputs_exact * probe).sum().backward()
+    (outputs_fast * probe.astype(np.float32)).sum().backward()
+    for (name, p), (_, q) in zip(exact.named_parameters(), fast.named_parameters()):
+        np.testing.assert_allclose(q.grad, p.grad, rtol=1e-3, atol=2e-3, err_msg=name)
 
 
 TORCH_MODULES = {"rnn": ("RNN", {"nonlinearity": "tanh"}), "rnn_relu": ("RNN", {"nonlinearity": "relu"}),
