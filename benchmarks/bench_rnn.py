@@ -8,7 +8,9 @@ clip + Adam) and the ratio. Usage:
     python benchmarks/bench_rnn.py --cases S-lstm M-lstm --rounds 20 --threads 2 --block 5
 
 Cases: S = 1x128 (batch 32), M = 2x256 (batch 32), L = 2x512 (batch 64); seq 64, vocab 65,
-embedding 64, Adam, grad clip 5. "user" is a user-declared LSTM-like cell (a cell this
+embedding 64, Adam, grad clip 5. On the CPU, PyTorch trains nn.LSTM with oneDNN's fused
+LSTM primitive (nn.GRU has none and runs step by step); --torch-without-onednn shows
+its LSTM without it. "user" is a user-declared LSTM-like cell (a cell this
 script declares with @cell, not a built-in) against the same cell written as PyTorch
 tensor expressions and run step by step, eagerly.
 """
@@ -26,6 +28,9 @@ def parse_args():
     parser.add_argument("--rounds", type=int, default=20, help="timed steps per case and framework")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--block", type=int, default=5, help="steps of one framework before switching")
+    parser.add_argument("--torch-without-onednn", action="store_true",
+                        help="switch off PyTorch's oneDNN (torch.backends.mkldnn): its nn.LSTM then runs the "
+                             "generic per-step path that its GRU always takes")
     return parser.parse_args()
 
 
@@ -183,6 +188,9 @@ def main():
         torch.set_num_threads(ARGS.threads)
         torch_available = True
         version = torch.__version__
+        if ARGS.torch_without_onednn:
+            torch.backends.mkldnn.enabled = False
+            version += " without oneDNN"
     except ImportError:
         torch_available, version = False, "not installed"
     print(f"threads={ARGS.threads} rounds={ARGS.rounds} numpy={np.__version__} torch={version}; "
