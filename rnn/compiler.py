@@ -239,27 +239,30 @@ def generate_source(cell: Cell, fast=False) -> str:
         + (codegen.FAST_PRELUDE if fast else codegen.PRELUDE)
         + f"""from numpy import uint64
 
-# step_forward and step_backward do the units first_unit <= j < last_unit of step t (so
-# that cores can share a step). xp, g_xp and g_hp are in the plain layout: gate k of unit
-# j at column x_k + j, x_k = k * H. hp is in the blocked layout of rnn.recurrence: the
-# {len(gates)} gates of the block's units side by side, gate k of unit j at column h_k + j.
+# step_forward and step_backward do the rows first_row <= b < last_row and the units
+# first_unit <= j < last_unit of step t (so that cores can share a step, see
+# rnn.recurrence). xp, g_xp and g_hp are in the plain layout: gate k of unit j at column
+# x_k + j, x_k = k * H. hp is in the blocked layout of rnn.recurrence: the {len(gates)} gates
+# of the block's units side by side, gate k of unit j at column h_k + j (with one block
+# of all the units, h_k = x_k).
 
 @kernel
-def step_forward(t, xp, hp, b_hh, state_in, state_out, saved, first_unit, last_unit):
+def step_forward(t, xp, hp, b_hh, state_in, state_out, saved, first_row, last_row, first_unit, last_unit):
     H = state_in.shape[2]
     {plain_offsets}
     {blocked_offsets}
-    for b in range(state_in.shape[1]):
+    for b in range(first_row, last_row):
         for j in range(uint64(first_unit), uint64(last_unit)):
 {body(forward_lines)}
 
 @kernel
-def step_backward(t, xp, hp, b_hh, state_in, saved, g_states, g_xp, g_hp, first_unit, last_unit):
+def step_backward(t, xp, hp, b_hh, state_in, saved, g_states, g_xp, g_hp, first_row, last_row, first_unit,
+                  last_unit):
     # in: g_states[:, b, j] = d loss / d new states;  out: d loss / d previous states (direct part)
     H = state_in.shape[2]
     {plain_offsets}
     {blocked_offsets}
-    for b in range(state_in.shape[1]):
+    for b in range(first_row, last_row):
         for j in range(uint64(first_unit), uint64(last_unit)):
 {body(loads + recompute + backward_lines + stores)}
 

@@ -83,7 +83,7 @@ class Recurrent(Module):
                                 ("bias_ih", (gates,)), ("bias_hh", (gates,))):
                 setattr(self, f"{name}_l{k}", Parameter(rng.uniform(-bound, bound, shape).astype(dtype)))
         if engine == "fused":  # (on a cold kernel cache, a head start for the first backward pass)
-            compile_backward_elsewhere(compile_cell(self.cell, dtype), hidden_size, dtype)
+            compile_backward_elsewhere(compile_cell(self.cell, dtype), dtype)
 
     def layer_parameters(self, k):
         return tuple(getattr(self, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))

@@ -8,18 +8,20 @@ At the end one GEMM gives d W_hh = sum_t d hp_t^T h_t over all steps at once.
 
 The loops over time are compiled too (LOOP_SOURCE below, compiled with each cell's
 kernels by rnn.compiler.compile_loops), so a window never returns to Python between
-steps, and each step is shared by the cores: the hidden units are cut into blocks, one
-per core, and a core does its block's rows of the GEMM and its block's units of the
-cell. The steps themselves must run in order; the cores wait for each other at the end
-of every step.
+steps. The cores share a window in one of two ways (split_of_work):
+- by rows of the batch: the rows of a batch do not depend on each other, so each core
+  runs its rows through all the steps, with no waiting. Each core reads all of W_hh at
+  every step: the way for small layers, with enough rows per core;
+- by hidden units: each core does its units' rows of the GEMM and its units of the cell,
+  and the cores wait for each other at the end of every step (step t+1 needs all of h_t).
 
 To make a block's rows of W_hh one contiguous matrix (one GEMM call per block), the
 forward pass works on W_hh with its rows reordered, "blocked": for each block, the G
-gates' rows of that block's units. hp uses the same column order, which the generated
-kernels know (rnn.compiler). The backward pass needs no such order (a block's part of
-d hp_t W_hh is all of d hp_t times some columns of W_hh), so d xp, d hp and the
-gradients are in PyTorch's order. For most cells d hp is d xp (see
-rnn.compiler.merged_projections): the kernel writes it once, into one array.
+gates' rows of that block's units (with one block, that is PyTorch's order). hp uses the
+same column order, which the generated kernels know (rnn.compiler). The backward pass
+needs no such order (a block's part of d hp_t W_hh is all of d hp_t times some columns
+of W_hh), so d xp, d hp and the gradients are in PyTorch's order. For most cells d hp is
+d xp (see rnn.compiler.merged_projections): the kernel writes it once, into one array.
 
 On a cold kernel cache, building a layer starts compiling window_backward in a helper
 process (compile_backward_elsewhere, minigrad.precompile), so that the first training
@@ -36,49 +38,102 @@ from minigrad.precompile import compile_elsewhere
 from .compiler import compile_loops
 
 LOOP_SOURCE = '''
-from minigrad._jit import prange
+from minigrad._jit import kernel, prange
 from minigrad.blas import matmul_into
 
 
-@loop_kernel
-def window_forward(xp, w_blocked, b_hh, states, saved, hp, bounds):
+@kernel
+def forward_part(t, xp, w_blocked, b_hh, states, saved, hp, first_row, last_row, first_unit, last_unit):
+    # step t for some rows and units: their part of W_hh h_t (one GEMM), then the cell
     gates = w_blocked.shape[0] // w_blocked.shape[1]
-    for t in range(xp.shape[1]):
-        for block in prange(bounds.size - 1):
-            first, last = bounds[block], bounds[block + 1]
-            rows = hp[t][:, gates * first:gates * last]
-            matmul_into(states[t, 0], w_blocked[gates * first:gates * last], rows, transpose_b=True)
-            step_forward(t, xp, hp[t], b_hh, states[t], states[t + 1], saved[t], first, last)
+    matmul_into(states[t, 0][first_row:last_row], w_blocked[gates * first_unit:gates * last_unit],
+                hp[t][first_row:last_row, gates * first_unit:gates * last_unit], transpose_b=True)
+    step_forward(t, xp, hp[t], b_hh, states[t], states[t + 1], saved[t], first_row, last_row, first_unit, last_unit)
+
+
+@kernel
+def backward_part(t, g_outputs, xp, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh,
+                  first_row, last_row, first_unit, last_unit):
+    # step t backwards for some rows and units; g_b_hh is this part's own row of sums
+    g_h = g_states[0][first_row:last_row, first_unit:last_unit]
+    if t + 1 < xp.shape[1]:  # the path from step t+1 through W_hh
+        matmul_into(g_hp[first_row:last_row, t + 1], w_hh[:, first_unit:last_unit], g_h, accumulate=True)
+    g_h += g_outputs[first_row:last_row, t, first_unit:last_unit]
+    step_backward(t, xp, hp[t], b_hh, states[t], saved[t], g_states, g_xp, g_hp, first_row, last_row,
+                  first_unit, last_unit)
+    # d b_hh = the sum of d hp over rows and steps, added while this part of d hp is in cache
+    hidden = w_hh.shape[1]
+    for k in range(g_b_hh.size // hidden):
+        g_b_block = g_b_hh[k * hidden + first_unit:k * hidden + last_unit]
+        for row in range(first_row, last_row):
+            g_b_block += g_hp[row, t, k * hidden + first_unit:k * hidden + last_unit]
 
 
 @loop_kernel
-def window_backward(g_outputs, xp, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh, bounds):
-    steps = xp.shape[1]
-    hidden = w_hh.shape[1]
-    for t in range(steps - 1, -1, -1):
-        for block in prange(bounds.size - 1):
-            first, last = bounds[block], bounds[block + 1]
-            g_h = g_states[0][:, first:last]
-            if t + 1 < steps:  # the path from step t+1 through W_hh, for this block's units
-                matmul_into(g_hp[:, t + 1], w_hh[:, first:last], g_h, accumulate=True)
-            g_h += g_outputs[:, t, first:last]
-            step_backward(t, xp, hp[t], b_hh, states[t], saved[t], g_states, g_xp, g_hp, first, last)
-            # d b_hh = the sum of d hp over rows and steps, added while this block's d hp is in cache
-            for k in range(g_b_hh.size // hidden):
-                g_b_block = g_b_hh[k * hidden + first:k * hidden + last]
-                for row in range(g_hp.shape[0]):
-                    g_b_block += g_hp[row, t, k * hidden + first:k * hidden + last]
-    matmul_into(g_hp[:, 0], w_hh, g_states[0], accumulate=True)  # ... and from step 0 to the initial h
+def window_forward(xp, w_blocked, b_hh, states, saved, hp, row_bounds, unit_bounds):
+    batch, steps, hidden = xp.shape[0], xp.shape[1], w_blocked.shape[1]
+    if row_bounds.size > 2:  # each core takes some rows through every step, on its own
+        for part in prange(row_bounds.size - 1):
+            for t in range(steps):
+                forward_part(t, xp, w_blocked, b_hh, states, saved, hp, row_bounds[part], row_bounds[part + 1],
+                             0, hidden)
+    else:  # each core takes some units of every row, and the cores meet after every step
+        for t in range(steps):
+            for block in prange(unit_bounds.size - 1):
+                forward_part(t, xp, w_blocked, b_hh, states, saved, hp, 0, batch, unit_bounds[block],
+                             unit_bounds[block + 1])
+
+
+@loop_kernel
+def window_backward(g_outputs, xp, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh, row_bounds,
+                    unit_bounds):
+    batch, steps, hidden = xp.shape[0], xp.shape[1], w_hh.shape[1]
+    if row_bounds.size > 2:
+        for part in prange(row_bounds.size - 1):
+            first, last = row_bounds[part], row_bounds[part + 1]
+            for t in range(steps - 1, -1, -1):
+                backward_part(t, g_outputs, xp, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh[part],
+                              first, last, 0, hidden)
+            # ... and from step 0 to the initial h
+            matmul_into(g_hp[first:last, 0], w_hh, g_states[0][first:last], accumulate=True)
+    else:
+        for t in range(steps - 1, -1, -1):
+            for block in prange(unit_bounds.size - 1):
+                backward_part(t, g_outputs, xp, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh[0],
+                              0, batch, unit_bounds[block], unit_bounds[block + 1])
+        matmul_into(g_hp[:, 0], w_hh, g_states[0], accumulate=True)
 '''
 
-# A block of fewer units than this makes GEMMs too thin to gain from another core.
+# Fewer rows than this in a core's part, or units in its block, make its GEMMs too thin
+# to gain from another core.
+MIN_ROWS_PER_PART = 16
 MIN_UNITS_PER_BLOCK = 32
+# Above this many weights in W_hh, a core that reads all of them at every step (as a
+# part of the rows does) spends more time on it than the cores' meeting costs.
+MAX_WEIGHTS_FOR_ROWS = 2 ** 19
 
 
-def unit_blocks(hidden: int) -> np.ndarray:
-    """Bounds of the blocks of hidden units, one block per core: [0, ..., hidden]."""
-    count = max(1, min(cores(), hidden // MIN_UNITS_PER_BLOCK))
-    return np.array([block * hidden // count for block in range(count + 1)], np.int64)
+def split_of_work(batch: int, hidden: int, gates: int):
+    """How the cores share a window: (row bounds, unit bounds), each [0, ..., end], and
+    one of the two has a single part.
+
+    - By rows: each core takes its rows through every step on its own, with all of W_hh.
+    - By units: each core takes its units of every row, with its rows of W_hh, and the
+      cores meet after every step (a step needs all of the previous h).
+
+    Measured here (2 cores, B=32, medians of the window loops in training): by rows, a
+    1x128 LSTM's backward loop takes 3.1 ms against 3.8, and a 2x256 one's 10.4 against
+    11.8 (the forward loops are even); at 2x512 (B=64), rows lose: 90 against 76 ms
+    forward, as each core reads all 4 MB of W_hh at every step.
+    """
+    parts = min(cores(), batch // MIN_ROWS_PER_PART)
+    if parts >= 2 and gates * hidden * hidden <= MAX_WEIGHTS_FOR_ROWS:
+        return _bounds(batch, parts), _bounds(hidden, 1)
+    return _bounds(batch, 1), _bounds(hidden, max(1, min(cores(), hidden // MIN_UNITS_PER_BLOCK)))
+
+
+def _bounds(size: int, count: int) -> np.ndarray:
+    return np.array([k * size // count for k in range(count + 1)], np.int64)
 
 
 def blocked_rows(gates: int, bounds: np.ndarray) -> np.ndarray:
@@ -88,10 +143,9 @@ def blocked_rows(gates: int, bounds: np.ndarray) -> np.ndarray:
                            for first, last in zip(bounds[:-1], bounds[1:]) for k in range(gates)])
 
 
-def window_loops(fused, hidden: int):
-    """The compiled loops of `fused`'s cell for layers of `hidden` units (one-core
-    versions if the units make a single block)."""
-    return compile_loops(fused, "window loops", LOOP_SOURCE, parallel=len(unit_blocks(hidden)) > 2)
+def window_loops(fused):
+    """The compiled loops of `fused`'s cell (one-core versions on one core)."""
+    return compile_loops(fused, "window loops", LOOP_SOURCE, parallel=cores() > 1)
 
 
 # On a cold kernel cache, the backward loop compiles in a helper process while this one
@@ -99,19 +153,19 @@ def window_loops(fused, hidden: int):
 _backward_compiles = {}
 
 
-def compile_backward_elsewhere(fused, hidden: int, dtype) -> None:
+def compile_backward_elsewhere(fused, dtype) -> None:
     """If this process has just generated the window loops of `fused` (so none of them is
     in the kernel cache), start compiling window_backward in a helper process. Called when
     a layer is built; the first backward pass waits for the helper (FusedRecurrence.backward)."""
-    loops = window_loops(fused, hidden)
+    loops = window_loops(fused)
     if not codegen.written_now(loops) or loops.__name__ in _backward_compiles or cores() < 2:
         return
     dtype = np.dtype(dtype)
-    arrays = [np.empty((1,) * ndim, dtype) for ndim in (3, 3, 2, 1, 4, 4, 3, 3, 3, 3, 1)]
+    arrays = [np.empty((1,) * ndim, dtype) for ndim in (3, 3, 2, 1, 4, 4, 3, 3, 3, 3, 2)]
     # like window_backward's arguments: g_outputs, xp, w_hh, b_hh, states, saved, hp,
     # g_states, g_xp, g_hp, g_b_hh (C-contiguous arrays of the layer's dtype) and the int64 bounds
     _backward_compiles[loops.__name__] = compile_elsewhere(loops.window_backward,
-                                                           [*arrays, np.empty(1, np.int64)])
+                                                           [*arrays, np.empty(1, np.int64), np.empty(1, np.int64)])
 
 
 class FusedRecurrence(Function):
@@ -122,17 +176,19 @@ class FusedRecurrence(Function):
         batch, steps, _ = xp.shape
         hidden = w_hh.shape[1]
         dtype = w_hh.dtype
-        self.bounds = unit_blocks(hidden)
-        self.loops = window_loops(fused, hidden)
+        self.row_bounds, self.unit_bounds = split_of_work(batch, hidden, len(fused.cell.gates))
+        self.loops = window_loops(fused)
         self.merged = fused.merged
         self.xp, self.b_hh = np.ascontiguousarray(xp), np.ascontiguousarray(b_hh)
         self.w_hh = np.ascontiguousarray(w_hh)
-        w_blocked = np.ascontiguousarray(w_hh[blocked_rows(len(fused.cell.gates), self.bounds)])
+        w_blocked = (self.w_hh if len(self.unit_bounds) == 2 else  # (one block: the plain order)
+                     np.ascontiguousarray(w_hh[blocked_rows(len(fused.cell.gates), self.unit_bounds)]))
         self.states = np.empty((steps + 1, len(initial), batch, hidden), dtype)
         self.states[0] = initial
         self.hp = np.empty((steps, batch, w_hh.shape[0]), dtype)
         self.saved = np.empty((steps, fused.saved_per_step, batch, hidden), dtype)
-        self.loops.window_forward(self.xp, w_blocked, self.b_hh, self.states, self.saved, self.hp, self.bounds)
+        self.loops.window_forward(self.xp, w_blocked, self.b_hh, self.states, self.saved, self.hp, self.row_bounds,
+                                 self.unit_bounds)
         outputs = np.ascontiguousarray(self.states[1:, 0].transpose(1, 0, 2))
         return (outputs, *(final.copy() for final in self.states[steps]))
 
@@ -145,10 +201,11 @@ class FusedRecurrence(Function):
         g_states = np.array(g_final, dtype=dtype)  # (S, B, H), updated step by step
         g_xp = np.empty_like(self.xp)
         g_hp = g_xp if self.merged else np.empty_like(self.xp)  # (see rnn.compiler.merged_projections)
-        g_b_hh = np.zeros(gate_rows, dtype)
+        g_b_hh = np.zeros((len(self.row_bounds) - 1, gate_rows), dtype)  # a row per part of the rows
         self.loops.window_backward(np.ascontiguousarray(g_outputs, dtype=dtype), self.xp, self.w_hh, self.b_hh,
-                                   self.states, self.saved, self.hp, g_states, g_xp, g_hp, g_b_hh, self.bounds)
+                                   self.states, self.saved, self.hp, g_states, g_xp, g_hp, g_b_hh, self.row_bounds,
+                                   self.unit_bounds)
         # d W_hh = sum over steps and rows of d hp_t^T h_t: one GEMM, with h in g_hp's (batch, step) row order
         previous_hidden = np.ascontiguousarray(self.states[:steps, 0].transpose(1, 0, 2)).reshape(batch * steps, -1)
         g_w_hh = blas.matmul(g_hp.reshape(batch * steps, gate_rows), previous_hidden, transpose_a=True)
-        return (g_xp, g_w_hh, g_b_hh, *g_states)
+        return (g_xp, g_w_hh, g_b_hh.sum(axis=0), *g_states)

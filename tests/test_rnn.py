@@ -67,11 +67,34 @@ def run_windows(layer, inputs, state, probes):
     return total, state
 
 
-@pytest.mark.parametrize("blocks", [None, [0, 2, 5], [0, 1, 2, 3, 4, 5]])
+# How the cores share a window (rnn.recurrence.split_of_work), whatever the machine has:
+# (row bounds, unit bounds) for a batch of 3 rows and 5 units; None: the machine's own.
+SPLITS = {"own": None, "rows 1+2": ([0, 1, 3], [0, 5]), "rows 1+1+1": ([0, 1, 2, 3], [0, 5]),
+          "units 2+3": ([0, 3], [0, 2, 5]), "units 1+1+1+1+1": ([0, 3], [0, 1, 2, 3, 4, 5])}
+
+
+def force_split(monkeypatch, rows, units):
+    monkeypatch.setattr(rnn.recurrence, "split_of_work",
+                        lambda batch, hidden, gates: (np.array(rows, np.int64), np.array(units, np.int64)))
+
+
+@pytest.mark.parametrize("core_count", [1, 2, 3, 8])
+def test_split_of_work_covers_every_row_and_unit_once(core_count, monkeypatch):
+    monkeypatch.setattr(rnn.recurrence, "cores", lambda: core_count)
+    for batch in (1, 3, 16, 31, 32, 64, 100):
+        for hidden in (1, 5, 64, 128, 256, 512):
+            rows, units = rnn.recurrence.split_of_work(batch, hidden, 4)
+            for bounds, end in ((rows, batch), (units, hidden)):
+                assert bounds[0] == 0 and bounds[-1] == end and np.all(np.diff(bounds) > 0)
+                assert len(bounds) - 1 <= core_count
+            assert len(rows) == 2 or len(units) == 2, (batch, hidden)  # one way or the other, not both
+
+
+@pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("cell_name", ALL_CELLS)
-def test_fused_equals_eager_over_windows_with_carried_state(cell_name, blocks, monkeypatch):
-    if blocks is not None:  # cut the units into these core blocks, whatever the machine has
-        monkeypatch.setattr(rnn.recurrence, "unit_blocks", lambda hidden: np.array(blocks, np.int64))
+def test_fused_equals_eager_over_windows_with_carried_state(cell_name, split, monkeypatch):
+    if SPLITS[split] is not None:
+        force_split(monkeypatch, *SPLITS[split])
     rng = np.random.default_rng(1)
     inputs = [mg.tensor(rng.standard_normal((3, 4, 2))) for _ in range(3)]
     probes = [rng.standard_normal((3, 4, 5)) for _ in range(3)]
@@ -90,11 +113,12 @@ def test_fused_equals_eager_over_windows_with_carried_state(cell_name, blocks, m
         np.testing.assert_allclose(q.grad, p.grad, rtol=1e-8, atol=1e-10, err_msg=name)
 
 
+@pytest.mark.parametrize("split", [([0, 4], [0, 24, 40]), ([0, 1, 4], [0, 40])], ids=["units", "rows"])
 @pytest.mark.parametrize("cell_name", ["lstm", "gru", "rnn"])
-def test_float32_fused_agrees_with_float64(cell_name, monkeypatch):
+def test_float32_fused_agrees_with_float64(cell_name, split, monkeypatch):
     """The float32 kernels use a fast tanh approximation: close to exact, not equal.
-    Forward and gradients, with the units cut into two core blocks."""
-    monkeypatch.setattr(rnn.recurrence, "unit_blocks", lambda hidden: np.array([0, 24, hidden], np.int64))
+    Forward and gradients, with the work cut in two between the cores by units, then by rows."""
+    force_split(monkeypatch, *split)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((4, 16, 3))
     probe = rng.standard_normal((4, 16, 40))
