@@ -54,10 +54,13 @@ def forward_part(t, xp, w_blocked, b_hh, states, saved, hp, first_row, last_row,
 @kernel
 def backward_part(t, g_outputs, xp, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh,
                   first_row, last_row, first_unit, last_unit):
-    # step t backwards for some rows and units; g_b_hh is this part's own row of sums
+    # step t backwards for some rows and units (t = -1: only the path into the initial h);
+    # g_b_hh is a row of sums of its own for these rows
     g_h = g_states[0][first_row:last_row, first_unit:last_unit]
     if t + 1 < xp.shape[1]:  # the path from step t+1 through W_hh
         matmul_into(g_hp[first_row:last_row, t + 1], w_hh[:, first_unit:last_unit], g_h, accumulate=True)
+    if t < 0:
+        return
     g_h += g_outputs[first_row:last_row, t, first_unit:last_unit]
     step_backward(t, xp, hp[t], b_hh, states[t], saved[t], g_states, g_xp, g_hp, first_row, last_row,
                   first_unit, last_unit)
@@ -69,39 +72,35 @@ def backward_part(t, g_outputs, xp, w_hh, b_hh, states, saved, hp, g_states, g_x
             g_b_block += g_hp[row, t, k * hidden + first_unit:k * hidden + last_unit]
 
 
+# A core's part of the work: rows row_bounds[r]..row_bounds[r+1] and units
+# unit_bounds[u]..unit_bounds[u+1], part = r * (unit blocks) + u. The cores take their
+# parts of `run` steps, then meet: all the steps at once when the units are not cut
+# (rows do not depend on each other), one step at a time when they are.
+
 @loop_kernel
 def window_forward(xp, w_blocked, b_hh, states, saved, hp, row_bounds, unit_bounds):
-    batch, steps, hidden = xp.shape[0], xp.shape[1], w_blocked.shape[1]
-    if row_bounds.size > 2:  # each core takes some rows through every step, on its own
-        for part in prange(row_bounds.size - 1):
-            for t in range(steps):
-                forward_part(t, xp, w_blocked, b_hh, states, saved, hp, row_bounds[part], row_bounds[part + 1],
-                             0, hidden)
-    else:  # each core takes some units of every row, and the cores meet after every step
-        for t in range(steps):
-            for block in prange(unit_bounds.size - 1):
-                forward_part(t, xp, w_blocked, b_hh, states, saved, hp, 0, batch, unit_bounds[block],
-                             unit_bounds[block + 1])
+    steps, unit_blocks = xp.shape[1], unit_bounds.size - 1
+    run = steps if unit_blocks == 1 else 1
+    for first_step in range(0, steps, run):
+        for part in prange((row_bounds.size - 1) * unit_blocks):
+            r, u = part // unit_blocks, part % unit_blocks
+            for t in range(first_step, min(first_step + run, steps)):
+                forward_part(t, xp, w_blocked, b_hh, states, saved, hp, row_bounds[r], row_bounds[r + 1],
+                             unit_bounds[u], unit_bounds[u + 1])
 
 
 @loop_kernel
 def window_backward(g_outputs, xp, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh, row_bounds,
                     unit_bounds):
-    batch, steps, hidden = xp.shape[0], xp.shape[1], w_hh.shape[1]
-    if row_bounds.size > 2:
-        for part in prange(row_bounds.size - 1):
-            first, last = row_bounds[part], row_bounds[part + 1]
-            for t in range(steps - 1, -1, -1):
-                backward_part(t, g_outputs, xp, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh[part],
-                              first, last, 0, hidden)
-            # ... and from step 0 to the initial h
-            matmul_into(g_hp[first:last, 0], w_hh, g_states[0][first:last], accumulate=True)
-    else:
-        for t in range(steps - 1, -1, -1):
-            for block in prange(unit_bounds.size - 1):
-                backward_part(t, g_outputs, xp, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh[0],
-                              0, batch, unit_bounds[block], unit_bounds[block + 1])
-        matmul_into(g_hp[:, 0], w_hh, g_states[0], accumulate=True)
+    # steps T-1 .. 0, then -1: the path from step 0 into the initial h
+    steps, unit_blocks = xp.shape[1], unit_bounds.size - 1
+    run = steps + 1 if unit_blocks == 1 else 1
+    for last_step in range(steps - 1, -2, -run):
+        for part in prange((row_bounds.size - 1) * unit_blocks):
+            r, u = part // unit_blocks, part % unit_blocks
+            for t in range(last_step, max(last_step - run, -2), -1):
+                backward_part(t, g_outputs, xp, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh[r],
+                              row_bounds[r], row_bounds[r + 1], unit_bounds[u], unit_bounds[u + 1])
 '''
 
 # Fewer rows than this in a core's part, or units in its block, make its GEMMs too thin
@@ -114,8 +113,8 @@ MAX_WEIGHTS_FOR_ROWS = 2 ** 19
 
 
 def split_of_work(batch: int, hidden: int, gates: int):
-    """How the cores share a window: (row bounds, unit bounds), each [0, ..., end], and
-    one of the two has a single part.
+    """How the cores share a window: (row bounds, unit bounds), each [0, ..., end]. One
+    of the two has a single part (the loops would take both cut, each core a rectangle).
 
     - By rows: each core takes its rows through every step on its own, with all of W_hh.
     - By units: each core takes its units of every row, with its rows of W_hh, and the

@@ -70,7 +70,8 @@ def run_windows(layer, inputs, state, probes):
 # How the cores share a window (rnn.recurrence.split_of_work), whatever the machine has:
 # (row bounds, unit bounds) for a batch of 3 rows and 5 units; None: the machine's own.
 SPLITS = {"own": None, "rows 1+2": ([0, 1, 3], [0, 5]), "rows 1+1+1": ([0, 1, 2, 3], [0, 5]),
-          "units 2+3": ([0, 3], [0, 2, 5]), "units 1+1+1+1+1": ([0, 3], [0, 1, 2, 3, 4, 5])}
+          "units 2+3": ([0, 3], [0, 2, 5]), "units 1+1+1+1+1": ([0, 3], [0, 1, 2, 3, 4, 5]),
+          "rows 1+2 x units 2+3": ([0, 1, 3], [0, 2, 5])}
 
 
 def force_split(monkeypatch, rows, units):
