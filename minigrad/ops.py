@@ -315,7 +315,7 @@ class LogSoftmax(_RowwiseOnAxis):
     forward_kernel, backward_kernel = kernels.log_softmax_rows, kernels.log_softmax_rows_vjp
 
 
-def _check_class_indices(ids: np.ndarray, size: int, what: str, role: str) -> np.ndarray:
+def check_indices(ids: np.ndarray, size: int, what: str, role: str) -> np.ndarray:
     """Integer ids in [0, size), as int64; otherwise a message naming the first bad one."""
     if ids.dtype.kind not in "iu":
         raise TypeError(f"{what}: {role} must be integers, got dtype {ids.dtype}")
@@ -341,7 +341,7 @@ class CrossEntropy(Function):
             raise ValueError(f"cross_entropy: targets must have shape ({logits.shape[0]},), got {targets.shape}")
         if logits.shape[0] == 0:
             raise ValueError("cross_entropy: no rows (N = 0), the mean is undefined")
-        self.targets = _check_class_indices(targets, logits.shape[1], "cross_entropy", "target")
+        self.targets = check_indices(targets, logits.shape[1], "cross_entropy", "target")
         logits = np.ascontiguousarray(logits)
         self.probs = np.empty_like(logits)
         loss = kernels.cross_entropy_rows(logits, self.targets, self.probs)
@@ -359,7 +359,7 @@ class Embedding(Function):
     def forward(self, table, ids):
         if table.ndim != 2:
             raise ValueError(f"embedding: the table must be 2-D, got shape {table.shape}")
-        self.ids = _check_class_indices(np.asarray(ids), table.shape[0], "embedding", "id")
+        self.ids = check_indices(np.asarray(ids), table.shape[0], "embedding", "id")
         self.table_shape, self.dtype = table.shape, table.dtype
         return np.take(table, self.ids, axis=0)
 

@@ -13,7 +13,9 @@ the same rules the eager engine uses, so the two engines cannot disagree.
 
 shows exactly what runs. What the kernels of step t get (H = hidden size, G = number of
 gates, S = number of states, K = number of saved values):
-    xp                   (B, T, G*H)  W_ih x + b_ih for every step (one GEMM before the loop)
+    xp, ids              (R, G*H), (B, T)  W_ih x + b_ih: row ids[b, t] of xp is that of
+                                      batch row b at step t (rows of all steps, from one GEMM
+                                      before the loop, or of a table, picked by id)
     hp                   (B, G*H)     W_hh h for this step (one GEMM per step), gates in blocks
                                       of units (see rnn.recurrence); b_hh is added here
     state_in, state_out  (S, B, H)    the states before and after the step
@@ -160,7 +162,7 @@ def generate_source(cell: Cell, fast=False) -> str:
                 lines.append(f"{s}_prev = {previous_state(i)}")
         return lines
 
-    loads = load_lines("b, t, ", lambda i: f"state_in[{i}, b, j]")
+    loads = load_lines("row, ", lambda i: f"state_in[{i}, b, j]")
     # ---- the step, one line per op ---------------------------------------------------------
     compute, recompute, keep = [], [], []
     for node in cell.nodes:
@@ -241,28 +243,30 @@ def generate_source(cell: Cell, fast=False) -> str:
 
 # step_forward and step_backward do the rows first_row <= b < last_row and the units
 # first_unit <= j < last_unit of step t (so that cores can share a step, see
-# rnn.recurrence). xp, g_xp and g_hp are in the plain layout: gate k of unit j at column
-# x_k + j, x_k = k * H. hp is in the blocked layout of rnn.recurrence: the {len(gates)} gates
+# rnn.recurrence). Row b's input projection at step t is xp[ids[b, t]]. xp, g_xp and g_hp
+# are in the plain layout: gate k of unit j at column x_k + j, x_k = k * H. hp is in the blocked layout of rnn.recurrence: the {len(gates)} gates
 # of the block's units side by side, gate k of unit j at column h_k + j (with one block
 # of all the units, h_k = x_k).
 
 @kernel
-def step_forward(t, xp, hp, b_hh, state_in, state_out, saved, first_row, last_row, first_unit, last_unit):
+def step_forward(t, xp, ids, hp, b_hh, state_in, state_out, saved, first_row, last_row, first_unit, last_unit):
     H = state_in.shape[2]
     {plain_offsets}
     {blocked_offsets}
     for b in range(first_row, last_row):
+        row = ids[b, t]
         for j in range(uint64(first_unit), uint64(last_unit)):
 {body(forward_lines)}
 
 @kernel
-def step_backward(t, xp, hp, b_hh, state_in, saved, g_states, g_xp, g_hp, first_row, last_row, first_unit,
+def step_backward(t, xp, ids, hp, b_hh, state_in, saved, g_states, g_xp, g_hp, first_row, last_row, first_unit,
                   last_unit):
     # in: g_states[:, b, j] = d loss / d new states;  out: d loss / d previous states (direct part)
     H = state_in.shape[2]
     {plain_offsets}
     {blocked_offsets}
     for b in range(first_row, last_row):
+        row = ids[b, t]
         for j in range(uint64(first_unit), uint64(last_unit)):
 {body(loads + recompute + backward_lines + stores)}
 

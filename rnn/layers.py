@@ -104,29 +104,34 @@ class Recurrent(Module):
         w_ih, _, b_ih, _ = self.layer_parameters(k)
         return ops.linear(x, w_ih, b_ih)
 
-    def forward_projected(self, first_projection, state=None):
-        """forward() given layer 0's input projection (B,T,G*H) instead of its input.
+    def forward_projected(self, first_projection, state=None, ids=None):
+        """forward() given layer 0's input projection instead of its input: (B,T,G*H), or
+        with `ids` (B,T), a table of rows (R,G*H) of which step t of batch row b takes
+        row ids[b, t].
 
         The char-LM uses it to fold the embedding into that projection (see CharLM.forward).
         """
         if state is None:
-            state = self.initial_state(first_projection.shape[0], first_projection.dtype)
+            batch = first_projection.shape[0] if ids is None else np.shape(ids)[0]
+            state = self.initial_state(batch, first_projection.dtype)
         run = self._fused_layer if self.engine == "fused" else self._eager_layer
         new_state, hidden = [], None
         for k in range(self.num_layers):
             projection = first_projection if k == 0 else self.input_projection(k, self.between_layers(hidden))
-            hidden, layer_state = run(k, projection, tuple(state[k]))
+            hidden, layer_state = run(k, projection, tuple(state[k]), ids if k == 0 else None)
             new_state.append(layer_state)
         return hidden, new_state
 
-    def _fused_layer(self, k, projection, states):
+    def _fused_layer(self, k, projection, states, ids):
         _, w_hh, _, b_hh = self.layer_parameters(k)
         fused = compile_cell(self.cell, projection.dtype)
-        results = FusedRecurrence.apply(projection, w_hh, b_hh, *states, fused=fused)
+        results = FusedRecurrence.apply(projection, w_hh, b_hh, *states, fused=fused, ids=ids)
         return results[0], tuple(results[1:])
 
-    def _eager_layer(self, k, projection, states):
+    def _eager_layer(self, k, projection, states, ids):
         _, w_hh, _, b_hh = self.layer_parameters(k)
+        if ids is not None:
+            projection = mg.embedding(projection, ids)
         outputs = []
         for t in range(projection.shape[1]):
             h_projection = states[0] @ w_hh.T + b_hh

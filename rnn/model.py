@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 import minigrad as mg
+from minigrad import ops
 from minigrad.nn import Dropout, Embedding, Linear, Module
 
 from .cells import get_cell
@@ -74,7 +75,8 @@ class CharLM(Module):
         ids = np.asarray(ids.data if isinstance(ids, mg.Tensor) else ids)
         if ids.ndim != 2:
             raise ValueError(f"ids must be (batch, steps), got shape {ids.shape}")
-        hidden, state = self.rnn.forward_projected(mg.embedding(self.projected_embedding(), ids), state)
+        ids = ops.check_indices(ids, self.config.vocab_size, "embedding", "id")
+        hidden, state = self.rnn.forward_projected(self.projected_embedding(), state, ids=ids)
         return self.head(self.output_dropout(hidden)), state
 
     def projected_embedding(self):
@@ -83,7 +85,8 @@ class CharLM(Module):
         The first layer only ever sees embedding rows, so projecting the V rows of the table
         and then picking rows by id equals embedding then projecting B*T rows -- with a
         (V, E) @ (E, G*H) product instead of a (B*T, E) one (65 rows instead of 2048 for
-        tiny-shakespeare at batch 32 x 64 steps), in backward too.
+        tiny-shakespeare at batch 32 x 64 steps), in backward too. The fused layer picks
+        the rows inside its loop over the steps (rnn.recurrence.FusedRecurrence).
         """
         return self.rnn.input_projection(0, self.embedding.weight)
 

@@ -30,7 +30,7 @@ step compiles on two cores.
 
 import numpy as np
 
-from minigrad import blas, codegen
+from minigrad import blas, codegen, kernels, ops
 from minigrad._jit import cores
 from minigrad.autograd import Function
 from minigrad.precompile import compile_elsewhere
@@ -43,26 +43,27 @@ from minigrad.blas import matmul_into
 
 
 @kernel
-def forward_part(t, xp, w_blocked, b_hh, states, saved, hp, first_row, last_row, first_unit, last_unit):
+def forward_part(t, xp, ids, w_blocked, b_hh, states, saved, hp, first_row, last_row, first_unit, last_unit):
     # step t for some rows and units: their part of W_hh h_t (one GEMM), then the cell
     gates = w_blocked.shape[0] // w_blocked.shape[1]
     matmul_into(states[t, 0][first_row:last_row], w_blocked[gates * first_unit:gates * last_unit],
                 hp[t][first_row:last_row, gates * first_unit:gates * last_unit], transpose_b=True)
-    step_forward(t, xp, hp[t], b_hh, states[t], states[t + 1], saved[t], first_row, last_row, first_unit, last_unit)
+    step_forward(t, xp, ids, hp[t], b_hh, states[t], states[t + 1], saved[t], first_row, last_row, first_unit,
+                 last_unit)
 
 
 @kernel
-def backward_part(t, g_outputs, xp, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh,
+def backward_part(t, g_outputs, xp, ids, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh,
                   first_row, last_row, first_unit, last_unit):
     # step t backwards for some rows and units (t = -1: only the path into the initial h);
     # g_b_hh is a row of sums of its own for these rows
     g_h = g_states[0][first_row:last_row, first_unit:last_unit]
-    if t + 1 < xp.shape[1]:  # the path from step t+1 through W_hh
+    if t + 1 < ids.shape[1]:  # the path from step t+1 through W_hh
         matmul_into(g_hp[first_row:last_row, t + 1], w_hh[:, first_unit:last_unit], g_h, accumulate=True)
     if t < 0:
         return
     g_h += g_outputs[first_row:last_row, t, first_unit:last_unit]
-    step_backward(t, xp, hp[t], b_hh, states[t], saved[t], g_states, g_xp, g_hp, first_row, last_row,
+    step_backward(t, xp, ids, hp[t], b_hh, states[t], saved[t], g_states, g_xp, g_hp, first_row, last_row,
                   first_unit, last_unit)
     # d b_hh = the sum of d hp over rows and steps, added while this part of d hp is in cache
     hidden = w_hh.shape[1]
@@ -78,28 +79,28 @@ def backward_part(t, g_outputs, xp, w_hh, b_hh, states, saved, hp, g_states, g_x
 # (rows do not depend on each other), one step at a time when they are.
 
 @loop_kernel
-def window_forward(xp, w_blocked, b_hh, states, saved, hp, row_bounds, unit_bounds):
-    steps, unit_blocks = xp.shape[1], unit_bounds.size - 1
+def window_forward(xp, ids, w_blocked, b_hh, states, saved, hp, row_bounds, unit_bounds):
+    steps, unit_blocks = ids.shape[1], unit_bounds.size - 1
     run = steps if unit_blocks == 1 else 1
     for first_step in range(0, steps, run):
         for part in prange((row_bounds.size - 1) * unit_blocks):
             r, u = part // unit_blocks, part % unit_blocks
             for t in range(first_step, min(first_step + run, steps)):
-                forward_part(t, xp, w_blocked, b_hh, states, saved, hp, row_bounds[r], row_bounds[r + 1],
+                forward_part(t, xp, ids, w_blocked, b_hh, states, saved, hp, row_bounds[r], row_bounds[r + 1],
                              unit_bounds[u], unit_bounds[u + 1])
 
 
 @loop_kernel
-def window_backward(g_outputs, xp, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh, row_bounds,
+def window_backward(g_outputs, xp, ids, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh, row_bounds,
                     unit_bounds):
     # steps T-1 .. 0, then -1: the path from step 0 into the initial h
-    steps, unit_blocks = xp.shape[1], unit_bounds.size - 1
+    steps, unit_blocks = ids.shape[1], unit_bounds.size - 1
     run = steps + 1 if unit_blocks == 1 else 1
     for last_step in range(steps - 1, -2, -run):
         for part in prange((row_bounds.size - 1) * unit_blocks):
             r, u = part // unit_blocks, part % unit_blocks
             for t in range(last_step, max(last_step - run, -2), -1):
-                backward_part(t, g_outputs, xp, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh[r],
+                backward_part(t, g_outputs, xp, ids, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh[r],
                               row_bounds[r], row_bounds[r + 1], unit_bounds[u], unit_bounds[u + 1])
 '''
 
@@ -160,25 +161,43 @@ def compile_backward_elsewhere(fused, dtype) -> None:
     if not codegen.written_now(loops) or loops.__name__ in _backward_compiles or cores() < 2:
         return
     dtype = np.dtype(dtype)
-    arrays = [np.empty((1,) * ndim, dtype) for ndim in (3, 3, 2, 1, 4, 4, 3, 3, 3, 3, 2)]
-    # like window_backward's arguments: g_outputs, xp, w_hh, b_hh, states, saved, hp,
-    # g_states, g_xp, g_hp, g_b_hh (C-contiguous arrays of the layer's dtype) and the int64 bounds
-    _backward_compiles[loops.__name__] = compile_elsewhere(loops.window_backward,
-                                                           [*arrays, np.empty(1, np.int64), np.empty(1, np.int64)])
+    # window_backward's arguments (C-contiguous arrays): g_outputs, xp, ids, w_hh, b_hh, states,
+    # saved, hp, g_states, g_xp, g_hp, g_b_hh, row bounds, unit bounds
+    arguments = [np.empty((1,) * ndim, np.int64 if kind == "i" else dtype)
+                 for ndim, kind in ((3, "f"), (2, "f"), (2, "i"), (2, "f"), (1, "f"), (4, "f"), (4, "f"), (3, "f"),
+                                    (3, "f"), (3, "f"), (3, "f"), (2, "f"), (1, "i"), (1, "i"))]
+    _backward_compiles[loops.__name__] = compile_elsewhere(loops.window_backward, arguments)
 
 
 class FusedRecurrence(Function):
-    """inputs: xp (B,T,G*H) = W_ih x + b_ih of every step, W_hh, b_hh, *initial states (B,H)
-    outputs: hidden states of every step (B,T,H), *final states (B,H)."""
+    """inputs: xp = W_ih x + b_ih, W_hh, b_hh, *initial states (B,H)
+    outputs: hidden states of every step (B,T,H), *final states (B,H).
 
-    def forward(self, xp, w_hh, b_hh, *initial, fused):
-        batch, steps, _ = xp.shape
+    xp is (B,T,G*H), one row per batch row and step; or, with `ids` (B,T), a table of
+    rows (R,G*H) from which step t of batch row b takes row ids[b, t]. (The char-LM's
+    first layer: its input projection is one row per character, read straight from the
+    table instead of being copied out for every step.)
+    """
+
+    def forward(self, xp, w_hh, b_hh, *initial, fused, ids=None):
         hidden = w_hh.shape[1]
         dtype = w_hh.dtype
+        if ids is None:  # one row per batch row and step: row b*T + t
+            batch, steps, _ = xp.shape
+            self.table_rows = None
+            self.xp = np.ascontiguousarray(xp).reshape(batch * steps, -1)
+            self.ids = np.arange(batch * steps, dtype=np.int64).reshape(batch, steps)
+        else:
+            self.ids = ops.check_indices(np.asarray(ids), xp.shape[0], "recurrence", "id")
+            if self.ids.ndim != 2:
+                raise ValueError(f"recurrence: ids must be (batch, steps), got shape {self.ids.shape}")
+            batch, steps = self.ids.shape
+            self.table_rows = xp.shape[0]
+            self.xp = np.ascontiguousarray(xp)
         self.row_bounds, self.unit_bounds = split_of_work(batch, hidden, len(fused.cell.gates))
         self.loops = window_loops(fused)
         self.merged = fused.merged
-        self.xp, self.b_hh = np.ascontiguousarray(xp), np.ascontiguousarray(b_hh)
+        self.b_hh = np.ascontiguousarray(b_hh)
         self.w_hh = np.ascontiguousarray(w_hh)
         w_blocked = (self.w_hh if len(self.unit_bounds) == 2 else  # (one block: the plain order)
                      np.ascontiguousarray(w_hh[blocked_rows(len(fused.cell.gates), self.unit_bounds)]))
@@ -186,8 +205,8 @@ class FusedRecurrence(Function):
         self.states[0] = initial
         self.hp = np.empty((steps, batch, w_hh.shape[0]), dtype)
         self.saved = np.empty((steps, fused.saved_per_step, batch, hidden), dtype)
-        self.loops.window_forward(self.xp, w_blocked, self.b_hh, self.states, self.saved, self.hp, self.row_bounds,
-                                 self.unit_bounds)
+        self.loops.window_forward(self.xp, self.ids, w_blocked, self.b_hh, self.states, self.saved, self.hp,
+                                  self.row_bounds, self.unit_bounds)
         outputs = np.ascontiguousarray(self.states[1:, 0].transpose(1, 0, 2))
         return (outputs, *(final.copy() for final in self.states[steps]))
 
@@ -198,13 +217,18 @@ class FusedRecurrence(Function):
         steps, batch, gate_rows = self.hp.shape
         dtype = self.w_hh.dtype
         g_states = np.array(g_final, dtype=dtype)  # (S, B, H), updated step by step
-        g_xp = np.empty_like(self.xp)
-        g_hp = g_xp if self.merged else np.empty_like(self.xp)  # (see rnn.compiler.merged_projections)
+        g_xp = np.empty((batch, steps, gate_rows), dtype)  # d xp of every batch row and step
+        g_hp = g_xp if self.merged else np.empty_like(g_xp)  # (see rnn.compiler.merged_projections)
         g_b_hh = np.zeros((len(self.row_bounds) - 1, gate_rows), dtype)  # a row per part of the rows
-        self.loops.window_backward(np.ascontiguousarray(g_outputs, dtype=dtype), self.xp, self.w_hh, self.b_hh,
-                                   self.states, self.saved, self.hp, g_states, g_xp, g_hp, g_b_hh, self.row_bounds,
-                                   self.unit_bounds)
+        self.loops.window_backward(np.ascontiguousarray(g_outputs, dtype=dtype), self.xp, self.ids, self.w_hh,
+                                   self.b_hh, self.states, self.saved, self.hp, g_states, g_xp, g_hp, g_b_hh,
+                                   self.row_bounds, self.unit_bounds)
         # d W_hh = sum over steps and rows of d hp_t^T h_t: one GEMM, with h in g_hp's (batch, step) row order
         previous_hidden = np.ascontiguousarray(self.states[:steps, 0].transpose(1, 0, 2)).reshape(batch * steps, -1)
         g_w_hh = blas.matmul(g_hp.reshape(batch * steps, gate_rows), previous_hidden, transpose_a=True)
-        return (g_xp, g_w_hh, g_b_hh.sum(axis=0), *g_states)
+        if self.table_rows is None:
+            g_input = g_xp
+        else:  # a table row used at several steps gets the sum of their gradients
+            g_input = np.zeros((self.table_rows, gate_rows), dtype)
+            kernels.scatter_add_rows(g_xp.reshape(batch * steps, gate_rows), self.ids.reshape(-1), g_input)
+        return (g_input, g_w_hh, g_b_hh.sum(axis=0), *g_states)

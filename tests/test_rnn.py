@@ -114,6 +114,51 @@ def test_fused_equals_eager_over_windows_with_carried_state(cell_name, split, mo
         np.testing.assert_allclose(q.grad, p.grad, rtol=1e-8, atol=1e-10, err_msg=name)
 
 
+@pytest.mark.parametrize("split", ["own", "rows 1+2", "units 2+3"])
+@pytest.mark.parametrize("cell_name", ALL_CELLS)
+def test_a_fused_layer_reading_its_first_projection_by_id_equals_eager(cell_name, split, monkeypatch):
+    """Layer 0's projection given as a table of rows picked by id (the char-LM's folded
+    embedding): rows used at several steps get the sum of their gradients."""
+    if SPLITS[split] is not None:
+        force_split(monkeypatch, *SPLITS[split])
+    rng = np.random.default_rng(5)
+    gates = len(get_cell(cell_name).gates) * 5
+    ids = np.array([[0, 3, 3, 1], [2, 0, 0, 0], [3, 3, 1, 2]])  # row 3 of the table, never row 4
+    probe = rng.standard_normal((3, 4, 5))
+    results = {}
+    for engine in ("eager", "fused"):
+        mg.random.manual_seed(0)
+        layer = Recurrent(cell_name, 2, 5, num_layers=2, engine=engine, dtype=np.float64)
+        table = mg.tensor(np.random.default_rng(6).standard_normal((5, gates)), requires_grad=True)
+        outputs, state = layer.forward_projected(table, None, ids=ids)
+        ((outputs * probe).sum() + sum((s * s).sum() for s in state[1])).backward()
+        results[engine] = outputs.data, table.grad, [p.grad for _, p in layer.named_parameters()][4:]
+    (out_eager, table_eager, params_eager), (out_fused, table_fused, params_fused) = results.values()
+    np.testing.assert_allclose(out_fused, out_eager, rtol=1e-10, atol=1e-12)
+    assert not table_fused[4].any() and table_fused[3].any()
+    np.testing.assert_allclose(table_fused, table_eager, rtol=1e-8, atol=1e-10)
+    for p, q in zip(params_eager, params_fused):  # (layer 0's W_ih and b_ih get no gradient: the table is given)
+        np.testing.assert_allclose(q, p, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("cell_name", ["lstm", "gru", "test_rnn_unmerged_cell"])
+def test_gradcheck_of_a_table_read_by_id(cell_name):
+    rng = np.random.default_rng(7)
+    ids = rng.integers(0, 3, (2, 5))
+    probe = rng.standard_normal((2, 5, 3))
+    mg.random.manual_seed(1)
+    layer = Recurrent(cell_name, 2, 3, num_layers=2, engine="fused", dtype=np.float64)
+    table = mg.tensor(rng.standard_normal((3, len(layer.cell.gates) * 3)), requires_grad=True)
+    assert mg.gradcheck(lambda t: (layer.forward_projected(t, None, ids=ids)[0] * probe).sum(), [table])
+
+
+def test_ids_out_of_the_table_are_refused_before_any_kernel_runs():
+    layer = Recurrent("lstm", 2, 3, engine="fused", dtype=np.float64)
+    table = mg.tensor(np.zeros((4, 12)))
+    with pytest.raises(IndexError, match="id 4 at position"):
+        layer.forward_projected(table, None, ids=np.array([[0, 4]]))
+
+
 @pytest.mark.parametrize("split", [([0, 4], [0, 24, 40]), ([0, 1, 4], [0, 40])], ids=["units", "rows"])
 @pytest.mark.parametrize("cell_name", ["lstm", "gru", "rnn"])
 def test_float32_fused_agrees_with_float64(cell_name, split, monkeypatch):
