@@ -82,7 +82,7 @@ def backward_part(t, g_outputs, xp, ids, w_hh, b_hh, states, saved, hp, g_states
 @loop_kernel
 def window_forward(xp, ids, w_blocked_t, b_hh, states, saved, hp, row_bounds, unit_bounds):
     steps, unit_blocks = ids.shape[1], unit_bounds.size - 1
-    run = steps if unit_blocks == 1 else 1
+    run = max(steps, 1) if unit_blocks == 1 else 1
     for first_step in range(0, steps, run):
         for part in prange((row_bounds.size - 1) * unit_blocks):
             r, u = part // unit_blocks, part % unit_blocks
@@ -186,7 +186,7 @@ class FusedRecurrence(Function):
         if ids is None:  # one row per batch row and step: row b*T + t
             batch, steps, _ = xp.shape
             self.table_rows = None
-            self.xp = np.ascontiguousarray(xp).reshape(batch * steps, -1)
+            self.xp = np.ascontiguousarray(xp).reshape(batch * steps, xp.shape[2])
             self.ids = np.arange(batch * steps, dtype=np.int64).reshape(batch, steps)
         else:
             self.ids = ops.check_indices(np.asarray(ids), xp.shape[0], "recurrence", "id")
