@@ -137,6 +137,8 @@ class Recurrent(Module):
             h_projection = states[0] @ w_hh.T + b_hh
             states = eager_step(self.cell, projection[:, t], h_projection, states, self.hidden_size)
             outputs.append(states[0])
+        if not outputs:  # a window of no steps: no outputs, the state unchanged
+            return mg.tensor(np.zeros((projection.shape[0], 0, self.hidden_size), projection.dtype)), states
         return mg.stack(outputs, axis=1), states
 
     def extra_repr(self):

@@ -159,6 +159,17 @@ def test_ids_out_of_the_table_are_refused_before_any_kernel_runs():
         layer.forward_projected(table, None, ids=np.array([[0, 4]]))
 
 
+@pytest.mark.parametrize("engine", ["fused", "eager"])
+def test_a_window_of_no_steps_gives_no_outputs_and_keeps_the_state(engine):
+    layer = Recurrent("lstm", 2, 4, num_layers=2, engine=engine, dtype=np.float64)
+    state = [tuple(mg.tensor(np.full((3, 4), 0.5 + k)) for _ in range(2)) for k in range(2)]
+    outputs, new_state = layer(mg.tensor(np.zeros((3, 0, 2))), state)
+    assert outputs.shape == (3, 0, 4)
+    for old, new in zip(state, new_state):
+        for s, t in zip(old, new):
+            np.testing.assert_array_equal(t.data, s.data)
+
+
 @pytest.mark.parametrize("split", [([0, 4], [0, 24, 40]), ([0, 1, 4], [0, 40])], ids=["units", "rows"])
 @pytest.mark.parametrize("cell_name", ["lstm", "gru", "rnn"])
 def test_float32_fused_agrees_with_float64(cell_name, split, monkeypatch):
