@@ -244,9 +244,9 @@ def generate_source(cell: Cell, fast=False) -> str:
 # step_forward and step_backward do the rows first_row <= b < last_row and the units
 # first_unit <= j < last_unit of step t (so that cores can share a step, see
 # rnn.recurrence). Row b's input projection at step t is xp[ids[b, t]]. xp, g_xp and g_hp
-# are in the plain layout: gate k of unit j at column x_k + j, x_k = k * H. hp is in the blocked layout of rnn.recurrence: the {len(gates)} gates
-# of the block's units side by side, gate k of unit j at column h_k + j (with one block
-# of all the units, h_k = x_k).
+# are in the plain layout: gate k of unit j at column x_k + j, x_k = k * H. hp is in the
+# blocked layout of rnn.recurrence: the {len(gates)} gates of the block's units side by side,
+# gate k of unit j at column h_k + j (with one block of all the units, h_k = x_k).
 
 @kernel
 def step_forward(t, xp, ids, hp, b_hh, state_in, state_out, saved, first_row, last_row, first_unit, last_unit):
