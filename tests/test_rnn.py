@@ -1,6 +1,7 @@
 """Recurrent layers: every cell gradchecked in float64 on both engines, the fused engine
-equal to the eager one (also with the hidden units cut into several core blocks), and
-rnn / rnn_relu / lstm / gru equal to torch.nn.RNN / LSTM / GRU."""
+equal to the eager one (also with a window's work cut between cores by batch rows, by
+hidden units, or both, and with its first projection read by id), and rnn / rnn_relu /
+lstm / gru equal to torch.nn.RNN / LSTM / GRU."""
 
 import numpy as np
 import pytest
