@@ -122,14 +122,16 @@ def split_of_work(batch: int, hidden: int, gates: int):
     - By units: each core takes its units of every row, with its rows of W_hh, and the
       cores meet after every step (a step needs all of the previous h).
 
-    Measured here (2 cores, B=32, medians of the window loops in training): by rows, a
-    1x128 LSTM's backward loop takes 3.1 ms against 3.8, and a 2x256 one's 10.4 against
-    11.8 (the forward loops are even); at 2x512 (B=64), rows lose: 90 against 76 ms
-    forward, as each core reads all 4 MB of W_hh at every step.
+    Rows when they give every core a part of MIN_ROWS_PER_PART rows or more (fewer parts
+    would leave cores idle that units could use) and W_hh is small. Measured here (2
+    cores, B=32, medians of the window loops in training): by rows, a 1x128 LSTM's
+    backward loop takes 3.1 ms against 3.8, and a 2x256 one's 10.4 against 11.8 (the
+    forward loops are even); at 2x512 (B=64), rows lose: 90 against 76 ms forward, as
+    each core reads all 4 MB of W_hh at every step.
     """
-    parts = min(cores(), batch // MIN_ROWS_PER_PART)
-    if parts >= 2 and gates * hidden * hidden <= MAX_WEIGHTS_FOR_ROWS:
-        return _bounds(batch, parts), _bounds(hidden, 1)
+    if (cores() >= 2 and batch // MIN_ROWS_PER_PART >= cores()
+            and gates * hidden * hidden <= MAX_WEIGHTS_FOR_ROWS):
+        return _bounds(batch, cores()), _bounds(hidden, 1)
     return _bounds(batch, 1), _bounds(hidden, max(1, min(cores(), hidden // MIN_UNITS_PER_BLOCK)))
 
 

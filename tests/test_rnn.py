@@ -92,6 +92,18 @@ def test_split_of_work_covers_every_row_and_unit_once(core_count, monkeypatch):
             assert len(rows) == 2 or len(units) == 2, (batch, hidden)  # one way or the other, not both
 
 
+@pytest.mark.parametrize("core_count, batch, hidden, by", [
+    (2, 32, 128, "rows"), (2, 32, 256, "rows"),
+    (2, 64, 512, "units"),   # W_hh too big for every core to read it at every step
+    (2, 16, 256, "units"),   # 8 rows per core: too thin
+    (4, 32, 256, "units"),   # rows would leave two of the four cores idle
+    (4, 64, 128, "rows")])
+def test_split_of_work_takes_rows_when_they_keep_every_core_busy(core_count, batch, hidden, by, monkeypatch):
+    monkeypatch.setattr(rnn.recurrence, "cores", lambda: core_count)
+    rows, units = rnn.recurrence.split_of_work(batch, hidden, 4)
+    assert (len(rows) - 1, len(units) - 1) == ((core_count, 1) if by == "rows" else (1, core_count))
+
+
 @pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("cell_name", ALL_CELLS)
 def test_fused_equals_eager_over_windows_with_carried_state(cell_name, split, monkeypatch):
