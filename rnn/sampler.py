@@ -30,6 +30,7 @@ it per cell that imports that cell's `step_inference` kernel.
 
 import numpy as np
 
+import minigrad as mg
 from minigrad._jit import cores
 
 from .compiler import compile_cell, compile_loops
@@ -129,8 +130,8 @@ class Sampler:
         self.blocks = 2 * cores()  # two blocks per core: evens out a core that lags
         fused = compile_cell(rnn.cell, dtype)
         self.loop = compile_loops(fused, "sampling loop", LOOP_SOURCE, parallel=self.blocks > 2)
-        w_ih0, _, b_ih0, _ = (p.data for p in rnn.layer_parameters(0))
-        self.first_table = np.ascontiguousarray(model.embedding.weight.data @ w_ih0.T + b_ih0, dtype)
+        with mg.no_grad():  # layer 0's input projection of every character, as the model's forward makes it
+            self.first_table = np.ascontiguousarray(model.projected_embedding().data, dtype)
         layers, top = rnn.num_layers, rnn.num_layers - 1
         parameters = [tuple(p.data for p in rnn.layer_parameters(k)) for k in range(layers)]
         w_head, b_head = head.weight.data, head.bias.data
