@@ -42,7 +42,10 @@ BOM = "\ufeff"
 # units, four UTF-8 bytes), the byte-order mark, NUL and other control characters.
 AWKWARD_PIECES = ["\r\n", "\r", "\n", "e\u0301", "\u0301", "\U0001F600", "\U0001F468\u200d\U0001F469",
                   "\U00010348", "\U0010FFFD", "\ufeff", "\x00", "\x7f", "\u2028", "\t", "\u00e9", " "]
-awkward_text = st.lists(st.one_of(st.sampled_from(AWKWARD_PIECES), st.characters()), max_size=60).map("".join)
+# Any character but the surrogates (category Cs): those have no UTF-8 form, so no text file
+# holds them, and encoding them raised inside the test's own data generator.
+awkward_text = st.lists(st.one_of(st.sampled_from(AWKWARD_PIECES), st.characters(exclude_categories=("Cs",))),
+                        max_size=60).map("".join)
 
 
 def write_bytes(folder, content: bytes) -> Path:
