@@ -13,6 +13,8 @@ import math
 import shutil
 import time
 
+from cli.output import is_terminal, visible_text
+
 # A terminal line is redrawn at most this often; a log gets a progress line at most this often.
 REDRAW_SECONDS = 0.1
 LOG_SECONDS = 10.0
@@ -58,6 +60,9 @@ class TrainingDisplay:
 
     def __init__(self, stream, live: bool, quiet: bool = False, clock=time.monotonic, width=None):
         self.stream, self.live, self.quiet, self.clock = stream, live, quiet, clock
+        # Samples are made over the corpus's characters: a terminal gets their control
+        # characters as escapes, a log file the text as it is (see cli/output.py).
+        self.terminal = live or is_terminal(stream)
         # A line longer than the terminal would wrap, and "\r" could no longer redraw it.
         self.width = width or shutil.get_terminal_size().columns
         self.last_val_loss = None
@@ -99,6 +104,8 @@ class TrainingDisplay:
     def on_sample(self, data):
         step = data.get("step", "?")
         text = data.get("text", "").strip("\n")
+        if self.terminal:
+            text = visible_text(text)
         self._print(f"{SAMPLE_RULE}\nsample at step {step}:\n{text}\n{SAMPLE_RULE}")
 
     def finish(self):
