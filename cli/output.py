@@ -105,12 +105,7 @@ class TextWriter:
         self.stream.flush()
 
 
-def _finite(value):
-    """`value` with every non-finite number replaced by None, numpy scalars as Python numbers."""
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
+def _finite_scalar(value):
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, numbers.Integral):
@@ -119,6 +114,25 @@ def _finite(value):
         value = float(value)
         return value if math.isfinite(value) else None
     return value
+
+
+def _finite(value):
+    """A copy of `value` with every non-finite number replaced by None, numpy scalars as Python
+    numbers. A loop, not recursion: a checkpoint's metadata may nest as deep as its JSON allows."""
+    root = [value]
+    pending = [(root, 0)]
+    while pending:
+        container, key = pending.pop()
+        item = container[key]
+        if isinstance(item, dict):
+            container[key] = copy = dict(item)
+            pending.extend((copy, name) for name in copy)
+        elif isinstance(item, (list, tuple)):
+            container[key] = copy = list(item)
+            pending.extend((copy, index) for index in range(len(copy)))
+        else:
+            container[key] = _finite_scalar(item)
+    return root[0]
 
 
 def strict_json(value) -> str:

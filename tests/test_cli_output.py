@@ -115,6 +115,13 @@ def test_strict_json_writes_null_for_numbers_that_are_not_finite():
     assert strict_loads(strict_json(value)) == {"nan": None, "inf": None, "nested": [None, [1.5, 3]], "ok": True}
 
 
+def test_strict_json_takes_metadata_nested_as_deep_as_json_reads():
+    deep = [math.nan]
+    for _ in range(900):  # json.loads reads this deep: a checkpoint's train_config can be this
+        deep = [deep]
+    assert strict_json(deep) == "[" * 901 + "null" + "]" * 901
+
+
 # ---- item 10: any stdout encoding -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -147,6 +154,15 @@ def test_sample_out_writes_exact_utf8_whatever_stdout_is(kanji_checkpoint, tmp_p
     assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
     assert result.stdout == b""
     assert out.read_bytes() == "é\n日日日日日".encode("utf-8")  # exactly the prime and the sample
+
+
+def test_training_prints_its_samples_through_any_stdout_encoding(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text(make_text(1500).replace("a", "日").replace("e", "é"), encoding="utf-8")
+    arguments = [*TINY_RUN, "--sample-every", "2", "--sample-length", "200", "--out", tmp_path / "run"]
+    result = run_with_encoding("ascii", "train", text, *arguments)
+    assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
+    assert b"sample at step 2" in result.stdout and b"?" in result.stdout
 
 
 # ---- item 11: nothing from a file reaches the terminal raw ------------------------------------
