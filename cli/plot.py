@@ -6,8 +6,8 @@ which needs nothing beyond the standard library. The comparison table is printed
 every case.
 
 Printing and drawing only: reading run folders is `rnn.runs`' job. Every name printed
-from a run folder (folder names, config.json's fields) goes through `visible()`. matplotlib is
-imported inside the command so that `minigrad-rnn --help` stays fast.
+from a run folder (folder names, config.json's fields) goes through `cli.output.visible`.
+matplotlib is imported inside the command so that `minigrad-rnn --help` stays fast.
 """
 
 import math
