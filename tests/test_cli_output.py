@@ -183,6 +183,19 @@ def test_info_escapes_what_the_checkpoint_says(tmp_path):
     assert not any(line.startswith("step        999999") for line in result.stdout.splitlines())
 
 
+def test_info_prints_metadata_of_any_type_or_refuses_it_in_one_line(tmp_path):
+    meta = {"step": f"{ESC}[2J", "train_seconds": "abc", "last_val_loss": "x", "best_val_loss": [1],
+            "corpus": {"path": 5}}
+    checkpoint = make_checkpoint(tmp_path / "model.safetensors", ["a", "b"], meta=meta)
+    result = run_cli("info", checkpoint)
+    if result.returncode == 0:  # shown, escaped, numbers that are not numbers as '?'
+        assert_no_raw_controls(result.stdout)
+        assert "step        \\x1b[2J (? of training)" in result.stdout
+    else:  # or refused when the checkpoint is read
+        assert_one_error_line(result.stderr)
+        assert "unexpected" not in result.stderr
+
+
 def test_plot_escapes_folder_names_and_config_fields(tmp_path):
     run = tmp_path / f"run{ESC}[2J"
     run.mkdir()
