@@ -72,7 +72,7 @@ class App(click.Group):
     """The command group, with error reporting of its own (see the module docstring)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        use_replacement_for_unencodable_output(sys.stdout)
+        use_replacement_for_unencodable_output(sys.stdout)  # `?`, not a crash, where stdout's encoding ends
         if not standalone_mode:  # embedding code asked to handle exceptions itself
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         # Overflow warnings of numpy are noise to a user: a diverging run is reported as such.

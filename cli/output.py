@@ -17,8 +17,9 @@ Three rules, each held in one function here so that no command does it its own w
   Infinity: a number that is not finite is written as null.
 
 `use_replacement_for_unencodable_output()` is the one process-wide change: stdout whose
-encoding cannot hold every character (PYTHONIOENCODING=latin-1, a Windows console, a
-pipe under LANG=C) gets a `?` for such a character instead of a UnicodeEncodeError.
+encoding cannot hold every character (PYTHONIOENCODING=latin-1, output redirected on
+Windows in its ANSI code page, a pipe under a latin-1 locale) gets a `?` for such a
+character instead of a UnicodeEncodeError.
 
 Standard library only: the CLI imports this at start-up.
 """
