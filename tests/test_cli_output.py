@@ -33,7 +33,7 @@ from cli.progress import TrainingDisplay
 from cli_support import TINY_RUN, assert_one_error_line, console_script, make_text, run_cli
 from rnn.checkpoint import save_checkpoint
 from rnn.data import Vocab
-from rnn.evaluate import LOGITS_BUDGET, evaluate, evaluate_ids
+from rnn.evaluate import LOGITS_BUDGET, evaluate_ids
 from rnn.model import CharLM, ModelConfig
 from rnn.sample import sample
 
