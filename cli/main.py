@@ -13,7 +13,7 @@ shape this file:
 """
 
 import importlib
-import json
+import math
 import os
 import sys
 import warnings
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import click
 
+from cli.output import TextWriter, is_terminal, strict_json, use_replacement_for_unencodable_output, visible
 from cli.progress import TrainingDisplay, bits_per_char, format_duration, format_loss, format_rate
 
 PROGRAM = "minigrad-rnn"
@@ -55,7 +56,8 @@ def _one_line(message) -> str:
 
 
 def _error(message, code):
-    click.echo(f"error: {_one_line(message)}", err=True)
+    # visible(): a message may quote a file name or a checkpoint's field (see cli/output.py).
+    click.echo(f"error: {visible(_one_line(message))}", err=True)
     sys.exit(code)
 
 
@@ -70,6 +72,7 @@ class App(click.Group):
     """The command group, with error reporting of its own (see the module docstring)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        use_replacement_for_unencodable_output(sys.stdout)  # `?`, not a crash, where stdout's encoding ends
         if not standalone_mode:  # embedding code asked to handle exceptions itself
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         # Overflow warnings of numpy are noise to a user: a diverging run is reported as such.
@@ -290,7 +293,7 @@ def train(text, out, resume, quiet, as_json, **options):
         display.finish()
 
     if as_json:
-        click.echo(json.dumps({key: summary.get(key) for key in TRAIN_JSON_KEYS}, default=str))
+        click.echo(strict_json({key: summary.get(key) for key in TRAIN_JSON_KEYS}))
     if not quiet:
         click.echo(_training_summary(summary, text), file=stream)
     if summary.get("stopped_reason") == "interrupted":
@@ -366,6 +369,9 @@ def _training_summary(summary: dict, text) -> str:
         if best is not None else "best val loss: not evaluated yet",
     ]
     latest, best_checkpoint = summary.get("checkpoint"), summary.get("best_checkpoint")
+    # A resumed run's text path comes from its checkpoint: printed like any name from a file.
+    text = visible(text) if text else text
+    latest, best_checkpoint = (visible(path) if path else path for path in (latest, best_checkpoint))
     if latest is None:
         lines.append("no checkpoint was saved")
         return "\n".join(lines)
@@ -387,9 +393,17 @@ def _training_summary(summary: dict, text) -> str:
 @click.option("--prime", "-p", default="", help="Text to start from (printed first).")
 @click.option("--seed", type=int, default=None, help="Seed for a reproducible sample.")
 @click.option("--argmax", is_flag=True, help="Always take the likeliest character (no randomness).")
+@click.option("--out", "-o", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the text (the prime, then the sample) to this file, exactly, in UTF-8, "
+                   "instead of printing it.")
 @cell_file_option
-def sample(checkpoint, length, temperature, top_k, prime, seed, argmax, cell_file):
-    """Generate text from a CHECKPOINT, printing characters as they are made."""
+def sample(checkpoint, length, temperature, top_k, prime, seed, argmax, out_file, cell_file):
+    """Generate text from a CHECKPOINT, printing characters as they are made.
+
+    On a terminal, control characters in the text (other than line breaks and tabs) are
+    shown as escapes such as \\x1b: the checkpoint chose the characters. Piped or written
+    with --out, the text is exactly what the model made.
+    """
     loaded = _load_checkpoint(checkpoint, cell_file)
     from rnn.data import TextError
     from rnn.sample import sample as generate
@@ -399,15 +413,24 @@ def sample(checkpoint, length, temperature, top_k, prime, seed, argmax, cell_fil
             loaded.vocab.encode(prime)
         except TextError as error:
             raise click.BadParameter(str(error), param_hint="'--prime'") from None
-    out = sys.stdout
-    out.write(prime)
-    out.flush()
-    for character in generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
-                              top_k=top_k, seed=seed, argmax=argmax):
-        out.write(character)
-        out.flush()
-    out.write("\n")
-    out.flush()
+    characters = generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
+                          top_k=top_k, seed=seed, argmax=argmax)
+    if out_file is not None:
+        with open(out_file, "w", encoding="utf-8", newline="") as file:  # newline="": no \n -> \r\n
+            _write_text(TextWriter(file, terminal=False, flush=False), prime, characters)
+        return
+    writer = TextWriter(sys.stdout, terminal=is_terminal(sys.stdout))
+    try:
+        _write_text(writer, prime, characters)
+    finally:  # also before an error message: the shell's prompt or the message starts a line of its own
+        writer.write("\n")
+        writer.close()
+
+
+def _write_text(writer, prime, characters):
+    writer.write(prime)
+    for character in characters:
+        writer.write(character)
 
 
 # ---- eval ---------------------------------------------------------------------------------
@@ -427,8 +450,11 @@ def evaluate_command(checkpoint, text, as_json, cell_file):
     except TextError as error:  # say which file, as the message about unknown characters does not
         message = str(error)
         raise click.ClickException(message if str(text) in message else f"{text}: {message}") from None
-    if as_json:
-        click.echo(json.dumps({key: result[key] for key in ("loss_nats", "bpc", "perplexity", "chars")}))
+    if not math.isfinite(result["loss_nats"]):
+        click.echo(f"warning: the loss is not finite ({result['loss_nats']}): is {visible(checkpoint)} diverged?",
+                   err=True)
+    if as_json:  # a loss that is not finite is null: JSON has no nan
+        click.echo(strict_json({key: result[key] for key in ("loss_nats", "bpc", "perplexity", "chars")}))
         return
     click.echo(f"loss        {result['loss_nats']:.4f} nats/char\n"
                f"bits/char   {result['bpc']:.4f}\n"
@@ -469,7 +495,7 @@ def info(checkpoint, as_json, cell_file):
         "train_config": meta.get("train_config"),
     }
     if as_json:
-        click.echo(json.dumps(details, default=str))
+        click.echo(strict_json(details))
         return
     config = loaded.config
     val_loss, best = details["val_loss_nats"], details["best_val_loss_nats"]
@@ -485,7 +511,8 @@ def info(checkpoint, as_json, cell_file):
         ("optimizer", details["optimizer"] or "-"),
         ("trained on", details["text"] or "-"),
     ]
-    click.echo("\n".join(f"{label:<12}{value}" for label, value in rows))
+    # visible(): every value but the counts came from the checkpoint (or is a path).
+    click.echo("\n".join(f"{label:<12}{visible(value)}" for label, value in rows))
 
 
 # ---- gradcheck ----------------------------------------------------------------------------

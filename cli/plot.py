@@ -5,8 +5,9 @@ The curves go to a PNG drawn with matplotlib (an optional extra: `pip install
 which needs nothing beyond the standard library. The comparison table is printed in
 every case.
 
-Printing and drawing only: reading run folders is `rnn.runs`' job. matplotlib is
-imported inside the command so that `minigrad-rnn --help` stays fast.
+Printing and drawing only: reading run folders is `rnn.runs`' job. Every name printed
+from a run folder (folder names, config.json's fields) goes through `cli.output.visible`.
+matplotlib is imported inside the command so that `minigrad-rnn --help` stays fast.
 """
 
 import math
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from cli.output import visible
 from cli.progress import format_duration, format_rate
 
 DEFAULT_OUTPUT = "loss.png"
@@ -86,19 +88,19 @@ def _warn_about_bad_lines(runs):
         if run.bad_lines:
             numbers = ", ".join(str(number) for number in run.bad_lines[:5])
             more = ", ..." if len(run.bad_lines) > 5 else ""
-            click.echo(f"warning: {run.path}/metrics.jsonl: skipped {len(run.bad_lines)} unreadable "
+            click.echo(f"warning: {visible(run.path)}/metrics.jsonl: skipped {len(run.bad_lines)} unreadable "
                        f"line(s) ({numbers}{more})", err=True)
 
 
 def _run_names(runs) -> list:
     """Each run's folder name; the folder path as given where two folders share a name."""
     names = [run.name for run in runs]
-    return [str(run.path) if names.count(name) > 1 else name for run, name in zip(runs, names)]
+    return [visible(run.path if names.count(name) > 1 else name) for run, name in zip(runs, names)]
 
 
 def _model_size(run) -> str:
     """'lstm 2x256': the cell, layers x hidden."""
-    return f"{run.setting('cell') or '?'} {run.setting('layers') or '?'}x{run.setting('hidden') or '?'}"
+    return visible(f"{run.setting('cell') or '?'} {run.setting('layers') or '?'}x{run.setting('hidden') or '?'}")
 
 
 # ---- the image ----------------------------------------------------------------------------
@@ -278,9 +280,9 @@ def comparison_table(summaries, names=None) -> str:
     rows = [TABLE_COLUMNS]
     for index, summary in enumerate(summaries):
         rows.append((
-            names[index] if names else summary.name,
-            summary.cell or "?",
-            f"{summary.layers or '?'}x{summary.hidden or '?'}",
+            visible(names[index] if names else summary.name),
+            visible(summary.cell or "?"),
+            visible(f"{summary.layers or '?'}x{summary.hidden or '?'}"),
             "?" if summary.parameters is None else f"{summary.parameters:,}",
             f"{summary.steps:,}",
             format_duration(summary.seconds),

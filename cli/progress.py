@@ -10,8 +10,11 @@ This module must stay light (no numpy, no rnn): it is imported by the CLI at sta
 """
 
 import math
+import numbers
 import shutil
 import time
+
+from cli.output import is_terminal, visible_text
 
 # A terminal line is redrawn at most this often; a log gets a progress line at most this often.
 REDRAW_SECONDS = 0.1
@@ -19,8 +22,17 @@ LOG_SECONDS = 10.0
 SAMPLE_RULE = "-" * 60
 
 
+def _real(value):
+    """`value` as a float if it is a real number (not a bool), else None. The formats below
+    also print values read from files (a checkpoint's train_seconds...), which may be anything."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
 def format_duration(seconds) -> str:
     """12s, 3m05s, 1h02m: short and fixed enough to read at a glance."""
+    seconds = _real(seconds)
     if seconds is None or not math.isfinite(seconds):
         return "?"
     seconds = max(0, int(round(seconds)))
@@ -33,6 +45,7 @@ def format_duration(seconds) -> str:
 
 def format_rate(per_second) -> str:
     """A count per second with a k/M suffix: 950, 12.3k, 1.2M."""
+    per_second = _real(per_second)
     if per_second is None or not math.isfinite(per_second):
         return "?"
     for limit, suffix, scale in ((1e6, "M", 1e6), (1e3, "k", 1e3)):
@@ -42,11 +55,14 @@ def format_rate(per_second) -> str:
 
 
 def format_loss(loss) -> str:
-    return "-" if loss is None else f"{loss:.4f}"
+    """'2.3456'; '-' for no loss yet; '?' for a value that is not a number."""
+    if loss is None:
+        return "-"
+    return "?" if _real(loss) is None else f"{_real(loss):.4f}"
 
 
 def bits_per_char(nats):
-    return None if nats is None else nats / math.log(2)
+    return None if _real(nats) is None else _real(nats) / math.log(2)
 
 
 class TrainingDisplay:
@@ -58,6 +74,9 @@ class TrainingDisplay:
 
     def __init__(self, stream, live: bool, quiet: bool = False, clock=time.monotonic, width=None):
         self.stream, self.live, self.quiet, self.clock = stream, live, quiet, clock
+        # Samples are made over the corpus's characters: a terminal gets their control
+        # characters as escapes, a log file the text as it is (see cli/output.py).
+        self.terminal = live or is_terminal(stream)
         # A line longer than the terminal would wrap, and "\r" could no longer redraw it.
         self.width = width or shutil.get_terminal_size().columns
         self.last_val_loss = None
@@ -99,6 +118,8 @@ class TrainingDisplay:
     def on_sample(self, data):
         step = data.get("step", "?")
         text = data.get("text", "").strip("\n")
+        if self.terminal:
+            text = visible_text(text)
         self._print(f"{SAMPLE_RULE}\nsample at step {step}:\n{text}\n{SAMPLE_RULE}")
 
     def finish(self):

@@ -3,6 +3,10 @@
 The text is read as one stream, in chunks, with the hidden state carried from chunk to
 chunk, so every character but the first is predicted from everything before it. No
 graph is recorded and the model runs in eval mode (no dropout). Nothing here trains.
+
+A chunk makes one row of logits per character, each as long as the vocabulary; how many
+rows a call may make is bounded (`rows_per_call`), so that memory stays the same for a
+checkpoint whose vocabulary is 100,000 characters (one from a file no one checked).
 """
 
 import math
@@ -16,6 +20,17 @@ from .data import TextError
 # Characters per forward call: long enough that Python overhead is small, short enough
 # that the logits of one chunk stay small.
 EVAL_CHUNK = 1024
+# The most logits (rows x vocabulary) one forward call may make. The loss holds about three
+# arrays of that size (logits, softmax, the head's output), so 2**21 elements bounds them to
+# ~25 MB in float32, ~50 MB in float64, whatever the vocabulary: 20 rows a call at 100,000
+# characters (the uncut 1024 rows there took 1 GB). Below 2048 characters (any alphabet
+# text) a call still predicts a whole EVAL_CHUNK, so nothing changes for them.
+LOGITS_BUDGET = 2 ** 21
+
+
+def rows_per_call(vocab_size: int, wanted: int) -> int:
+    """`wanted` rows of logits, or fewer (at least one) so that rows x vocab_size <= LOGITS_BUDGET."""
+    return max(1, min(wanted, LOGITS_BUDGET // max(1, vocab_size)))
 
 
 def metrics_from_nats(loss_nats: float, chars: int) -> dict:
@@ -35,13 +50,18 @@ def evaluate_ids(model, ids, chunk_size: int = EVAL_CHUNK, streams: int = 1) -> 
     Every character is still predicted once; only the first characters of parts 2.. lose
     the context before their cut, so the loss is a hair higher than with one stream, and
     the evaluation is up to `streams` times faster (the training loop uses this).
+
+    A call predicts about `chunk_size` positions, fewer when the vocabulary is so large that
+    their logits would pass LOGITS_BUDGET; the result does not depend on it (up to rounding).
     """
     count = len(ids)
     if count < 2:
         raise TextError(f"evaluation needs at least 2 characters (one to predict), got {count}")
-    streams = max(1, min(streams, (count - 1) // chunk_size))
+    per_call = rows_per_call(model.config.vocab_size, chunk_size)
+    # `streams` rows at least per call: with a vast vocabulary, fewer parts (a hair lower loss).
+    streams = max(1, min(streams, (count - 1) // chunk_size, per_call))
     part = (count - 1) // streams  # predictions per part; parts start at 0, part, 2 * part, ...
-    window = max(1, chunk_size // streams)  # per part and call: about chunk_size positions a call in all
+    window = max(1, per_call // streams)  # per part and call: about `per_call` positions in all
     was_training = model.training
     model.eval()
     total_nats = 0.0  # accumulated in float64 whatever the model's dtype
@@ -55,8 +75,8 @@ def evaluate_ids(model, ids, chunk_size: int = EVAL_CHUNK, streams: int = 1) -> 
                 total_nats += float(loss.data) * (stop - start) * streams
             # The tail (fewer than `streams` predictions): the last part reads on, alone.
             last = [tuple(s[streams - 1:] for s in layer) for layer in state] if state else None
-            for start in range(streams * part, count - 1, chunk_size):
-                stop = min(start + chunk_size, count - 1)
+            for start in range(streams * part, count - 1, per_call):
+                stop = min(start + per_call, count - 1)
                 window = np.asarray(ids[start:stop + 1], dtype=np.int64)[None, :]
                 loss, last = model.loss(window[:, :-1], window[:, 1:], last)
                 total_nats += float(loss.data) * (stop - start)

@@ -17,9 +17,11 @@ import numpy as np
 
 import minigrad as mg
 
+from .evaluate import rows_per_call
 from .sampler import Sampler
 
-# The prime is fed in pieces of this many characters (only the last logits are needed).
+# The prime is fed in pieces of this many characters (only the last logits are needed),
+# fewer where the vocabulary is so large that their logits would pass LOGITS_BUDGET.
 PRIME_CHUNK = 1024
 # Characters drawn per call of the compiled loop: big enough that a call's cost vanishes,
 # small enough that streamed text appears without a visible pause (~10 ms at 2x256).
@@ -72,9 +74,10 @@ def sample(model, vocab, prime="", length=500, temperature=1.0, top_k=None, seed
 
 def _generate(model, vocab, context, length, rng, options):
     state = None
-    for start in range(0, len(context), PRIME_CHUNK):
+    piece = rows_per_call(model.config.vocab_size, PRIME_CHUNK)
+    for start in range(0, len(context), piece):
         with _inference(model):
-            _, state = model(context[None, start:start + PRIME_CHUNK], state)
+            _, state = model(context[None, start:start + piece], state)
     sampler = Sampler(model, state)
     produced = 0
     while produced < length:
