@@ -358,7 +358,7 @@ def _resumed_text(meta: dict, resume):
     path = corpus.get("path")
     if path is None:
         return None
-    if not isinstance(path, str) or not Path(path).is_file():
+    if not isinstance(path, str) or not Path(path).exists():  # anything else: Corpus.from_file says what
         raise click.UsageError(f"{resume} was trained on {path}, which no longer exists: "
                                f"give the text as TEXT")
     return Path(path)
