@@ -254,7 +254,9 @@ def _shipped_corpus():
               help="fused: one compiled kernel per step; eager: one graph node per gate op.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder for checkpoints and metrics  [default: runs/<date_time>, or the folder of --resume]")
-@click.option("--resume", type=CHECKPOINT, default=None, help="Continue training from this checkpoint.")
+@click.option("--resume", type=CHECKPOINT, default=None,
+              help="Continue training from this checkpoint. Options given with it take effect; those that "
+                   "define the model (--cell, --layers, --hidden, --embed, --dtype) must match it.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing while training.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results at the end.")
 def train(text, out, resume, quiet, as_json, **options):

@@ -276,15 +276,14 @@ def new_run_id() -> str:
 
 def _folder_run_id(out_dir: Path):
     """The run id recorded in out_dir (config.json, else its latest or best checkpoint), or None."""
-    config = read_config(out_dir / CONFIG_FILE)
-    if config:
-        run_id = config.get("run_id")
-        return run_id if isinstance(run_id, str) else None
-    for name in (LATEST, BEST):
-        if exists(out_dir / name):
-            run_id = read_meta(out_dir / name).get("run_id")
-            return run_id if isinstance(run_id, str) else None
-    return None
+    run_id = read_config(out_dir / CONFIG_FILE).get("run_id")
+    if run_id is None:
+        for name in (LATEST, BEST):
+            if exists(out_dir / name):
+                run_id = read_meta(out_dir / name).get("run_id")
+                break
+    # Only a plausible id (it is printed): what a hostile file holds is not.
+    return run_id if isinstance(run_id, str) and 0 < len(run_id) <= 64 and run_id.isalnum() else None
 
 
 def _check_resume_target(out_dir: Path, resume, run_id) -> bool:
@@ -292,12 +291,13 @@ def _check_resume_target(out_dir: Path, resume, run_id) -> bool:
     if not any(exists(out_dir / name) for name in (LATEST, BEST, CONFIG_FILE)):
         return False  # a new or empty folder: the resumed run continues there
     try:
-        resumed_from_here = os.path.samefile(Path(resume).parent, out_dir)
+        if os.path.samefile(Path(resume).parent, out_dir):
+            return True  # the folder's own checkpoint (a run from before run ids included)
     except OSError:
-        resumed_from_here = False
+        pass
     folder_run_id = _folder_run_id(out_dir)
-    if resumed_from_here or (run_id is not None and folder_run_id == run_id):
-        return True
+    if run_id is not None and folder_run_id == run_id:
+        return True  # e.g. a copy of the run's checkpoint kept elsewhere
     raise RunExistsError(
         f"{out_dir} holds another run (run id {folder_run_id or 'unknown'}, {resume} is from "
         f"{run_id or 'a run without an id'}): resuming there would replace its checkpoints and metrics; "

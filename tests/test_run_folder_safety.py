@@ -17,13 +17,19 @@
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
 
 import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from cli_support import TINY_MODEL, assert_one_error_line, make_text, run_cli
+from cli_support import TINY_MODEL, assert_one_error_line, console_script, make_text, run_cli
 from rnn.checkpoint import CheckpointError, load_checkpoint
 from rnn.data import Corpus
 from rnn.runfiles import RunFileError, entry
@@ -183,25 +189,35 @@ def _replace_with_dev_zero(path: Path):
 HOSTILE_ENTRIES = {"fifo": _replace_with_fifo, "link to /dev/zero": _replace_with_dev_zero}
 
 
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
+def run_cli_bounded(*args) -> subprocess.CompletedProcess:
+    """run_cli in 3 GB of address space and 60 s: a regression fails fast instead of hanging
+    the suite or filling the machine's memory."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    return subprocess.run(console_script() + [str(a) for a in args], capture_output=True, text=True,
+                          encoding="utf-8", timeout=60, preexec_fn=limit)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or resource is None, reason="needs FIFOs and rlimits (POSIX)")
 @pytest.mark.parametrize("kind", HOSTILE_ENTRIES)
 @pytest.mark.parametrize("name", ("metrics.jsonl", "config.json"))
 def test_plot_and_resume_refuse_a_fifo_or_dev_zero_in_one_line(tmp_path, kind, name):
     text, out = _trained_run(tmp_path)
     HOSTILE_ENTRIES[kind](out / name)
-    plotted = run_cli("plot", out, "--text", timeout=60)
+    plotted = run_cli_bounded("plot", out, "--text")
     assert plotted.returncode == 1
     assert_one_error_line(plotted.stderr, name)
-    resumed = run_cli("train", "--resume", out / "latest.safetensors", "--steps", "3", "--quiet", timeout=60)
+    resumed = run_cli_bounded("train", "--resume", out / "latest.safetensors", "--steps", "3", "--quiet")
     assert resumed.returncode == 1
     assert_one_error_line(resumed.stderr, name, "not a regular file")
 
 
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or resource is None, reason="needs FIFOs and rlimits (POSIX)")
 def test_a_fifo_as_the_text_of_a_resumed_run_is_one_line(tmp_path):
     text, out = _trained_run(tmp_path)
     _replace_with_fifo(text)
-    resumed = run_cli("train", "--resume", out / "latest.safetensors", "--steps", "3", "--quiet", timeout=60)
+    resumed = run_cli_bounded("train", "--resume", out / "latest.safetensors", "--steps", "3", "--quiet")
     assert resumed.returncode == 1
     assert_one_error_line(resumed.stderr, "not a regular file")
 
