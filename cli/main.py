@@ -372,8 +372,8 @@ def _check_same_text(meta: dict, corpus, text, text_given: bool, resume):
     user gave is their choice (fine-tuning on another text), said in one warning line."""
     saved = meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
     keys = ("chars", "vocab_sha256", "ids_sha256")
-    if not all(key in saved for key in keys):
-        return  # a checkpoint from before corpus fingerprints: nothing to compare with
+    if not (isinstance(saved.get("chars"), int) and all(isinstance(saved.get(key), str) for key in keys[1:])):
+        return  # a checkpoint from before corpus fingerprints (or a damaged record): nothing to compare with
     fingerprint = corpus.fingerprint()
     if all(saved[key] == fingerprint[key] for key in keys):
         return
