@@ -176,6 +176,12 @@ def _trained_run(tmp_path) -> tuple:
     return text, out
 
 
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory):
+    """One trained run folder, copied by the tests that spoil an entry of it (its text stays put)."""
+    return _trained_run(tmp_path_factory.mktemp("shared"))[1]
+
+
 def _replace_with_fifo(path: Path):
     path.unlink(missing_ok=True)
     os.mkfifo(path)
@@ -202,8 +208,9 @@ def run_cli_bounded(*args) -> subprocess.CompletedProcess:
 @pytest.mark.skipif(not hasattr(os, "mkfifo") or resource is None, reason="needs FIFOs and rlimits (POSIX)")
 @pytest.mark.parametrize("kind", HOSTILE_ENTRIES)
 @pytest.mark.parametrize("name", ("metrics.jsonl", "config.json"))
-def test_plot_and_resume_refuse_a_fifo_or_dev_zero_in_one_line(tmp_path, kind, name):
-    text, out = _trained_run(tmp_path)
+def test_plot_and_resume_refuse_a_fifo_or_dev_zero_in_one_line(shared_run, tmp_path, kind, name):
+    out = tmp_path / "run"
+    shutil.copytree(shared_run, out)
     HOSTILE_ENTRIES[kind](out / name)
     plotted = run_cli_bounded("plot", out, "--text")
     assert plotted.returncode == 1
