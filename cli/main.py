@@ -257,7 +257,9 @@ def _shipped_corpus():
               help="fused: one compiled kernel per step; eager: one graph node per gate op.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder for checkpoints and metrics  [default: runs/<date_time>, or the folder of --resume]")
-@click.option("--resume", type=CHECKPOINT, default=None, help="Continue training from this checkpoint.")
+@click.option("--resume", type=CHECKPOINT, default=None,
+              help="Continue training from this checkpoint. Options given with it take effect; those that "
+                   "define the model (--cell, --layers, --hidden, --embed, --dtype) must match it.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing while training.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results at the end.")
 def train(text, out, resume, quiet, as_json, **options):
@@ -267,20 +269,28 @@ def train(text, out, resume, quiet, as_json, **options):
     folder gets latest.safetensors, best.safetensors, metrics.jsonl and config.json.
     Ctrl-C saves a checkpoint and stops; --resume continues from it.
     """
-    given = {name: value for name, value in options.items() if value is not None}
-    if "cell_file" in given:
+    context = click.get_current_context()
+    # What the user typed (or set through the environment / a default map): only that
+    # overrides a resumed run's own settings.
+    given = {name: value for name, value in options.items()
+             if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    if given.get("cell_file") is not None:
         given["cell_file"] = str(given["cell_file"])
     _load_cell_file(options["cell_file"])
-    if "cell" in given:
+    if given.get("cell") is not None:
         _check_cell_name(given["cell"])
 
     from rnn.train import train as run_training
 
-    resumed = _load_checkpoint(resume, given.get("cell_file")).meta if resume else {}
-    config = _train_config(given, resumed.get("train_config") or {})
+    checkpoint = _load_checkpoint(resume, given.get("cell_file")) if resume else None
+    resumed = checkpoint.meta if checkpoint else {}
+    config = _train_config(given, resumed.get("train_config") or {}, checkpoint.config if checkpoint else None)
+    text_given = text is not None
     if text is None and resume:  # continue on the text the run was trained on
         text = _resumed_text(resumed, resume)
     corpus = _load_corpus(text, config.val_frac)
+    if resume:
+        _check_same_text(resumed, corpus, text, text_given, resume)
     out = out or (resume.parent if resume else _default_run_dir())
 
     # Progress goes to stdout, unless stdout is reserved for the --json result.
@@ -312,11 +322,12 @@ def _check_cell_name(name):
         raise click.BadParameter(str(error), param_hint="'--cell'") from None
 
 
-def _train_config(given: dict, saved: dict):
-    """TrainConfig from the options typed, on top of a resumed run's own settings (`saved`)."""
+def _train_config(given: dict, saved: dict, saved_model=None):
+    """TrainConfig from the options typed, on top of a resumed run's own settings (`saved`, and
+    `saved_model`, the checkpoint's model config: the options that define the model must match it)."""
     import dataclasses
 
-    from rnn.train import TrainConfig
+    from rnn.train import MODEL_OPTIONS, TrainConfig
 
     known = {field.name for field in dataclasses.fields(TrainConfig)}
     # Never the checkpoint's cell_file: a checkpoint is data, and the Python file it names
@@ -324,6 +335,16 @@ def _train_config(given: dict, saved: dict):
     known.discard("cell_file")
     saved = saved if isinstance(saved, dict) else {}  # a damaged or hostile record: ignored
     settings = {name: value for name, value in saved.items() if name in known}
+    if saved_model is not None:
+        # The model's own record (checked when the checkpoint loaded) beats the train config's.
+        settings.update({name: getattr(saved_model, name) for name in MODEL_OPTIONS + ("dropout", "engine")})
+        different = [name for name in MODEL_OPTIONS
+                     if given.get(name) is not None and given[name] != settings[name]]
+        if different:
+            typed = ", ".join(f"--{name} {given[name]}" for name in different)
+            kept = ", ".join(f"{name} {settings[name]}" for name in different)
+            raise click.UsageError(f"{typed} does not match the checkpoint's model ({kept}): a resumed run "
+                                   f"keeps its model; leave the option out, or start a new run")
     limits = ("steps", "epochs", "time_budget")
     if any(given.get(name) is not None for name in limits):
         # A limit typed on resume replaces the run's saved limits: `--resume X --steps 5000`
@@ -342,10 +363,31 @@ def _resumed_text(meta: dict, resume):
     path = corpus.get("path")
     if path is None:
         return None
-    if not isinstance(path, str) or not Path(path).is_file():
+    if not isinstance(path, str) or not Path(path).exists():  # anything else: Corpus.from_file says what
         raise click.UsageError(f"{resume} was trained on {path}, which no longer exists: "
                                f"give the text as TEXT")
     return Path(path)
+
+
+def _check_same_text(meta: dict, corpus, text, text_given: bool, resume):
+    """Compare the text with the one the checkpoint records (size and hashes; see
+    Corpus.fingerprint): a changed file the run found by itself is an error, a text the
+    user gave is their choice (fine-tuning on another text), said in one warning line."""
+    saved = meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
+    keys = ("chars", "vocab_sha256", "ids_sha256")
+    if not (isinstance(saved.get("chars"), int) and all(isinstance(saved.get(key), str) for key in keys[1:])):
+        return  # a checkpoint from before corpus fingerprints (or a damaged record): nothing to compare with
+    fingerprint = corpus.fingerprint()
+    if all(saved[key] == fingerprint[key] for key in keys):
+        return
+    name = text or "tiny-shakespeare"
+    what = (f"{fingerprint['chars']} characters, the run's had {saved['chars']}"
+            if saved["chars"] != fingerprint["chars"] else "same length, different characters")
+    if not text_given:
+        raise click.ClickException(f"{name} is not the text {resume} was trained on ({what}): "
+                                   f"give the run's text as TEXT")
+    click.echo(f"warning: {name} is not the text {resume} was trained on ({what}); training continues on it",
+               err=True)
 
 
 def _load_corpus(text, val_frac):

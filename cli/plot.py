@@ -89,7 +89,7 @@ def _warn_about_bad_lines(runs):
             numbers = ", ".join(str(number) for number in run.bad_lines[:5])
             more = ", ..." if len(run.bad_lines) > 5 else ""
             click.echo(f"warning: {visible(run.path)}/metrics.jsonl: skipped {len(run.bad_lines)} unreadable "
-                       f"line(s) ({numbers}{more})", err=True)
+                       f"line(s) ({numbers}{more}); first: {visible(run.first_problem)}", err=True)
 
 
 def _run_names(runs) -> list:

@@ -3,7 +3,8 @@
 Modules: `expr` (the gate-expression vocabulary and tracing), `cells` (the @cell
 declaration, the registry and the built-in cells), `compiler` (fused Numba kernels
 generated from a cell), `layers` (the recurrent stack, eager or fused), `model`
-(the char-LM), `data`, `train`, `checkpoint`, `sample`, `evaluate`.
+(the char-LM), `data`, `train`, `checkpoint`, `runs` (reading run folders), `runfiles` (safe
+file access inside a run folder), `sample`, `evaluate`.
 """
 
 import os as _os

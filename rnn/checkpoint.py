@@ -15,16 +15,19 @@ the file is caught.
 
 Loading reads nothing but JSON and raw arrays: it never executes anything from the file, and
 it checks the header's declared length against the file size before reading it, so a hostile
-file cannot make it allocate unbounded memory. Every problem is a `CheckpointError` with one line.
-Writing is atomic: a temporary file in the same directory, fsync, rename, fsync the directory;
-an interrupted write leaves the previous checkpoint as it was.
+file cannot make it allocate unbounded memory; the file must be a regular file (a FIFO or a
+device is refused before anything is read). The numbers that resuming reads from `meta` and
+`optimizer` (steps, step counts, RNG state, times, losses, data position) are checked by
+`training_state` and `_optimizer_state` as strictly as the tensors are. Every problem is a
+`CheckpointError` with one line naming the file and the field.
+Writing is atomic (rnn.runfiles.write_atomically: a new temporary file beside it, fsync,
+rename, fsync the directory); an interrupted write leaves the previous checkpoint as it was.
 """
 
 import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +40,7 @@ import minigrad as mg
 from .cells import CellError, get_cell, load_cell_file
 from .data import TextError, Vocab
 from .model import DTYPES, CharLM, ModelConfig
+from .runfiles import RunFileError, open_regular, write_atomically
 
 FORMAT_VERSION = 1
 PROGRAM = "minigrad-rnn"
@@ -44,6 +48,8 @@ OPTIMIZER_PREFIX = "optimizer."
 TRAIN_STATE_PREFIX = "train_state."
 # No real header comes near this; a larger declared length means "not a checkpoint".
 MAX_HEADER_BYTES = 16 << 20
+# Steps and step counts above this are not from a real run (2**53: still exact as a float).
+MAX_COUNT = 2 ** 53
 
 _SAFETENSORS_DTYPES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I8": 1, "U8": 1, "I16": 2, "U16": 2,
                        "I32": 4, "U32": 4, "I64": 8, "U64": 8, "BOOL": 1}
@@ -147,41 +153,11 @@ def save_checkpoint(path, model, optimizer=None, meta=None, *, vocab=None, extra
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write a temporary file beside `path`, fsync it, rename it over `path`, fsync the directory."""
-    directory = path.parent if str(path.parent) else Path(".")
     try:
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as error:
-        raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:  # including KeyboardInterrupt: never leave a half-written temp file
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        if isinstance(error, OSError):
-            raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}") from None
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform (Windows), so best effort.
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+        write_atomically(path, data)
+    except (OSError, RunFileError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason}") from None
 
 
 # ---- loading --------------------------------------------------------------------------------
@@ -190,7 +166,8 @@ def _read_header(path: Path) -> dict:
     """The safetensors JSON header, after checking its length and entries against the file."""
     not_safetensors = f"{path} is not a minigrad-rnn checkpoint (not a safetensors file)"
     try:
-        with open(path, "rb") as file:
+        # The path the user gave may be their own link; a FIFO or a device is refused unread.
+        with os.fdopen(open_regular(path, follow=True), "rb") as file:
             size = os.fstat(file.fileno()).st_size
             if size < 8:
                 raise CheckpointError(f"{path} is truncated or not a checkpoint ({size} bytes)")
@@ -200,6 +177,8 @@ def _read_header(path: Path) -> dict:
             if header_length > size - 8:
                 raise CheckpointError(f"{path} is truncated (its header alone should be {header_length} bytes)")
             raw = file.read(header_length)
+    except RunFileError as error:
+        raise CheckpointError(f"{path} is not a checkpoint file ({error})") from None
     except OSError as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror or error}") from None
     try:
@@ -342,6 +321,14 @@ def _optimizer_state(path: Path, metadata: dict, model: CharLM, tensors: dict):
     if not isinstance(description.get("type"), str) or not isinstance(hyperparameters, dict) \
             or not isinstance(scalars, dict):
         raise CheckpointError(f"{path} is corrupted (bad optimizer description)")
+    for key, value in hyperparameters.items():
+        if not isinstance(value, bool) and _finite_number(value) is None:
+            raise CheckpointError(f"{path} is corrupted (optimizer hyperparameter {key} is {_shown(value)}, "
+                                  f"not a finite number)")
+    for key, value in scalars.items():  # step counts
+        if not _is_count(value):
+            raise CheckpointError(f"{path} is corrupted (optimizer state {key} is {_shown(value)}, "
+                                  f"not a step count)")
     parameters = dict(model.named_parameters())
     index = {name: i for i, name in enumerate(parameters)}
     state = dict(hyperparameters)
@@ -398,10 +385,99 @@ def load_checkpoint(path, cell_file=None) -> Checkpoint:
                       train_state=train_state, format_version=version)
 
 
+# ---- the training state that resuming reads from `meta` -------------------------------------
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+
+
+def _finite_number(value):
+    """`value` as a float if it is a finite number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond the float range
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _shown(value) -> str:
+    """A short description of a bad value for an error line (never the whole of a hostile value)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 18:
+        return f"an integer of {len(str(abs(value)))} digits"
+    if isinstance(value, (list, dict)):
+        return f"a JSON {'list' if isinstance(value, list) else 'object'}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _same_shape_as(value, template, bits: int = 128) -> bool:
+    """Whether JSON `value` has the structure of `template` (keys, types), its ints in [0, 2**bits),
+    its strings equal to the template's (e.g. the name of the generator)."""
+    if isinstance(template, dict):
+        return (isinstance(value, dict) and set(value) == set(template)
+                and all(_same_shape_as(value[key], template[key], bits) for key in template))
+    if isinstance(template, bool):
+        return isinstance(value, bool)
+    if isinstance(template, int):
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** bits
+    if isinstance(template, str):
+        return value == template
+    return False
+
+
+def training_state(path, meta: dict) -> dict:
+    """The fields of a checkpoint's `meta` that resuming uses, checked: step (a count),
+    rng_state (minigrad's generator's state), train_seconds (a finite number >= 0),
+    best_val_loss / last_val_loss (finite numbers or None), data_position (a dict of counts,
+    or None when unusable: the streams then start afresh), run_id (a short string or None).
+    Raises CheckpointError naming the file and the field."""
+    def bad(field, value, expected):
+        return CheckpointError(f"{path} is corrupted (meta field {field} is {_shown(value)}, not {expected})")
+
+    if "step" not in meta or "rng_state" not in meta:
+        raise CheckpointError(f"{path} holds no training state to resume from")
+    state = {}
+    if not _is_count(meta["step"]):
+        raise bad("step", meta["step"], f"an integer in [0, {MAX_COUNT}]")
+    state["step"] = meta["step"]
+    if not _same_shape_as(meta["rng_state"], mg.random.get_state()):
+        raise bad("rng_state", meta["rng_state"], "the state of minigrad's random generator")
+    state["rng_state"] = meta["rng_state"]
+    seconds = meta.get("train_seconds")
+    if seconds is not None and (_finite_number(seconds) is None or seconds < 0):
+        raise bad("train_seconds", seconds, "a finite number of seconds >= 0")
+    state["train_seconds"] = float(seconds or 0.0)
+    for key in ("best_val_loss", "last_val_loss"):
+        value = meta.get(key)
+        if value is not None and _finite_number(value) is None:
+            raise bad(key, value, "a finite number")
+        state[key] = None if value is None else float(value)
+    position = meta.get("data_position")
+    usable = isinstance(position, dict) and all(_is_count(position.get(key)) for key in
+                                                 ("pass", "window", "batch_size", "seq_len", "train_chars"))
+    state["data_position"] = position if usable else None
+    run_id = meta.get("run_id")
+    if run_id is not None and not (isinstance(run_id, str) and 0 < len(run_id) <= 64 and run_id.isprintable()):
+        raise bad("run_id", run_id, "a run id")
+    state["run_id"] = run_id
+    return state
+
+
+def read_meta(path) -> dict:
+    """A checkpoint's `meta`, from its checked header alone (no tensors read, no checksum):
+    to tell which run a file belongs to, not to resume from it."""
+    path = Path(path)
+    metadata = _read_header(path).get("__metadata__") or {}
+    _check_program_and_version(path, metadata)
+    return _json_field(path, metadata, "meta", dict)
+
+
 def model_tensor_names(names) -> list:
     """The names among `names` that are model parameters (not optimizer or trainer state)."""
     return [name for name in names if not name.startswith((OPTIMIZER_PREFIX, TRAIN_STATE_PREFIX))]
 
 
 __all__ = ["FORMAT_VERSION", "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint",
-           "model_tensor_names", "expected_model_shapes"]
+           "model_tensor_names", "expected_model_shapes", "training_state", "read_meta"]

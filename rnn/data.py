@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from stat import S_ISREG
 
 import numpy as np
 
@@ -27,6 +28,10 @@ CHUNK_BYTES = 4 << 20
 IN_MEMORY_BYTES = 64 << 20
 # Bumped when the cache layout changes, so that old cache entries are ignored.
 CACHE_FORMAT = 1
+# A corpus's fingerprint hashes all its ids up to this many characters; a longer one is
+# hashed in FINGERPRINT_BLOCKS evenly spaced blocks of FINGERPRINT_BLOCK_CHARS (a few ms).
+FINGERPRINT_FULL_CHARS = 32 << 20
+FINGERPRINT_BLOCKS, FINGERPRINT_BLOCK_CHARS = 256, 1 << 16
 
 _UTF8_BOM = codecs.BOM_UTF8
 _CODE_POINTS = 0x110000
@@ -135,6 +140,8 @@ def _check_file(path: Path) -> os.stat_result:
         stat = path.stat()
     except OSError as error:
         raise TextError(f"cannot read {path}: {error.strerror}") from None
+    if not S_ISREG(stat.st_mode):  # a FIFO would hang the reader, /dev/zero never ends
+        raise TextError(f"{path} is not a regular file (a FIFO, a device or a socket), not a text file")
     if stat.st_size == 0:
         raise TextError(f"{path} is empty")
     return stat
@@ -326,6 +333,22 @@ class Corpus:
         if len(ids) == 0:
             raise TextError(f"{path} is empty")
         return cls(vocab, ids, val_frac, path=path)
+
+    def fingerprint(self) -> dict:
+        """What identifies this text, whatever its path: {"chars", "vocab_sha256", "ids_sha256"},
+        the ids hashed whole up to FINGERPRINT_FULL_CHARS, else in evenly spaced blocks (so that a
+        resumed run can tell that a file of the same name holds another text)."""
+        ids = self.ids
+        if len(ids) <= FINGERPRINT_FULL_CHARS:
+            starts = range(0, len(ids), FINGERPRINT_BLOCK_CHARS)
+        else:
+            last = len(ids) - FINGERPRINT_BLOCK_CHARS
+            starts = (round(k * last / (FINGERPRINT_BLOCKS - 1)) for k in range(FINGERPRINT_BLOCKS))
+        digest = hashlib.sha256()
+        for start in starts:  # as little-endian uint32, whichever dtype holds the ids
+            digest.update(np.asarray(ids[start:start + FINGERPRINT_BLOCK_CHARS], dtype="<u4").tobytes())
+        return {"chars": len(ids), "vocab_sha256": hashlib.sha256(self.vocab.to_json().encode()).hexdigest(),
+                "ids_sha256": digest.hexdigest()}
 
     def __len__(self):
         return len(self.ids)

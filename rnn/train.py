@@ -14,13 +14,19 @@ carried hidden state, the step, the training time and the best val loss, so that
 N steps, stopping, resuming and training M more is bit-identical to N + M straight.
 Evaluation and sampling never draw from the training's random stream.
 
-Files in out_dir: latest.safetensors, best.safetensors, metrics.jsonl, config.json, train.lock.
+Files in out_dir: latest.safetensors, best.safetensors, metrics.jsonl, config.json, train.lock,
+all opened through rnn.runfiles (no links followed, regular files only). A run has a random
+`run_id`, recorded in config.json and in every checkpoint: resuming into a folder that holds
+another run is refused. On resume the model options (MODEL_OPTIONS) must match the
+checkpoint's model; every training option of the config takes effect, the optimizer's
+hyperparameters included.
 What this module must not hold: printing or argument parsing (that is the CLI's).
 """
 
 import json
 import math
 import os
+import secrets
 import signal
 import threading
 import time
@@ -32,11 +38,14 @@ import numpy as np
 import minigrad as mg
 
 from .cells import load_cell_file
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint, training_state
 from .data import BatchStream, Corpus
 from .evaluate import evaluate_ids
 from .layers import ENGINES
 from .model import DTYPES, CharLM, ModelConfig, detach_state
+from .runfiles import (check_entries, create_new, exists, open_for_appending, open_for_update, prepare_folder,
+                       read_bytes, remove_temporaries, write_atomically)
+from .runs import CONFIG_FILE, MAX_METRICS_BYTES, METRICS_FILE, parse_record, read_config
 from .sample import sample
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
@@ -51,6 +60,11 @@ DEFAULT_WEIGHT_DECAY = 0.1
 # A metrics line (mean train loss of the last steps) every this many steps.
 LOG_EVERY = 10
 LATEST, BEST = "latest.safetensors", "best.safetensors"
+LOCK_FILE = "train.lock"
+RUN_FILES = (LATEST, BEST, METRICS_FILE, CONFIG_FILE, LOCK_FILE)
+# The options that define the model a checkpoint holds (its tensors' shapes and dtype): on
+# resume they must be the checkpoint's. Dropout and the engine change no tensor: they may change.
+MODEL_OPTIONS = ("cell", "layers", "hidden", "embed", "dtype")
 # Periodic evaluation reads the validation split as this many parts side by side (see
 # evaluate_ids): on a large file one stream would take minutes per evaluation; the parts
 # cost a few thousandths of a nat of lost context at their cuts.
@@ -204,7 +218,7 @@ class RunLock:
     """
 
     def __init__(self, out_dir: Path):
-        self.path = out_dir / "train.lock"
+        self.path = out_dir / LOCK_FILE
         self.file = None
 
     def __enter__(self):
@@ -214,12 +228,12 @@ class RunLock:
             fcntl = None
         if fcntl is None:
             try:
-                self.file = open(self.path, "x")
+                self.file = os.fdopen(create_new(self.path), "w")
             except FileExistsError:
                 raise RunLockedError(f"{self.path.parent} is in use by another training run "
                                      f"(remove {self.path} if that run is gone)") from None
         else:
-            self.file = open(self.path, "a+")
+            self.file = open_for_update(self.path)  # never through a link: truncate() below
             try:
                 fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -243,34 +257,51 @@ class RunLock:
 
 
 def _write_json_atomically(path: Path, data: dict) -> None:
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
-
-
-def _remove_stale_temporary_files(out_dir: Path) -> None:
-    """Temporary files a killed run left behind (a checkpoint being written when SIGKILL or a
-    power cut came). Called under the lock, so no other run in this folder is writing them."""
-    for name in (LATEST, BEST, "config.json", "metrics.jsonl"):
-        for leftover in out_dir.glob(f".{name}.*tmp*"):
-            leftover.unlink(missing_ok=True)
+    write_atomically(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def _keep_metrics_up_to(path: Path, step: int) -> None:
-    """On resume: drop metrics lines after the resumed step (and a line torn by a crash)."""
-    if not path.exists():
+    """On resume: drop metrics lines after the resumed step (and lines that are not records)."""
+    if not exists(path):
         return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
-            kept.append(line)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text("".join(line + "\n" for line in kept))
-    os.replace(temporary, path)
+    text = read_bytes(path, MAX_METRICS_BYTES, what="metrics file").decode("utf-8", errors="replace")
+    kept = [line for line in text.splitlines() if (parse_record(line)[0] or {}).get("step", step + 1) <= step]
+    write_atomically(path, "".join(line + "\n" for line in kept).encode("utf-8"))
+
+
+def new_run_id() -> str:
+    # From the operating system's randomness: minigrad's generator (the training's) is untouched.
+    return secrets.token_hex(8)
+
+
+def _folder_run_id(out_dir: Path):
+    """The run id recorded in out_dir (config.json, else its latest or best checkpoint), or None."""
+    run_id = read_config(out_dir / CONFIG_FILE).get("run_id")
+    if run_id is None:
+        for name in (LATEST, BEST):
+            if exists(out_dir / name):
+                run_id = read_meta(out_dir / name).get("run_id")
+                break
+    # Only a plausible id (it is printed): what a hostile file holds is not.
+    return run_id if isinstance(run_id, str) and 0 < len(run_id) <= 64 and run_id.isalnum() else None
+
+
+def _check_resume_target(out_dir: Path, resume, run_id) -> bool:
+    """Refuse to resume into a folder holding another run; True if out_dir holds this very run."""
+    if not any(exists(out_dir / name) for name in (LATEST, BEST, CONFIG_FILE)):
+        return False  # a new or empty folder: the resumed run continues there
+    try:
+        if os.path.samefile(Path(resume).parent, out_dir):
+            return True  # the folder's own checkpoint (a run from before run ids included)
+    except OSError:
+        pass
+    folder_run_id = _folder_run_id(out_dir)
+    if run_id is not None and folder_run_id == run_id:
+        return True  # e.g. a copy of the run's checkpoint kept elsewhere
+    raise RunExistsError(
+        f"{out_dir} holds another run (run id {folder_run_id or 'unknown'}, {resume} is from "
+        f"{run_id or 'a run without an id'}): resuming there would replace its checkpoints and metrics; "
+        f"choose another --out, or resume that folder's own {LATEST}")
 
 
 # ---- the run --------------------------------------------------------------------------------
@@ -294,10 +325,13 @@ class _Run:
         self.session_seconds = 0.0
         self.recent_losses = []
         self.stop_requested = False  # set by the SIGINT handler
+        self.run_id = None  # set by start_fresh / restore (see train())
+        self.corpus_record = None  # what config.json and the checkpoints say about the text
 
     # -- setting up -------------------------------------------------------------------------
 
     def start_fresh(self):
+        self.run_id = new_run_id()
         mg.random.manual_seed(self.config.seed)
         self.model = CharLM(self.config.model_config(len(self.corpus.vocab)))
         self.model.train()
@@ -308,43 +342,57 @@ class _Run:
         return make_optimizer(config.optimizer, self.model.parameters(), config.lr, config.beta2, config.weight_decay)
 
     def restore(self, path):
-        """Continue the run saved in checkpoint `path`."""
+        """Continue the run saved in checkpoint `path`, with this run's config: the model options
+        must be the checkpoint's, every other setting (optimizer hyperparameters included) is
+        the config's."""
         checkpoint = load_checkpoint(path, cell_file=self.config.cell_file)
         if checkpoint.vocab != self.corpus.vocab:
             raise CheckpointError(f"{path} was trained on a text with a different vocabulary "
                                   f"({len(checkpoint.vocab)} characters, this text has {len(self.corpus.vocab)})")
-        meta = checkpoint.meta
-        if not isinstance(meta.get("step"), int) or not isinstance(meta.get("rng_state"), dict):
-            raise CheckpointError(f"{path} holds no training state to resume from")
-        for key in ("train_seconds", "best_val_loss", "last_val_loss"):
-            if meta.get(key) is not None and not _is_number(meta[key]):
-                raise CheckpointError(f"{path} is corrupted ({key} is {meta[key]!r}, not a number)")
-        model_config = checkpoint.config
-        # The architecture is the checkpoint's, whatever the new config says.
-        self.config = replace(self.config, cell=model_config.cell, layers=model_config.layers,
-                              hidden=model_config.hidden, embed=model_config.embed, dropout=model_config.dropout,
-                              dtype=model_config.dtype, engine=model_config.engine)
-        self.model = checkpoint.model
+        state = training_state(path, checkpoint.meta)
+        saved = checkpoint.config
+        different = [name for name in MODEL_OPTIONS if getattr(self.config, name) != getattr(saved, name)]
+        if different:
+            raise ValueError(f"{path} holds a model with " + ", ".join(f"{n}={getattr(saved, n)}" for n in different)
+                             + "; the settings say " + ", ".join(f"{n}={getattr(self.config, n)}" for n in different)
+                             + ": a resumed run keeps its model (start a new run to change it)")
+        model_config = self.config.model_config(len(self.corpus.vocab))
+        if model_config == saved:
+            self.model = checkpoint.model
+        else:  # another dropout or engine: the same tensors in a model built with the new settings
+            self.model = CharLM(model_config)
+            self.model.load_state_dict(checkpoint.model.state_dict())
         self.model.train()
         self.optimizer = self.new_optimizer()
         if checkpoint.optimizer_state is not None and checkpoint.optimizer_name == type(self.optimizer).__name__:
+            # The per-parameter state is the checkpoint's; the hyperparameters (betas, weight
+            # decay, ...) are this config's, so that options given on resume take effect.
+            hyperparameters = {key: value for key, value in self.optimizer.state_dict().items()
+                               if not key.startswith("state.")}
             try:
-                self.optimizer.load_state_dict(checkpoint.optimizer_state)
-            except (ValueError, TypeError) as error:
+                self.optimizer.load_state_dict({**checkpoint.optimizer_state, **hyperparameters})
+            except (ValueError, TypeError, OverflowError) as error:
                 raise CheckpointError(f"{path}: cannot restore the optimizer state: {error}") from None
         try:
-            mg.random.set_state(meta["rng_state"])
-        except (ValueError, TypeError, KeyError) as error:
+            mg.random.set_state(state["rng_state"])
+        except (ValueError, TypeError, KeyError, OverflowError) as error:
             raise CheckpointError(f"{path}: invalid RNG state ({error})") from None
-        self.step = meta["step"]
-        self.train_seconds = float(meta.get("train_seconds") or 0.0)
-        self.best_val_loss = meta.get("best_val_loss")
-        self.last_val_loss = meta.get("last_val_loss")
+        saved_train_config = checkpoint.meta.get("train_config")
+        saved_seed = saved_train_config.get("seed") if isinstance(saved_train_config, dict) else None
+        if isinstance(saved_seed, int) and saved_seed != self.config.seed:
+            mg.random.manual_seed(self.config.seed)  # a new seed given on resume: a new random stream
+        self.run_id = state["run_id"]
+        self.step = state["step"]
+        self.train_seconds = state["train_seconds"]
+        self.best_val_loss = state["best_val_loss"]
+        self.last_val_loss = state["last_val_loss"]
         self.evaluated_step = self.step
         # Resuming from this folder's own latest checkpoint: it is already on disk.
         self.saved_step = self.step if Path(path).resolve() == self.latest_path.resolve() else None
         try:
-            self.stream.set_position(meta.get("data_position"))
+            if state["data_position"] is None:
+                raise ValueError("no usable data position")
+            self.stream.set_position(state["data_position"])
             self.state = self._state_from_arrays(checkpoint.train_state)
         except ValueError:
             # A different batch size or sequence length: start the streams afresh.
@@ -501,8 +549,8 @@ class _Run:
             "train_config": self.config.to_dict(),
             "best_val_loss": self.best_val_loss,
             "last_val_loss": self.last_val_loss,
-            "corpus": {"path": str(self.corpus.path) if self.corpus.path else None,
-                       "train_chars": len(self.corpus.train_ids), "val_chars": len(self.corpus.val_ids)},
+            "run_id": self.run_id,
+            "corpus": self.corpus_record,
         }
         save_checkpoint(path, self.model, self.optimizer, meta, vocab=self.corpus.vocab,
                         extra_tensors=self._state_as_arrays())
@@ -600,18 +648,6 @@ class _GracefulInterrupt:
         return False
 
 
-def _prepare_out_dir(out_dir) -> Path:
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise OSError(f"cannot write to the output directory {out_dir}: {error.strerror or error}") from None
-    return out_dir
-
-
 def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=None) -> dict:
     """Train a char-LM on `corpus`, writing checkpoints and metrics into `out_dir`.
 
@@ -627,32 +663,38 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
     config = replace(config).validate()  # a copy: resuming may change the architecture fields
     if config.cell_file:
         load_cell_file(config.cell_file)
-    out_dir = _prepare_out_dir(out_dir)
+    out_dir = prepare_folder(out_dir)
+    check_entries(out_dir, RUN_FILES)  # a planted link or FIFO: refused before anything is written
     run = _Run(config, corpus, out_dir, on_event)  # TextError here if the text is too short
     with RunLock(out_dir):
-        _remove_stale_temporary_files(out_dir)
-        if resume is None and ((out_dir / LATEST).exists() or (out_dir / BEST).exists()):
+        remove_temporaries(out_dir, (LATEST, BEST, CONFIG_FILE, METRICS_FILE))
+        if resume is None and (exists(out_dir / LATEST) or exists(out_dir / BEST)):
             # Never overwrite an earlier run's checkpoints by repeating a command.
             raise RunExistsError(
                 f"{out_dir} already holds a run's checkpoints: continue it with --resume "
                 f"{out_dir / LATEST}, or choose another --out")
         if resume is not None:
             run.restore(resume)
+            if not _check_resume_target(out_dir, resume, run.run_id) or run.run_id is None:
+                run.run_id = new_run_id()  # a new folder (or a run from before run ids): a run of its own
         else:
             run.start_fresh()
-        metrics_path = out_dir / "metrics.jsonl"
+        run.corpus_record = {
+            "path": str(Path(corpus.path).resolve()) if corpus.path else None,  # resumable from anywhere
+            "train_chars": len(corpus.train_ids), "val_chars": len(corpus.val_ids), **corpus.fingerprint()}
+        metrics_path = out_dir / METRICS_FILE
         if resume is not None:
             _keep_metrics_up_to(metrics_path, run.step)
-        elif metrics_path.exists():
+        elif exists(metrics_path):
             metrics_path.unlink()  # a fresh run in this directory starts a fresh curve
-        _write_json_atomically(out_dir / "config.json", {
+        _write_json_atomically(out_dir / CONFIG_FILE, {
+            "run_id": run.run_id,
             "train": run.config.to_dict(),
             "model": run.model.config.to_dict(),
             "parameters": run.model.num_parameters(),
             "vocab_size": len(corpus.vocab),
-            "corpus": {"path": str(corpus.path) if corpus.path else None,
-                       "train_chars": len(corpus.train_ids), "val_chars": len(corpus.val_ids)},
+            "corpus": run.corpus_record,
             "resumed_from": str(resume) if resume is not None else None,
         })
-        with open(metrics_path, "a") as run.metrics_file, _GracefulInterrupt(run):
+        with open_for_appending(metrics_path) as run.metrics_file, _GracefulInterrupt(run):
             return run.run()

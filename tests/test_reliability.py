@@ -24,7 +24,6 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from click.testing import CliRunner
 import minigrad as mg
 import rnn.checkpoint
 import rnn.model
+import rnn.runfiles
 import rnn.train
 from cli_support import assert_one_error_line, console_script, make_text, run_cli
 from rnn.checkpoint import CheckpointError, load_checkpoint
@@ -328,16 +328,17 @@ def test_sigkill_at_random_moments_never_loses_the_latest_checkpoint(text_file, 
 def permission_lost_after(monkeypatch, good_saves: int):
     """From the (good_saves + 1)-th checkpoint on, creating the temporary file is refused,
     as when the folder turned read-only (tests run as root, so chmod would not stop them)."""
-    real_mkstemp = tempfile.mkstemp
+    real_create_new = rnn.runfiles.create_new
     calls = []
 
-    def mkstemp(*args, **kwargs):
-        calls.append(1)
-        if len(calls) > good_saves:
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-        return real_mkstemp(*args, **kwargs)
+    def create_new(path):
+        if ".safetensors." in str(path):
+            calls.append(1)
+            if len(calls) > good_saves:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return real_create_new(path)
 
-    monkeypatch.setattr(rnn.checkpoint.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(rnn.runfiles, "create_new", create_new)
 
 
 def test_permission_lost_during_training_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -374,7 +375,7 @@ def test_a_full_disk_while_writing_metrics_is_one_error_line(text_file, tmp_path
     message, and the checkpoint of step 2 is intact."""
     from cli.main import main
 
-    real_open = open
+    real_open = rnn.train.open_for_appending
 
     class FillsUp:
         def __init__(self, file):
@@ -395,11 +396,11 @@ def test_a_full_disk_while_writing_metrics_is_one_error_line(text_file, tmp_path
         def __exit__(self, *exc):
             return self.file.__exit__(*exc)
 
-    def open_metrics(path, *args, **kwargs):
-        file = real_open(path, *args, **kwargs)
+    def open_metrics(path):
+        file = real_open(path)
         return FillsUp(file) if str(path).endswith("metrics.jsonl") else file
 
-    monkeypatch.setattr(rnn.train, "open", open_metrics, raising=False)
+    monkeypatch.setattr(rnn.train, "open_for_appending", open_metrics)
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", str(text_file), "--cell", "gru", "--hidden", "8", "--embed", "4",
                                        "--layers", "1", "--seq-len", "8", "--batch-size", "4", "--steps", "10",
