@@ -384,11 +384,14 @@ def _training_summary(summary: dict, text) -> str:
 @click.option("--temperature", "-t", type=POSITIVE_FLOAT, default=1.0,
               help="Below 1: safer, more repetitive text; above 1: more surprising.")
 @click.option("--top-k", type=POSITIVE_INT, default=None, help="Sample only among the k likeliest characters.")
+@click.option("--top-p", type=float, default=None, metavar="P", callback=lambda ctx, param, p: _check_top_p(p),
+              help="Nucleus sampling: only among the likeliest characters whose probabilities first add up "
+                   "to P (after --top-k if both are given).")
 @click.option("--prime", "-p", default="", help="Text to start from (printed first).")
 @click.option("--seed", type=int, default=None, help="Seed for a reproducible sample.")
 @click.option("--argmax", is_flag=True, help="Always take the likeliest character (no randomness).")
 @cell_file_option
-def sample(checkpoint, length, temperature, top_k, prime, seed, argmax, cell_file):
+def sample(checkpoint, length, temperature, top_k, top_p, prime, seed, argmax, cell_file):
     """Generate text from a CHECKPOINT, printing characters as they are made."""
     loaded = _load_checkpoint(checkpoint, cell_file)
     from rnn.data import TextError
@@ -403,11 +406,18 @@ def sample(checkpoint, length, temperature, top_k, prime, seed, argmax, cell_fil
     out.write(prime)
     out.flush()
     for character in generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
-                              top_k=top_k, seed=seed, argmax=argmax):
+                              top_k=top_k, top_p=top_p, seed=seed, argmax=argmax):
         out.write(character)
         out.flush()
     out.write("\n")
     out.flush()
+
+
+def _check_top_p(value):
+    # A range type would let "nan" through (every comparison with NaN is False).
+    if value is not None and not 0 < value <= 1:
+        raise click.BadParameter(f"{value} is not in the range 0 < P <= 1")
+    return value
 
 
 # ---- eval ---------------------------------------------------------------------------------
