@@ -216,8 +216,43 @@ def _shipped_corpus():
     return importlib.resources.files("rnn") / "data" / "tinyshakespeare.txt"
 
 
-@main.command(cls=TrainCommand, short_help="Train a model on a text file (or tiny-shakespeare).")
-@click.argument("text", type=EXISTING_FILE, required=False)
+class EscapedText(click.ParamType):
+    """A string in which \\n, \\t, \\r, \\\\, \\xHH, \\uHHHH and \\UHHHHHHHH stand for the characters they name."""
+
+    name = "TEXT"
+    _simple = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "0": "\0"}
+    _digits = {"x": 2, "u": 4, "U": 8}
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        out, position = [], 0
+        while position < len(value):
+            backslash = value.find("\\", position)
+            if backslash < 0:
+                out.append(value[position:])
+                break
+            out.append(value[position:backslash])
+            kind = value[backslash + 1:backslash + 2]
+            if kind in self._simple:
+                out.append(self._simple[kind])
+                position = backslash + 2
+                continue
+            digits = value[backslash + 2:backslash + 2 + self._digits.get(kind, 0)]
+            if kind not in self._digits or len(digits) != self._digits[kind] \
+                    or not all(d in "0123456789abcdefABCDEF" for d in digits):
+                self.fail(f"unknown escape {value[backslash:backslash + 2]} in {value} "
+                          f"(known: \\n \\t \\r \\\\ \\0 \\xHH \\uHHHH \\UHHHHHHHH)", param, ctx)
+            code = int(digits, 16)
+            if code >= 0x110000 or 0xD800 <= code < 0xE000:
+                self.fail(f"{value[backslash:backslash + 2 + len(digits)]} is not a character", param, ctx)
+            out.append(chr(code))
+            position = backslash + 2 + len(digits)
+        return "".join(out)
+
+
+@main.command(cls=TrainCommand, short_help="Train a model on text files (or tiny-shakespeare).")
+@click.argument("texts", metavar="[TEXT]...", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--cell", default=None, help="Recurrent cell: a built-in name or one from --cell-file.")
 @cell_file_option
 @click.option("--layers", type=POSITIVE_INT, default=None, help="Number of recurrent layers.")
@@ -244,6 +279,10 @@ def _shipped_corpus():
               help="Stop after this many seconds of training (whichever limit comes first).")
 @click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Fraction of the text (its end) held out for validation.")
+@click.option("--val-file", type=EXISTING_FILE, default=None,
+              help="Validate on this file instead of the end of the text (its characters must occur in the text).")
+@click.option("--separator", type=EscapedText(), default=None, show_default="a newline",
+              help="Put between two files of TEXT (escapes such as \\n, \\t, \\u2029 are understood; \"\" for none).")
 @click.option("--eval-every", type=NON_NEGATIVE_INT, default=None,
               help="Steps between validation runs and checkpoints (0: only at the end).")
 @click.option("--sample-every", type=NON_NEGATIVE_INT, default=None, help="Steps between samples (0: never).")
@@ -257,27 +296,38 @@ def _shipped_corpus():
 @click.option("--resume", type=CHECKPOINT, default=None, help="Continue training from this checkpoint.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing while training.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results at the end.")
-def train(text, out, resume, quiet, as_json, **options):
-    """Train a character-level language model on TEXT (a UTF-8 file).
+def train(texts, out, resume, quiet, as_json, **options):
+    """Train a character-level language model on TEXT (UTF-8 files or folders).
 
-    Without TEXT it trains on tiny-shakespeare, which ships with the package. The run
-    folder gets latest.safetensors, best.safetensors, metrics.jsonl and config.json.
-    Ctrl-C saves a checkpoint and stops; --resume continues from it.
+    Without TEXT it trains on tiny-shakespeare, which ships with the package. Several
+    TEXTs are read as one text, in the order given, with --separator between two files;
+    a folder stands for the files under it, sorted by their path inside it (hidden files,
+    links leading out of it and files that are not regular are skipped, with a note).
+    The last --val-frac of the whole is held out for validation, unless --val-file is
+    given. The run folder gets latest.safetensors, best.safetensors, metrics.jsonl and
+    config.json. Ctrl-C saves a checkpoint and stops; --resume continues from it.
     """
     given = {name: value for name, value in options.items() if value is not None}
-    if "cell_file" in given:
-        given["cell_file"] = str(given["cell_file"])
+    if "val_file" in given and "val_frac" in given:
+        raise click.UsageError("give either --val-file or --val-frac, not both")
+    for name in ("cell_file", "val_file"):
+        if name in given:
+            given[name] = str(given[name].resolve() if name == "val_file" else given[name])
     _load_cell_file(options["cell_file"])
     if "cell" in given:
         _check_cell_name(given["cell"])
+
+    import dataclasses
 
     from rnn.train import train as run_training
 
     resumed = _load_checkpoint(resume, given.get("cell_file")).meta if resume else {}
     config = _train_config(given, resumed.get("train_config") or {})
-    if text is None and resume:  # continue on the text the run was trained on
-        text = _resumed_text(resumed, resume)
-    corpus = _load_corpus(text, config.val_frac)
+    if "val_frac" in given and config.val_file is not None:  # a resumed run's --val-file, replaced
+        config = dataclasses.replace(config, val_file=None)
+    if not texts and resume:  # continue on the text the run was trained on
+        texts = _resumed_texts(resumed, resume)
+    corpus = _load_corpus(texts, config, quiet)
     out = out or (resume.parent if resume else _default_run_dir())
 
     # Progress goes to stdout, unless stdout is reserved for the --json result.
@@ -292,7 +342,7 @@ def train(text, out, resume, quiet, as_json, **options):
     if as_json:
         click.echo(json.dumps({key: summary.get(key) for key in TRAIN_JSON_KEYS}, default=str))
     if not quiet:
-        click.echo(_training_summary(summary, text), file=stream)
+        click.echo(_training_summary(summary, texts), file=stream)
     if summary.get("stopped_reason") == "interrupted":
         sys.exit(EXIT_INTERRUPTED)
 
@@ -333,30 +383,37 @@ def _train_config(given: dict, saved: dict):
         raise click.UsageError(str(error)) from None
 
 
-def _resumed_text(meta: dict, resume):
-    """The text file a checkpoint was trained on (None: the shipped corpus)."""
+def _resumed_texts(meta: dict, resume) -> tuple:
+    """The text files a checkpoint was trained on (empty: the shipped corpus)."""
     corpus = meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
-    path = corpus.get("path")
-    if path is None:
-        return None
-    if not isinstance(path, str) or not Path(path).is_file():
-        raise click.UsageError(f"{resume} was trained on {path}, which no longer exists: "
-                               f"give the text as TEXT")
-    return Path(path)
+    files = corpus.get("files") or ([corpus["path"]] if corpus.get("path") is not None else [])
+    if not isinstance(files, list):
+        files = [files]
+    for path in files:
+        if not isinstance(path, str) or not Path(path).is_file():
+            raise click.UsageError(f"{resume} was trained on {path}, which no longer exists: "
+                                   f"give the text as TEXT")
+    return tuple(Path(path) for path in files)
 
 
-def _load_corpus(text, val_frac):
-    from rnn.data import Corpus
+def _load_corpus(texts, config, quiet=False):
+    from rnn.data import Corpus, find_text_files
 
-    if text is not None:
-        return Corpus.from_file(text, val_frac=val_frac)
-    import importlib.resources
+    options = dict(val_frac=config.val_frac, separator=config.separator, val_file=config.val_file)
+    if not texts:
+        import importlib.resources
 
-    with importlib.resources.as_file(_shipped_corpus()) as path:
-        return Corpus.from_file(path, val_frac=val_frac)
+        with importlib.resources.as_file(_shipped_corpus()) as path:
+            return Corpus.from_files([path], **options)
+    found = find_text_files(texts)
+    if found.skipped and not quiet:
+        shown = ", ".join(f"{path} ({reason})" for path, reason in found.skipped[:5])
+        more = f" and {len(found.skipped) - 5} more" if len(found.skipped) > 5 else ""
+        click.echo(f"note: skipped {len(found.skipped)} file(s): {shown}{more}", err=True)
+    return Corpus.from_files(found.files, **options)
 
 
-def _training_summary(summary: dict, text) -> str:
+def _training_summary(summary: dict, texts) -> str:
     best = summary.get("best_val_loss_nats")
     interrupted = summary.get("stopped_reason") == "interrupted"
     lines = [
@@ -371,7 +428,10 @@ def _training_summary(summary: dict, text) -> str:
         return "\n".join(lines)
     lines.append(f"checkpoints: {latest} (latest)" + (f", {best_checkpoint} (best)" if best_checkpoint else ""))
     if interrupted:
-        lines.append(f"continue with: {PROGRAM} train {f'{text} ' if text else ''}--resume {latest}")
+        import shlex
+
+        given = "".join(f"{shlex.quote(str(text))} " for text in texts or ())
+        lines.append(f"continue with: {PROGRAM} train {given}--resume {latest}")
     else:
         lines.append(f"sample with: {PROGRAM} sample {best_checkpoint or latest}")
     return "\n".join(lines)
@@ -475,7 +535,7 @@ def info(checkpoint, as_json, cell_file):
         "val_loss_nats": meta.get("last_val_loss"),
         "best_val_loss_nats": meta.get("best_val_loss"),
         "optimizer": loaded.optimizer_name,
-        "text": corpus.get("path"),
+        "text": corpus.get("path") or corpus.get("files"),  # one file, or the list of a several-file text
         "train_config": meta.get("train_config"),
     }
     if as_json:
@@ -493,9 +553,15 @@ def info(checkpoint, as_json, cell_file):
         ("val loss", f"{format_loss(val_loss)} nats/char ({format_loss(bits_per_char(val_loss))} bits/char), "
                      f"best {format_loss(best)}"),
         ("optimizer", details["optimizer"] or "-"),
-        ("trained on", details["text"] or "-"),
+        ("trained on", _files_line(details["text"])),
     ]
     click.echo("\n".join(f"{label:<12}{value}" for label, value in rows))
+
+
+def _files_line(text) -> str:
+    if isinstance(text, list) and text:
+        return f"{len(text)} files: {text[0]}" + (f" ... {text[-1]}" if len(text) > 1 else "")
+    return str(text) if text else "-"
 
 
 # ---- gradcheck ----------------------------------------------------------------------------

@@ -100,6 +100,8 @@ class TrainConfig:
     epochs: float = None  # ...or passes over the training split...
     time_budget: float = None  # ...or seconds of training; the first reached wins (none: DEFAULT_TIME_BUDGET)
     val_frac: float = 0.1
+    val_file: str = None  # validate on this file instead of the last val_frac of the text
+    separator: str = "\n"  # between the files of a text given as several files or a folder
     eval_every: int = 500  # 0: evaluate only at the end (each evaluation of tiny-shakespeare takes ~2 s at 2x256)
     sample_every: int = 500  # 0: no samples during training
     sample_length: int = 200
@@ -132,6 +134,10 @@ class TrainConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not (_is_number(self.val_frac) and 0 < self.val_frac < 1):
             raise ValueError(f"val_frac must be between 0 and 1 (exclusive), got {self.val_frac!r}")
+        if self.val_file is not None and not (isinstance(self.val_file, str) and self.val_file):
+            raise ValueError(f"val_file must be a file name, got {self.val_file!r}")
+        if not isinstance(self.separator, str):
+            raise ValueError(f"separator must be a string, got {self.separator!r}")
         for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("dtype", tuple(DTYPES)),
                               ("engine", ENGINES)):
             if getattr(self, name) not in allowed:
@@ -501,8 +507,7 @@ class _Run:
             "train_config": self.config.to_dict(),
             "best_val_loss": self.best_val_loss,
             "last_val_loss": self.last_val_loss,
-            "corpus": {"path": str(self.corpus.path) if self.corpus.path else None,
-                       "train_chars": len(self.corpus.train_ids), "val_chars": len(self.corpus.val_ids)},
+            "corpus": self.corpus.record(),
         }
         save_checkpoint(path, self.model, self.optimizer, meta, vocab=self.corpus.vocab,
                         extra_tensors=self._state_as_arrays())
@@ -650,8 +655,7 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
             "model": run.model.config.to_dict(),
             "parameters": run.model.num_parameters(),
             "vocab_size": len(corpus.vocab),
-            "corpus": {"path": str(corpus.path) if corpus.path else None,
-                       "train_chars": len(corpus.train_ids), "val_chars": len(corpus.val_ids)},
+            "corpus": corpus.record(),
             "resumed_from": str(resume) if resume is not None else None,
         })
         with open(metrics_path, "a") as run.metrics_file, _GracefulInterrupt(run):
