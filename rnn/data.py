@@ -403,11 +403,11 @@ def find_text_files(paths) -> TextFiles:
     A file named on the command line is the user's choice: it must be a regular file
     (a link to one is followed), or it is a TextError. Inside a folder, what a reader
     would not count as the corpus is skipped: hidden files and folders (a leading dot:
-    .git, .DS_Store), links leading out of the folder, links to folders (not followed:
-    no cycles, no file read twice), files that are not regular (FIFOs, sockets,
-    devices: never opened, so nothing hangs) and empty files. A file reached twice is
-    read once. Files that are not UTF-8 text are refused when read, not skipped: a
-    corpus must not silently lose a file.
+    .git, .DS_Store), links (not followed, like tar and git: nothing outside the folder
+    is read, no cycles, no file twice), files that are not regular (FIFOs, sockets,
+    devices: never opened, so nothing hangs) and empty files. A file named twice is read
+    once. Files that are not UTF-8 text are refused when read, not skipped: a corpus
+    must not silently lose a file.
     """
     found, seen = TextFiles(), set()
 
@@ -425,14 +425,14 @@ def find_text_files(paths) -> TextFiles:
         except OSError:
             raise TextError(f"no such file or folder: {given}") from None
         if file_types.S_ISDIR(info.st_mode):
-            before = len(found.files)
-            for path, reason in _files_in_folder(given):
+            entries = _files_in_folder(given)
+            if all(reason is not None for _, reason in entries):
+                raise TextError(f"{given} holds no text files to read")
+            for path, reason in entries:
                 if reason is None:
                     add(path, path)
                 else:
                     found.skipped.append((path, reason))
-            if len(found.files) == before:
-                raise TextError(f"{given} holds no text files to read")
         elif file_types.S_ISREG(info.st_mode):
             add(given, given)
         else:
@@ -442,7 +442,6 @@ def find_text_files(paths) -> TextFiles:
 
 def _files_in_folder(folder: Path):
     """(path, None) for each file to read under `folder`, (path, reason) for each one skipped."""
-    root = folder.resolve()
     entries = []
     for directory, folders, files in os.walk(folder, followlinks=False, onerror=_raise_text_error):
         directory = Path(directory)
@@ -450,23 +449,23 @@ def _files_in_folder(folder: Path):
             path = directory / name
             if name.startswith("."):
                 entries.append((path, "hidden"))
-            elif path.is_symlink():
-                entries.append((path, "a link to a folder (not followed)"))
+            elif path.is_symlink():  # os.walk does not descend into it
+                entries.append((path, "a link (not followed)"))
         folders[:] = [name for name in folders if not name.startswith(".")]
         for name in files:
-            entries.append((directory / name, "hidden" if name.startswith(".") else _why_skip(directory / name, root)))
+            entries.append((directory / name, "hidden" if name.startswith(".") else _why_skip(directory / name)))
     entries.sort(key=lambda entry: entry[0].relative_to(folder).parts)
     return entries
 
 
-def _why_skip(path: Path, root: Path):
-    """None if the file under folder `root` is to be read, else why not."""
+def _why_skip(path: Path):
+    """None if the file found in a folder is to be read, else why not."""
     try:
-        if path.is_symlink() and not path.resolve().is_relative_to(root):
-            return "a link leading out of the folder"
-        info = path.stat()
-    except (OSError, RuntimeError):  # RuntimeError: a loop of links
-        return "a broken link"
+        info = path.lstat()
+    except OSError as error:
+        return f"cannot read it: {error.strerror or error}"
+    if file_types.S_ISLNK(info.st_mode):
+        return "a link (not followed)"
     if not file_types.S_ISREG(info.st_mode):
         return "not a regular file"
     if info.st_size == 0:
