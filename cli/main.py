@@ -348,6 +348,7 @@ def train(texts, out, resume, quiet, as_json, **options):
 
 
 TRAIN_JSON_KEYS = ("steps", "seconds", "chars_per_sec", "best_val_loss_nats", "last_val_loss_nats",
+                   "best_step", "last_val_step", "latest_step",
                    "checkpoint", "best_checkpoint", "out_dir", "stopped_reason")
 
 
@@ -414,14 +415,24 @@ def _load_corpus(texts, config, quiet=False):
 
 
 def _training_summary(summary: dict, texts) -> str:
-    best = summary.get("best_val_loss_nats")
+    best, last = summary.get("best_val_loss_nats"), summary.get("last_val_loss_nats")
     interrupted = summary.get("stopped_reason") == "interrupted"
     lines = [
         f"{'interrupted' if interrupted else 'done'}: {summary.get('steps')} steps in "
         f"{format_duration(summary.get('seconds'))} ({format_rate(summary.get('chars_per_sec'))} chars/s)",
-        f"best val loss: {format_loss(best)} nats/char ({format_loss(bits_per_char(best))} bits/char)"
-        if best is not None else "best val loss: not evaluated yet",
     ]
+
+    def val_loss(loss, step):
+        return f"{format_loss(loss)} nats/char ({format_loss(bits_per_char(loss))} bits/char) at step {step}"
+
+    # The latest checkpoint's number first: the best one was chosen on the validation text itself.
+    if last is not None and summary.get("last_val_step") == summary.get("latest_step"):
+        lines.append(f"latest val loss: {val_loss(last, summary.get('last_val_step'))}")
+    elif last is not None:
+        lines.append(f"latest val loss: not evaluated at step {summary.get('latest_step')} "
+                     f"(last evaluation: {val_loss(last, summary.get('last_val_step'))})")
+    lines.append(f"best val loss: {val_loss(best, summary.get('best_step'))} (the best checkpoint)"
+                 if best is not None else "best val loss: not evaluated yet")
     latest, best_checkpoint = summary.get("checkpoint"), summary.get("best_checkpoint")
     if latest is None:
         lines.append("no checkpoint was saved")
@@ -482,12 +493,43 @@ def _check_top_p(value):
 
 # ---- eval ---------------------------------------------------------------------------------
 @main.command(name="eval", short_help="Loss of a checkpoint on a text: nats/char, bits/char.")
-@click.argument("checkpoint", type=CHECKPOINT)
+@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path), metavar="CHECKPOINT|RUN")
 @click.argument("text", type=EXISTING_FILE)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (loss_nats, bpc, perplexity, chars).")
 @cell_file_option
 def evaluate_command(checkpoint, text, as_json, cell_file):
-    """Loss of a CHECKPOINT on TEXT, read as one stream: nats/char, bits/char, perplexity."""
+    """Loss of a CHECKPOINT on TEXT, read as one stream: nats/char, bits/char, perplexity.
+
+    Given a RUN folder instead, both its latest and its best checkpoint are scored (the
+    best was chosen on the run's validation text: on that text only the latest is a fair
+    held-out number); --json then prints {"latest": {...}, "best": {...}} with their steps.
+    """
+    if not checkpoint.is_dir():
+        result = _evaluate_checkpoint(checkpoint, text, cell_file)
+        if as_json:
+            click.echo(json.dumps({key: result[key] for key in ("loss_nats", "bpc", "perplexity", "chars")}))
+            return
+        click.echo(_evaluation_lines(result))
+        return
+    from rnn.train import BEST, LATEST
+
+    results = {}
+    for name, file_name in (("latest", LATEST), ("best", BEST)):
+        if (checkpoint / file_name).exists():
+            results[name] = _evaluate_checkpoint(checkpoint / file_name, text, cell_file)
+    if not results:
+        raise click.BadParameter(f"{checkpoint} holds neither {LATEST} nor {BEST}", param_hint="'CHECKPOINT|RUN'")
+    if as_json:
+        click.echo(json.dumps({name: {key: result[key] for key in ("loss_nats", "bpc", "perplexity", "chars", "step")}
+                               for name, result in results.items()}))
+        return
+    click.echo("\n".join(f"{name:<12}{checkpoint / file_name} (step {results[name]['step']})\n"
+                         + _evaluation_lines(results[name])
+                         for name, file_name in (("latest", LATEST), ("best", BEST)) if name in results))
+
+
+def _evaluate_checkpoint(checkpoint, text, cell_file) -> dict:
+    """evaluate()'s metrics of one checkpoint on a text file, with its step."""
     loaded = _load_checkpoint(checkpoint, cell_file)
     from rnn.data import TextError
     from rnn.evaluate import evaluate
@@ -497,13 +539,15 @@ def evaluate_command(checkpoint, text, as_json, cell_file):
     except TextError as error:  # say which file, as the message about unknown characters does not
         message = str(error)
         raise click.ClickException(message if str(text) in message else f"{text}: {message}") from None
-    if as_json:
-        click.echo(json.dumps({key: result[key] for key in ("loss_nats", "bpc", "perplexity", "chars")}))
-        return
-    click.echo(f"loss        {result['loss_nats']:.4f} nats/char\n"
-               f"bits/char   {result['bpc']:.4f}\n"
-               f"perplexity  {result['perplexity']:.3f}\n"
-               f"characters  {result['chars']:,}")
+    step = loaded.meta.get("step")
+    return dict(result, step=step if isinstance(step, int) and not isinstance(step, bool) else None)
+
+
+def _evaluation_lines(result: dict) -> str:
+    return (f"loss        {result['loss_nats']:.4f} nats/char\n"
+            f"bits/char   {result['bpc']:.4f}\n"
+            f"perplexity  {result['perplexity']:.3f}\n"
+            f"characters  {result['chars']:,}")
 
 
 def _read_text(path) -> str:

@@ -164,6 +164,10 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+def _is_step(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _require_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
@@ -296,6 +300,10 @@ class _Run:
         self.state = None  # hidden state carried to the next window
         self.saved_step = None  # step of the checkpoint on disk (latest), if any
         self.evaluated_step = None
+        # Steps of the last evaluation and of the best one: a summary says which checkpoint a
+        # val loss is of (the best was chosen on the validation text, the latest was not).
+        self.last_val_step = None
+        self.best_step = None
         self.session_chars = 0
         self.session_seconds = 0.0
         self.recent_losses = []
@@ -347,6 +355,8 @@ class _Run:
         self.best_val_loss = meta.get("best_val_loss")
         self.last_val_loss = meta.get("last_val_loss")
         self.evaluated_step = self.step
+        self.last_val_step = meta.get("last_val_step") if _is_step(meta.get("last_val_step")) else None
+        self.best_step = meta.get("best_step") if _is_step(meta.get("best_step")) else None
         # Resuming from this folder's own latest checkpoint: it is already on disk.
         self.saved_step = self.step if Path(path).resolve() == self.latest_path.resolve() else None
         try:
@@ -486,10 +496,10 @@ class _Run:
     def evaluate_and_save(self):
         result = evaluate_ids(self.model, self.corpus.val_ids, streams=EVAL_STREAMS)
         self.last_val_loss = result["loss_nats"]
-        self.evaluated_step = self.step
+        self.evaluated_step = self.last_val_step = self.step
         improved = self.best_val_loss is None or self.last_val_loss < self.best_val_loss
         if improved:
-            self.best_val_loss = self.last_val_loss
+            self.best_val_loss, self.best_step = self.last_val_loss, self.step
         self.emit("eval", {"step": self.step, "val_loss": self.last_val_loss, "val_bpc": result["bpc"],
                            "best_val_loss": self.best_val_loss, "improved": improved})
         self.write_metrics(val=result)
@@ -507,6 +517,8 @@ class _Run:
             "train_config": self.config.to_dict(),
             "best_val_loss": self.best_val_loss,
             "last_val_loss": self.last_val_loss,
+            "last_val_step": self.last_val_step,
+            "best_step": self.best_step,
             "corpus": self.corpus.record(),
         }
         save_checkpoint(path, self.model, self.optimizer, meta, vocab=self.corpus.vocab,
@@ -535,6 +547,7 @@ class _Run:
     def summary(self, reason: str) -> dict:
         return {"steps": self.step, "seconds": self.train_seconds, "chars_per_sec": self.chars_per_sec(),
                 "best_val_loss_nats": self.best_val_loss, "last_val_loss_nats": self.last_val_loss,
+                "best_step": self.best_step, "last_val_step": self.last_val_step, "latest_step": self.saved_step,
                 "checkpoint": str(self.latest_path) if self.saved_step is not None else None,
                 "best_checkpoint": str(self.best_path) if self.best_path.exists() else None,
                 "out_dir": str(self.out_dir), "stopped_reason": reason}
@@ -621,7 +634,9 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
     """Train a char-LM on `corpus`, writing checkpoints and metrics into `out_dir`.
 
     Returns {"steps", "seconds", "chars_per_sec", "best_val_loss_nats", "last_val_loss_nats",
-    "checkpoint", "best_checkpoint", "out_dir", "stopped_reason"}; stopped_reason is "steps",
+    "best_step", "last_val_step", "latest_step", "checkpoint", "best_checkpoint", "out_dir",
+    "stopped_reason"}: the val losses of the best checkpoint and of the last evaluation, the steps
+    they were measured at and the step of the latest checkpoint; stopped_reason is "steps",
     "epochs", "time_budget" or "interrupted". `seconds` counts training steps only (not
     evaluation, sampling or saving), over all resumed runs, as the time budget does.
     `on_event(kind, data)` is called with kind "step", "eval", "sample", "checkpoint", "stop".
