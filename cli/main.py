@@ -301,8 +301,8 @@ def train(texts, out, resume, quiet, as_json, **options):
 
     Without TEXT it trains on tiny-shakespeare, which ships with the package. Several
     TEXTs are read as one text, in the order given, with --separator between two files;
-    a folder stands for the files under it, sorted by their path inside it (hidden files,
-    links leading out of it and files that are not regular are skipped, with a note).
+    a folder stands for the files under it, sorted by their path inside it (code point
+    order; hidden files, links and files that are not regular are skipped, with a note).
     The last --val-frac of the whole is held out for validation, unless --val-file is
     given. The run folder gets latest.safetensors, best.safetensors, metrics.jsonl and
     config.json. Ctrl-C saves a checkpoint and stops; --resume continues from it.
