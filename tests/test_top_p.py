@@ -113,10 +113,16 @@ def test_a_bad_top_p_is_refused_before_the_first_character(bad):
 
 
 def test_the_cli_samples_with_top_p_and_refuses_a_bad_one_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
     checkpoint = save_checkpoint(tmp_path / "model.safetensors", make_model(), vocab=VOCAB)
-    runs = [run_cli("sample", checkpoint, "--top-p", "0.7", "--top-k", "4", "--seed", "3", "-n", "50",
-                    check_exit=0) for _ in range(2)]
-    assert runs[0].stdout == runs[1].stdout and len(runs[0].stdout) == 51
-    for bad in ("0", "1.5", "nan"):
-        result = run_cli("sample", checkpoint, "--top-p", bad, check_exit=2)
+    arguments = ["sample", str(checkpoint), "--top-p", "0.7", "--top-k", "4", "--seed", "3", "-n", "50"]
+    console = run_cli(*arguments, check_exit=0)  # the real console script, in a fresh process
+    in_process = CliRunner().invoke(main, arguments)
+    assert in_process.exit_code == 0 and console.stdout == in_process.stdout and len(console.stdout) == 51
+    for bad in ("0", "1.5", "nan", "-1"):
+        result = CliRunner().invoke(main, ["sample", str(checkpoint), "--top-p", bad])
+        assert result.exit_code == 2
         assert_one_error_line(result.stderr, "--top-p")
