@@ -578,6 +578,8 @@ def info(checkpoint, as_json, cell_file):
         "train_seconds": meta.get("train_seconds"),
         "val_loss_nats": meta.get("last_val_loss"),
         "best_val_loss_nats": meta.get("best_val_loss"),
+        "val_step": meta.get("last_val_step"),  # the step val_loss_nats was measured at
+        "best_step": meta.get("best_step"),
         "optimizer": loaded.optimizer_name,
         "text": corpus.get("path") or corpus.get("files"),  # one file, or the list of a several-file text
         "train_config": meta.get("train_config"),
@@ -594,12 +596,16 @@ def info(checkpoint, as_json, cell_file):
         ("vocab", f"{details['vocab_size']} characters"),
         ("parameters", f"{details['parameters']:,}"),
         ("step", f"{details['step']} ({format_duration(details['train_seconds'])} of training)"),
-        ("val loss", f"{format_loss(val_loss)} nats/char ({format_loss(bits_per_char(val_loss))} bits/char), "
-                     f"best {format_loss(best)}"),
+        ("val loss", f"{format_loss(val_loss)} nats/char ({format_loss(bits_per_char(val_loss))} bits/char)"
+                     f"{_at_step(details['val_step'])}, best {format_loss(best)}{_at_step(details['best_step'])}"),
         ("optimizer", details["optimizer"] or "-"),
         ("trained on", _files_line(details["text"])),
     ]
     click.echo("\n".join(f"{label:<12}{value}" for label, value in rows))
+
+
+def _at_step(step) -> str:
+    return f" at step {step}" if isinstance(step, int) and not isinstance(step, bool) else ""
 
 
 def _files_line(text) -> str:

@@ -48,6 +48,8 @@ def test_train_prints_the_latest_and_the_best_and_eval_of_the_run_gives_the_same
     assert scored["best"]["step"] == summary["best_step"]
     assert scored["latest"]["loss_nats"] == pytest.approx(summary["last_val_loss_nats"], abs=1e-6)
     assert scored["best"]["loss_nats"] == pytest.approx(summary["best_val_loss_nats"], abs=1e-6)
+    info = json.loads(run_cli("info", tmp_path / "run" / "latest.safetensors", "--json", check_exit=0).stdout)
+    assert (info["val_step"], info["best_step"]) == (24, summary["best_step"])
     printed = run_cli("eval", tmp_path / "run", val, check_exit=0).stdout
     assert printed.startswith(f"latest      {tmp_path / 'run' / 'latest.safetensors'} (step 24)\nloss")
     assert f"best        {tmp_path / 'run' / 'best.safetensors'} (step {summary['best_step']})" in printed
