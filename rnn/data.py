@@ -340,12 +340,7 @@ class Corpus:
 
     @classmethod
     def from_file(cls, path, val_frac=0.1) -> "Corpus":
-        path = Path(path)
-        stat = _check_file(path)
-        vocab, ids = _encode_file(path, stat)
-        if len(ids) == 0:
-            raise TextError(f"{path} is empty")
-        return cls(vocab, ids, val_frac, path=path)
+        return cls.from_files([path], val_frac=val_frac)
 
     @classmethod
     def from_files(cls, paths, val_frac=0.1, separator="\n", val_file=None) -> "Corpus":
