@@ -219,8 +219,43 @@ def _shipped_corpus():
     return importlib.resources.files("rnn") / "data" / "tinyshakespeare.txt"
 
 
-@main.command(cls=TrainCommand, short_help="Train a model on a text file (or tiny-shakespeare).")
-@click.argument("text", type=EXISTING_FILE, required=False)
+class EscapedText(click.ParamType):
+    """A string in which \\n, \\t, \\r, \\\\, \\xHH, \\uHHHH and \\UHHHHHHHH stand for the characters they name."""
+
+    name = "TEXT"
+    _simple = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "0": "\0"}
+    _digits = {"x": 2, "u": 4, "U": 8}
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        out, position = [], 0
+        while position < len(value):
+            backslash = value.find("\\", position)
+            if backslash < 0:
+                out.append(value[position:])
+                break
+            out.append(value[position:backslash])
+            kind = value[backslash + 1:backslash + 2]
+            if kind in self._simple:
+                out.append(self._simple[kind])
+                position = backslash + 2
+                continue
+            digits = value[backslash + 2:backslash + 2 + self._digits.get(kind, 0)]
+            if kind not in self._digits or len(digits) != self._digits[kind] \
+                    or not all(d in "0123456789abcdefABCDEF" for d in digits):
+                self.fail(f"unknown escape {value[backslash:backslash + 2]} in {value} "
+                          f"(known: \\n \\t \\r \\\\ \\0 \\xHH \\uHHHH \\UHHHHHHHH)", param, ctx)
+            code = int(digits, 16)
+            if code >= 0x110000 or 0xD800 <= code < 0xE000:
+                self.fail(f"{value[backslash:backslash + 2 + len(digits)]} is not a character", param, ctx)
+            out.append(chr(code))
+            position = backslash + 2 + len(digits)
+        return "".join(out)
+
+
+@main.command(cls=TrainCommand, short_help="Train a model on text files (or tiny-shakespeare).")
+@click.argument("texts", metavar="[TEXT]...", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--cell", default=None, help="Recurrent cell: a built-in name or one from --cell-file.")
 @cell_file_option
 @click.option("--layers", type=POSITIVE_INT, default=None, help="Number of recurrent layers.")
@@ -247,6 +282,10 @@ def _shipped_corpus():
               help="Stop after this many seconds of training (whichever limit comes first).")
 @click.option("--val-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Fraction of the text (its end) held out for validation.")
+@click.option("--val-file", type=EXISTING_FILE, default=None,
+              help="Validate on this file instead of the end of the text (its characters must occur in the text).")
+@click.option("--separator", type=EscapedText(), default=None, show_default="a newline",
+              help="Put between two files of TEXT (escapes such as \\n, \\t, \\u2029 are understood; \"\" for none).")
 @click.option("--eval-every", type=NON_NEGATIVE_INT, default=None,
               help="Steps between validation runs and checkpoints (0: only at the end).")
 @click.option("--sample-every", type=NON_NEGATIVE_INT, default=None, help="Steps between samples (0: never).")
@@ -262,35 +301,47 @@ def _shipped_corpus():
                    "define the model (--cell, --layers, --hidden, --embed, --dtype) must match it.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing while training.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results at the end.")
-def train(text, out, resume, quiet, as_json, **options):
-    """Train a character-level language model on TEXT (a UTF-8 file).
+def train(texts, out, resume, quiet, as_json, **options):
+    """Train a character-level language model on TEXT (UTF-8 files or folders).
 
-    Without TEXT it trains on tiny-shakespeare, which ships with the package. The run
-    folder gets latest.safetensors, best.safetensors, metrics.jsonl and config.json.
-    Ctrl-C saves a checkpoint and stops; --resume continues from it.
+    Without TEXT it trains on tiny-shakespeare, which ships with the package. Several
+    TEXTs are read as one text, in the order given, with --separator between two files;
+    a folder stands for the files under it, sorted by their path inside it (code point
+    order; hidden files, links and files that are not regular are skipped, with a note).
+    The last --val-frac of the whole is held out for validation, unless --val-file is
+    given. The run folder gets latest.safetensors, best.safetensors, metrics.jsonl and
+    config.json. Ctrl-C saves a checkpoint and stops; --resume continues from it.
     """
     context = click.get_current_context()
     # What the user typed (or set through the environment / a default map): only that
     # overrides a resumed run's own settings.
     given = {name: value for name, value in options.items()
              if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    if given.get("val_file") is not None and given.get("val_frac") is not None:
+        raise click.UsageError("give either --val-file or --val-frac, not both")
     if given.get("cell_file") is not None:
         given["cell_file"] = str(given["cell_file"])
+    if given.get("val_file") is not None:
+        given["val_file"] = str(given["val_file"].resolve())
     _load_cell_file(options["cell_file"])
     if given.get("cell") is not None:
         _check_cell_name(given["cell"])
+
+    import dataclasses
 
     from rnn.train import train as run_training
 
     checkpoint = _load_checkpoint(resume, given.get("cell_file")) if resume else None
     resumed = checkpoint.meta if checkpoint else {}
     config = _train_config(given, resumed.get("train_config") or {}, checkpoint.config if checkpoint else None)
-    text_given = text is not None
-    if text is None and resume:  # continue on the text the run was trained on
-        text = _resumed_text(resumed, resume)
-    corpus = _load_corpus(text, config.val_frac)
+    if given.get("val_frac") is not None and config.val_file is not None:  # a resumed run's --val-file, replaced
+        config = dataclasses.replace(config, val_file=None)
+    texts_given = bool(texts)
+    if not texts and resume:  # continue on the text the run was trained on
+        texts = _resumed_texts(resumed, resume)
+    corpus = _load_corpus(texts, config, quiet)
     if resume:
-        _check_same_text(resumed, corpus, text, text_given, resume)
+        _check_same_text(resumed, corpus, texts, texts_given, resume)
     out = out or (resume.parent if resume else _default_run_dir())
 
     # Progress goes to stdout, unless stdout is reserved for the --json result.
@@ -305,12 +356,13 @@ def train(text, out, resume, quiet, as_json, **options):
     if as_json:
         click.echo(strict_json({key: summary.get(key) for key in TRAIN_JSON_KEYS}))
     if not quiet:
-        click.echo(_training_summary(summary, text), file=stream)
+        click.echo(_training_summary(summary, texts), file=stream)
     if summary.get("stopped_reason") == "interrupted":
         sys.exit(EXIT_INTERRUPTED)
 
 
 TRAIN_JSON_KEYS = ("steps", "seconds", "chars_per_sec", "best_val_loss_nats", "last_val_loss_nats",
+                   "best_step", "last_val_step", "latest_step",
                    "checkpoint", "best_checkpoint", "out_dir", "stopped_reason")
 
 
@@ -357,19 +409,20 @@ def _train_config(given: dict, saved: dict, saved_model=None):
         raise click.UsageError(str(error)) from None
 
 
-def _resumed_text(meta: dict, resume):
-    """The text file a checkpoint was trained on (None: the shipped corpus)."""
+def _resumed_texts(meta: dict, resume) -> tuple:
+    """The text files a checkpoint was trained on (empty: the shipped corpus)."""
     corpus = meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
-    path = corpus.get("path")
-    if path is None:
-        return None
-    if not isinstance(path, str) or not Path(path).exists():  # anything else: Corpus.from_file says what
-        raise click.UsageError(f"{resume} was trained on {path}, which no longer exists: "
-                               f"give the text as TEXT")
-    return Path(path)
+    files = corpus.get("files") or ([corpus["path"]] if corpus.get("path") is not None else [])
+    if not isinstance(files, list):
+        files = [files]
+    for path in files:
+        if not isinstance(path, str) or not Path(path).exists():  # anything else: Corpus.from_files says what
+            raise click.UsageError(f"{resume} was trained on {path}, which no longer exists: "
+                                   f"give the text as TEXT")
+    return tuple(Path(path) for path in files)
 
 
-def _check_same_text(meta: dict, corpus, text, text_given: bool, resume):
+def _check_same_text(meta: dict, corpus, texts, texts_given: bool, resume):
     """Compare the text with the one the checkpoint records (size and hashes; see
     Corpus.fingerprint): a changed file the run found by itself is an error, a text the
     user gave is their choice (fine-tuning on another text), said in one warning line."""
@@ -380,46 +433,64 @@ def _check_same_text(meta: dict, corpus, text, text_given: bool, resume):
     fingerprint = corpus.fingerprint()
     if all(saved[key] == fingerprint[key] for key in keys):
         return
-    name = text or "tiny-shakespeare"
+    name = ", ".join(str(text) for text in texts) if texts else "tiny-shakespeare"
     what = (f"{fingerprint['chars']} characters, the run's had {saved['chars']}"
             if saved["chars"] != fingerprint["chars"] else "same length, different characters")
-    if not text_given:
+    if not texts_given:
         raise click.ClickException(f"{name} is not the text {resume} was trained on ({what}): "
                                    f"give the run's text as TEXT")
-    click.echo(f"warning: {name} is not the text {resume} was trained on ({what}); training continues on it",
-               err=True)
+    click.echo(f"warning: {visible(name)} is not the text {visible(resume)} was trained on ({what}); "
+               f"training continues on it", err=True)
 
 
-def _load_corpus(text, val_frac):
-    from rnn.data import Corpus
+def _load_corpus(texts, config, quiet=False):
+    from rnn.data import Corpus, find_text_files
 
-    if text is not None:
-        return Corpus.from_file(text, val_frac=val_frac)
-    import importlib.resources
+    options = dict(val_frac=config.val_frac, separator=config.separator, val_file=config.val_file)
+    if not texts:
+        import importlib.resources
 
-    with importlib.resources.as_file(_shipped_corpus()) as path:
-        return Corpus.from_file(path, val_frac=val_frac)
+        with importlib.resources.as_file(_shipped_corpus()) as path:
+            return Corpus.from_files([path], **options)
+    found = find_text_files(texts)
+    if found.skipped and not quiet:
+        shown = ", ".join(f"{visible(path)} ({reason})" for path, reason in found.skipped[:5])
+        more = f" and {len(found.skipped) - 5} more" if len(found.skipped) > 5 else ""
+        click.echo(f"note: skipped {len(found.skipped)} file(s): {shown}{more}", err=True)
+    return Corpus.from_files(found.files, **options)
 
 
-def _training_summary(summary: dict, text) -> str:
-    best = summary.get("best_val_loss_nats")
+def _training_summary(summary: dict, texts) -> str:
+    best, last = summary.get("best_val_loss_nats"), summary.get("last_val_loss_nats")
     interrupted = summary.get("stopped_reason") == "interrupted"
     lines = [
         f"{'interrupted' if interrupted else 'done'}: {summary.get('steps')} steps in "
         f"{format_duration(summary.get('seconds'))} ({format_rate(summary.get('chars_per_sec'))} chars/s)",
-        f"best val loss: {format_loss(best)} nats/char ({format_loss(bits_per_char(best))} bits/char)"
-        if best is not None else "best val loss: not evaluated yet",
     ]
+
+    def val_loss(loss, step):
+        return f"{format_loss(loss)} nats/char ({format_loss(bits_per_char(loss))} bits/char) at step {step}"
+
+    # The latest checkpoint's number first: the best one was chosen on the validation text itself.
+    if last is not None and summary.get("last_val_step") == summary.get("latest_step"):
+        lines.append(f"latest val loss: {val_loss(last, summary.get('last_val_step'))}")
+    elif last is not None:
+        lines.append(f"latest val loss: not evaluated at step {summary.get('latest_step')} "
+                     f"(last evaluation: {val_loss(last, summary.get('last_val_step'))})")
+    lines.append(f"best val loss: {val_loss(best, summary.get('best_step'))} (the best checkpoint)"
+                 if best is not None else "best val loss: not evaluated yet")
     latest, best_checkpoint = summary.get("checkpoint"), summary.get("best_checkpoint")
-    # A resumed run's text path comes from its checkpoint: printed like any name from a file.
-    text = visible(text) if text else text
+    # A resumed run's text paths come from its checkpoint: printed like any name from a file.
     latest, best_checkpoint = (visible(path) if path else path for path in (latest, best_checkpoint))
     if latest is None:
         lines.append("no checkpoint was saved")
         return "\n".join(lines)
     lines.append(f"checkpoints: {latest} (latest)" + (f", {best_checkpoint} (best)" if best_checkpoint else ""))
     if interrupted:
-        lines.append(f"continue with: {PROGRAM} train {f'{text} ' if text else ''}--resume {latest}")
+        import shlex
+
+        given = "".join(f"{visible(shlex.quote(str(text)))} " for text in texts or ())
+        lines.append(f"continue with: {PROGRAM} train {given}--resume {latest}")
     else:
         lines.append(f"sample with: {PROGRAM} sample {best_checkpoint or latest}")
     return "\n".join(lines)
@@ -432,6 +503,9 @@ def _training_summary(summary: dict, text) -> str:
 @click.option("--temperature", "-t", type=POSITIVE_FLOAT, default=1.0,
               help="Below 1: safer, more repetitive text; above 1: more surprising.")
 @click.option("--top-k", type=POSITIVE_INT, default=None, help="Sample only among the k likeliest characters.")
+@click.option("--top-p", type=float, default=None, metavar="P", callback=lambda ctx, param, p: _check_top_p(p),
+              help="Nucleus sampling: only among the likeliest characters whose probabilities first add up "
+                   "to P (after --top-k if both are given).")
 @click.option("--prime", "-p", default="", help="Text to start from (printed first).")
 @click.option("--seed", type=int, default=None, help="Seed for a reproducible sample.")
 @click.option("--argmax", is_flag=True, help="Always take the likeliest character (no randomness).")
@@ -439,7 +513,7 @@ def _training_summary(summary: dict, text) -> str:
               help="Write the text (the prime, then the sample) to this file, exactly, in UTF-8, "
                    "instead of printing it.")
 @cell_file_option
-def sample(checkpoint, length, temperature, top_k, prime, seed, argmax, out_file, cell_file):
+def sample(checkpoint, length, temperature, top_k, top_p, prime, seed, argmax, out_file, cell_file):
     """Generate text from a CHECKPOINT, printing characters as they are made.
 
     On a terminal, control characters in the text (other than line breaks and tabs) are
@@ -456,7 +530,7 @@ def sample(checkpoint, length, temperature, top_k, prime, seed, argmax, out_file
         except TextError as error:
             raise click.BadParameter(str(error), param_hint="'--prime'") from None
     characters = generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
-                          top_k=top_k, seed=seed, argmax=argmax)
+                          top_k=top_k, top_p=top_p, seed=seed, argmax=argmax)
     if out_file is not None:
         with open(out_file, "w", encoding="utf-8", newline="") as file:  # newline="": no \n -> \r\n
             _write_text(TextWriter(file, terminal=False, flush=False), prime, characters)
@@ -475,14 +549,53 @@ def _write_text(writer, prime, characters):
         writer.write(character)
 
 
+def _check_top_p(value):
+    # A range type would let "nan" through (every comparison with NaN is False).
+    if value is not None and not 0 < value <= 1:
+        raise click.BadParameter(f"{value} is not in the range 0 < P <= 1")
+    return value
+
+
 # ---- eval ---------------------------------------------------------------------------------
 @main.command(name="eval", short_help="Loss of a checkpoint on a text: nats/char, bits/char.")
-@click.argument("checkpoint", type=CHECKPOINT)
+@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path), metavar="CHECKPOINT|RUN")
 @click.argument("text", type=EXISTING_FILE)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (loss_nats, bpc, perplexity, chars).")
 @cell_file_option
 def evaluate_command(checkpoint, text, as_json, cell_file):
-    """Loss of a CHECKPOINT on TEXT, read as one stream: nats/char, bits/char, perplexity."""
+    """Loss of a CHECKPOINT on TEXT, read as one stream: nats/char, bits/char, perplexity.
+
+    Given a RUN folder instead, both its latest and its best checkpoint are scored (the
+    best was chosen on the run's validation text: on that text only the latest is a fair
+    held-out number); --json then prints {"latest": {...}, "best": {...}} with their steps.
+    """
+    if not checkpoint.is_dir():
+        result = _evaluate_checkpoint(checkpoint, text, cell_file)
+        if as_json:
+            # A loss that is not finite is null: JSON has no nan.
+            click.echo(strict_json({key: result[key] for key in ("loss_nats", "bpc", "perplexity", "chars")}))
+            return
+        click.echo(_evaluation_lines(result))
+        return
+    from rnn.train import BEST, LATEST
+
+    results = {}
+    for name, file_name in (("latest", LATEST), ("best", BEST)):
+        if (checkpoint / file_name).exists():
+            results[name] = _evaluate_checkpoint(checkpoint / file_name, text, cell_file)
+    if not results:
+        raise click.BadParameter(f"{checkpoint} holds neither {LATEST} nor {BEST}", param_hint="'CHECKPOINT|RUN'")
+    if as_json:
+        click.echo(strict_json({name: {key: result[key] for key in ("loss_nats", "bpc", "perplexity", "chars", "step")}
+                                for name, result in results.items()}))
+        return
+    click.echo("\n".join(f"{name:<12}{visible(checkpoint / file_name)} (step {results[name]['step']})\n"
+                         + _evaluation_lines(results[name])
+                         for name, file_name in (("latest", LATEST), ("best", BEST)) if name in results))
+
+
+def _evaluate_checkpoint(checkpoint, text, cell_file) -> dict:
+    """evaluate()'s metrics of one checkpoint on a text file, with its step."""
     loaded = _load_checkpoint(checkpoint, cell_file)
     from rnn.data import TextError
     from rnn.evaluate import evaluate
@@ -495,13 +608,15 @@ def evaluate_command(checkpoint, text, as_json, cell_file):
     if not math.isfinite(result["loss_nats"]):
         click.echo(f"warning: the loss is not finite ({result['loss_nats']}): is {visible(checkpoint)} diverged?",
                    err=True)
-    if as_json:  # a loss that is not finite is null: JSON has no nan
-        click.echo(strict_json({key: result[key] for key in ("loss_nats", "bpc", "perplexity", "chars")}))
-        return
-    click.echo(f"loss        {result['loss_nats']:.4f} nats/char\n"
-               f"bits/char   {result['bpc']:.4f}\n"
-               f"perplexity  {result['perplexity']:.3f}\n"
-               f"characters  {result['chars']:,}")
+    step = loaded.meta.get("step")
+    return dict(result, step=step if isinstance(step, int) and not isinstance(step, bool) else None)
+
+
+def _evaluation_lines(result: dict) -> str:
+    return (f"loss        {result['loss_nats']:.4f} nats/char\n"
+            f"bits/char   {result['bpc']:.4f}\n"
+            f"perplexity  {result['perplexity']:.3f}\n"
+            f"characters  {result['chars']:,}")
 
 
 def _read_text(path) -> str:
@@ -532,8 +647,10 @@ def info(checkpoint, as_json, cell_file):
         "train_seconds": meta.get("train_seconds"),
         "val_loss_nats": meta.get("last_val_loss"),
         "best_val_loss_nats": meta.get("best_val_loss"),
+        "val_step": meta.get("last_val_step"),  # the step val_loss_nats was measured at
+        "best_step": meta.get("best_step"),
         "optimizer": loaded.optimizer_name,
-        "text": corpus.get("path"),
+        "text": corpus.get("path") or corpus.get("files"),  # one file, or the list of a several-file text
         "train_config": meta.get("train_config"),
     }
     if as_json:
@@ -548,13 +665,23 @@ def info(checkpoint, as_json, cell_file):
         ("vocab", f"{details['vocab_size']} characters"),
         ("parameters", f"{details['parameters']:,}"),
         ("step", f"{details['step']} ({format_duration(details['train_seconds'])} of training)"),
-        ("val loss", f"{format_loss(val_loss)} nats/char ({format_loss(bits_per_char(val_loss))} bits/char), "
-                     f"best {format_loss(best)}"),
+        ("val loss", f"{format_loss(val_loss)} nats/char ({format_loss(bits_per_char(val_loss))} bits/char)"
+                     f"{_at_step(details['val_step'])}, best {format_loss(best)}{_at_step(details['best_step'])}"),
         ("optimizer", details["optimizer"] or "-"),
-        ("trained on", details["text"] or "-"),
+        ("trained on", _files_line(details["text"])),
     ]
     # visible(): every value but the counts came from the checkpoint (or is a path).
     click.echo("\n".join(f"{label:<12}{visible(value)}" for label, value in rows))
+
+
+def _at_step(step) -> str:
+    return f" at step {step}" if isinstance(step, int) and not isinstance(step, bool) else ""
+
+
+def _files_line(text) -> str:
+    if isinstance(text, list) and text:
+        return f"{len(text)} files: {text[0]}" + (f" ... {text[-1]}" if len(text) > 1 else "")
+    return str(text) if text else "-"
 
 
 # ---- gradcheck ----------------------------------------------------------------------------

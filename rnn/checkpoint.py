@@ -430,7 +430,8 @@ def _same_shape_as(value, template, bits: int = 128) -> bool:
 def training_state(path, meta: dict) -> dict:
     """The fields of a checkpoint's `meta` that resuming uses, checked: step (a count),
     rng_state (minigrad's generator's state), train_seconds (a finite number >= 0),
-    best_val_loss / last_val_loss (finite numbers or None), data_position (a dict of counts,
+    best_val_loss / last_val_loss (finite numbers or None), last_val_step / best_step
+    (counts, or None when absent or unusable), data_position (a dict of counts,
     or None when unusable: the streams then start afresh), run_id (a short string or None).
     Raises CheckpointError naming the file and the field."""
     def bad(field, value, expected):
@@ -454,6 +455,8 @@ def training_state(path, meta: dict) -> dict:
         if value is not None and _finite_number(value) is None:
             raise bad(key, value, "a finite number")
         state[key] = None if value is None else float(value)
+    for key in ("last_val_step", "best_step"):  # records for the summary: a bad one is forgotten
+        state[key] = meta.get(key) if _is_count(meta.get(key)) else None
     position = meta.get("data_position")
     usable = isinstance(position, dict) and all(_is_count(position.get(key)) for key in
                                                  ("pass", "window", "batch_size", "seq_len", "train_chars"))

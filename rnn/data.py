@@ -3,7 +3,9 @@ batches of truncated backpropagation through time.
 
 - `Vocab`: the sorted set of the text's code points (deterministic); encode / decode.
 - `Corpus`: a UTF-8 text split into `train_ids` and `val_ids` (the last `val_frac` of the
-  characters). A file is read in chunks and never held whole as a Python string: a first
+  characters, or a separate validation file in the training text's vocabulary). The text
+  can be several files read as one (`find_text_files` lists a folder's), joined by a
+  separator. A file is read in chunks and never held whole as a Python string: a first
   pass collects the vocabulary, a second encodes into an array. Large files are encoded
   into a memory-mapped file in the user cache dir, reused while the file is unchanged.
 - `BatchStream`: B contiguous streams over the training ids, cut into windows of
@@ -17,8 +19,9 @@ import codecs
 import hashlib
 import json
 import os
+import stat as file_types
+from dataclasses import dataclass, field
 from pathlib import Path
-from stat import S_ISREG
 
 import numpy as np
 
@@ -140,7 +143,7 @@ def _check_file(path: Path) -> os.stat_result:
         stat = path.stat()
     except OSError as error:
         raise TextError(f"cannot read {path}: {error.strerror}") from None
-    if not S_ISREG(stat.st_mode):  # a FIFO would hang the reader, /dev/zero never ends
+    if not file_types.S_ISREG(stat.st_mode):  # a FIFO would hang the reader, /dev/zero never ends
         raise TextError(f"{path} is not a regular file (a FIFO, a device or a socket), not a text file")
     if stat.st_size == 0:
         raise TextError(f"{path} is empty")
@@ -300,22 +303,36 @@ def _encode_file(path: Path, stat: os.stat_result):
 
 class Corpus:
     """A text's vocabulary and ids, split into training ids and the last `val_frac` as
-    validation ids (1-D integer arrays; a memmap for large files)."""
+    validation ids (1-D integer arrays; a memmap for large files). Given `val_ids` (a
+    separate validation text in the same vocabulary), all of `ids` is for training.
 
-    def __init__(self, vocab: Vocab, ids: np.ndarray, val_frac: float, path=None):
-        if not isinstance(val_frac, (int, float)) or not 0.0 < val_frac < 1.0:
-            raise ValueError(f"val_frac must be between 0 and 1 (exclusive), got {val_frac!r}")
+    `path` is the file read (None for a text given as a string or several files); `files`
+    lists every file read, in order, `separator` what joined them, `val_file` the
+    validation file if there is one."""
+
+    def __init__(self, vocab: Vocab, ids: np.ndarray, val_frac: float, path=None, val_ids=None):
         total = len(ids)
-        val_chars = int(round(total * val_frac))
         where = f"{path}" if path is not None else "the text"
-        if val_chars < 2 or total - val_chars < 2:
-            raise TextError(f"{where} is too short: {total} characters cannot be split into training and "
-                            f"validation parts of at least 2 characters each (val_frac={val_frac})")
+        if val_ids is not None:
+            if total < 2 or len(val_ids) < 2:
+                which = "the training text" if total < 2 else "the validation text"
+                raise TextError(f"{which} is too short: it needs at least 2 characters")
+            val_chars, val_frac = 0, None
+        else:
+            if not isinstance(val_frac, (int, float)) or not 0.0 < val_frac < 1.0:
+                raise ValueError(f"val_frac must be between 0 and 1 (exclusive), got {val_frac!r}")
+            val_chars = int(round(total * val_frac))
+            if val_chars < 2 or total - val_chars < 2:
+                raise TextError(f"{where} is too short: {total} characters cannot be split into training and "
+                                f"validation parts of at least 2 characters each (val_frac={val_frac})")
         self.vocab = vocab
         self.path = path
+        self.files = [Path(path)] if path is not None else []
+        self.separator = None
+        self.val_file = None
         self.ids = ids
         self.train_ids = ids[:total - val_chars]
-        self.val_ids = ids[total - val_chars:]
+        self.val_ids = ids[total - val_chars:] if val_ids is None else val_ids
         self.val_frac = val_frac
 
     @classmethod
@@ -327,12 +344,39 @@ class Corpus:
 
     @classmethod
     def from_file(cls, path, val_frac=0.1) -> "Corpus":
-        path = Path(path)
-        stat = _check_file(path)
-        vocab, ids = _encode_file(path, stat)
-        if len(ids) == 0:
-            raise TextError(f"{path} is empty")
-        return cls(vocab, ids, val_frac, path=path)
+        return cls.from_files([path], val_frac=val_frac)
+
+    @classmethod
+    def from_files(cls, paths, val_frac=0.1, separator="\n", val_file=None) -> "Corpus":
+        """The files read as one text, in the order given, with `separator` between two
+        files; validated on `val_file` (characters of the training text only) if given,
+        else on the last `val_frac` of that text."""
+        paths = [Path(p) for p in paths]
+        if not paths:
+            raise TextError("no text files to read")
+        if not isinstance(separator, str):
+            raise TypeError(f"separator must be a str, got {type(separator).__name__}")
+        if len(paths) == 1:
+            vocab, ids = _encode_file(paths[0], _check_file(paths[0]))
+            if len(ids) == 0:
+                raise TextError(f"{paths[0]} is empty")
+        else:
+            vocab, ids = _join_files(paths, separator)
+        val_ids = _encode_in_vocab(Path(val_file), vocab) if val_file is not None else None
+        corpus = cls(vocab, ids, val_frac, path=paths[0] if len(paths) == 1 else None, val_ids=val_ids)
+        corpus.files = paths
+        corpus.separator = separator if len(paths) > 1 else None
+        corpus.val_file = Path(val_file) if val_file is not None else None
+        return corpus
+
+    def record(self) -> dict:
+        """What was read, for config.json and checkpoints (JSON-able)."""
+        def resolved(path):  # so that a run resumes on the same files from any folder
+            return str(Path(path).resolve()) if path is not None else None
+
+        return {"path": resolved(self.path), "files": [resolved(path) for path in self.files],
+                "separator": self.separator, "val_file": resolved(self.val_file),
+                "train_chars": len(self.train_ids), "val_chars": len(self.val_ids), **self.fingerprint()}
 
     def fingerprint(self) -> dict:
         """What identifies this text, whatever its path: {"chars", "vocab_sha256", "ids_sha256"},
@@ -356,6 +400,133 @@ class Corpus:
     def __repr__(self):
         return (f"Corpus({self.path or 'text'}: {len(self.ids)} characters, vocab {len(self.vocab)}, "
                 f"train {len(self.train_ids)}, val {len(self.val_ids)})")
+
+
+# ---- corpora of several files, and a separate validation file ---------------------------------
+
+@dataclass
+class TextFiles:
+    """The files a list of TEXT arguments stands for, in reading order, and what was left out
+    of folders (as (path, reason) pairs, for a note to the user)."""
+
+    files: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+
+
+def find_text_files(paths) -> TextFiles:
+    """Files in the order given; a folder stands for the files under it (recursively),
+    sorted by their path inside it, code point by code point (the same on every machine).
+
+    A file named on the command line is the user's choice: it must be a regular file
+    (a link to one is followed), or it is a TextError. Inside a folder, what a reader
+    would not count as the corpus is skipped: hidden files and folders (a leading dot:
+    .git, .DS_Store), links (not followed, like tar and git: nothing outside the folder
+    is read, no cycles, no file twice), files that are not regular (FIFOs, sockets,
+    devices: never opened, so nothing hangs) and empty files. A file named twice is read
+    once. Files that are not UTF-8 text are refused when read, not skipped: a corpus
+    must not silently lose a file.
+    """
+    found, seen = TextFiles(), set()
+
+    def add(path: Path, shown: Path):
+        resolved = path.resolve()
+        if resolved in seen:
+            found.skipped.append((shown, "already included"))
+        else:
+            seen.add(resolved)
+            found.files.append(resolved)
+
+    for given in map(Path, paths):
+        try:
+            info = given.stat()  # follows a link the user named
+        except OSError:
+            raise TextError(f"no such file or folder: {given}") from None
+        if file_types.S_ISDIR(info.st_mode):
+            entries = _files_in_folder(given)
+            if all(reason is not None for _, reason in entries):
+                raise TextError(f"{given} holds no text files to read")
+            for path, reason in entries:
+                if reason is None:
+                    add(path, path)
+                else:
+                    found.skipped.append((path, reason))
+        elif file_types.S_ISREG(info.st_mode):
+            add(given, given)
+        else:
+            raise TextError(f"{given} is not a regular file")
+    return found
+
+
+def _files_in_folder(folder: Path):
+    """(path, None) for each file to read under `folder`, (path, reason) for each one skipped."""
+    entries = []
+    for directory, folders, files in os.walk(folder, followlinks=False, onerror=_raise_text_error):
+        directory = Path(directory)
+        for name in list(folders):
+            path = directory / name
+            if name.startswith("."):
+                entries.append((path, "hidden"))
+            elif path.is_symlink():  # os.walk does not descend into it
+                entries.append((path, "a link (not followed)"))
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        for name in files:
+            entries.append((directory / name, "hidden" if name.startswith(".") else _why_skip(directory / name)))
+    entries.sort(key=lambda entry: entry[0].relative_to(folder).parts)
+    return entries
+
+
+def _why_skip(path: Path):
+    """None if the file found in a folder is to be read, else why not."""
+    try:
+        info = path.lstat()
+    except OSError as error:
+        return f"cannot read it: {error.strerror or error}"
+    if file_types.S_ISLNK(info.st_mode):
+        return "a link (not followed)"
+    if not file_types.S_ISREG(info.st_mode):
+        return "not a regular file"
+    if info.st_size == 0:
+        return "empty"
+    return None
+
+
+def _raise_text_error(error: OSError):
+    raise TextError(f"cannot read the folder {error.filename}: {error.strerror or error}")
+
+
+def _join_files(paths, separator: str):
+    """(vocab, ids) of the files read one after the other with `separator` between them."""
+    parts = []
+    for path in paths:
+        vocab, ids = _encode_file(path, _check_file(path))
+        parts.append((vocab, ids))
+    characters = set(separator).union(*(vocab.chars for vocab, _ in parts))
+    vocab = Vocab(sorted(characters))
+    dtype = _ids_dtype(vocab)
+    between = vocab.encode(separator).astype(dtype)
+    ids = np.empty(sum(len(part) for _, part in parts) + len(between) * (len(parts) - 1), dtype)
+    position = 0
+    for index, (part_vocab, part) in enumerate(parts):
+        if index:
+            ids[position:position + len(between)] = between
+            position += len(between)
+        # The part's ids are in its own vocabulary: map them through a table into the joint one.
+        table = vocab.encode("".join(part_vocab.chars)).astype(dtype)
+        ids[position:position + len(part)] = table[np.asarray(part)]
+        position += len(part)
+    return vocab, ids
+
+
+def _encode_in_vocab(path: Path, vocab: Vocab) -> np.ndarray:
+    """The ids of a file in `vocab` (a training text's); TextError naming the first few
+    characters of the file that `vocab` lacks."""
+    own_vocab, own_ids = _encode_file(path, _check_file(path))
+    missing = set(own_vocab.chars) - set(vocab.chars)
+    if missing:
+        raise TextError(f"{path} has {len(missing)} character(s) that are not in the training text's vocabulary: "
+                        f"{_describe_chars(missing, limit=5)}")
+    table = vocab.encode("".join(own_vocab.chars)).astype(_ids_dtype(vocab))
+    return table[np.asarray(own_ids)]
 
 
 # ---- batches for truncated BPTT --------------------------------------------------------------

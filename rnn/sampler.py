@@ -61,19 +61,30 @@ def _matvec(w, v, u, split, bias, out, blocks):
 
 
 @kernel
-def draw_id(logits, rng, temperature, top_k, greedy):
+def draw_id(logits, rng, temperature, top_k, greedy, top_p=1.0):
     """A character id drawn from softmax(logits / temperature), only among the top_k largest
-    logits (ties: the lower id); the largest logit if greedy; -1 if a logit is not finite."""
+    logits (ties: the lower id), and of those only the nucleus: the likeliest characters
+    whose probabilities first add up to top_p or more (top-k first, then top-p, as in
+    Hugging Face's samplers); the largest logit if greedy; -1 if a logit is not finite."""
     for value in logits:
         if not np.isfinite(value):
             return -1
     if greedy:
         return np.argmax(logits)
     scaled = logits.astype(np.float64) / temperature
-    if top_k < scaled.size:
+    if top_k < scaled.size or top_p < 1.0:
         order = np.argsort(-scaled, kind="mergesort")  # stable: equal logits keep id order
         for rank in range(top_k, scaled.size):
             scaled[order[rank]] = -np.inf
+        if top_p < 1.0:
+            weights = np.exp(scaled - scaled.max())
+            needed = top_p * weights.sum()
+            likelier = 0.0  # the weight of the characters before this one in `order`
+            for rank in range(scaled.size):
+                if likelier >= needed:  # the nucleus is complete without this character
+                    scaled[order[rank]] = -np.inf
+                else:
+                    likelier += weights[order[rank]]
     cumulative = np.cumsum(np.exp(scaled - scaled.max()))
     # Inverse-CDF draw: one uniform number per character.
     chosen = np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")
@@ -82,7 +93,7 @@ def draw_id(logits, rng, temperature, top_k, greedy):
 
 @kernel
 def sample_ids(ids, first_table, stacked, bias, products, layout, b_hh, state, blocks, rng, temperature, top_k,
-               greedy):
+               top_p, greedy):
     """Fill `ids` with drawn characters, updating `state` and `products` in place;
     returns how many were drawn (fewer than ids.size if the logits stopped being finite).
 
@@ -95,7 +106,7 @@ def sample_ids(ids, first_table, stacked, bias, products, layout, b_hh, state, b
     top = layers - 1
     new_state = np.empty_like(state[0])
     for i in range(ids.size):
-        chosen = draw_id(products[:vocab], rng, temperature, top_k, greedy)
+        chosen = draw_id(products[:vocab], rng, temperature, top_k, greedy, top_p)
         if chosen < 0:
             return i
         ids[i] = chosen
@@ -182,10 +193,12 @@ class Sampler:
         """The logits (V,) of the next character."""
         return self.products[:self.vocab]
 
-    def draw(self, count, rng, temperature=1.0, top_k=None, greedy=False):
+    def draw(self, count, rng, temperature=1.0, top_k=None, top_p=None, greedy=False):
         """Up to `count` character ids (int64 array), fewer only if the logits stop being finite."""
         ids = np.empty(count, np.int64)
         top_k = len(self.logits) if top_k is None else int(top_k)
+        top_p = 1.0 if top_p is None else float(top_p)
         drawn = self.loop.sample_ids(ids, self.first_table, self.stacked, self.bias, self.products, self.layout,
-                                     self.b_hh, self.state, self.blocks, rng, float(temperature), top_k, bool(greedy))
+                                     self.b_hh, self.state, self.blocks, rng, float(temperature), top_k, top_p,
+                                     bool(greedy))
         return ids[:drawn]

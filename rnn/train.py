@@ -114,6 +114,8 @@ class TrainConfig:
     epochs: float = None  # ...or passes over the training split...
     time_budget: float = None  # ...or seconds of training; the first reached wins (none: DEFAULT_TIME_BUDGET)
     val_frac: float = 0.1
+    val_file: str = None  # validate on this file instead of the last val_frac of the text
+    separator: str = "\n"  # between the files of a text given as several files or a folder
     eval_every: int = 500  # 0: evaluate only at the end (each evaluation of tiny-shakespeare takes ~2 s at 2x256)
     sample_every: int = 500  # 0: no samples during training
     sample_length: int = 200
@@ -146,6 +148,10 @@ class TrainConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not (_is_number(self.val_frac) and 0 < self.val_frac < 1):
             raise ValueError(f"val_frac must be between 0 and 1 (exclusive), got {self.val_frac!r}")
+        if self.val_file is not None and not (isinstance(self.val_file, str) and self.val_file):
+            raise ValueError(f"val_file must be a file name, got {self.val_file!r}")
+        if not isinstance(self.separator, str):
+            raise ValueError(f"separator must be a string, got {self.separator!r}")
         for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("dtype", tuple(DTYPES)),
                               ("engine", ENGINES)):
             if getattr(self, name) not in allowed:
@@ -321,6 +327,10 @@ class _Run:
         self.state = None  # hidden state carried to the next window
         self.saved_step = None  # step of the checkpoint on disk (latest), if any
         self.evaluated_step = None
+        # Steps of the last evaluation and of the best one: a summary says which checkpoint a
+        # val loss is of (the best was chosen on the validation text, the latest was not).
+        self.last_val_step = None
+        self.best_step = None
         self.session_chars = 0
         self.session_seconds = 0.0
         self.recent_losses = []
@@ -387,6 +397,8 @@ class _Run:
         self.best_val_loss = state["best_val_loss"]
         self.last_val_loss = state["last_val_loss"]
         self.evaluated_step = self.step
+        self.last_val_step = state["last_val_step"]
+        self.best_step = state["best_step"]
         # Resuming from this folder's own latest checkpoint: it is already on disk.
         self.saved_step = self.step if Path(path).resolve() == self.latest_path.resolve() else None
         try:
@@ -528,10 +540,10 @@ class _Run:
     def evaluate_and_save(self):
         result = evaluate_ids(self.model, self.corpus.val_ids, streams=EVAL_STREAMS)
         self.last_val_loss = result["loss_nats"]
-        self.evaluated_step = self.step
+        self.evaluated_step = self.last_val_step = self.step
         improved = self.best_val_loss is None or self.last_val_loss < self.best_val_loss
         if improved:
-            self.best_val_loss = self.last_val_loss
+            self.best_val_loss, self.best_step = self.last_val_loss, self.step
         self.emit("eval", {"step": self.step, "val_loss": self.last_val_loss, "val_bpc": result["bpc"],
                            "best_val_loss": self.best_val_loss, "improved": improved})
         self.write_metrics(val=result)
@@ -549,6 +561,8 @@ class _Run:
             "train_config": self.config.to_dict(),
             "best_val_loss": self.best_val_loss,
             "last_val_loss": self.last_val_loss,
+            "last_val_step": self.last_val_step,
+            "best_step": self.best_step,
             "run_id": self.run_id,
             "corpus": self.corpus_record,
         }
@@ -578,6 +592,7 @@ class _Run:
     def summary(self, reason: str) -> dict:
         return {"steps": self.step, "seconds": self.train_seconds, "chars_per_sec": self.chars_per_sec(),
                 "best_val_loss_nats": self.best_val_loss, "last_val_loss_nats": self.last_val_loss,
+                "best_step": self.best_step, "last_val_step": self.last_val_step, "latest_step": self.saved_step,
                 "checkpoint": str(self.latest_path) if self.saved_step is not None else None,
                 "best_checkpoint": str(self.best_path) if self.best_path.exists() else None,
                 "out_dir": str(self.out_dir), "stopped_reason": reason}
@@ -652,7 +667,9 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
     """Train a char-LM on `corpus`, writing checkpoints and metrics into `out_dir`.
 
     Returns {"steps", "seconds", "chars_per_sec", "best_val_loss_nats", "last_val_loss_nats",
-    "checkpoint", "best_checkpoint", "out_dir", "stopped_reason"}; stopped_reason is "steps",
+    "best_step", "last_val_step", "latest_step", "checkpoint", "best_checkpoint", "out_dir",
+    "stopped_reason"}: the val losses of the best checkpoint and of the last evaluation, the steps
+    they were measured at and the step of the latest checkpoint; stopped_reason is "steps",
     "epochs", "time_budget" or "interrupted". `seconds` counts training steps only (not
     evaluation, sampling or saving), over all resumed runs, as the time budget does.
     `on_event(kind, data)` is called with kind "step", "eval", "sample", "checkpoint", "stop".
@@ -679,9 +696,7 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
                 run.run_id = new_run_id()  # a new folder (or a run from before run ids): a run of its own
         else:
             run.start_fresh()
-        run.corpus_record = {
-            "path": str(Path(corpus.path).resolve()) if corpus.path else None,  # resumable from anywhere
-            "train_chars": len(corpus.train_ids), "val_chars": len(corpus.val_ids), **corpus.fingerprint()}
+        run.corpus_record = corpus.record()  # resolved paths and a fingerprint: resumable from anywhere
         metrics_path = out_dir / METRICS_FILE
         if resume is not None:
             _keep_metrics_up_to(metrics_path, run.step)

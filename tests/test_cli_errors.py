@@ -69,7 +69,8 @@ def _write_with_metadata(source, target, **changes):
 # (command line with {placeholders} under the inputs folder, exit code, what the message must say)
 CASES = {
     "missing text": (["train", "{dir}/missing.txt"], USAGE, ["missing.txt", "does not exist"]),
-    "text is a directory": (["train", "{dir}/a_directory"], USAGE, ["a_directory", "directory"]),
+    # A folder is a corpus of the files under it (issue 19); an empty one is a clear error.
+    "text is an empty directory": (["train", "{dir}/a_directory"], RUNTIME, ["a_directory", "holds no text files"]),
     "empty text": (["train", "{dir}/empty.txt", *TINY_RUN], RUNTIME, ["empty.txt", "empty"]),
     "text shorter than seq-len + 1": (["train", "{dir}/short.txt", *TINY_RUN], RUNTIME, ["too short"]),
     "text not UTF-8": (["train", "{dir}/latin1.txt", *TINY_RUN], RUNTIME, ["UTF-8", "byte offset 3"]),

@@ -61,11 +61,14 @@ TRAINING_OPTIONS = {
     "sample_every": ("1", None),
     "sample_length": ("5", None),
     "seed": ("99", None),
+    "separator": ("|", None),  # recorded; it joins files, and this run's text is one file
 }
 MODEL_OPTIONS = {"cell": "lstm", "layers": "2", "hidden": "16", "embed": "6", "dtype": "float64"}
 SAME_AS_CHECKPOINT = {"cell": "gru", "layers": "1", "hidden": "8", "embed": "4", "dtype": "float32"}
 # Parameters of `train` that are not settings of the run.
-NOT_SETTINGS = {"text", "out", "resume", "quiet", "as_json"}
+NOT_SETTINGS = {"texts", "out", "resume", "quiet", "as_json"}
+# Options with a test of their own below.
+OWN_TESTS = {"cell_file", "val_file"}
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +92,7 @@ def resume(first_run, tmp_path, *options):
 
 def test_every_option_of_train_is_covered_here():
     names = {param.name for param in train_command.params}
-    covered = set(TRAINING_OPTIONS) | set(MODEL_OPTIONS) | {"cell_file"} | NOT_SETTINGS
+    covered = set(TRAINING_OPTIONS) | set(MODEL_OPTIONS) | OWN_TESTS | NOT_SETTINGS
     assert names == covered, (f"options of `train` without a resume case here: {sorted(names - covered)}; "
                               f"cases for options that are gone: {sorted(covered - names)}")
 
@@ -145,6 +148,18 @@ def test_a_cell_file_given_on_resume_is_loaded_and_recorded(first_run, tmp_path)
     assert json.loads((out / "config.json").read_text())["train"]["cell_file"] == str(cell_file)
     from rnn.cells import get_cell
     get_cell("resume_test_cell")  # it was loaded
+
+
+def test_a_val_file_given_on_resume_takes_effect_and_is_recorded(first_run, tmp_path):
+    text, _ = first_run
+    val_file = tmp_path / "val.txt"
+    val_file.write_text(text.read_text()[:100])  # characters of the training vocabulary
+    result, out = resume(first_run, tmp_path, "--val-file", str(val_file))
+    assert result.exit_code == 0, result.output
+    checkpoint = load_checkpoint(out / "latest.safetensors")
+    assert checkpoint.meta["train_config"]["val_file"] == str(val_file.resolve())
+    assert json.loads((out / "config.json").read_text())["train"]["val_file"] == str(val_file.resolve())
+    assert checkpoint.meta["corpus"]["val_chars"] == 100  # validated on the file, not on a split
 
 
 def test_the_library_refuses_a_config_whose_model_differs_from_the_checkpoint(first_run, tmp_path):
