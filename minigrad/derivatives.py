@@ -44,12 +44,13 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False) -> tuple:
         if seed is None and output.data.size != 1:
             raise ValueError(f"grad: output {k} has shape {output.shape}: give its grad_outputs entry")
         seed = np.ones_like(output.data) if seed is None else seed
-        if isinstance(seed, Tensor) and seed.shape != output.shape or np.shape(seed) != output.shape:
+        if np.shape(seed) != output.shape:
             raise ValueError(f"grad: grad_outputs[{k}] has shape {np.shape(seed)}, output {k} has {output.shape}")
-        if create_graph:
-            seeds.append(as_tensor(seed, like=output))  # a Tensor seed keeps its own graph
+        if create_graph and isinstance(seed, Tensor):
+            seeds.append(seed)  # a Tensor seed keeps its own graph
         else:
-            seeds.append(np.asarray(seed.data if isinstance(seed, Tensor) else seed, dtype=output.dtype))
+            seed = np.asarray(seed.data if isinstance(seed, Tensor) else seed, dtype=output.dtype)
+            seeds.append(Tensor(seed) if create_graph else seed)
         roots.append(output)
     found = autograd.backward_walk(roots, seeds, create_graph=create_graph, accumulate=False, wanted=inputs)
     results = []

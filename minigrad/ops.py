@@ -22,6 +22,7 @@ methods of the Tensors it is given and through `Function.apply`. The public func
 """
 
 import builtins
+import functools
 
 import numpy as np
 
@@ -91,13 +92,8 @@ class Elementwise(Function):
         out = np.empty(self.shape, self.dtype)
         getattr(kernels.elementwise, f"{self.op}_forward")(*flat_inputs, out.reshape(-1))
         available = dict(zip(rules.INPUT_NAMES, flat_inputs), out=out.reshape(-1))
-        self.saved = {name: available[name] for name in self._names_to_save()}
+        self.saved = {name: available[name] for name in _names_to_save(self.op, self.needs_input_grad)}
         return out
-
-    def _names_to_save(self):
-        vjps = rules.RULES[self.op].vjps
-        needed = [vjp for vjp, needs in zip(vjps, self.needs_input_grad) if needs and vjp is not None]
-        return {name for vjp in needed for name in rules.names_read(vjp)}
 
     def backward(self, grad):
         g = _flat(grad, self.shape, self.dtype)
@@ -131,6 +127,14 @@ class Elementwise(Function):
             if tangent is not None and vjp is not None:
                 total = total + rules.evaluate(vjp, dict(values, g=tangent), ARRAY_FUNCTIONS)
         return total
+
+
+@functools.lru_cache(maxsize=None)
+def _names_to_save(op: str, needs_input_grad: tuple) -> tuple:
+    """The values the vjp rules of the inputs that need a gradient read."""
+    vjps = rules.RULES[op].vjps
+    needed = [vjp for vjp, needs in zip(vjps, needs_input_grad) if needs and vjp is not None]
+    return tuple(name for name in rules.SAVABLE_NAMES if any(name in rules.names_read(vjp) for vjp in needed))
 
 
 # One class per rule, so that `grad_fn=Tanh` names a class a reader can find here.
@@ -473,13 +477,13 @@ class Concat(Function):
             shapes = ", ".join(str(a.shape) for a in arrays)
             raise ValueError(f"concat along axis {axis}: shapes {shapes} do not fit ({error})") from None
         self.axis = axis % out.ndim
-        self.ends = np.cumsum([a.shape[self.axis] for a in arrays])
+        self.ends = [int(end) for end in np.cumsum([a.shape[self.axis] for a in arrays])]
         return out
 
     def backward(self, grad):  # arrays or Tensors alike
         before = (slice(None),) * self.axis
-        return [grad[before + (slice(end - len_, end),)]
-                for end, len_ in zip(self.ends, np.diff(self.ends, prepend=0))]
+        starts = [0, *self.ends[:-1]]
+        return [grad[before + (slice(start, end),)] for start, end in zip(starts, self.ends)]
 
     graph_backward = backward
 

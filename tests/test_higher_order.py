@@ -102,11 +102,6 @@ def test_every_op_of_the_engine_has_a_case():
 
 # ---- one source of truth: the array backward and the Tensor backward agree ----------------
 
-def _last_nodes(output):
-    """The node that made `output` (for a composite case, its last op)."""
-    return output.grad_fn
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_array_backward_and_differentiable_backward_agree(case):
     rng = np.random.default_rng(1)
@@ -125,6 +120,21 @@ def test_array_backward_and_differentiable_backward_agree(case):
                 assert isinstance(b, mg.Tensor)
                 np.testing.assert_allclose(unbroadcast(np.asarray(a), x.shape), unbroadcast(b, x.shape).data,
                                            rtol=1e-12, atol=1e-12, err_msg=f"{case.name}: {node.name}")
+
+
+def test_elementwise_nodes_are_named_classes_that_keep_only_what_their_rule_reads():
+    import inspect
+
+    x = mg.tensor([0.5, -1.0], requires_grad=True)
+    c = mg.tensor([2.0, 3.0])
+    assert "grad_fn=Tanh" in repr(x.tanh())
+    assert "class Tanh(Elementwise)" in inspect.getsource(mg.ops)
+    assert set((x + c).grad_fn.saved) == set()            # add's rule reads nothing
+    assert set(x.tanh().grad_fn.saved) == {"out"}         # tanh' = 1 - out^2
+    assert set((x * c).grad_fn.saved) == {"b"}            # only x needs a gradient: keep c
+    assert set((x * x).grad_fn.saved) == {"a", "b"}
+    assert set((x / c).grad_fn.saved) == {"b"}            # the vjp of a needs b only
+    assert set(x.relu().grad_fn.saved) == {"a"}
 
 
 # ---- second derivatives ---------------------------------------------------------------------
@@ -405,3 +415,20 @@ def test_a_fused_layer_refuses_create_graph_and_jvp_naming_the_eager_engine():
     out, _ = eager(x)
     (g,) = mg.grad(out.sum(), [eager.weight_hh_l0], create_graph=True)
     assert g.requires_grad
+
+
+def test_hooks_and_anomaly_mode_see_tensor_gradients_when_a_graph_is_built():
+    x = mg.tensor(np.array([0.5, 2.0]), requires_grad=True)
+    h = x * x
+    seen = []
+    h.register_hook(lambda g: seen.append(g) or g * 2.0)  # doubles the gradient flowing through h
+    (gx,) = mg.grad(h.sum(), x, create_graph=True)
+    assert isinstance(seen[0], mg.Tensor)
+    np.testing.assert_allclose(gx.data, 4 * x.data)
+    (ggx,) = mg.grad(gx.sum(), x)
+    np.testing.assert_allclose(ggx.data, [4.0, 4.0])
+    z = mg.tensor(np.array([0.0, 1.0]), requires_grad=True)
+    with mg.detect_anomaly():
+        (gz,) = mg.grad((z ** 1.5).sum(), z, create_graph=True)   # 1.5 z^0.5: finite at 0
+        with pytest.raises(mg.AnomalyError, match="Pow produced inf"):
+            mg.grad(gz.sum(), z, create_graph=True)                # 0.75 z^-0.5: not
