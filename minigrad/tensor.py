@@ -164,8 +164,6 @@ class _RemovableHandle:
             self._hooks.remove(self._hook)
 
 
-# ---- the public functions --------------------------------------------------------------
-
 def seed_gradient(output: Tensor, grad=None) -> np.ndarray:
     """The gradient backward starts from: ones for a scalar, else `grad`, checked."""
     if grad is None:
@@ -180,6 +178,8 @@ def seed_gradient(output: Tensor, grad=None) -> np.ndarray:
         raise ValueError(f"backward(grad): grad has shape {grad.shape} but the tensor has shape {output.shape}")
     return grad
 
+
+# ---- the public functions --------------------------------------------------------------
 
 def as_tensor(value, like: Tensor = None) -> Tensor:
     """A Tensor for `value`; Python numbers take the dtype of `like` (as in PyTorch)."""
