@@ -5,11 +5,15 @@
     y = (x * x).sum()
     y.backward()          # x.grad == 2 * x
 
-Where things are, each module importing only those before it (tests/test_layering.py):
-`rules` (the derivative table), `kernels` and `codegen` (the Numba side), `autograd`
-(the op node, grad mode, the one topological sort and the backward walk), `ops` (every
-op's forward and derivatives, on arrays), `tensor` (Tensor, its operators, mg.add ...),
-`derivatives` (mg.grad, mg.jvp, mg.hvp), `gradcheck`, `nn`, `optim`, `viz`.
+Where things are, bottom layer first; each module imports only modules before it
+(checked by tests/test_layering.py):
+  rules        the derivative table, one line per elementwise op
+  _jit, allocator, random, codegen, blas, kernels, precompile    the Numba and BLAS side
+  autograd     the op node (Function), grad mode, the one topological sort, the backward walk
+  ops          every op's forward and derivatives, on arrays
+  tensor       Tensor, its operators, and mg.add, mg.tanh, ...
+  derivatives  mg.grad (to any order), mg.jvp (forward mode), mg.hvp
+  gradcheck, nn, optim, viz
 """
 
 from . import allocator, autograd

@@ -82,6 +82,8 @@ def jvp(fn, primals, tangents):
             set_tangent(primal, tangent)
         result = fn(*primals)
         outputs = _as_tuple(result)
+        if not outputs or not all(isinstance(output, Tensor) for output in outputs):
+            raise TypeError(f"jvp: fn must return a Tensor or a tuple of Tensors, got {type(result).__name__}")
         output_tangents = []
         for output in outputs:
             tangent = autograd.tangent_of(output)

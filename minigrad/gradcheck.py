@@ -138,8 +138,10 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
     if not differentiated:
         raise ValueError("gradgradcheck: no input requires grad, nothing to check")
     with enable_grad():
-        output_shape = fn(*inputs).shape
-    grad_output = Tensor(np.random.default_rng(seed + 1).standard_normal(output_shape), requires_grad=True)
+        output = fn(*inputs)
+    if not isinstance(output, Tensor):
+        raise TypeError(f"gradgradcheck: fn must return a Tensor, got {type(output).__name__}")
+    grad_output = Tensor(np.random.default_rng(seed + 1).standard_normal(output.shape), requires_grad=True)
 
     def first_derivative(*values):
         *xs, v = values

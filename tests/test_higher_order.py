@@ -331,6 +331,16 @@ def test_grad_errors_are_one_clear_line():
         (x * x).sum().backward(create_graph=True)
 
 
+def test_jvp_and_gradgradcheck_reject_a_function_that_returns_no_tensor():
+    x = mg.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    with pytest.raises(TypeError, match="jvp: fn must return a Tensor"):
+        mg.jvp(lambda a: 3.0, [x], [np.ones(2)])
+    with pytest.raises(ValueError, match="tangent 0 has shape"):
+        mg.jvp(lambda a: a * 2.0, [x], [np.ones(3)])
+    with pytest.raises(TypeError, match="gradgradcheck: fn must return a Tensor"):
+        mg.gradgradcheck(lambda a: a.data, [x])
+
+
 def test_grad_to_any_order_reaches_zero_for_a_polynomial():
     x = mg.tensor([1.5], requires_grad=True, dtype=np.float64)
     y = x ** 3
