@@ -5,19 +5,26 @@
     y = (x * x).sum()
     y.backward()          # x.grad == 2 * x
 
-Where things are: `tensor` (Tensor, backward), `autograd` (the op node, no_grad,
-unbroadcast), `ops` (every op's forward and backward), `rules` (the derivative table),
-`kernels` and `codegen` (the Numba side), `gradcheck`, `nn`, `optim`, `viz`.
+Where things are, bottom layer first; each module imports only modules before it
+(checked by tests/test_layering.py):
+  rules        the derivative table, one line per elementwise op
+  _jit, allocator, random, codegen, blas, kernels, precompile    the Numba and BLAS side
+  autograd     the op node (Function), grad mode, the one topological sort, the backward walk
+  ops          every op's forward and derivatives, on arrays
+  tensor       Tensor, its operators, and mg.add, mg.tanh, ...
+  derivatives  mg.grad (to any order), mg.jvp (forward mode), mg.hvp
+  gradcheck, nn, optim, viz
 """
 
 from . import allocator, autograd
 from .autograd import AnomalyError, Function, detect_anomaly, enable_grad, is_grad_enabled, no_grad
-from .tensor import DEFAULT_DTYPE, Tensor
-from .ops import (
-    add, concat, cross_entropy, div, embedding, exp, getitem, linear, log, log_softmax, matmul, max,
-    mean, mul, neg, pow, relu, reshape, sigmoid, softmax, stack, sub, sum, tanh, transpose,
+from .tensor import (
+    DEFAULT_DTYPE, Tensor, add, as_tensor, concat, cross_entropy, div, embedding, exp, getitem, linear, log,
+    log_softmax, matmul, max, mean, mul, neg, pow, relu, reshape, sigmoid, softmax, stack, sub, sum, tanh,
+    transpose,
 )
-from .gradcheck import GradcheckError, gradcheck
+from .derivatives import grad, hvp, jvp
+from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from . import nn, optim  # noqa: E402
 
 __version__ = "0.1.0"

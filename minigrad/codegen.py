@@ -128,7 +128,8 @@ def written_now(module) -> bool:
 
 
 def elementwise_source() -> str:
-    """Source of the eager kernels: for each rule, `<op>_forward` and `<op>_vjp_<input>`.
+    """Source of the eager kernels: for each rule, `<op>_forward` and `<op>_vjp_<input>`
+    (whose arguments are g, the values that rule reads (`rules.names_read`), and grad).
 
     Every kernel works on flat, contiguous, same-length arrays; the caller broadcasts.
     """
@@ -144,8 +145,9 @@ def elementwise_source() -> str:
         for name, vjp in zip(inputs, rule.vjps):
             if vjp is None:
                 continue
+            reads = "".join(f"{read}, " for read in rules.names_read(vjp))  # only what the rule reads
             parts.append(
-                f"\n\n@kernel\ndef {op}_vjp_{name}(g, {', '.join(inputs)}, out, grad):\n"
+                f"\n\n@kernel\ndef {op}_vjp_{name}(g, {reads}grad):\n"
                 f"    for i in range(grad.size):\n"
                 f"        grad[i] = {substitute(vjp, at_i)}\n"
             )

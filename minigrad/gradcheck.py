@@ -11,8 +11,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .autograd import no_grad
-from .tensor import Tensor
+from .autograd import enable_grad, no_grad
+from .derivatives import grad
+from .tensor import Tensor, concat
 
 
 class GradcheckError(AssertionError):
@@ -43,8 +44,9 @@ def _as_float64_leaves(inputs):
     return copies
 
 
-def gradcheck_report(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> list:
-    """One `InputReport` for each input that requires grad."""
+def gradcheck_report(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, create_graph=False) -> list:
+    """One `InputReport` for each input that requires grad (`create_graph`: check the
+    gradients as the differentiable backward computes them, instead of the fast one)."""
     inputs = _as_float64_leaves(inputs)
     checked = [k for k, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not checked:
@@ -59,15 +61,16 @@ def gradcheck_report(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> list
         with no_grad():
             return float(np.sum(weight * fn(*inputs).data))
 
-    for k in checked:
-        inputs[k].grad = None
     if output.requires_grad:
-        output.backward(weight.astype(output.dtype))
+        with enable_grad():
+            gradients = grad(output, [inputs[k] for k in checked], grad_outputs=weight, create_graph=create_graph)
+    else:  # the output does not depend on the inputs at all
+        gradients = [Tensor(np.zeros_like(inputs[k].data)) for k in checked]
 
     reports = []
-    for k in checked:
+    for k, gradient in zip(checked, gradients):
         x = inputs[k]
-        analytic = x.grad if x.grad is not None else np.zeros_like(x.data)
+        analytic = gradient.data
         numeric = np.zeros_like(x.data)
         flat = x.data.reshape(-1)  # a view: writing into it perturbs the input in place
         for i in range(flat.size):
@@ -99,18 +102,61 @@ def gradcheck_report(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> list
     return reports
 
 
-def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3) -> bool:
-    """True if backward() of `fn(*inputs)` matches central differences; otherwise raises
-    GradcheckError naming the input, its worst element, and both gradient values."""
-    reports = gradcheck_report(fn, inputs, eps=eps, atol=atol, rtol=rtol)
+def _raise_on_failure(reports, title, input_name=str):
     failed = [r for r in reports if not r.ok]
     if failed:
-        lines = [f"gradcheck failed (atol={atol}, rtol={rtol}, eps={eps}):"]
-        lines.append(f"  {'input':>5}  {'shape':<12} {'element':<12} {'analytic':>14} {'numeric':>14} {'abs err':>10}")
+        lines = [title]
+        lines.append(f"  {'input':>12}  {'shape':<12} {'element':<12} {'analytic':>14} {'numeric':>14} {'abs err':>10}")
         for r in failed:
             lines.append(
-                f"  {r.index:>5}  {str(r.shape):<12} {str(r.worst_element):<12} "
+                f"  {input_name(r.index):>12}  {str(r.shape):<12} {str(r.worst_element):<12} "
                 f"{r.analytic:>14.8g} {r.numeric:>14.8g} {abs(r.analytic - r.numeric):>10.3g}"
             )
         raise GradcheckError("\n".join(lines))
     return True
+
+
+def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3) -> bool:
+    """True if backward() of `fn(*inputs)` matches central differences; otherwise raises
+    GradcheckError naming the input, its worst element, and both gradient values."""
+    reports = gradcheck_report(fn, inputs, eps=eps, atol=atol, rtol=rtol)
+    return _raise_on_failure(reports, f"gradcheck failed (atol={atol}, rtol={rtol}, eps={eps}):")
+
+
+def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
+    """True if the second derivatives of `fn(*inputs)` match central differences of the first.
+
+    As PyTorch's gradgradcheck: with a fixed random `grad_output` v, the first derivative
+    u(x, v) = mg.grad(fn(x), x, v, create_graph=True) is itself a function of the inputs and
+    of v; its backward (through the graph create_graph built) is gradchecked against finite
+    differences of u. Before that, the first derivative as create_graph=True computes it is
+    checked against finite differences of fn (it is not the fast backward's code). Failures
+    name the input (or `grad_output`) and the element.
+    """
+    inputs = _as_float64_leaves(inputs)
+    differentiated = [k for k, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    if not differentiated:
+        raise ValueError("gradgradcheck: no input requires grad, nothing to check")
+    with enable_grad():
+        output = fn(*inputs)
+    if not isinstance(output, Tensor):
+        raise TypeError(f"gradgradcheck: fn must return a Tensor, got {type(output).__name__}")
+    grad_output = Tensor(np.random.default_rng(seed + 1).standard_normal(output.shape), requires_grad=True)
+
+    def first_derivative(*values):
+        *xs, v = values
+        with enable_grad():  # the numeric side calls this under no_grad: the gradient needs a graph
+            out = fn(*xs)
+            gradients = grad(out, [xs[k] for k in differentiated], grad_outputs=v, create_graph=True)
+        return concat([g.reshape(-1) for g in gradients])
+
+    settings = f"(atol={atol}, rtol={rtol}, eps={eps})"
+    # The differentiable backward is other code than the fast one: check its values first.
+    first = gradcheck_report(fn, inputs, eps=eps, atol=atol, rtol=rtol, seed=seed, create_graph=True)
+    _raise_on_failure(first, f"gradgradcheck failed {settings}: the first derivative with create_graph=True:")
+    second = gradcheck_report(first_derivative, [*inputs, grad_output], eps=eps, atol=atol, rtol=rtol, seed=seed)
+
+    def input_name(index):
+        return "grad_output" if index == len(inputs) else str(index)
+
+    return _raise_on_failure(second, f"gradgradcheck failed {settings}: the second derivative:", input_name)

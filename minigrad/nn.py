@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from . import ops, random
-from .tensor import DEFAULT_DTYPE, Tensor
+from . import random
+from .tensor import DEFAULT_DTYPE, Tensor, embedding, linear
 
 
 class Parameter(Tensor):
@@ -130,7 +130,7 @@ class Linear(Module):
         self.bias = Parameter(_uniform(bound, (out_features,), dtype)) if bias else None
 
     def forward(self, x):
-        return ops.linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -145,7 +145,7 @@ class Embedding(Module):
         self.weight = Parameter(random.generator().standard_normal((num_embeddings, embedding_dim)).astype(dtype))
 
     def forward(self, ids):
-        return ops.embedding(self.weight, ids)
+        return embedding(self.weight, ids)
 
     def extra_repr(self):
         return f"{self.num_embeddings}, {self.embedding_dim}"

@@ -1,21 +1,39 @@
-"""Every op of the engine: a `Function` with forward and backward side by side.
+"""Every op of the engine: a `Function` with forward and backward side by side, on arrays.
 
 Elementwise ops come from the rule table (`minigrad.rules`) through one class,
-`Elementwise`; the rest are written out below. Each backward returns the gradient of
-each input, in the output's (broadcast) shape where that is easier: `Tensor.backward`
-sums broadcast axes away in one place (`autograd.unbroadcast`).
+`Elementwise`, with one small named subclass per rule (`Tanh`, `Mul`, ...); the rest are
+written out below. Each backward returns the gradient of each input, in the output's
+(broadcast) shape where that is easier: the walk sums broadcast axes away in one place
+(`autograd.unbroadcast`).
 
-The functions at the end (`add`, `tanh`, `sum`, `cross_entropy`, ...) are the public API:
-they accept tensors, arrays or Python numbers and return Tensors.
+Three derivatives per op, one source each:
+- `backward(grad)` on arrays: the fast first-order path (Numba kernels, BLAS);
+- `graph_backward(grad)` on Tensors, for create_graph=True. Where `backward` uses only
+  methods that arrays and Tensors share (reshape, transpose, sum, indexing, + - * /),
+  it *is* `graph_backward` (`graph_backward = backward`). Elementwise ops run their rule
+  text on Tensors. The others (matmul, softmax, ...) write the formula with Tensor methods;
+  tests/test_higher_order.py checks that both agree on every op.
+- `jvp(out, *tangents)` on arrays, for forward mode: elementwise ops from the rule table,
+  linear ops by applying themselves to the tangents, the rest written out.
+
+This module does not import `tensor`: a graph_backward builds Tensors only through the
+methods of the Tensors it is given and through `Function.apply`. The public functions
+(`mg.add`, `mg.tanh`, ...) are in `minigrad.tensor`.
 """
+
+import builtins
+import functools
 
 import numpy as np
 
-import builtins
-
 from . import blas, kernels, rules
-from .autograd import Function
-from .tensor import Tensor, _contiguous
+from .autograd import Function, unbroadcast
+
+
+def _contiguous(data, dtype=None) -> np.ndarray:
+    # Not np.ascontiguousarray: it turns a 0-d array into a 1-d one.
+    array = np.asarray(data, dtype=dtype)
+    return array if array.flags.c_contiguous else array.copy(order="C")
 
 
 # ---------------------------------------------------------------------------------------
@@ -28,8 +46,38 @@ def _flat(array: np.ndarray, shape: tuple, dtype) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=dtype).reshape(-1)
 
 
+def _sigmoid(x):
+    return np.exp(-np.logaddexp(0.0, -x)).astype(x.dtype)  # no overflow for large |x|
+
+
+# The functions rule text may call, for arrays (forward mode) and for Tensors (graphs).
+ARRAY_FUNCTIONS = {
+    "exp": np.exp, "log": np.log, "tanh": np.tanh, "sigmoid": _sigmoid,
+    "relu": lambda x: np.where(x > 0, x, 0.0 * x),
+    "where": np.where, "plain": lambda value: value,
+}
+
+
+def _where_tensors(mask, x, y):
+    like = x if hasattr(x, "dtype") else y
+    mask = mask.astype(like.dtype)  # a 0/1 constant: a test has no derivative
+    return x * mask + y * (1 - mask)
+
+
+TENSOR_FUNCTIONS = {
+    "exp": lambda x: x.exp(), "log": lambda x: x.log(), "tanh": lambda x: x.tanh(),
+    "sigmoid": lambda x: x.sigmoid(), "relu": lambda x: x.relu(),
+    "where": _where_tensors, "plain": lambda value: value if isinstance(value, np.ndarray) else value.data,
+}
+
+
 class Elementwise(Function):
-    """An op of the rule table; subclasses only name the rule (`op`)."""
+    """An op of the rule table; subclasses only name the rule (`op`).
+
+    Forward keeps, for backward, only the values the vjp rules of the inputs that need a
+    gradient read (`rules.names_read`): Add keeps nothing, Tanh keeps `out`, Mul keeps
+    the other factor.
+    """
 
     op = None  # a key of rules.RULES
 
@@ -40,10 +88,12 @@ class Elementwise(Function):
             shapes = " and ".join(str(a.shape) for a in arrays)
             raise ValueError(f"{self.name}: shapes {shapes} cannot be broadcast together") from None
         self.dtype = np.result_type(*arrays)
-        self.flat_inputs = [_flat(a, self.shape, self.dtype) for a in arrays]
-        self.out = np.empty(self.shape, self.dtype)
-        getattr(kernels.elementwise, f"{self.op}_forward")(*self.flat_inputs, self.out.reshape(-1))
-        return self.out
+        flat_inputs = [_flat(a, self.shape, self.dtype) for a in arrays]
+        out = np.empty(self.shape, self.dtype)
+        getattr(kernels.elementwise, f"{self.op}_forward")(*flat_inputs, out.reshape(-1))
+        available = dict(zip(rules.INPUT_NAMES, flat_inputs), out=out.reshape(-1))
+        self.saved = {name: available[name] for name in _names_to_save(self.op, self.needs_input_grad)}
+        return out
 
     def backward(self, grad):
         g = _flat(grad, self.shape, self.dtype)
@@ -54,15 +104,55 @@ class Elementwise(Function):
                 continue
             input_grad = np.empty(self.shape, self.dtype)
             vjp_kernel = getattr(kernels.elementwise, f"{self.op}_vjp_{name}")
-            vjp_kernel(g, *self.flat_inputs, self.out.reshape(-1), input_grad.reshape(-1))
+            vjp_kernel(g, *(self.saved[read] for read in rules.names_read(vjp)), input_grad.reshape(-1))
             input_grads.append(input_grad)
         return input_grads
 
+    def graph_backward(self, grad):
+        """The same rule text, run on Tensors: the gradient gets a graph of its own."""
+        values = {name: (x if x.requires_grad else x.data) for name, x in zip(rules.INPUT_NAMES, self.inputs)}
+        values["g"] = grad
+        vjps = rules.RULES[self.op].vjps
+        if any("out" in rules.names_read(v) for v in vjps if v is not None):
+            values["out"] = self.output_tensor()
+        return [rules.evaluate(vjp, values, TENSOR_FUNCTIONS) if needed and vjp is not None else None
+                for needed, vjp in zip(self.needs_input_grad, vjps)]
 
-ELEMENTWISE_OPS = {
-    op: type(op.capitalize(), (Elementwise,), {"op": op, "__doc__": f"out = {rule.forward}"})
-    for op, rule in rules.RULES.items()
-}
+    def jvp(self, out, *tangents):
+        """An elementwise Jacobian is diagonal: the tangent of out is the sum over inputs of
+        the vjp rule with g replaced by that input's tangent."""
+        values = dict(zip(rules.INPUT_NAMES, (x.data for x in self.inputs)), out=out)
+        total = np.zeros(out.shape, out.dtype)
+        for tangent, vjp in zip(tangents, rules.RULES[self.op].vjps):
+            if tangent is not None and vjp is not None:
+                total = total + rules.evaluate(vjp, dict(values, g=tangent), ARRAY_FUNCTIONS)
+        return total
+
+
+@functools.lru_cache(maxsize=None)
+def _names_to_save(op: str, needs_input_grad: tuple) -> tuple:
+    """The values the vjp rules of the inputs that need a gradient read."""
+    vjps = rules.RULES[op].vjps
+    needed = [vjp for vjp, needs in zip(vjps, needs_input_grad) if needs and vjp is not None]
+    return tuple(name for name in rules.SAVABLE_NAMES if any(name in rules.names_read(vjp) for vjp in needed))
+
+
+# One class per rule, so that `grad_fn=Tanh` names a class a reader can find here.
+class Add(Elementwise): op = "add"
+class Sub(Elementwise): op = "sub"
+class Mul(Elementwise): op = "mul"
+class Div(Elementwise): op = "div"
+class Pow(Elementwise): op = "pow"
+class Neg(Elementwise): op = "neg"
+class Exp(Elementwise): op = "exp"
+class Log(Elementwise): op = "log"
+class Tanh(Elementwise): op = "tanh"
+class Sigmoid(Elementwise): op = "sigmoid"
+class Relu(Elementwise): op = "relu"
+
+
+ELEMENTWISE_OPS = {cls.op: cls for cls in (Add, Sub, Mul, Div, Pow, Neg, Exp, Log, Tanh, Sigmoid, Relu)}
+assert set(ELEMENTWISE_OPS) == set(rules.RULES), "every rule of the table needs its class above"
 
 
 # ---------------------------------------------------------------------------------------
@@ -107,6 +197,38 @@ class MatMul(Function):
             grad_b = grad_b[..., 0] if b.ndim == 1 else grad_b
         return grad_a, grad_b
 
+    def graph_backward(self, grad):
+        a, b = self.inputs  # the same formula as backward, in Tensor ops
+        a2 = a.reshape(1, a.shape[0]) if a.ndim == 1 else a
+        b2 = b.reshape(b.shape[0], 1) if b.ndim == 1 else b
+        g2 = grad
+        if b.ndim == 1:
+            g2 = g2.reshape(*g2.shape, 1)
+        if a.ndim == 1:
+            g2 = g2.reshape(*g2.shape[:-1], 1, g2.shape[-1])
+        grad_a = grad_b = None
+        if self.needs_input_grad[0]:
+            grad_a = g2 @ _swap_last_axes(b2)
+            grad_a = grad_a.reshape(*grad_a.shape[:-2], grad_a.shape[-1]) if a.ndim == 1 else grad_a
+        if self.needs_input_grad[1]:
+            grad_b = _swap_last_axes(a2) @ g2
+            grad_b = grad_b.reshape(*grad_b.shape[:-1]) if b.ndim == 1 else grad_b
+        return grad_a, grad_b
+
+    def jvp(self, out, tangent_a, tangent_b):
+        a, b = self.a, self.b  # product rule
+        total = np.zeros_like(out)
+        if tangent_a is not None:
+            total = total + np.matmul(tangent_a, b)
+        if tangent_b is not None:
+            total = total + np.matmul(a, tangent_b)
+        return total
+
+
+def _swap_last_axes(x):
+    """x with its last two axes swapped (an array or a Tensor)."""
+    return x.transpose(*range(x.ndim - 2), x.ndim - 1, x.ndim - 2)
+
 
 class Linear(Function):
     """x @ weight.T + bias (PyTorch's F.linear) as one node: no transposed copy of the
@@ -130,6 +252,26 @@ class Linear(Function):
         grad_weight = blas.matmul(rows, x_rows, transpose_a=True) if self.needs_input_grad[1] else None
         grad_bias = rows.sum(axis=0) if self.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias
+
+    def graph_backward(self, grad):
+        x, weight, _ = self.inputs
+        rows = grad.reshape(-1, grad.shape[-1])
+        x_rows = x.reshape(-1, x.shape[-1])
+        grad_x = (rows @ weight).reshape(x.shape) if self.needs_input_grad[0] else None
+        grad_weight = rows.transpose(1, 0) @ x_rows if self.needs_input_grad[1] else None
+        grad_bias = rows.sum(axis=0) if self.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias
+
+    def jvp(self, out, tangent_x, tangent_weight, tangent_bias):
+        x, weight = self.x, self.weight
+        total = np.zeros_like(out)
+        if tangent_x is not None:
+            total = total + tangent_x @ weight.T
+        if tangent_weight is not None:
+            total = total + x @ tangent_weight.T
+        if tangent_bias is not None:
+            total = total + tangent_bias
+        return total
 
 
 # ---------------------------------------------------------------------------------------
@@ -164,10 +306,12 @@ class _Reduction(Function):
 
     def _expand(self, grad):
         """A gradient of the reduced shape, broadcast back over the reduced axes."""
-        return np.broadcast_to(grad.reshape(self.keepdims_shape), self.in_shape)
+        return broadcast_to(grad.reshape(self.keepdims_shape), self.in_shape)
 
 
 class Sum(_Reduction):
+    linear = True
+
     def forward(self, x, axis=None, keepdims=False):
         rows = self._as_rows(x, axis, keepdims)
         out = np.empty(rows.shape[0], x.dtype)
@@ -175,8 +319,10 @@ class Sum(_Reduction):
         self.count = rows.shape[1]
         return out.reshape(self.out_shape)
 
-    def backward(self, grad):
-        return (np.array(self._expand(grad)),)
+    def backward(self, grad):  # arrays or Tensors alike
+        return (self._expand(grad),)
+
+    graph_backward = backward
 
 
 class Mean(Sum):
@@ -184,8 +330,32 @@ class Mean(Sum):
         total = super().forward(x, axis, keepdims)
         return (total / builtins.max(self.count, 1)).astype(x.dtype)
 
-    def backward(self, grad):
-        return (np.array(self._expand(grad / self.count)),)
+    def backward(self, grad):  # arrays or Tensors alike
+        return (self._expand(grad / self.count),)
+
+    graph_backward = backward
+
+
+class Expand(Function):
+    """x broadcast to `shape` (as a copy): the backward of a sum, and summed in its own backward."""
+
+    linear = True
+
+    def forward(self, x, shape):
+        self.in_shape = x.shape
+        return np.array(np.broadcast_to(x, shape))
+
+    def backward(self, grad):  # arrays or Tensors alike
+        return (unbroadcast(grad, self.in_shape),)
+
+    graph_backward = backward
+
+
+def broadcast_to(x, shape):
+    """`x` broadcast to `shape`: a fresh array for an array, an `Expand` node for a Tensor."""
+    if isinstance(x, np.ndarray):
+        return np.array(np.broadcast_to(x, shape))
+    return Expand.apply(x, shape=shape)
 
 
 class Max(_Reduction):
@@ -207,11 +377,28 @@ class Max(_Reduction):
         moved = rows.reshape([self.in_shape[a] for a in self.permutation])
         return (np.transpose(moved, np.argsort(self.permutation)),)
 
+    def _winners(self, dtype):
+        """A 0/1 array of the input's shape: 1 at the element each slice's max came from."""
+        rows = np.zeros(self.row_shape, dtype)
+        rows[np.arange(self.row_shape[0]), self.argmax] = 1
+        moved = rows.reshape([self.in_shape[a] for a in self.permutation])
+        return np.ascontiguousarray(np.transpose(moved, np.argsort(self.permutation)))
+
+    def graph_backward(self, grad):
+        # The winners are constants (which element won does not change under a small step).
+        return (self._expand(grad) * self._winners(grad.dtype),)
+
+    def jvp(self, out, tangent):
+        rows = np.ascontiguousarray(np.transpose(tangent, self.permutation)).reshape(self.row_shape)
+        return rows[np.arange(self.row_shape[0]), self.argmax].reshape(self.out_shape)
+
 
 # ---------------------------------------------------------------------------------------
 # Shape ops: no arithmetic, the gradient is moved back where the value came from
 # ---------------------------------------------------------------------------------------
 class Reshape(Function):
+    linear = True
+
     def forward(self, x, shape):
         self.in_shape = x.shape
         try:
@@ -219,11 +406,15 @@ class Reshape(Function):
         except ValueError:
             raise ValueError(f"cannot reshape a tensor of shape {x.shape} ({x.size} elements) into {shape}") from None
 
-    def backward(self, grad):
+    def backward(self, grad):  # arrays or Tensors alike
         return (grad.reshape(self.in_shape),)
+
+    graph_backward = backward
 
 
 class Transpose(Function):
+    linear = True
+
     def forward(self, x, axes=None):
         if axes is not None and not builtins.all(-x.ndim <= a < x.ndim for a in axes):
             raise ValueError(f"transpose: axes {axes} are out of range for the {x.ndim} axes of {x.shape}")
@@ -232,12 +423,16 @@ class Transpose(Function):
             raise ValueError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of {x.shape}")
         return np.ascontiguousarray(np.transpose(x, self.axes))
 
-    def backward(self, grad):
-        return (np.transpose(grad, np.argsort(self.axes)),)
+    def backward(self, grad):  # arrays or Tensors alike
+        return (grad.transpose(*np.argsort(self.axes)),)
+
+    graph_backward = backward
 
 
 class GetItem(Function):
     """x[index] for slices, integers and integer arrays; repeated indices add up in backward."""
+
+    linear = True
 
     def forward(self, x, index):
         self.in_shape, self.dtype, self.index = x.shape, x.dtype, index
@@ -251,8 +446,30 @@ class GetItem(Function):
         np.add.at(input_grad, self.index, grad)  # unlike `+=`, counts every repeat of an index
         return (input_grad,)
 
+    def graph_backward(self, grad):
+        return (IndexAdd.apply(grad, shape=self.in_shape, index=self.index),)
+
+
+class IndexAdd(Function):
+    """zeros(shape) with x added at [index] (repeats add up): GetItem's backward as an op."""
+
+    linear = True
+
+    def forward(self, x, shape, index):
+        self.index = index
+        out = np.zeros(shape, x.dtype)
+        np.add.at(out, index, x)
+        return out
+
+    def backward(self, grad):  # arrays or Tensors alike
+        return (grad[self.index],)
+
+    graph_backward = backward
+
 
 class Concat(Function):
+    linear = True
+
     def forward(self, *arrays, axis=0):
         try:
             out = np.concatenate(arrays, axis=axis)
@@ -260,14 +477,20 @@ class Concat(Function):
             shapes = ", ".join(str(a.shape) for a in arrays)
             raise ValueError(f"concat along axis {axis}: shapes {shapes} do not fit ({error})") from None
         self.axis = axis % out.ndim
-        self.splits = np.cumsum([a.shape[self.axis] for a in arrays])[:-1]
+        self.ends = [int(end) for end in np.cumsum([a.shape[self.axis] for a in arrays])]
         return out
 
-    def backward(self, grad):
-        return np.split(grad, self.splits, axis=self.axis)
+    def backward(self, grad):  # arrays or Tensors alike
+        before = (slice(None),) * self.axis
+        starts = [0, *self.ends[:-1]]
+        return [grad[before + (slice(start, end),)] for start, end in zip(starts, self.ends)]
+
+    graph_backward = backward
 
 
 class Stack(Function):
+    linear = True
+
     def forward(self, *arrays, axis=0):
         try:
             out = np.stack(arrays, axis=axis)
@@ -277,8 +500,11 @@ class Stack(Function):
         self.axis = axis % out.ndim
         return out
 
-    def backward(self, grad):
-        return [np.take(grad, k, axis=self.axis) for k in range(grad.shape[self.axis])]
+    def backward(self, grad):  # arrays or Tensors alike
+        before = (slice(None),) * self.axis
+        return [grad[before + (k,)] for k in range(grad.shape[self.axis])]
+
+    graph_backward = backward
 
 
 # ---------------------------------------------------------------------------------------
@@ -310,9 +536,24 @@ class _RowwiseOnAxis(Function):
 class Softmax(_RowwiseOnAxis):
     forward_kernel, backward_kernel = kernels.softmax_rows, kernels.softmax_rows_vjp
 
+    def graph_backward(self, grad):
+        # y * (g - sum(g * y)), as the kernel computes it
+        y = self.output_tensor()
+        return (y * (grad - (grad * y).sum(axis=self.axis, keepdims=True)),)
+
+    def jvp(self, out, tangent):
+        return out * (tangent - (tangent * out).sum(axis=self.axis, keepdims=True))
+
 
 class LogSoftmax(_RowwiseOnAxis):
     forward_kernel, backward_kernel = kernels.log_softmax_rows, kernels.log_softmax_rows_vjp
+
+    def graph_backward(self, grad):
+        # g - softmax * sum(g), as the kernel computes it (softmax = exp(out))
+        return (grad - self.output_tensor().exp() * grad.sum(axis=self.axis, keepdims=True),)
+
+    def jvp(self, out, tangent):
+        return tangent - (np.exp(out) * tangent).sum(axis=self.axis, keepdims=True)
 
 
 def check_indices(ids: np.ndarray, size: int, what: str, role: str) -> np.ndarray:
@@ -352,9 +593,24 @@ class CrossEntropy(Function):
         kernels.cross_entropy_rows_vjp(float(grad), self.probs, self.targets, logits_grad)
         return (logits_grad,)
 
+    def _one_hot(self):
+        one_hot = np.zeros_like(self.probs)
+        one_hot[np.arange(len(self.targets)), self.targets] = 1
+        return one_hot
+
+    def graph_backward(self, grad):
+        # (softmax - onehot(target)) * g / rows, as the kernel computes it
+        probs = Softmax.apply(self.inputs[0], axis=-1)
+        return ((probs - self._one_hot()) * (grad / len(self.targets)),)
+
+    def jvp(self, out, tangent):
+        return np.mean(np.sum((self.probs - self._one_hot()) * tangent, axis=1))
+
 
 class Embedding(Function):
     """Rows of a table picked by integer ids; backward scatter-adds rows back (repeats add)."""
+
+    linear = True
 
     def forward(self, table, ids):
         if table.ndim != 2:
@@ -369,124 +625,23 @@ class Embedding(Function):
         kernels.scatter_add_rows(rows, self.ids.reshape(-1), table_grad)
         return (table_grad,)
 
-
-# ---------------------------------------------------------------------------------------
-# The public functions
-# ---------------------------------------------------------------------------------------
-def as_tensor(value, like: Tensor = None) -> Tensor:
-    """A Tensor for `value`; Python numbers take the dtype of `like` (as in PyTorch)."""
-    if isinstance(value, Tensor):
-        return value
-    if like is not None and isinstance(value, (int, float, bool, np.number)):
-        return Tensor(np.asarray(value, dtype=like.dtype))
-    return Tensor(value)
+    def graph_backward(self, grad):
+        return (ScatterRows.apply(grad, ids=self.ids, table_rows=self.table_shape[0]),)
 
 
-def _elementwise(op, *inputs) -> Tensor:
-    like = next((x for x in inputs if isinstance(x, Tensor)), None)
-    return ELEMENTWISE_OPS[op].apply(*(as_tensor(x, like) for x in inputs))
+class ScatterRows(Function):
+    """A (table_rows, C) array of zeros with row k of x added at row ids[k] (repeats add):
+    Embedding's backward as an op."""
 
+    linear = True
 
-def add(a, b): return _elementwise("add", a, b)
-def sub(a, b): return _elementwise("sub", a, b)
-def mul(a, b): return _elementwise("mul", a, b)
-def div(a, b): return _elementwise("div", a, b)
-def neg(x): return _elementwise("neg", x)
-def exp(x): return _elementwise("exp", x)
-def log(x): return _elementwise("log", x)
-def tanh(x): return _elementwise("tanh", x)
-def sigmoid(x): return _elementwise("sigmoid", x)
-def relu(x): return _elementwise("relu", x)
+    def forward(self, x, ids, table_rows):
+        self.ids = ids
+        out = np.zeros((table_rows, x.shape[-1]), x.dtype)
+        kernels.scatter_add_rows(np.ascontiguousarray(x).reshape(-1, x.shape[-1]), ids.reshape(-1), out)
+        return out
 
+    def backward(self, grad):  # arrays or Tensors alike
+        return (grad[self.ids],)
 
-def pow(x, exponent):
-    """x ** exponent for a constant (non-tensor) exponent."""
-    if isinstance(exponent, Tensor):
-        raise TypeError("pow: the exponent must be a number, not a Tensor")
-    return _elementwise("pow", x, exponent)
-
-
-def matmul(a, b):
-    return MatMul.apply(as_tensor(a), as_tensor(b))
-
-
-def linear(x, weight, bias=None):
-    """x @ weight.T + bias, with weight (out, in) as in PyTorch's Linear."""
-    x, weight = as_tensor(x), as_tensor(weight)
-    if bias is None:
-        return matmul(x, transpose(weight))
-    return Linear.apply(x, weight, as_tensor(bias))
-
-
-def sum(x, axis=None, keepdims=False):
-    return Sum.apply(as_tensor(x), axis=axis, keepdims=keepdims)
-
-
-def mean(x, axis=None, keepdims=False):
-    return Mean.apply(as_tensor(x), axis=axis, keepdims=keepdims)
-
-
-def max(x, axis=None, keepdims=False):
-    return Max.apply(as_tensor(x), axis=axis, keepdims=keepdims)
-
-
-def reshape(x, *shape):
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    return Reshape.apply(as_tensor(x), shape=shape)
-
-
-def transpose(x, *axes):
-    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-        axes = tuple(axes[0])
-    return Transpose.apply(as_tensor(x), axes=axes or None)
-
-
-def _plain_index(index):
-    """Tensors inside an index become their arrays (indices carry no gradient)."""
-    if isinstance(index, Tensor):
-        return index.data
-    if isinstance(index, tuple):
-        return tuple(_plain_index(i) for i in index)
-    if isinstance(index, list):
-        return np.asarray(index)
-    return index
-
-
-def getitem(x, index):
-    return GetItem.apply(as_tensor(x), index=_plain_index(index))
-
-
-def concat(tensors, axis=0):
-    tensors = [as_tensor(t) for t in tensors]
-    if not tensors:
-        raise ValueError("concat needs at least one tensor")
-    return Concat.apply(*tensors, axis=axis)
-
-
-def stack(tensors, axis=0):
-    tensors = [as_tensor(t) for t in tensors]
-    if not tensors:
-        raise ValueError("stack needs at least one tensor")
-    return Stack.apply(*tensors, axis=axis)
-
-
-def softmax(x, axis=-1):
-    return Softmax.apply(as_tensor(x), axis=axis)
-
-
-def log_softmax(x, axis=-1):
-    return LogSoftmax.apply(as_tensor(x), axis=axis)
-
-
-def cross_entropy(logits, targets):
-    """Mean cross-entropy of (N, C) logits against integer class targets (N,), in nats."""
-    targets = targets.data if isinstance(targets, Tensor) else targets
-    return CrossEntropy.apply(as_tensor(logits), targets=targets)
-
-
-def embedding(table, ids):
-    """table[ids] for an integer array of any shape: result shape ids.shape + (table columns,)."""
-    ids = ids.data if isinstance(ids, Tensor) else ids
-    return Embedding.apply(as_tensor(table), ids=ids)
-
+    graph_backward = backward

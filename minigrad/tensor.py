@@ -1,32 +1,21 @@
-"""The Tensor and reverse-mode differentiation (`backward`).
+"""The Tensor, its operators, and the public functions (`mg.add`, `mg.tanh`, ...).
 
 A Tensor holds a numpy array (`data`), and if it was computed by an op while gradients
 were being recorded, the op node that made it (`grad_fn`). Following `grad_fn.inputs`
 from a result leads back through the whole computation: that chain of nodes is the graph.
+`backward()` hands that graph to the walk in `minigrad.autograd`, where reverse mode is.
 
-`backward()` is the whole of reverse mode:
-  1. order the op nodes so each comes after the nodes whose outputs it reads (a
-     topological sort, with an explicit stack so deep graphs cannot overflow Python's
-     recursion limit);
-  2. seed d(out)/d(out) = 1 and walk that order backwards, asking each node for the
-     gradients of its inputs given the gradients of its outputs (the chain rule, one
-     node at a time);
-  3. a tensor used several times sums the contributions; leaves keep the sum in `.grad`.
-
-The ops themselves (their forward and backward) live in `minigrad.ops`.
+The ops themselves (their forward and backward, on arrays) live in `minigrad.ops`; the
+functions at the end of this file turn tensors, arrays and numbers into the op's inputs
+and apply it.
 """
 
 import numpy as np
 
-from . import autograd
+from . import autograd, ops
+from .ops import _contiguous
 
 DEFAULT_DTYPE = np.float32
-
-
-def _contiguous(data, dtype=None) -> np.ndarray:
-    # Not np.ascontiguousarray: it turns a 0-d array into a 1-d one.
-    array = np.asarray(data, dtype=dtype)
-    return array if array.flags.c_contiguous else array.copy(order="C")
 
 
 def _as_array(data, dtype=None) -> np.ndarray:
@@ -71,6 +60,10 @@ class Tensor:
         body = np.array2string(self.data, precision=4, separator=", ", prefix="tensor(")
         return f"tensor({body}{extra})"
 
+    def new_tensor(self, data, requires_grad=False) -> "Tensor":
+        """A new Tensor (never a subclass such as Parameter): how ops make their outputs."""
+        return Tensor(data, requires_grad=requires_grad)
+
     def numpy(self) -> np.ndarray:
         return self.data
 
@@ -105,115 +98,61 @@ class Tensor:
         return _RemovableHandle(self._hooks, hook)
 
     # ---- reverse mode --------------------------------------------------------------------
-    def backward(self, grad=None):
-        """Accumulate d(self)/d(leaf) into `leaf.grad` for every leaf that requires grad."""
+    def backward(self, grad=None, create_graph=False):
+        """Accumulate d(self)/d(leaf) into `leaf.grad` for every leaf that requires grad.
+
+        The walk itself is `autograd.backward_walk`. `.grad` holds plain arrays (what the
+        optimizers read), so gradients with a graph of their own come from
+        `mg.grad(outputs, inputs, create_graph=True)` instead of `create_graph=True` here.
+        """
+        if create_graph:
+            raise RuntimeError("backward(create_graph=True) is not supported: .grad holds plain arrays; "
+                               "use mg.grad(outputs, inputs, create_graph=True) for differentiable gradients")
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad (no graph to walk)")
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(
-                    f"backward() on a non-scalar tensor of shape {self.shape} needs a gradient "
-                    "argument: call backward(grad) with a gradient of that shape, or reduce to a scalar first"
-                )
-            grad = np.ones_like(self.data)
-        else:
-            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
-            if grad.shape != self.shape:
-                raise ValueError(f"backward(grad): grad has shape {grad.shape} but the tensor has shape {self.shape}")
-
-        # Gradient of `self` w.r.t. each tensor reached so far, summed over every path.
-        pending = {id(self): grad}
-        leaves = {id(self): self} if self.grad_fn is None else {}
-        for node in reversed(graph_order(self)):
-            output_grads = []
-            for output, (shape, dtype) in zip(node.outputs(), node.output_specs):
-                g = pending.pop(id(output), None) if output is not None else None
-                if g is not None:
-                    g = output._run_hooks(g)
-                    if output._retains_grad:
-                        output._accumulate(g)
-                output_grads.append(g)
-            if all(g is None for g in output_grads):
-                continue  # nothing flowed back to this node (e.g. only a constant was used)
-            if len(output_grads) > 1:  # a multi-output node gets zeros for unused outputs
-                output_grads = [np.zeros(s, d) if g is None else g for g, (s, d) in zip(output_grads, node.output_specs)]
-            input_grads = node.backward(*output_grads)  # the chain rule, for this one node
-            autograd.check_anomaly(node, input_grads)
-            for parent, parent_grad in zip(node.inputs, input_grads):
-                if parent_grad is None or not parent.requires_grad:
-                    continue
-                # The single place where broadcasting is undone (see autograd.unbroadcast).
-                parent_grad = autograd.unbroadcast(parent_grad, parent.shape)
-                key = id(parent)
-                pending[key] = pending[key] + parent_grad if key in pending else parent_grad
-                if parent.grad_fn is None:
-                    leaves[key] = parent
-        for key, leaf in leaves.items():  # leaves last: their hooks see the summed gradient
-            leaf._accumulate(leaf._run_hooks(pending.pop(key)))
+        autograd.backward_walk([self], [seed_gradient(self, grad)])
 
     def _run_hooks(self, grad):
         for hook in self._hooks:
             replaced = hook(grad)
             if replaced is not None:
-                grad = np.asarray(replaced.data if isinstance(replaced, Tensor) else replaced, dtype=grad.dtype)
+                if isinstance(grad, Tensor):  # a gradient with a graph (create_graph=True)
+                    grad = as_tensor(replaced, like=grad)
+                else:
+                    grad = np.asarray(replaced.data if isinstance(replaced, Tensor) else replaced, dtype=grad.dtype)
         return grad
 
     def _accumulate(self, grad):
         self.grad = grad.copy() if self.grad is None else self.grad + grad
 
-    # ---- operators (the ops are in minigrad.ops) ----------------------------------------
-    def __add__(self, other): return ops.add(self, other)
-    def __radd__(self, other): return ops.add(other, self)
-    def __sub__(self, other): return ops.sub(self, other)
-    def __rsub__(self, other): return ops.sub(other, self)
-    def __mul__(self, other): return ops.mul(self, other)
-    def __rmul__(self, other): return ops.mul(other, self)
-    def __truediv__(self, other): return ops.div(self, other)
-    def __rtruediv__(self, other): return ops.div(other, self)
-    def __pow__(self, exponent): return ops.pow(self, exponent)
-    def __neg__(self): return ops.neg(self)
-    def __matmul__(self, other): return ops.matmul(self, other)
-    def __rmatmul__(self, other): return ops.matmul(other, self)
-    def __getitem__(self, index): return ops.getitem(self, index)
+    # ---- operators (the functions below) ----------------------------------------
+    def __add__(self, other): return add(self, other)
+    def __radd__(self, other): return add(other, self)
+    def __sub__(self, other): return sub(self, other)
+    def __rsub__(self, other): return sub(other, self)
+    def __mul__(self, other): return mul(self, other)
+    def __rmul__(self, other): return mul(other, self)
+    def __truediv__(self, other): return div(self, other)
+    def __rtruediv__(self, other): return div(other, self)
+    def __pow__(self, exponent): return pow(self, exponent)
+    def __neg__(self): return neg(self)
+    def __matmul__(self, other): return matmul(self, other)
+    def __rmatmul__(self, other): return matmul(other, self)
+    def __getitem__(self, index): return getitem(self, index)
 
-    def exp(self): return ops.exp(self)
-    def log(self): return ops.log(self)
-    def tanh(self): return ops.tanh(self)
-    def sigmoid(self): return ops.sigmoid(self)
-    def relu(self): return ops.relu(self)
-    def sum(self, axis=None, keepdims=False): return ops.sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return ops.mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return ops.max(self, axis, keepdims)
-    def reshape(self, *shape): return ops.reshape(self, *shape)
-    def transpose(self, *axes): return ops.transpose(self, *axes)
-    T = property(lambda self: ops.transpose(self))
-    def softmax(self, axis=-1): return ops.softmax(self, axis)
-    def log_softmax(self, axis=-1): return ops.log_softmax(self, axis)
-
-
-def graph_order(root: Tensor) -> list:
-    """The op nodes that lead to `root`, each after every node whose output it reads.
-
-    Depth-first search with an explicit stack (no recursion, so a 100,000-op chain is
-    fine): a node is appended once all the nodes feeding it have been appended.
-    Walking this list backwards visits each node after all of its consumers, so by
-    then the gradients of its outputs are complete.
-    """
-    order, expanded = [], set()
-    stack = [(root.grad_fn, False)] if root.grad_fn is not None else []
-    while stack:
-        node, inputs_done = stack.pop()
-        if inputs_done:
-            order.append(node)
-            continue
-        if id(node) in expanded:  # reached again by another path: already placed
-            continue
-        expanded.add(id(node))
-        stack.append((node, True))  # placed after everything pushed above it
-        for parent in node.inputs:
-            if parent.requires_grad and parent.grad_fn is not None and id(parent.grad_fn) not in expanded:
-                stack.append((parent.grad_fn, False))
-    return order
+    def exp(self): return exp(self)
+    def log(self): return log(self)
+    def tanh(self): return tanh(self)
+    def sigmoid(self): return sigmoid(self)
+    def relu(self): return relu(self)
+    def sum(self, axis=None, keepdims=False): return sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return max(self, axis, keepdims)
+    def reshape(self, *shape): return reshape(self, *shape)
+    def transpose(self, *axes): return transpose(self, *axes)
+    T = property(lambda self: transpose(self))
+    def softmax(self, axis=-1): return softmax(self, axis)
+    def log_softmax(self, axis=-1): return log_softmax(self, axis)
 
 
 class _RemovableHandle:
@@ -225,4 +164,137 @@ class _RemovableHandle:
             self._hooks.remove(self._hook)
 
 
-from . import ops  # noqa: E402  (ops needs Tensor defined first)
+def seed_gradient(output: Tensor, grad=None) -> np.ndarray:
+    """The gradient backward starts from: ones for a scalar, else `grad`, checked."""
+    if grad is None:
+        if output.data.size != 1:
+            raise RuntimeError(
+                f"backward() on a non-scalar tensor of shape {output.shape} needs a gradient "
+                "argument: call backward(grad) with a gradient of that shape, or reduce to a scalar first"
+            )
+        return np.ones_like(output.data)
+    grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=output.dtype)
+    if grad.shape != output.shape:
+        raise ValueError(f"backward(grad): grad has shape {grad.shape} but the tensor has shape {output.shape}")
+    return grad
+
+
+# ---- the public functions --------------------------------------------------------------
+
+def as_tensor(value, like: Tensor = None) -> Tensor:
+    """A Tensor for `value`; Python numbers take the dtype of `like` (as in PyTorch)."""
+    if isinstance(value, Tensor):
+        return value
+    if like is not None and isinstance(value, (int, float, bool, np.number)):
+        return Tensor(np.asarray(value, dtype=like.dtype))
+    return Tensor(value)
+
+
+def _elementwise(op, *inputs) -> Tensor:
+    like = next((x for x in inputs if isinstance(x, Tensor)), None)
+    return ops.ELEMENTWISE_OPS[op].apply(*(as_tensor(x, like) for x in inputs))
+
+
+def add(a, b): return _elementwise("add", a, b)
+def sub(a, b): return _elementwise("sub", a, b)
+def mul(a, b): return _elementwise("mul", a, b)
+def div(a, b): return _elementwise("div", a, b)
+def neg(x): return _elementwise("neg", x)
+def exp(x): return _elementwise("exp", x)
+def log(x): return _elementwise("log", x)
+def tanh(x): return _elementwise("tanh", x)
+def sigmoid(x): return _elementwise("sigmoid", x)
+def relu(x): return _elementwise("relu", x)
+
+
+def pow(x, exponent):
+    """x ** exponent for a constant (non-tensor) exponent."""
+    if isinstance(exponent, Tensor):
+        raise TypeError("pow: the exponent must be a number, not a Tensor")
+    return _elementwise("pow", x, exponent)
+
+
+def matmul(a, b):
+    return ops.MatMul.apply(as_tensor(a), as_tensor(b))
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias, with weight (out, in) as in PyTorch's Linear."""
+    x, weight = as_tensor(x), as_tensor(weight)
+    if bias is None:
+        return matmul(x, transpose(weight))
+    return ops.Linear.apply(x, weight, as_tensor(bias))
+
+
+def sum(x, axis=None, keepdims=False):
+    return ops.Sum.apply(as_tensor(x), axis=axis, keepdims=keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    return ops.Mean.apply(as_tensor(x), axis=axis, keepdims=keepdims)
+
+
+def max(x, axis=None, keepdims=False):
+    return ops.Max.apply(as_tensor(x), axis=axis, keepdims=keepdims)
+
+
+def reshape(x, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return ops.Reshape.apply(as_tensor(x), shape=shape)
+
+
+def transpose(x, *axes):
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    return ops.Transpose.apply(as_tensor(x), axes=axes or None)
+
+
+def _plain_index(index):
+    """Tensors inside an index become their arrays (indices carry no gradient)."""
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(_plain_index(i) for i in index)
+    if isinstance(index, list):
+        return np.asarray(index)
+    return index
+
+
+def getitem(x, index):
+    return ops.GetItem.apply(as_tensor(x), index=_plain_index(index))
+
+
+def concat(tensors, axis=0):
+    tensors = [as_tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError("concat needs at least one tensor")
+    return ops.Concat.apply(*tensors, axis=axis)
+
+
+def stack(tensors, axis=0):
+    tensors = [as_tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError("stack needs at least one tensor")
+    return ops.Stack.apply(*tensors, axis=axis)
+
+
+def softmax(x, axis=-1):
+    return ops.Softmax.apply(as_tensor(x), axis=axis)
+
+
+def log_softmax(x, axis=-1):
+    return ops.LogSoftmax.apply(as_tensor(x), axis=axis)
+
+
+def cross_entropy(logits, targets):
+    """Mean cross-entropy of (N, C) logits against integer class targets (N,), in nats."""
+    targets = targets.data if isinstance(targets, Tensor) else targets
+    return ops.CrossEntropy.apply(as_tensor(logits), targets=targets)
+
+
+def embedding(table, ids):
+    """table[ids] for an integer array of any shape: result shape ids.shape + (table columns,)."""
+    ids = ids.data if isinstance(ids, Tensor) else ids
+    return ops.Embedding.apply(as_tensor(table), ids=ids)
+

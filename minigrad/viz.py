@@ -4,8 +4,9 @@
     mg.viz.print_graph(loss)                                       # an indented tree in the terminal
 
 Both only read the graph (`tensor.grad_fn`, `node.inputs`): nothing is computed or changed,
-and no graphviz is needed to produce the text. The walks use explicit stacks and queues,
-not recursion, so the graph of a 10,000-step unrolled RNN prints as well as a small one.
+and no graphviz is needed to produce the text. The DOT writer orders the graph with the
+engine's one topological sort (`autograd.toposort`) and the tree printer uses an explicit
+stack: no recursion, so the graph of a 10,000-step unrolled RNN prints as well as a small one.
 
 What is a node where:
 - an op node (`Function`) is one node, labelled with its name (`node.name`: Mul, Tanh,
@@ -19,6 +20,7 @@ import collections
 import sys
 from numbers import Integral
 
+from .autograd import toposort
 from .nn import Parameter
 from .tensor import Tensor
 
@@ -96,25 +98,21 @@ def _output_index(tensor: Tensor):
 # ---- the walk shared by the DOT writer -------------------------------------------------------
 
 class _Graph:
-    """The op nodes and leaves behind a tensor, numbered in breadth-first order from it."""
+    """The op nodes and leaves behind a tensor, the output's op first (reverse topological order)."""
 
     def __init__(self, root: Tensor):
-        self.ops, self.leaves = [], []  # in discovery order
+        def producers(tensor):  # a tensor's parents are the tensors its op read
+            return tensor.grad_fn.inputs if tensor.grad_fn is not None else ()
+
+        self.ops, self.leaves = [], []
         self.op_number, self.leaf_number = {}, {}  # id -> index into the lists above
-        queue = collections.deque([root])
-        while queue:
-            tensor = queue.popleft()
+        for tensor in reversed(toposort([root], producers)):
             if tensor.grad_fn is None:
-                if id(tensor) not in self.leaf_number:
-                    self.leaf_number[id(tensor)] = len(self.leaves)
-                    self.leaves.append(tensor)
-                continue
-            node = tensor.grad_fn
-            if id(node) in self.op_number:
-                continue
-            self.op_number[id(node)] = len(self.ops)
-            self.ops.append(node)
-            queue.extend(node.inputs)
+                self.leaf_number[id(tensor)] = len(self.leaves)
+                self.leaves.append(tensor)
+            elif id(tensor.grad_fn) not in self.op_number:  # (a multi-output op: once)
+                self.op_number[id(tensor.grad_fn)] = len(self.ops)
+                self.ops.append(tensor.grad_fn)
 
     def source_of(self, tensor: Tensor) -> str:
         """The DOT node id an edge carrying `tensor` starts from."""

@@ -31,6 +31,7 @@ from collections import Counter
 import numpy as np
 
 from minigrad import codegen, rules
+from minigrad.autograd import toposort
 
 from .cells import Cell
 
@@ -120,16 +121,9 @@ def merged_projections(cell: Cell) -> bool:
 
 
 def _leaves_used(cell: Cell):
-    used, stack, seen = {}, list(cell.outputs), set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.op == "leaf":
-            used[node.name] = node
-        stack.extend(node.args)
-    return used
+    """name -> leaf Expr, for every leaf the step's outputs depend on."""
+    reached = toposort(cell.outputs, lambda node: node.args)
+    return {node.name: node for node in reached if node.op == "leaf"}
 
 
 def generate_source(cell: Cell, fast=False) -> str:

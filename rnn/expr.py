@@ -16,6 +16,7 @@ used in a cell, and nothing else.
 """
 
 from minigrad import rules
+from minigrad.autograd import toposort
 
 
 class Expr:
@@ -109,18 +110,11 @@ def log(v): return _apply("log", v)
 assert {"add", "sub", "mul", "div", "neg", "pow", "sigmoid", "tanh", "relu", "exp", "log"} <= set(rules.RULES)
 
 
+def _is_op(node) -> bool:
+    return node.op not in ("leaf", "const")
+
+
 def topological(outputs) -> list:
     """Every op node that the outputs depend on, inputs first (leaves and constants excluded)."""
-    order, seen = [], set()
-    stack = [(e, False) for e in reversed(outputs)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
-            continue
-        if id(node) in seen or node.op in ("leaf", "const"):
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        stack.extend((a, False) for a in reversed(node.args))
-    return order
+    ops = [e for e in outputs if _is_op(e)]
+    return toposort(ops, lambda node: [a for a in node.args if _is_op(a)])

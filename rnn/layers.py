@@ -25,9 +25,24 @@ from minigrad.nn import Dropout, Module, Parameter
 
 from .cells import Cell, get_cell
 from .compiler import compile_cell
-from .recurrence import FusedRecurrence, compile_backward_elsewhere
+from . import recurrence
+from .recurrence import compile_backward_elsewhere
 
 ENGINES = ("fused", "eager")
+
+
+class FusedRecurrence(recurrence.FusedRecurrence):
+    """The fused recurrence node, refusing higher-order and forward mode in one clear line:
+    its backward is a compiled loop on arrays, so it has no differentiable backward and no
+    forward-mode rule. The eager engine (every gate op a node) has both."""
+
+    def graph_backward(self, *output_grads):
+        raise RuntimeError('a fused recurrent layer cannot be differentiated twice (create_graph=True): '
+                           'build it with engine="eager" (CLI: --engine eager)')
+
+    def jvp(self, out, *tangents):
+        raise RuntimeError('a fused recurrent layer has no forward mode (jvp): '
+                           'build it with engine="eager" (CLI: --engine eager)')
 
 # ---- eager: interpret the traced step with minigrad ops ---------------------------------
 
@@ -51,7 +66,7 @@ def eager_step(cell: Cell, x_projection, h_projection, states, hidden: int):
 
     for node in cell.nodes:
         args = [value_of(a) for a in node.args]
-        computed[id(node)] = ops.ELEMENTWISE_OPS[node.op].apply(*[ops.as_tensor(a, like=states[0]) for a in args])
+        computed[id(node)] = ops.ELEMENTWISE_OPS[node.op].apply(*[mg.as_tensor(a, like=states[0]) for a in args])
     return tuple(value_of(o) for o in cell.outputs)
 
 
@@ -94,7 +109,7 @@ class Recurrent(Module):
                 for _ in range(self.num_layers)]
 
     def forward(self, x, state=None):
-        x = ops.as_tensor(x)
+        x = mg.as_tensor(x)
         if x.ndim != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"expected input (batch, steps, {self.input_size}), got shape {x.shape}")
         return self.forward_projected(self.input_projection(0, x), state)
@@ -102,7 +117,7 @@ class Recurrent(Module):
     def input_projection(self, k, x):
         """W_ih x + b_ih of layer k for every step at once: one GEMM, (B,T,I) -> (B,T,G*H)."""
         w_ih, _, b_ih, _ = self.layer_parameters(k)
-        return ops.linear(x, w_ih, b_ih)
+        return mg.linear(x, w_ih, b_ih)
 
     def forward_projected(self, first_projection, state=None, ids=None):
         """forward() given layer 0's input projection instead of its input: (B,T,G*H), or
