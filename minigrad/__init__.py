@@ -7,10 +7,11 @@
 
 Where things are: `tensor` (Tensor, backward), `autograd` (the op node, no_grad,
 unbroadcast), `ops` (every op's forward and backward), `rules` (the derivative table),
-`kernels` and `codegen` (the Numba side), `gradcheck`, `nn`, `optim`, `viz`.
+`kernels` and `codegen` (the Numba side), `gradcheck`, `nn`, `optim`, `viz`, and
+`runtime` (the process-wide settings for training: importing minigrad changes none).
 """
 
-from . import allocator, autograd
+from . import autograd
 from .autograd import AnomalyError, Function, detect_anomaly, enable_grad, is_grad_enabled, no_grad
 from .tensor import DEFAULT_DTYPE, Tensor
 from .ops import (
@@ -18,12 +19,9 @@ from .ops import (
     mean, mul, neg, pow, relu, reshape, sigmoid, softmax, stack, sub, sum, tanh, transpose,
 )
 from .gradcheck import GradcheckError, gradcheck
-from . import nn, optim  # noqa: E402
+from . import nn, optim, runtime  # noqa: E402
 
 __version__ = "0.1.0"
-
-# Ops allocate fresh arrays all the time: let malloc reuse freed ones (see allocator.py).
-allocator.keep_freed_memory()
 
 
 def tensor(data, requires_grad=False, dtype=None) -> Tensor:

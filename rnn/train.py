@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import minigrad as mg
+from minigrad.runtime import configured_for_training
 
 from .cells import load_cell_file
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -612,6 +613,7 @@ def _prepare_out_dir(out_dir) -> Path:
     return out_dir
 
 
+@configured_for_training()  # BLAS threads, malloc, compile helper: set for training only (minigrad.runtime)
 def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=None) -> dict:
     """Train a char-LM on `corpus`, writing checkpoints and metrics into `out_dir`.
 
