@@ -99,6 +99,8 @@ def private_folder(directory: Path, named_by=None):
     private: UnsafeCacheDirError when the user named it (`named_by`: the variable), else None
     (with one warning line). None if it cannot be made or written."""
     directory = Path(os.path.abspath(directory))
+    if directory in _private_folders:  # checked before: only this user can have changed it since
+        return directory
     try:
         _make_private(directory)
         problem = private_problem(directory)
@@ -111,9 +113,13 @@ def private_folder(directory: Path, named_by=None):
                                                    f"or name another folder)")
         _log.warning("minigrad: not using the cache folder %s", message)
         return None
-    return directory if _writable(directory) else None
+    if not _writable(directory):
+        return None
+    _private_folders.add(directory)
+    return directory
 
 
+_private_folders = set()  # folders that passed private_folder's checks in this process
 _chosen = {}  # the environment that decides -> the cache folder chosen for it
 
 
