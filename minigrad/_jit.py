@@ -38,7 +38,6 @@ from pathlib import Path
 import numba
 from numba.core import caching
 
-PACKAGE_DIR = Path(__file__).resolve().parent
 CACHE_ENV = "MINIGRAD_CACHE_DIR"
 _log = logging.getLogger("minigrad")
 

@@ -20,7 +20,6 @@ import pytest
 
 import minigrad
 from minigrad import codegen
-from minigrad._jit import cores
 
 ROOT = Path(minigrad.__file__).resolve().parent.parent  # the code under test (PYTHONPATH)
 NOBODY = 65534
