@@ -289,4 +289,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with mg.runtime.configured_for_training():  # as rnn.train.train and the CLI train (OpenBLAS threads, malloc)
+        main()

@@ -200,4 +200,5 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with mg.runtime.configured_for_training():  # as rnn.train.train and the CLI train (OpenBLAS threads, malloc)
+        sys.exit(main())

@@ -28,8 +28,14 @@ VOCAB, EMBED, HIDDEN, LAYERS, BATCH, SEQ = 65, 64, 256, 2, 32, 64
 ids = np.random.default_rng(0).integers(0, VOCAB, (BATCH, SEQ + 1))
 """
 
-MINIGRAD_TRAIN = COMMON + """
+# minigrad's children run set up as the CLI runs its commands (minigrad.runtime): OpenBLAS
+# at one thread, malloc keeping freed memory, the compile helper on a cold cache.
+MINIGRAD_SETUP = """
 import minigrad as mg
+mg.runtime.configured_for_training().__enter__()  # (for the rest of the child)
+"""
+
+MINIGRAD_TRAIN = COMMON + MINIGRAD_SETUP + """
 from rnn import CharLM, ModelConfig, detach_state
 model = CharLM(ModelConfig(vocab_size=VOCAB, embed=EMBED, hidden=HIDDEN, layers=LAYERS))
 optimizer = mg.optim.Adam(model.parameters(), lr=2e-3)
@@ -60,7 +66,7 @@ for _ in range(STEPS):
     optimizer.step()
 """
 
-MINIGRAD_SAMPLE = COMMON + """
+MINIGRAD_SAMPLE = COMMON + MINIGRAD_SETUP + """
 import time
 from rnn import CharLM, ModelConfig
 from rnn.data import Vocab

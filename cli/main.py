@@ -107,6 +107,22 @@ class App(click.Group):
                f"(this is a bug; set {DEBUG_VARIABLE}=1 to see the traceback)", EXIT_RUNTIME_ERROR)
 
 
+class LibraryCommand(click.Command):
+    """A command of this file. It runs inside minigrad.runtime.configured_for_training(): the
+    one place where the CLI changes process-wide settings (OpenBLAS at one thread, malloc
+    keeping freed memory, the background compile helper), as training needs them. Imported
+    only when the command runs, after its options are parsed (so --help stays light)."""
+
+    def invoke(self, ctx):
+        from minigrad.runtime import configured_for_training
+
+        with configured_for_training():
+            return super().invoke(ctx)
+
+
+App.command_class = LibraryCommand
+
+
 # ---- shared option types ------------------------------------------------------------------
 POSITIVE_INT = click.IntRange(min=1)
 NON_NEGATIVE_INT = click.IntRange(min=0)
@@ -118,7 +134,8 @@ CHECKPOINT = click.Path(exists=True, dir_okay=False, path_type=Path)
 def cell_file_option(function):
     return click.option(
         "--cell-file", type=EXISTING_FILE, default=None,
-        help="Python file that declares cells with @rnn.cell (needed again to load its checkpoints).",
+        help="Python file that declares cells with @rnn.cell. It is run as Python code, like `python FILE`: "
+             "use only files you trust. Needed again to load its checkpoints.",
     )(function)
 
 
@@ -171,7 +188,7 @@ def _train_config_defaults() -> dict:
     return defaults
 
 
-class TrainCommand(click.Command):
+class TrainCommand(LibraryCommand):
     """`train`, whose --help shows the defaults of rnn.train.TrainConfig.
 
     The options themselves default to None ("not given"), so that only what the user

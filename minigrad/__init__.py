@@ -9,6 +9,7 @@ Where things are, bottom layer first; each module imports only modules before it
 (checked by tests/test_layering.py):
   rules        the derivative table, one line per elementwise op
   _jit, allocator, random, codegen, blas, kernels, precompile    the Numba and BLAS side
+  runtime      the process-wide settings training needs (importing minigrad changes none)
   autograd     the op node (Function), grad mode, the one topological sort, the backward walk
   ops          every op's forward and derivatives, on arrays
   tensor       Tensor, its operators, and mg.add, mg.tanh, ...
@@ -16,7 +17,7 @@ Where things are, bottom layer first; each module imports only modules before it
   gradcheck, nn, optim, viz
 """
 
-from . import allocator, autograd
+from . import autograd
 from .autograd import AnomalyError, Function, detect_anomaly, enable_grad, is_grad_enabled, no_grad
 from .tensor import (
     DEFAULT_DTYPE, Tensor, add, as_tensor, concat, cross_entropy, div, embedding, exp, getitem, linear, log,
@@ -25,12 +26,9 @@ from .tensor import (
 )
 from .derivatives import grad, hvp, jvp
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
-from . import nn, optim  # noqa: E402
+from . import nn, optim, runtime  # noqa: E402
 
 __version__ = "0.1.0"
-
-# Ops allocate fresh arrays all the time: let malloc reuse freed ones (see allocator.py).
-allocator.keep_freed_memory()
 
 
 def tensor(data, requires_grad=False, dtype=None) -> Tensor:

@@ -14,10 +14,13 @@ step) and not to trim the heap below 512 MB: freed buffers are reused by the nex
 as PyTorch's caching allocator does for its tensors. The peak memory is unchanged;
 memory that was freed stays counted in the resident size instead of going back to the
 system. (Where the heap cannot grow, glibc still falls back to mmap.)
+
+Importing minigrad does not call it: minigrad.runtime.configured_for_training does, for
+training. It cannot be undone: glibc cannot report these settings, so the values from
+before are unknown and the process keeps the new ones.
 """
 
 import ctypes
-import ctypes.util
 import platform
 
 # From glibc's <malloc.h>.
@@ -30,8 +33,9 @@ def keep_freed_memory() -> bool:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        # the symbols already loaded in this process, glibc's among them (ctypes.util.find_library
+        # would start ldconfig or gcc to find libc)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

@@ -3,11 +3,12 @@
 One pool of threads. numpy's OpenBLAS has its own threads, and after a product they
 spin for a while waiting for the next one; Numba's parallel kernels have theirs. Two
 pools on the same cores fight: measured here, a 1x128 LSTM training step went from 19
-to 45 ms when OpenBLAS's threads spun beside the recurrent kernels. So minigrad keeps
-OpenBLAS at ONE thread (set at import, through OpenBLAS's own setter, found with ctypes)
-and shares out the large products itself: `matmul` cuts the rows of the result into one
-block per core and runs the blocks as a parallel Numba kernel. numpy code of the user's
-own, outside minigrad, also runs on one BLAS thread while minigrad is imported.
+to 45 ms when OpenBLAS's threads spun beside the recurrent kernels. So while it trains,
+minigrad keeps OpenBLAS at ONE thread (`use_one_openblas_thread`, through OpenBLAS's own
+setter, found with ctypes; called by minigrad.runtime.configured_for_training, which puts
+the old count back afterwards) and shares out the large products itself: `matmul` cuts
+the rows of the result into one block per core and runs the blocks as a parallel Numba
+kernel. Importing minigrad leaves OpenBLAS's thread count alone.
 
 Products inside kernels. A Numba kernel cannot call numpy's matmul, but it can call a C
 function by symbol name. `matmul_into` is a plain function for Python callers and, for
@@ -42,18 +43,40 @@ def _openblas_libraries():
 
 _THREAD_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
                    "openblas_set_num_threads64_", "openblas_set_num_threads")
+_THREAD_GETTERS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+                   "openblas_get_num_threads64_", "openblas_get_num_threads")
 
 
-def _use_one_openblas_thread(libraries) -> bool:
-    """Set every OpenBLAS of `libraries` to one thread; False if there is none."""
-    found = False
-    for library in libraries:
-        setter = next((getattr(library, n) for n in _THREAD_SETTERS if hasattr(library, n)), None)
-        if setter is not None:
-            setter.argtypes, setter.restype = [ctypes.c_int], None
-            setter(1)
-            found = True
-    return found
+def _thread_functions(library):
+    """(getter, setter) of an OpenBLAS library's thread count, or None."""
+    getter = next((getattr(library, n) for n in _THREAD_GETTERS if hasattr(library, n)), None)
+    setter = next((getattr(library, n) for n in _THREAD_SETTERS if hasattr(library, n)), None)
+    if getter is None or setter is None:
+        return None
+    getter.argtypes, getter.restype = [], ctypes.c_int
+    setter.argtypes, setter.restype = [ctypes.c_int], None
+    return getter, setter
+
+
+def openblas_threads() -> list:
+    """The thread count of every OpenBLAS loaded in this process (in a fixed order)."""
+    return [functions[0]() for functions in map(_thread_functions, _openblas_libraries()) if functions]
+
+
+def set_openblas_threads(counts) -> None:
+    """Give the OpenBLAS libraries the counts of `openblas_threads()` (a list), or all one count (an int)."""
+    setters = [functions[1] for functions in map(_thread_functions, _openblas_libraries()) if functions]
+    counts = [counts] * len(setters) if isinstance(counts, int) else counts
+    for setter, count in zip(setters, counts):
+        setter(int(count))
+
+
+def use_one_openblas_thread() -> list:
+    """Set every loaded OpenBLAS to one thread (see the module docstring); returns the counts
+    before, for set_openblas_threads."""
+    before = openblas_threads()
+    set_openblas_threads(1)
+    return before
 
 
 # ---- matrix products callable from kernels ----------------------------------------------------
@@ -144,8 +167,7 @@ def _register_kernel_matmul(libraries):
     return bool(gemm_of)
 
 
-_OPENBLAS_LIBRARIES = _openblas_libraries()
-HAVE_OPENBLAS = _use_one_openblas_thread(_OPENBLAS_LIBRARIES) and _register_kernel_matmul(_OPENBLAS_LIBRARIES)
+HAVE_OPENBLAS = _register_kernel_matmul(_openblas_libraries())
 
 
 # ---- the parallel product -------------------------------------------------------------------

@@ -1,21 +1,23 @@
 """Turning derivative rules (text) into Numba kernels (source files on disk).
 
-Kernels are generated as Python source, written once to a file in the user cache
-directory and imported from there. A real file is what lets Numba's `cache=True`
-keep the compiled code between runs, and it lets a reader open (or print) exactly
-what runs. The same functions serve the eager elementwise kernels (below) and the
+Kernels are generated as Python source, written once to a file in the private user
+cache directory (see minigrad._jit), and run from the generated text itself. A real
+file is what lets Numba keep the compiled code between runs, and it lets a reader open
+(or print) exactly what runs. The same functions serve the eager elementwise kernels (below) and the
 fused recurrent-cell compiler in `rnn.compiler`.
 """
 
 import ast
+import errno
 import hashlib
+import importlib.abc
 import importlib.util
 import os
 import sys
 from pathlib import Path
 
 from . import rules
-from ._jit import user_cache_dir
+from ._jit import private_folder, user_cache_dir
 
 # Everything a rule expression may call, compiled as inlined scalar helpers.
 PRELUDE = '''\
@@ -89,36 +91,91 @@ def substitute(expression: str, names: dict, constant_type: str = None) -> str:
 
 _loaded = {}
 _written = set()  # names of the modules whose file this process wrote
+GENERATED_PREFIX = "minigrad_generated_"
 
 
 def load_module(name: str, source: str):
     """Write `source` to the kernel cache (once) and import it as a module.
 
     The file name carries a hash of the source, so changed code never meets a stale file.
+    What runs is `source` itself, compiled here: the file is only what Numba's cache is keyed
+    on (and what a reader opens), and a file that does not hold exactly `source` (damaged,
+    or changed by someone) is written again. No bytecode (.pyc) is read or written for it.
     """
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    module_name = f"minigrad_generated_{name}_{digest}"
+    module_name = f"{GENERATED_PREFIX}{name}_{digest}"
     if module_name in _loaded:
         return _loaded[module_name]
     directory = user_cache_dir() / "generated"
-    directory.mkdir(parents=True, exist_ok=True)
+    if private_folder(directory) is None:
+        raise OSError(errno.EACCES, "minigrad: not a private, writable folder for generated kernels", str(directory))
     path = directory / f"{module_name}.py"
-    if not path.exists() or path.read_text() != source:
+    if _read_bytes(path) != source.encode():
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(source)
+        temporary.write_bytes(source.encode())
         os.replace(temporary, path)  # atomic: a concurrent reader sees old or new, never half
         _written.add(module_name)
-    _loaded[module_name] = import_file(path)
+    _loaded[module_name] = _execute(module_name, path, source)
     return _loaded[module_name]
 
 
-def import_file(path: Path):
-    """Import the Python file `path` as the module named by its file name."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
+def _read_bytes(path: Path):
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+class _SourceTextLoader(importlib.abc.Loader):
+    """Runs a module from the source text it is given (never from a cached .pyc)."""
+
+    def __init__(self, path: Path, source: str):
+        self.path, self.source = path, source
+
+    def create_module(self, spec):
+        return None  # the default module
+
+    def exec_module(self, module):
+        # dont_inherit: the flags of this file (e.g. future imports) are not the module's
+        exec(compile(self.source, str(self.path), "exec", dont_inherit=True), module.__dict__)
+
+
+def _spec(module_name: str, path: Path, source: str):
+    spec = importlib.util.spec_from_loader(module_name, _SourceTextLoader(path, source), origin=str(path))
+    spec.has_location = True  # module.__file__ = path: Numba finds the file for its cache key
+    return spec
+
+
+def _execute(module_name: str, path: Path, source: str):
+    spec = _spec(module_name, path, source)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
+    sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def import_file(path: Path):
+    """Import the Python file `path` as the module named by its file name, from its text as
+    read now (no .pyc)."""
+    path = Path(os.path.abspath(path))
+    return _execute(path.stem, path, path.read_text(encoding="utf-8"))
+
+
+class GeneratedModuleFinder(importlib.abc.MetaPathFinder):
+    """`import minigrad_generated_...` from `directory`, by the text of its file (for a process
+    that did not generate the module itself: the compile helper of minigrad.precompile)."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def find_spec(self, name, path=None, target=None):
+        if not name.startswith(GENERATED_PREFIX):
+            return None
+        file = self.directory / f"{name}.py"
+        try:
+            return _spec(name, file, file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return None
 
 
 def written_now(module) -> bool:

@@ -24,9 +24,9 @@ d hp_t W_hh is all of d hp_t times some columns of W_hh), so d xp, d hp and the
 gradients are in PyTorch's order. For most cells d hp is d xp (see
 rnn.compiler.merged_projections): the kernel writes it once, into one array.
 
-On a cold kernel cache, building a layer starts compiling window_backward in a helper
-process (compile_backward_elsewhere, minigrad.precompile), so that the first training
-step compiles on two cores.
+On a cold kernel cache, building a layer during training (minigrad.runtime) starts
+compiling window_backward in a helper process (compile_backward_elsewhere,
+minigrad.precompile), so that the first training step compiles on two cores.
 """
 
 import numpy as np
@@ -169,7 +169,9 @@ def compile_backward_elsewhere(fused, dtype) -> None:
     arguments = [np.empty((1,) * ndim, np.int64 if kind == "i" else dtype)
                  for ndim, kind in ((3, "f"), (2, "f"), (2, "i"), (2, "f"), (1, "f"), (4, "f"), (4, "f"), (3, "f"),
                                     (3, "f"), (3, "f"), (3, "f"), (2, "f"), (1, "i"), (1, "i"))]
-    _backward_compiles[loops.__name__] = compile_elsewhere(loops.window_backward, arguments)
+    job = compile_elsewhere(loops.window_backward, arguments)  # None outside minigrad.runtime's training setup
+    if job is not None:
+        _backward_compiles[loops.__name__] = job
 
 
 class FusedRecurrence(Function):

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 import minigrad as mg
+from minigrad.runtime import configured_for_training
 
 from .cells import load_cell_file
 from .checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint, training_state
@@ -663,6 +664,7 @@ class _GracefulInterrupt:
         return False
 
 
+@configured_for_training()  # BLAS threads, malloc, compile helper: set for training only (minigrad.runtime)
 def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=None) -> dict:
     """Train a char-LM on `corpus`, writing checkpoints and metrics into `out_dir`.
 

@@ -6,10 +6,15 @@ import resource
 import numpy as np
 import pytest
 
-import minigrad  # noqa: F401  (importing minigrad applies the setting)
 from minigrad import allocator
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting exists only in glibc")
+
+
+@pytest.fixture(autouse=True)
+def keep_freed_memory():
+    # (minigrad.runtime applies it for training; importing minigrad does not: tests/test_runtime.py)
+    allocator.keep_freed_memory()
 
 
 @glibc_only

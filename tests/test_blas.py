@@ -67,10 +67,23 @@ def test_matmul_into_from_kernels_on_strided_views(implementation, dtype, transp
     np.testing.assert_allclose(out, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
 
 
-def test_openblas_is_found_and_kept_at_one_thread():
+def test_openblas_is_at_one_thread_for_training_and_back_after():
     if not blas.HAVE_OPENBLAS:
         pytest.skip("numpy here is not built on OpenBLAS")
+    from minigrad.runtime import configured_for_training
+
     getters = ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads")
-    counts = [getattr(library, name)() for library in blas._openblas_libraries() for name in getters
-              if hasattr(library, name)]
-    assert counts and set(counts) == {1}
+
+    def counts():
+        return [getattr(library, name)() for library in blas._openblas_libraries() for name in getters
+                if hasattr(library, name)]
+
+    before = blas.openblas_threads()
+    blas.set_openblas_threads(3)  # a count of the user's own (OpenBLAS accepts more than the cores)
+    try:
+        assert counts() and set(counts()) == {3}
+        with configured_for_training():
+            assert set(counts()) == {1}
+        assert set(counts()) == {3}
+    finally:
+        blas.set_openblas_threads(before)

@@ -1,6 +1,7 @@
 """minigrad.precompile: a kernel compiled by a helper process is loaded from the on-disk
-cache by this one (not compiled again), a failed helper changes nothing, and on a cold
-cache a fused layer's backward loop comes from such a helper."""
+cache by this one (not compiled again), a failed helper changes nothing, on a cold
+cache a fused layer's backward loop comes from such a helper, and helpers start only
+inside minigrad.runtime.configured_for_training()."""
 
 import importlib.util
 import sys
@@ -11,7 +12,14 @@ import pytest
 
 import minigrad as mg
 from minigrad._jit import cores
-from minigrad.precompile import compile_elsewhere
+from minigrad.precompile import compile_elsewhere, helpers_enabled
+from minigrad.runtime import configured_for_training
+
+
+@pytest.fixture
+def training_setup():
+    with configured_for_training():
+        yield
 
 
 def _import_file(path):
@@ -40,7 +48,18 @@ def kernel_module(tmp_path):
     sys.modules.pop(path.stem, None)
 
 
-def test_a_kernel_compiled_by_the_helper_is_loaded_from_the_cache(kernel_module):
+def test_no_helper_starts_outside_the_training_setup(kernel_module):
+    assert not helpers_enabled()
+    assert compile_elsewhere(kernel_module.scaled_sum, [np.ones((2, 2)), 1.0]) is None
+    with configured_for_training():
+        assert helpers_enabled()
+        with configured_for_training():  # nested: the inner one puts back what it found
+            pass
+        assert helpers_enabled()
+    assert not helpers_enabled()
+
+
+def test_a_kernel_compiled_by_the_helper_is_loaded_from_the_cache(kernel_module, training_setup):
     x = np.arange(6.0).reshape(2, 3)
     job = compile_elsewhere(kernel_module.scaled_sum, [x, 2.0])
     assert job is not None and job.wait()
@@ -49,7 +68,7 @@ def test_a_kernel_compiled_by_the_helper_is_loaded_from_the_cache(kernel_module)
     assert not kernel_module.scaled_sum.stats.cache_misses
 
 
-def test_a_failed_helper_leaves_the_kernel_to_compile_here(kernel_module):
+def test_a_failed_helper_leaves_the_kernel_to_compile_here(kernel_module, training_setup):
     x = np.ones((2, 2), np.float32)
     job = compile_elsewhere(kernel_module.scaled_sum, [x, "not a number"])  # no such signature
     assert job is not None and not job.wait()
@@ -58,7 +77,7 @@ def test_a_failed_helper_leaves_the_kernel_to_compile_here(kernel_module):
 
 
 @pytest.mark.skipif(cores() < 2, reason="the helper is only started with two or more cores")
-def test_on_a_cold_cache_the_backward_loop_comes_from_the_helper(tmp_path, monkeypatch):
+def test_on_a_cold_cache_the_backward_loop_comes_from_the_helper(tmp_path, monkeypatch, training_setup):
     import rnn.recurrence
     from rnn.cells import cell, sigmoid, tanh
     from rnn.layers import Recurrent
