@@ -237,18 +237,47 @@ def _one_line(text) -> str:
     return " ".join(str(text).split())[:200]
 
 
+class _CacheOnFirstUse:
+    """Stands in for a kernel's `_SelfHealingCache` until the kernel first compiles: the
+    cache folder is chosen, checked and made then, so that importing minigrad makes no
+    folder and writes no file."""
+
+    def __init__(self, function):
+        self._function = function
+        self._cache = None
+
+    def _opened(self):
+        if self._cache is None:
+            try:
+                self._cache = _SelfHealingCache(self._function)
+            except UnsafeCacheDirError:
+                raise
+            except (OSError, RuntimeError):  # no usable cache folder, or not a file: compile every time
+                self._cache = caching.NullCache()
+        return self._cache
+
+    def load_overload(self, sig, target_context):
+        return self._opened().load_overload(sig, target_context)
+
+    def save_overload(self, sig, data):
+        self._opened().save_overload(sig, data)
+
+    def flush(self):
+        self._opened().flush()
+
+    @property
+    def cache_path(self):
+        return self._opened().cache_path
+
+
 def _njit(**options):
-    """numba.njit(**options, cache=True), with the cache of `_SelfHealingCache`."""
+    """numba.njit(**options, cache=True), with the cache of `_SelfHealingCache` (opened when
+    the kernel first compiles)."""
     compile_with = numba.njit(**options)
 
     def decorate(function):
         dispatcher = compile_with(function)
-        try:
-            dispatcher._cache = _SelfHealingCache(function)
-        except UnsafeCacheDirError:
-            raise
-        except (OSError, RuntimeError):  # no usable cache folder, or not a file: compile every time
-            pass
+        dispatcher._cache = _CacheOnFirstUse(function)
         return dispatcher
 
     return decorate

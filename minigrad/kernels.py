@@ -22,7 +22,15 @@ from . import codegen
 from ._jit import kernel, summing_kernel
 
 elementwise_source = codegen.elementwise_source
-elementwise = codegen.load_module("elementwise", elementwise_source())
+
+
+def __getattr__(name):
+    # `kernels.elementwise`, the generated module, is written and imported when an op first
+    # asks for it, not when minigrad is imported: importing writes no file.
+    if name == "elementwise":
+        module = globals()["elementwise"] = codegen.load_module("elementwise", elementwise_source())
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @kernel

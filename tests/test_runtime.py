@@ -1,6 +1,6 @@
-"""Importing minigrad and rnn changes no process-wide setting; minigrad.runtime's training
-setup does, for its duration (restoring OpenBLAS's thread count), and only there do layers
-start compile helpers.
+"""Importing minigrad and rnn changes no process-wide setting and writes no file;
+minigrad.runtime's training setup does, for its duration (restoring OpenBLAS's thread
+count), and only there do layers start compile helpers.
 
 Each check runs in a fresh interpreter, so that nothing this test process imported earlier
 can hide a change made at import.
@@ -60,13 +60,15 @@ subprocess.Popen = RecordingPopen
 
 environment_before = dict(os.environ)
 threads_before = openblas_threads()
+cache = os.environ["MINIGRAD_CACHE_DIR"]
 import minigrad, rnn
+cache_after_import = sorted(os.listdir(cache)) if os.path.exists(cache) else None
 from rnn.cells import cell, sigmoid, tanh
 from rnn.layers import Recurrent
 report = {"threads_before": threads_before, "threads_after_import": openblas_threads(),
           "environment_changed": sorted(k for k in set(environment_before) | set(os.environ)
                                         if environment_before.get(k) != os.environ.get(k)),
-          "faults_after_import": faults_of_big_buffers()}
+          "faults_after_import": faults_of_big_buffers(), "cache_after_import": cache_after_import}
 
 @cell(gates=("f", "n"), state=("h",), name="runtime_test_cell_a")
 def cell_a(x, h):
@@ -110,6 +112,7 @@ def test_importing_changes_nothing_global_and_training_setup_does(tmp_path):
     # glibc's default malloc faults every 4 KB page of the 10 buffers in again (10,240 faults
     # with 4 KB pages, >= 200 with 2 MB pages); kept memory needs none (see test_allocator.py)
     assert report["faults_after_import"] >= 100, "import changed malloc's settings"
+    assert report["cache_after_import"] is None, "import made the cache folder or wrote files in it"
     assert report["processes_outside"] == 0, "building a layer outside training started a process"
 
     assert set(report["threads_inside"]) == {1}
