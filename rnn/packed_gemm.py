@@ -8,10 +8,12 @@ register-blocked microkernel over them: `rows` rows of a times one panel, accumu
 2*rows vector registers of 16 float32 (written as LLVM vector FMAs, so that LLVM emits
 full-width AVX-512 FMAs on a CPU that has them, two AVX2 FMAs per vector on one without).
 
-float32 only; the callers fall back to BLAS for float64 and for layouts whose column
-blocks do not fall on panel boundaries (see `panels_fit`).
+float32 only, and only on CPUs with AVX-512: with 16 vector registers (AVX2) the 16
+accumulators of 16 floats would spill. The callers fall back to BLAS there, for float64,
+and for layouts whose column blocks do not fall on panel boundaries (see `panels_fit`).
 """
 
+import llvmlite.binding
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -22,6 +24,16 @@ from minigrad._jit import kernel
 PANEL = 32  # columns per panel: two vectors of 16 float32
 DEPTH = 128  # rows of a panel per pass: 16 KB, which stay in L1 while every block of rows uses them
 ROWS = 8  # rows per microkernel call: 16 accumulators + 2 panel vectors + a broadcast fit in 32 registers
+
+
+def _host_has_avx512() -> bool:
+    try:
+        return bool(llvmlite.binding.get_host_cpu_features().get("avx512f"))
+    except RuntimeError:  # (LLVM cannot tell on some hosts)
+        return False
+
+
+HOST_HAS_AVX512 = _host_has_avx512()
 
 
 def pack_panels(w: np.ndarray) -> np.ndarray:
@@ -38,8 +50,8 @@ def no_panels(dtype) -> np.ndarray:
 
 
 def panels_fit(dtype, column_bounds) -> bool:
-    """True if a product with W's columns cut at `column_bounds` can run on panels."""
-    return np.dtype(dtype) == np.float32 and all(int(bound) % PANEL == 0 for bound in column_bounds)
+    """True if a product with W's columns cut at `column_bounds` can run on panels here."""
+    return HOST_HAS_AVX512 and np.dtype(dtype) == np.float32 and all(int(bound) % PANEL == 0 for bound in column_bounds)
 
 
 def _microkernel(rows: int, accumulate: bool):

@@ -32,15 +32,19 @@ def test_packed_product_equals_numpy(rows, inner, accumulate):
     np.testing.assert_array_equal(out_buffer[:, 8 + 2 * packed_gemm.PANEL:], untouched[1])
 
 
-def test_panels_only_where_every_cut_falls_on_a_panel():
+def test_panels_only_where_every_cut_falls_on_a_panel(monkeypatch):
+    monkeypatch.setattr(packed_gemm, "HOST_HAS_AVX512", True)
     assert packed_gemm.panels_fit(np.float32, [0, 32, 64])
     assert not packed_gemm.panels_fit(np.float32, [0, 24, 64])
     assert not packed_gemm.panels_fit(np.float64, [0, 32, 64])  # the kernels are float32 only
+    monkeypatch.setattr(packed_gemm, "HOST_HAS_AVX512", False)
+    assert not packed_gemm.panels_fit(np.float32, [0, 32, 64])  # 16 vector registers are too few
 
 
 @pytest.mark.parametrize("split", [([0, 2, 5], [0, 64]), ([0, 5], [0, 32, 64])], ids=["rows", "units"])
 @pytest.mark.parametrize("cell_name", ["lstm", "gru"])
 def test_fused_layer_is_the_same_with_packed_weights(cell_name, split, monkeypatch):
+    monkeypatch.setattr(packed_gemm, "HOST_HAS_AVX512", True)  # (the microkernel is correct anywhere, if slow)
     monkeypatch.setattr(rnn.recurrence, "split_of_work",
                         lambda batch, hidden, gates: tuple(np.array(b, np.int64) for b in split))
     rng = np.random.default_rng(0)
