@@ -96,7 +96,7 @@ def run_in_environments(args):
     passed_on = [a for a in sys.argv[1:] if a not in ("--both-envs",)]
     if "--envs" in passed_on:  # drop --envs and its values
         at = passed_on.index("--envs")
-        passed_on = passed_on[:at] + [a for a in passed_on[at + 1 + len(args.envs):]]
+        passed_on = passed_on[:at] + passed_on[at + 1 + len(args.envs):]
     results = {}
     for name in args.envs:
         environment = child_environment(name)
