@@ -33,6 +33,8 @@ from machine import PINNING_VARIABLES, header_lines
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZES = {"S": (1, 128, 32), "M": (2, 256, 32), "L": (2, 512, 64)}
 STEPS = {"S": (30, 230), "M": (20, 120), "L": (10, 50)}
+# The two estimates of ms/step (wall-clock difference, loop-time difference) should agree within this.
+DISAGREEMENT = 0.25
 
 
 def parse_args():
@@ -147,6 +149,11 @@ def main():
             ours, theirs = timing["minigrad"], timing["torch"]
             print(f"{size:<5}{f'{short}->{long}':>10} | {ours[0]:17.1f} {ours[1]:8.1f} | {theirs[0]:14.1f} "
                   f"{theirs[1]:8.1f} | {theirs[0] / ours[0]:13.2f}x {theirs[1] / ours[1]:7.2f}x", flush=True)
+            for program, (wall, loop) in timing.items():
+                if wall <= 0 or abs(wall - loop) > DISAGREEMENT * loop:
+                    print(f"      {program}: the wall-clock and loop estimates disagree by more than "
+                          f"{DISAGREEMENT:.0%}: the machine was busy (use --repeats), or the program does work per "
+                          f"step outside its training loop", flush=True)
     load = os.getloadavg()
     print(f"ms/step from the difference of wall-clock times of the two step counts (loop: of the programs' own "
           f"training-loop seconds); load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
