@@ -1,11 +1,29 @@
 """Training-step speed of minigrad's fused recurrent layers against PyTorch on this CPU.
 
-Both frameworks run the same configuration in one process, interleaved round by round,
+Both frameworks run the same configuration in one process, interleaved block by block,
 with the same thread count; each prints the median ms per step (forward + backward +
-clip + Adam) and the ratio. Usage:
+clip + Adam) and the ratio torch/minigrad (>1: minigrad is faster), with the target of
+issue 16 and PASS/MISS. Usage:
 
-    python benchmarks/bench_rnn.py                 # all cases
+    python benchmarks/bench_rnn.py                 # all cases, the environment as it is
     python benchmarks/bench_rnn.py --cases S-lstm M-lstm --rounds 20 --threads 2 --block 5
+    python benchmarks/bench_rnn.py --both-envs     # as set, and without OPENBLAS_CORETYPE/_L2_SIZE
+    python benchmarks/bench_rnn.py --envs as-set native haswell --peak
+
+The header names the CPU and its vector extensions, numpy's OpenBLAS kernel (its
+openblas_get_corename), the pinning variables, the thread counts, the versions, and
+whether PyTorch's nn.LSTM runs oneDNN's fused primitive.
+
+--envs / --both-envs run this script once per environment, each in a child process
+whose environment alone is changed (tests and CI keep theirs): "as-set" is this
+process's environment, "native" removes OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (numpy's
+OpenBLAS then picks this CPU's own kernels, as a user's numpy does), "haswell" sets
+OPENBLAS_CORETYPE=Haswell (AVX2 kernels, as pinned on some machines). One table has a
+column per environment. Targets: issue 16's per row with the machine's own kernels;
+with OpenBLAS pinned (as-set with a pin, haswell), no row below 1.0x.
+
+--peak measures this machine's peak float32 GEMM rate (bench_peak.py) and prints, per
+case, the FLOPs of a step and minigrad's and PyTorch's share of that peak.
 
 Cases: S = 1x128 (batch 32), M = 2x256 (batch 32), L = 2x512 (batch 64); seq 64, vocab 65,
 embedding 64, Adam, grad clip 5. On the CPU, PyTorch trains nn.LSTM with oneDNN's fused
@@ -16,25 +34,128 @@ tensor expressions and run step by step, eagerly.
 """
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
+
+from machine import CASES, EMBED, PINNING_VARIABLES, SEQ, VOCAB, flops_per_step, header_lines
+
+# torch ms / minigrad ms wanted with OpenBLAS's own kernels (issue 16); None: no target of
+# its own (then 1.0). With OpenBLAS pinned to Haswell every row must reach PINNED_TARGET.
+TARGETS = {"S-lstm": 1.5, "S-gru": 3.0, "M-lstm": 1.2, "M-gru": None, "L-lstm": 1.2, "user": 3.0}
+PINNED_TARGET = 1.0
+# The user-declared cell's minigrad step may take at most this times the built-in lstm's.
+USER_CELL_WITHIN = 1.15
+ENVIRONMENTS = ("as-set", "native", "haswell")
+RESULTS_MARK = "bench_rnn results: "
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="*", default=["S-lstm", "S-gru", "M-lstm", "M-gru", "L-lstm", "user"])
+    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--rounds", type=int, default=20, help="timed steps per case and framework")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--block", type=int, default=5, help="steps of one framework before switching")
     parser.add_argument("--torch-without-onednn", action="store_true",
                         help="switch off PyTorch's oneDNN (torch.backends.mkldnn): its nn.LSTM then runs the "
                              "generic per-step path that its GRU always takes")
-    return parser.parse_args()
+    parser.add_argument("--envs", nargs="+", choices=ENVIRONMENTS,
+                        help="run once per environment (child processes) and print one table")
+    parser.add_argument("--both-envs", action="store_true", help="the same as --envs as-set native")
+    parser.add_argument("--peak", action="store_true",
+                        help="also measure the peak GEMM rate and print each framework's share of it")
+    parser.add_argument("--emit-json", action="store_true", help=argparse.SUPPRESS)  # (children of --envs)
+    args = parser.parse_args()
+    if args.both_envs:
+        args.envs = ["as-set", "native"]
+    return args
+
+
+def pinned(environment):
+    """True if the environment pins numpy's OpenBLAS (then every row's target is PINNED_TARGET)."""
+    return any(name in environment for name in PINNING_VARIABLES)
+
+
+def child_environment(name):
+    """This process's environment changed for one child only: see --envs."""
+    environment = dict(os.environ)
+    if name == "native":
+        for variable in PINNING_VARIABLES:
+            environment.pop(variable, None)
+    elif name == "haswell":
+        environment["OPENBLAS_CORETYPE"] = "Haswell"
+    return environment
+
+
+def run_in_environments(args):
+    """Run this script once per environment of args.envs and print the results side by side."""
+    passed_on = [a for a in sys.argv[1:] if a not in ("--both-envs",)]
+    if "--envs" in passed_on:  # drop --envs and its values
+        at = passed_on.index("--envs")
+        passed_on = passed_on[:at] + passed_on[at + 1 + len(args.envs):]
+    results = {}
+    for name in args.envs:
+        environment = child_environment(name)
+        print(f"\n=== environment {name}: " + ", ".join(
+            f"{v}={environment[v]!r}" if v in environment else f"{v} unset" for v in PINNING_VARIABLES), flush=True)
+        child = subprocess.Popen([sys.executable, os.path.abspath(__file__), *passed_on, "--emit-json"],
+                                 env=environment, stdout=subprocess.PIPE, text=True)
+        for line in child.stdout:
+            if line.startswith(RESULTS_MARK):
+                results[name] = json.loads(line[len(RESULTS_MARK):])
+            else:
+                print(line, end="", flush=True)
+        if child.wait() != 0 or name not in results:
+            print(f"bench_rnn: the run in environment {name} failed (exit {child.returncode})", file=sys.stderr)
+            return 1
+    if "as-set" in args.envs and "native" in args.envs and not pinned(os.environ):
+        print("\nnote: this process sets neither OPENBLAS_CORETYPE nor OPENBLAS_L2_SIZE, so as-set = native here; "
+              "add the haswell environment (--envs native haswell) for the pinned column")
+    print_table(results, args.envs)
+    return 0
+
+
+def target_of(case, environment_is_pinned):
+    if environment_is_pinned:
+        return PINNED_TARGET
+    return TARGETS.get(case) or PINNED_TARGET
+
+
+def print_table(results, names):
+    """One row per case, one column group per environment: torch ms, minigrad ms, ratio, target, verdict."""
+    cases = [case for case in CASES if any(case in results[name]["cases"] for name in names)]
+    head = f"{'case':<9}" + "".join(f" | {name + ': torch ms  minigrad ms  ratio  target':<48}" for name in names)
+    print("\n" + head + "\n" + "-" * len(head))
+    for case in cases:
+        row = f"{case:<9}"
+        for name in names:
+            timing = results[name]["cases"].get(case)
+            if not timing or timing.get("torch_ms") is None:
+                row += f" | {'-':<48}"
+                continue
+            ratio = timing["torch_ms"] / timing["minigrad_ms"]
+            target = target_of(case, results[name]["pinned"])
+            verdict = "PASS" if ratio >= target else "MISS"
+            row += (f" | {timing['torch_ms']:8.1f} {timing['minigrad_ms']:11.1f} {ratio:6.2f}x"
+                    f"  >={target:.2f} {verdict:<5}")
+        print(row)
+    for name in names:
+        cases_here = results[name]["cases"]
+        if "user" in cases_here and "S-lstm" in cases_here:
+            within = cases_here["user"]["minigrad_ms"] / cases_here["S-lstm"]["minigrad_ms"]
+            print(f"{name}: user cell / built-in lstm (minigrad, S) = {within:.2f}x, wanted <= {USER_CELL_WITHIN}: "
+                  f"{'PASS' if within <= USER_CELL_WITHIN else 'MISS'}")
+    print("ratio = torch ms / minigrad ms (>1: minigrad is faster); medians of interleaved blocks; "
+          "the load average of each run is in its header")
 
 
 ARGS = parse_args()
+if ARGS.envs:  # the parent only starts the children (before numpy loads any BLAS)
+    sys.exit(run_in_environments(ARGS))
+
 # BLAS thread counts must be fixed before numpy loads its BLAS. OpenBLAS's idle threads
 # must sleep soon, not spin: in an interleaved run they would steal the cores PyTorch is
 # timed on. PyTorch's OpenMP pool is left as it is: made passive (OMP_WAIT_POLICY) it
@@ -48,8 +169,13 @@ import numpy as np  # noqa: E402
 import minigrad as mg  # noqa: E402
 from rnn import CharLM, ModelConfig, cell, detach_state, sigmoid, tanh  # noqa: E402
 
-SIZES = {"S": (1, 128, 32), "M": (2, 256, 32), "L": (2, 512, 64)}
-SEQ, VOCAB, EMBED = 64, 65, 64
+
+def minigrad_training_context():
+    """The process-wide settings minigrad trains under (minigrad.runtime, as rnn.train.train
+    and the CLI enter them: OpenBLAS at one thread, malloc keeping freed memory), entered
+    around every timed block of minigrad steps; PyTorch's blocks run outside it (but for
+    malloc's setting, which stays once made)."""
+    return mg.runtime.configured_for_training()
 
 
 @cell(gates=("i", "f", "g", "o"), state=("h", "c"))
@@ -154,14 +280,15 @@ def timed(step):
 
 
 def run_case(name, torch_available):
-    size, _, cell_name = name.partition("-")
-    if name == "user":
-        size, cell_name = "S", "user"
-    layers, hidden, batch = SIZES[size]
-    ours = minigrad_stepper("user_lstm" if cell_name == "user" else cell_name, layers, hidden, batch)
+    """{"minigrad_ms", "torch_ms"}: medians of ARGS.rounds steps each, interleaved in blocks."""
+    layers, hidden, batch, _ = CASES[name]
+    cell_name = name.partition("-")[2] or name
+    with minigrad_training_context():
+        ours = minigrad_stepper("user_lstm" if cell_name == "user" else cell_name, layers, hidden, batch)
     theirs = torch_stepper(cell_name, layers, hidden, batch) if torch_available else None
     for _ in range(3):  # warm-up: kernel compilation / cache loading, allocator
-        ours()
+        with minigrad_training_context():
+            ours()
         if theirs:
             theirs()
     ours_ms, theirs_ms = [], []
@@ -169,16 +296,44 @@ def run_case(name, torch_available):
     # right after one framework's step its thread pool still spins for a while (PyTorch's
     # OpenMP pool by design), taking the cores from the other's next step.
     for _ in range(max(1, ARGS.rounds // ARGS.block)):
-        ours_ms += [timed(ours) for _ in range(ARGS.block)]
+        with minigrad_training_context():
+            ours_ms += [timed(ours) for _ in range(ARGS.block)]
         if theirs:
             theirs_ms += [timed(theirs) for _ in range(ARGS.block)]
     mine = statistics.median(ours_ms)
-    if theirs:
-        reference = statistics.median(theirs_ms)
+    reference = statistics.median(theirs_ms) if theirs else None
+    target = target_of(name, pinned(os.environ))
+    if reference:
+        ratio = reference / mine
         print(f"{name:<8} {layers}x{hidden:<4} B{batch:<3} minigrad {mine:8.1f} ms   torch {reference:8.1f} ms"
-              f"   torch/minigrad = {reference / mine:5.2f}x", flush=True)
+              f"   torch/minigrad = {ratio:5.2f}x   target >= {target:.2f}: {'PASS' if ratio >= target else 'MISS'}",
+              flush=True)
     else:
         print(f"{name:<8} {layers}x{hidden:<4} B{batch:<3} minigrad {mine:8.1f} ms   (torch not installed)", flush=True)
+    return {"minigrad_ms": mine, "torch_ms": reference}
+
+
+def print_peak_shares(results, threads):
+    """The physical limit: each case's FLOPs per step at the measured peak GEMM rate, and the
+    share of that peak each framework reaches."""
+    import bench_peak
+
+    rates = bench_peak.gemm_rates(sorted({1, threads}), repeats=10)
+    bench_peak.print_rates(rates)
+    peak = bench_peak.peak_of(rates, threads)
+    print(f"peak float32 GEMM rate at {threads} thread(s): {peak:.1f} GFLOP/s (best of numpy/torch, large shapes)")
+    print(f"{'case':<9}{'GFLOP/step':>11}{'ms at peak':>12}{'minigrad GFLOP/s':>18}{'share':>7}"
+          f"{'torch GFLOP/s':>15}{'share':>7}")
+    for name, timing in results.items():
+        layers, hidden, batch, gates = CASES[name]
+        flops = flops_per_step(layers, hidden, batch, SEQ, VOCAB, EMBED, gates)
+        ours = flops / timing["minigrad_ms"] / 1e6
+        line = f"{name:<9}{flops / 1e9:11.2f}{flops / peak / 1e6:12.1f}{ours:18.1f}{ours / peak:7.0%}"
+        if timing["torch_ms"]:
+            theirs = flops / timing["torch_ms"] / 1e6
+            line += f"{theirs:15.1f}{theirs / peak:7.0%}"
+        print(line)
+    print("FLOPs per step = 6 * (sum over layers of G*H*(H+I) + H*V) * B*T (GEMMs of forward and backward)")
 
 
 def main():
@@ -187,18 +342,23 @@ def main():
 
         torch.set_num_threads(ARGS.threads)
         torch_available = True
-        version = torch.__version__
         if ARGS.torch_without_onednn:
             torch.backends.mkldnn.enabled = False
-            version += " without oneDNN"
     except ImportError:
-        torch_available, version = False, "not installed"
-    print(f"threads={ARGS.threads} rounds={ARGS.rounds} numpy={np.__version__} torch={version}; "
-          f"median ms per training step (fwd+bwd+clip+Adam), seq {SEQ}, vocab {VOCAB}", flush=True)
-    for name in ARGS.cases:
-        run_case(name, torch_available)
+        torch, torch_available = None, False
+    print("\n".join(header_lines(ARGS.threads, torch)), flush=True)
+    print(f"rounds={ARGS.rounds} block={ARGS.block}; median ms per training step (fwd+bwd+clip+Adam), "
+          f"seq {SEQ}, vocab {VOCAB}", flush=True)
+    results = {name: run_case(name, torch_available) for name in ARGS.cases}
+    if ARGS.peak:
+        print_peak_shares(results, ARGS.threads)
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    if ARGS.emit_json:
+        print(RESULTS_MARK + json.dumps({"pinned": pinned(os.environ), "cases": results}), flush=True)
+    elif len(results) > 1:
+        print_table({"this run": {"pinned": pinned(os.environ), "cases": results}}, ["this run"])
 
 
 if __name__ == "__main__":
-    with mg.runtime.configured_for_training():  # as rnn.train.train and the CLI train (OpenBLAS threads, malloc)
-        sys.exit(main())
+    sys.exit(main())

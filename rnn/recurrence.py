@@ -36,31 +36,45 @@ from minigrad._jit import cores
 from minigrad.autograd import Function
 from minigrad.precompile import compile_elsewhere
 
+from . import packed_gemm
 from .compiler import compile_loops
+
+# The per-step products run on W packed once per window (rnn.packed_gemm) where they can.
+USE_PANELS = True
 
 LOOP_SOURCE = '''
 from minigrad._jit import kernel, prange
 from minigrad.blas import matmul_into
+from rnn.packed_gemm import PANEL, packed_matmul_into
 
 
 @kernel
-def forward_part(t, xp, ids, w_blocked_t, b_hh, states, saved, hp, first_row, last_row, first_unit, last_unit):
-    # step t for some rows and units: their part of W_hh h_t (one GEMM), then the cell
+def forward_part(t, xp, ids, w_blocked_t, w_panels, b_hh, states, saved, hp, first_row, last_row, first_unit,
+                 last_unit):
+    # step t for some rows and units: their part of W_hh h_t (one GEMM, on W's packed panels
+    # when there are some), then the cell
     gates = w_blocked_t.shape[1] // w_blocked_t.shape[0]
-    matmul_into(states[t, 0][first_row:last_row], w_blocked_t[:, gates * first_unit:gates * last_unit],
-                hp[t][first_row:last_row, gates * first_unit:gates * last_unit])
+    if w_panels.shape[0] > 0:
+        packed_matmul_into(states[t, 0][first_row:last_row], w_panels, gates * first_unit // PANEL,
+                           hp[t][first_row:last_row, gates * first_unit:gates * last_unit], False)
+    else:
+        matmul_into(states[t, 0][first_row:last_row], w_blocked_t[:, gates * first_unit:gates * last_unit],
+                    hp[t][first_row:last_row, gates * first_unit:gates * last_unit])
     step_forward(t, xp, ids, hp[t], b_hh, states[t], states[t + 1], saved[t], first_row, last_row, first_unit,
                  last_unit)
 
 
 @kernel
-def backward_part(t, g_outputs, xp, ids, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh,
+def backward_part(t, g_outputs, xp, ids, w_hh, w_hh_panels, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh,
                   first_row, last_row, first_unit, last_unit):
     # step t backwards for some rows and units (t = -1: only the path into the initial h);
     # g_b_hh is a row of sums of its own for these rows
     g_h = g_states[0][first_row:last_row, first_unit:last_unit]
     if t + 1 < ids.shape[1]:  # the path from step t+1 through W_hh
-        matmul_into(g_hp[first_row:last_row, t + 1], w_hh[:, first_unit:last_unit], g_h, accumulate=True)
+        if w_hh_panels.shape[0] > 0:
+            packed_matmul_into(g_hp[first_row:last_row, t + 1], w_hh_panels, first_unit // PANEL, g_h, True)
+        else:
+            matmul_into(g_hp[first_row:last_row, t + 1], w_hh[:, first_unit:last_unit], g_h, accumulate=True)
     if t < 0:
         return
     g_h += g_outputs[first_row:last_row, t, first_unit:last_unit]
@@ -80,20 +94,20 @@ def backward_part(t, g_outputs, xp, ids, w_hh, b_hh, states, saved, hp, g_states
 # (rows do not depend on each other), one step at a time when they are.
 
 @loop_kernel
-def window_forward(xp, ids, w_blocked_t, b_hh, states, saved, hp, row_bounds, unit_bounds):
+def window_forward(xp, ids, w_blocked_t, w_panels, b_hh, states, saved, hp, row_bounds, unit_bounds):
     steps, unit_blocks = ids.shape[1], unit_bounds.size - 1
     run = max(steps, 1) if unit_blocks == 1 else 1
     for first_step in range(0, steps, run):
         for part in prange((row_bounds.size - 1) * unit_blocks):
             r, u = part // unit_blocks, part % unit_blocks
             for t in range(first_step, min(first_step + run, steps)):
-                forward_part(t, xp, ids, w_blocked_t, b_hh, states, saved, hp, row_bounds[r], row_bounds[r + 1],
-                             unit_bounds[u], unit_bounds[u + 1])
+                forward_part(t, xp, ids, w_blocked_t, w_panels, b_hh, states, saved, hp, row_bounds[r],
+                             row_bounds[r + 1], unit_bounds[u], unit_bounds[u + 1])
 
 
 @loop_kernel
-def window_backward(g_outputs, xp, ids, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh, row_bounds,
-                    unit_bounds):
+def window_backward(g_outputs, xp, ids, w_hh, w_hh_panels, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh,
+                    row_bounds, unit_bounds):
     # steps T-1 .. 0, then -1: the path from step 0 into the initial h
     steps, unit_blocks = ids.shape[1], unit_bounds.size - 1
     run = steps + 1 if unit_blocks == 1 else 1
@@ -101,8 +115,8 @@ def window_backward(g_outputs, xp, ids, w_hh, b_hh, states, saved, hp, g_states,
         for part in prange((row_bounds.size - 1) * unit_blocks):
             r, u = part // unit_blocks, part % unit_blocks
             for t in range(last_step, max(last_step - run, -2), -1):
-                backward_part(t, g_outputs, xp, ids, w_hh, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh[r],
-                              row_bounds[r], row_bounds[r + 1], unit_bounds[u], unit_bounds[u + 1])
+                backward_part(t, g_outputs, xp, ids, w_hh, w_hh_panels, b_hh, states, saved, hp, g_states, g_xp, g_hp,
+                              g_b_hh[r], row_bounds[r], row_bounds[r + 1], unit_bounds[u], unit_bounds[u + 1])
 '''
 
 # Fewer rows than this in a core's part, or units in its block, make its GEMMs too thin
@@ -164,11 +178,11 @@ def compile_backward_elsewhere(fused, dtype) -> None:
     if not codegen.written_now(loops) or loops.__name__ in _backward_compiles or cores() < 2:
         return
     dtype = np.dtype(dtype)
-    # window_backward's arguments (C-contiguous arrays): g_outputs, xp, ids, w_hh, b_hh, states,
-    # saved, hp, g_states, g_xp, g_hp, g_b_hh, row bounds, unit bounds
+    # window_backward's arguments (C-contiguous arrays): g_outputs, xp, ids, w_hh, w_hh_panels, b_hh,
+    # states, saved, hp, g_states, g_xp, g_hp, g_b_hh, row bounds, unit bounds
     arguments = [np.empty((1,) * ndim, np.int64 if kind == "i" else dtype)
-                 for ndim, kind in ((3, "f"), (2, "f"), (2, "i"), (2, "f"), (1, "f"), (4, "f"), (4, "f"), (3, "f"),
-                                    (3, "f"), (3, "f"), (3, "f"), (2, "f"), (1, "i"), (1, "i"))]
+                 for ndim, kind in ((3, "f"), (2, "f"), (2, "i"), (2, "f"), (3, "f"), (1, "f"), (4, "f"), (4, "f"),
+                                    (3, "f"), (3, "f"), (3, "f"), (3, "f"), (2, "f"), (1, "i"), (1, "i"))]
     job = compile_elsewhere(loops.window_backward, arguments)  # None outside minigrad.runtime's training setup
     if job is not None:
         _backward_compiles[loops.__name__] = job
@@ -209,12 +223,19 @@ class FusedRecurrence(Function):
         one_block = len(self.unit_bounds) == 2  # (then the blocked order is the plain one)
         w_blocked = w_hh if one_block else w_hh[blocked_rows(len(fused.cell.gates), self.unit_bounds)]
         w_blocked_t = np.ascontiguousarray(w_blocked.T)
+        gates = len(fused.cell.gates)
+        # W_hh^T (forward) and W_hh (backward) packed once for the whole window, when each core's
+        # columns fall on panel boundaries (see rnn.packed_gemm); else the loops call BLAS
+        self.w_panels = (packed_gemm.pack_panels(w_blocked_t) if USE_PANELS and packed_gemm.panels_fit(
+            dtype, gates * self.unit_bounds) else packed_gemm.no_panels(dtype))
+        self.w_hh_panels = (packed_gemm.pack_panels(self.w_hh) if USE_PANELS and packed_gemm.panels_fit(
+            dtype, self.unit_bounds) else packed_gemm.no_panels(dtype))
         self.states = np.empty((steps + 1, len(initial), batch, hidden), dtype)
         self.states[0] = initial
         self.hp = np.empty((steps, batch, w_hh.shape[0]), dtype)
         self.saved = np.empty((steps, fused.saved_per_step, batch, hidden), dtype)
-        self.loops.window_forward(self.xp, self.ids, w_blocked_t, self.b_hh, self.states, self.saved, self.hp,
-                                  self.row_bounds, self.unit_bounds)
+        self.loops.window_forward(self.xp, self.ids, w_blocked_t, self.w_panels, self.b_hh, self.states, self.saved,
+                                  self.hp, self.row_bounds, self.unit_bounds)
         outputs = np.ascontiguousarray(self.states[1:, 0].transpose(1, 0, 2))
         return (outputs, *(final.copy() for final in self.states[steps]))
 
@@ -229,8 +250,8 @@ class FusedRecurrence(Function):
         g_hp = g_xp if self.merged else np.empty_like(g_xp)  # (see rnn.compiler.merged_projections)
         g_b_hh = np.zeros((len(self.row_bounds) - 1, gate_rows), dtype)  # a row per part of the rows
         self.loops.window_backward(np.ascontiguousarray(g_outputs, dtype=dtype), self.xp, self.ids, self.w_hh,
-                                   self.b_hh, self.states, self.saved, self.hp, g_states, g_xp, g_hp, g_b_hh,
-                                   self.row_bounds, self.unit_bounds)
+                                   self.w_hh_panels, self.b_hh, self.states, self.saved, self.hp, g_states, g_xp,
+                                   g_hp, g_b_hh, self.row_bounds, self.unit_bounds)
         # d W_hh = sum over steps and rows of d hp_t^T h_t: one GEMM, with h in g_hp's (batch, step) row order
         previous_hidden = np.ascontiguousarray(self.states[:steps, 0].transpose(1, 0, 2)).reshape(batch * steps, -1)
         g_w_hh = blas.matmul(g_hp.reshape(batch * steps, gate_rows), previous_hidden, transpose_a=True)

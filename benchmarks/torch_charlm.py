@@ -1,0 +1,109 @@
+"""The PyTorch twin of `minigrad-rnn train`, for end-to-end timing (bench_cli.py runs it).
+
+    python benchmarks/torch_charlm.py TEXT --steps 100 --layers 2 --hidden 256 --batch-size 32
+
+The same model and training step as minigrad-rnn's defaults: Embedding(V, embed) ->
+nn.LSTM / nn.GRU (batch_first) -> Linear(hidden, V); cross-entropy; AdamW (lr 6e-3,
+betas 0.9/0.99, weight decay 0.1), linear warmup over 100 steps then cosine; gradient
+norm clipped to 5; B contiguous streams of the first 90% of the text, windows of
+seq-len characters, hidden state carried and detached between windows. At the end the
+held-out 10% is scored once as one stream, like the CLI's final evaluation. Prints one
+JSON line: steps, seconds (the training loop only), val_loss_nats.
+Not a product file: torch is the benchmark's reference, never a dependency.
+"""
+
+import argparse
+import json
+import math
+import sys
+import time
+
+import torch
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("text")
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--embed", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=6e-3)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    return parser.parse_args()
+
+
+class CharLM(torch.nn.Module):
+    def __init__(self, vocab, cell, layers, hidden, embed):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(vocab, embed)
+        self.rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](embed, hidden, layers, batch_first=True)
+        self.head = torch.nn.Linear(hidden, vocab)
+
+    def forward(self, ids, state=None):
+        output, state = self.rnn(self.embedding(ids), state)
+        return self.head(output), state
+
+
+def detached(state):
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(1234)
+    with open(args.text, encoding="utf-8") as file:
+        text = file.read()
+    chars = sorted(set(text))
+    lookup = {c: k for k, c in enumerate(chars)}
+    ids = torch.tensor([lookup[c] for c in text], dtype=torch.int64)
+    split = len(ids) - int(len(ids) * 0.1)
+    train_ids, val_ids = ids[:split], ids[split:]
+    stream_length = len(train_ids) // args.batch_size
+    streams = train_ids[:args.batch_size * stream_length].view(args.batch_size, stream_length)
+    windows = (stream_length - 1) // args.seq_len
+
+    model = CharLM(len(chars), args.cell, args.layers, args.hidden, args.embed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.1)
+
+    def learning_rate(step):  # warmup, then cosine to 0 over the run
+        if step < args.warmup:
+            return (step + 1) / args.warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - args.warmup) / max(1, args.steps - args.warmup)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate)
+    state = None
+    started = time.perf_counter()
+    for step in range(args.steps):
+        window = step % windows
+        if window == 0:
+            state = None  # the streams wrapped: the carried state belongs to their end
+        block = streams[:, window * args.seq_len: window * args.seq_len + args.seq_len + 1]
+        logits, state = model(block[:, :-1], state)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, len(chars)), block[:, 1:].reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        schedule.step()
+        state = detached(state)
+    seconds = time.perf_counter() - started
+
+    model.eval()
+    with torch.no_grad():  # the held-out text as one stream, state carried, in chunks
+        total, state = 0.0, None
+        for start in range(0, len(val_ids) - 1, 4096):
+            chunk = val_ids[start:min(start + 4097, len(val_ids))]
+            logits, state = model(chunk[:-1].unsqueeze(0), state)
+            total += torch.nn.functional.cross_entropy(logits[0], chunk[1:], reduction="sum").item()
+    print(json.dumps({"steps": args.steps, "seconds": seconds, "val_loss_nats": total / (len(val_ids) - 1)}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The recurrent layers' packed per-step product (rnn.packed_gemm): equal to numpy's product
+for every row count (the 8/4/2/1-row microkernels), depths across the L1 slices, column
+offsets, strided operands and accumulation; and a fused layer gives the same outputs and
+gradients with W packed as with BLAS, for both ways of cutting a window between cores."""
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+import rnn.recurrence
+from rnn import packed_gemm
+from rnn.layers import Recurrent
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 7, 8, 13, 17])
+@pytest.mark.parametrize("inner", [1, 5, packed_gemm.DEPTH + 3])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_packed_product_equals_numpy(rows, inner, accumulate):
+    rng = np.random.default_rng(rows * 1000 + inner)
+    w = rng.standard_normal((inner, 4 * packed_gemm.PANEL)).astype(np.float32)
+    panels = packed_gemm.pack_panels(w)
+    a = rng.standard_normal((rows, inner + 9)).astype(np.float32)[:, 4:4 + inner]  # rows apart, not contiguous
+    out_buffer = rng.standard_normal((rows, 3 * packed_gemm.PANEL + 16)).astype(np.float32)
+    out = out_buffer[:, 8:8 + 2 * packed_gemm.PANEL]  # two panels' columns, starting at panel 1 of W
+    expected = a.astype(np.float64) @ w[:, packed_gemm.PANEL:3 * packed_gemm.PANEL].astype(np.float64)
+    if accumulate:
+        expected += out
+    untouched = out_buffer[:, :8].copy(), out_buffer[:, 8 + 2 * packed_gemm.PANEL:].copy()
+    packed_gemm.packed_matmul_into(a, panels, 1, out, accumulate)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4 * np.sqrt(inner))
+    np.testing.assert_array_equal(out_buffer[:, :8], untouched[0])  # nothing written beside out
+    np.testing.assert_array_equal(out_buffer[:, 8 + 2 * packed_gemm.PANEL:], untouched[1])
+
+
+def test_panels_only_where_every_cut_falls_on_a_panel(monkeypatch):
+    monkeypatch.setattr(packed_gemm, "HOST_HAS_AVX512", True)
+    assert packed_gemm.panels_fit(np.float32, [0, 32, 64])
+    assert not packed_gemm.panels_fit(np.float32, [0, 24, 64])
+    assert not packed_gemm.panels_fit(np.float64, [0, 32, 64])  # the kernels are float32 only
+    monkeypatch.setattr(packed_gemm, "HOST_HAS_AVX512", False)
+    assert not packed_gemm.panels_fit(np.float32, [0, 32, 64])  # 16 vector registers are too few
+
+
+@pytest.mark.parametrize("split", [([0, 2, 5], [0, 64]), ([0, 5], [0, 32, 64])], ids=["rows", "units"])
+@pytest.mark.parametrize("cell_name", ["lstm", "gru"])
+def test_fused_layer_is_the_same_with_packed_weights(cell_name, split, monkeypatch):
+    monkeypatch.setattr(packed_gemm, "HOST_HAS_AVX512", True)  # (the microkernel is correct anywhere, if slow)
+    monkeypatch.setattr(rnn.recurrence, "split_of_work",
+                        lambda batch, hidden, gates: tuple(np.array(b, np.int64) for b in split))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 6, 3)).astype(np.float32)
+    probe = rng.standard_normal((5, 6, 64)).astype(np.float32)
+    packed = []
+    original_pack = packed_gemm.pack_panels
+    monkeypatch.setattr(packed_gemm, "pack_panels", lambda w: packed.append(w.shape) or original_pack(w))
+    results = []
+    for use_panels in (False, True):
+        monkeypatch.setattr(rnn.recurrence, "USE_PANELS", use_panels)
+        mg.random.manual_seed(0)
+        layer = Recurrent(cell_name, 3, 64, num_layers=2, engine="fused", dtype=np.float32)
+        inputs = mg.tensor(x, requires_grad=True)
+        outputs, _ = layer(inputs)
+        (outputs * probe).sum().backward()
+        results.append([outputs.data, inputs.grad] + [p.grad for p in layer.parameters()])
+        assert len(packed) == (4 if use_panels else 0)  # W_hh^T and W_hh of both layers: the packed path ran
+    for blas_result, packed_result in zip(*results):
+        np.testing.assert_allclose(packed_result, blas_result, rtol=1e-4, atol=1e-5)
