@@ -83,7 +83,8 @@ def minigrad_command(text, size, steps, out_dir):
     if executable is None:
         sys.exit("bench_cli: the minigrad-rnn console script is not on PATH (pip install -e .)")
     return [executable, "train", text, "--layers", str(layers), "--hidden", str(hidden), "--batch-size", str(batch),
-            "--seq-len", "64", "--embed", "64", "--steps", str(steps), "--eval-every", "0", "--sample-every", "0",
+            "--seq-len", "64", "--embed", "64", "--steps", str(steps), "--dropout", "0",  # as torch_charlm.py
+            "--eval-every", "0", "--sample-every", "0",
             "--out", out_dir, "--quiet", "--json"]
 
 

@@ -1,6 +1,7 @@
 """The PyTorch twin of `minigrad-rnn train`, for end-to-end timing (bench_cli.py runs it).
 
     python benchmarks/torch_charlm.py TEXT --steps 100 --layers 2 --hidden 256 --batch-size 32
+    python benchmarks/torch_charlm.py TEXT --time-budget 300 --optimizer adam --lr 2e-3 --schedule constant
 
 The same model and training step as minigrad-rnn's defaults: Embedding(V, embed) ->
 nn.LSTM / nn.GRU (batch_first) -> Linear(hidden, V); cross-entropy; AdamW (lr 6e-3,
@@ -8,7 +9,9 @@ betas 0.9/0.99, weight decay 0.1), linear warmup over 100 steps then cosine; gra
 norm clipped to 5; B contiguous streams of the first 90% of the text, windows of
 seq-len characters, hidden state carried and detached between windows. At the end the
 held-out 10% is scored once as one stream, like the CLI's final evaluation. Prints one
-JSON line: steps, seconds (the training loop only), val_loss_nats.
+JSON line: steps, seconds (the training loop only), val_loss_nats. With --time-budget it
+trains until that many seconds of training have passed (the cosine schedule then follows
+the clock, as minigrad-rnn's does): the quality anchor of the README's held-out protocol.
 Not a product file: torch is the benchmark's reference, never a dependency.
 """
 
@@ -24,7 +27,12 @@ import torch
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("text")
-    parser.add_argument("--steps", type=int, required=True)
+    limit = parser.add_mutually_exclusive_group(required=True)
+    limit.add_argument("--steps", type=int)
+    limit.add_argument("--time-budget", type=float, metavar="SECONDS")
+    parser.add_argument("--optimizer", choices=("adamw", "adam"), default="adamw",
+                        help="adamw: betas 0.9/0.99, weight decay 0.1 (minigrad-rnn's); adam: PyTorch's defaults")
+    parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
     parser.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=256)
@@ -70,17 +78,29 @@ def main():
     windows = (stream_length - 1) // args.seq_len
 
     model = CharLM(len(chars), args.cell, args.layers, args.hidden, args.embed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.1)
+    if args.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.1)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
 
-    def learning_rate(step):  # warmup, then cosine to 0 over the run
+    def progress(step, seconds):  # the fraction of the run done, by its limit
+        if args.steps is not None:
+            return (step - args.warmup) / max(1, args.steps - args.warmup)
+        return seconds / args.time_budget
+
+    def learning_rate(step, seconds):  # warmup, then cosine to 0 over the run (or constant)
         if step < args.warmup:
             return (step + 1) / args.warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - args.warmup) / max(1, args.steps - args.warmup)))
+        if args.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress(step, seconds))))
 
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate)
     state = None
     started = time.perf_counter()
-    for step in range(args.steps):
+    step = 0
+    while (step < args.steps) if args.steps is not None else (time.perf_counter() - started < args.time_budget):
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * learning_rate(step, time.perf_counter() - started)
         window = step % windows
         if window == 0:
             state = None  # the streams wrapped: the carried state belongs to their end
@@ -91,8 +111,8 @@ def main():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
-        schedule.step()
         state = detached(state)
+        step += 1
     seconds = time.perf_counter() - started
 
     model.eval()
@@ -102,7 +122,7 @@ def main():
             chunk = val_ids[start:min(start + 4097, len(val_ids))]
             logits, state = model(chunk[:-1].unsqueeze(0), state)
             total += torch.nn.functional.cross_entropy(logits[0], chunk[1:], reduction="sum").item()
-    print(json.dumps({"steps": args.steps, "seconds": seconds, "val_loss_nats": total / (len(val_ids) - 1)}))
+    print(json.dumps({"steps": step, "seconds": seconds, "val_loss_nats": total / (len(val_ids) - 1)}))
 
 
 if __name__ == "__main__":

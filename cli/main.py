@@ -279,7 +279,10 @@ class EscapedText(click.ParamType):
 @click.option("--hidden", type=POSITIVE_INT, default=None, help="Hidden size of each layer.")
 @click.option("--embed", type=POSITIVE_INT, default=None, help="Size of the character embedding.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
-              help="Dropout between layers and before the output layer.")
+              help="Dropout between layers and before the output layer. When not given, the trainer "
+                   "chooses it from how many passes over the text the run will make (none for a few, "
+                   "more for many; with --time-budget it measures its speed over the first steps), "
+                   "prints the choice and records it in config.json.")
 @click.option("--seq-len", type=POSITIVE_INT, default=None, help="Characters per truncated-BPTT window.")
 @click.option("--batch-size", type=POSITIVE_INT, default=None, help="Parallel streams of text per step.")
 @click.option("--lr", type=POSITIVE_FLOAT, default=None, help="Peak learning rate.")

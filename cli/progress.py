@@ -115,6 +115,15 @@ class TrainingDisplay:
                     f"val loss {format_loss(self.last_val_loss)} nats/char "
                     f"({format_loss(bits_per_char(self.last_val_loss))} bits/char){best}")
 
+    def on_recipe(self, data):
+        passes, seconds = data.get("planned_passes"), data.get("seconds_per_step")
+        plan = ""
+        if isinstance(passes, (int, float)) and math.isfinite(passes):
+            plan = f" for about {passes:.1f} passes over the text"
+            if isinstance(seconds, (int, float)):
+                plan += f" (measured: {seconds * 1000:.0f} ms a step)"
+        self._print(f"dropout {data.get('dropout')}{plan}; --dropout sets it yourself")
+
     def on_sample(self, data):
         step = data.get("step", "?")
         text = data.get("text", "").strip("\n")

@@ -79,6 +79,14 @@ class CharLM(Module):
         hidden, state = self.rnn.forward_projected(self.projected_embedding(), state, ids=ids)
         return self.head(self.output_dropout(hidden)), state
 
+    def set_dropout(self, p: float):
+        """Change the dropout (between layers and before the head) of this model."""
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.config.dropout = p
+        self.rnn.between_layers.p = p
+        self.output_dropout.p = p
+
     def projected_embedding(self):
         """Layer 0's input projection of every character: W_ih0 e_c + b_ih0 for each row e_c.
 

@@ -38,6 +38,7 @@ import numpy as np
 import minigrad as mg
 from minigrad.runtime import configured_for_training
 
+from . import recipe
 from .cells import load_cell_file
 from .checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint, training_state
 from .data import BatchStream, Corpus
@@ -101,7 +102,7 @@ class TrainConfig:
     #   Adam with dropout 0.1: 1.457; batch 16 with lr 5e-3: 1.470
     #   the earlier defaults (Adam, beta2 0.999, dropout 0.1, cosine to 0.1 * lr): 1.466,
     #   and with lr 3e-3 / 4e-3 / 1e-2 instead of 6e-3: 1.477 / 1.479 / 1.481
-    dropout: float = 0.0
+    dropout: float = None  # None: chosen from the passes over the text the run will make (rnn.recipe)
     seq_len: int = 64
     batch_size: int = 32
     lr: float = 6e-3
@@ -145,7 +146,7 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         if not (_is_number(self.beta2) and 0 <= self.beta2 < 1):
             raise ValueError(f"beta2 must be in [0, 1), got {self.beta2!r}")
-        if not (_is_number(self.dropout) and 0 <= self.dropout < 1):
+        if self.dropout is not None and not (_is_number(self.dropout) and 0 <= self.dropout < 1):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not (_is_number(self.val_frac) and 0 < self.val_frac < 1):
             raise ValueError(f"val_frac must be between 0 and 1 (exclusive), got {self.val_frac!r}")
@@ -172,7 +173,8 @@ class TrainConfig:
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, cell=self.cell, embed=self.embed, hidden=self.hidden,
-                           layers=self.layers, dropout=self.dropout, dtype=self.dtype, engine=self.engine)
+                           layers=self.layers, dropout=0.0 if self.dropout is None else self.dropout,
+                           dtype=self.dtype, engine=self.engine)
 
 
 def _is_number(value) -> bool:
@@ -332,12 +334,16 @@ class _Run:
         # val loss is of (the best was chosen on the validation text, the latest was not).
         self.last_val_step = None
         self.best_step = None
+        self.session_steps = 0
         self.session_chars = 0
         self.session_seconds = 0.0
+        self.probe_seconds = None  # session_seconds when the speed probe started (rnn.recipe)
+        self.recipe = None  # the dropout chosen by rnn.recipe and why, once chosen
         self.recent_losses = []
         self.stop_requested = False  # set by the SIGINT handler
         self.run_id = None  # set by start_fresh / restore (see train())
         self.corpus_record = None  # what config.json and the checkpoints say about the text
+        self.resumed_from = None  # the checkpoint this run continued, if any
 
     # -- setting up -------------------------------------------------------------------------
 
@@ -512,6 +518,7 @@ class _Run:
         elapsed = time.perf_counter() - started
         self.train_seconds += elapsed
         self.session_seconds += elapsed
+        self.session_steps += 1
         self.session_chars += inputs.size
         self.recent_losses.append(loss_value)
         return loss_value, lr
@@ -619,6 +626,8 @@ class _Run:
             reason = self.stop_reason()
             if reason:
                 return reason
+            if self.config.dropout is None:
+                self.choose_dropout()
             loss, lr = self.train_step()
             self.emit("step", self.step_event(loss, lr))
             evaluate_now = config.eval_every and self.step % config.eval_every == 0
@@ -630,6 +639,42 @@ class _Run:
                 self.emit_sample()
             if self.stop_requested:
                 raise KeyboardInterrupt
+
+    def choose_dropout(self):
+        """Set the dropout rnn.recipe gives for the passes this run will make, as soon as they
+        can be planned: at once, or with a time budget once the speed probe has run."""
+        limits = self.limits()
+        seconds_per_step = None
+        if recipe.needs_speed(limits):
+            first, last = recipe.PROBE_STEPS
+            if self.session_steps == first:
+                self.probe_seconds = self.session_seconds
+            if self.session_steps < last or self.probe_seconds is None:
+                return
+            seconds_per_step = (self.session_seconds - self.probe_seconds) / (last - first)
+        chars_per_step = self.config.batch_size * self.config.seq_len
+        passes = recipe.planned_passes(limits, chars_per_step, len(self.corpus.train_ids), seconds_per_step)
+        dropout = recipe.dropout_for(passes)
+        self.config = replace(self.config, dropout=dropout)
+        self.model.set_dropout(dropout)
+        self.recipe = {"dropout": dropout, "planned_passes": round(passes, 2), "train_chars": len(self.corpus.train_ids),
+                       "seconds_per_step": round(seconds_per_step, 5) if seconds_per_step else None,
+                       "limits": limits}
+        self.emit("recipe", dict(self.recipe))
+        self.write_config()
+
+    def write_config(self):
+        """config.json: what this run is (its settings, model, text, and the recipe's choice)."""
+        _write_json_atomically(self.out_dir / CONFIG_FILE, {
+            "run_id": self.run_id,
+            "train": self.config.to_dict(),
+            "model": self.model.config.to_dict(),
+            "parameters": self.model.num_parameters(),
+            "vocab_size": len(self.corpus.vocab),
+            "corpus": self.corpus_record,
+            "resumed_from": self.resumed_from,
+            "recipe": self.recipe,
+        })
 
     def step_event(self, loss: float, lr: float) -> dict:
         limits = self.limits()
@@ -704,14 +749,7 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
             _keep_metrics_up_to(metrics_path, run.step)
         elif exists(metrics_path):
             metrics_path.unlink()  # a fresh run in this directory starts a fresh curve
-        _write_json_atomically(out_dir / CONFIG_FILE, {
-            "run_id": run.run_id,
-            "train": run.config.to_dict(),
-            "model": run.model.config.to_dict(),
-            "parameters": run.model.num_parameters(),
-            "vocab_size": len(corpus.vocab),
-            "corpus": run.corpus_record,
-            "resumed_from": str(resume) if resume is not None else None,
-        })
+        run.resumed_from = str(resume) if resume is not None else None
+        run.write_config()
         with open_for_appending(metrics_path) as run.metrics_file, _GracefulInterrupt(run):
             return run.run()
