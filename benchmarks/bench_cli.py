@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from machine import PINNING_VARIABLES, header_lines
+from machine import environment_named, header_lines
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZES = {"S": (1, 128, 32), "M": (2, 256, 32), "L": (2, 512, 64)}
@@ -65,16 +65,6 @@ def generated_text(path, characters=400_000):
         length += len(piece)
     with open(path, "w", encoding="utf-8") as file:
         file.write("".join(pieces)[:characters])
-
-
-def environment_for(name):
-    environment = dict(os.environ)
-    if name == "native":
-        for variable in PINNING_VARIABLES:
-            environment.pop(variable, None)
-    elif name == "haswell":
-        environment["OPENBLAS_CORETYPE"] = "Haswell"
-    return environment
 
 
 def minigrad_command(text, size, steps, out_dir):
@@ -125,7 +115,7 @@ def time_size(size, text, args, environment, scratch):
 
 def main():
     args = parse_args()
-    environment = environment_for(args.env)
+    environment = environment_named(args.env)
     os.environ.clear()
     os.environ.update(environment)  # this process only reads; its children get the same environment
     try:

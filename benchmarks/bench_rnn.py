@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 
-from machine import CASES, EMBED, PINNING_VARIABLES, SEQ, VOCAB, flops_per_step, header_lines
+from machine import CASES, EMBED, PINNING_VARIABLES, SEQ, VOCAB, environment_named, flops_per_step, header_lines
 
 # torch ms / minigrad ms wanted with OpenBLAS's own kernels (issue 16); None: no target of
 # its own (then 1.0). With OpenBLAS pinned to Haswell every row must reach PINNED_TARGET.
@@ -79,17 +79,6 @@ def pinned(environment):
     return any(name in environment for name in PINNING_VARIABLES)
 
 
-def child_environment(name):
-    """This process's environment changed for one child only: see --envs."""
-    environment = dict(os.environ)
-    if name == "native":
-        for variable in PINNING_VARIABLES:
-            environment.pop(variable, None)
-    elif name == "haswell":
-        environment["OPENBLAS_CORETYPE"] = "Haswell"
-    return environment
-
-
 def run_in_environments(args):
     """Run this script once per environment of args.envs and print the results side by side."""
     passed_on = [a for a in sys.argv[1:] if a not in ("--both-envs",)]
@@ -98,7 +87,7 @@ def run_in_environments(args):
         passed_on = passed_on[:at] + passed_on[at + 1 + len(args.envs):]
     results = {}
     for name in args.envs:
-        environment = child_environment(name)
+        environment = environment_named(name)
         print(f"\n=== environment {name}: " + ", ".join(
             f"{v}={environment[v]!r}" if v in environment else f"{v} unset" for v in PINNING_VARIABLES), flush=True)
         child = subprocess.Popen([sys.executable, os.path.abspath(__file__), *passed_on, "--emit-json"],

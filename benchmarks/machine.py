@@ -25,6 +25,19 @@ VECTOR_FLAGS = ("sse4_2", "avx", "fma", "avx2", "avx512f", "avx512bw", "avx512vl
                 "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 
 
+def environment_named(name):
+    """This process's environment for one child run: "as-set" (unchanged), "native" (without
+    PINNING_VARIABLES: numpy's OpenBLAS picks this CPU's own kernels, as a user's numpy
+    does) or "haswell" (OPENBLAS_CORETYPE=Haswell, as pinned on some machines)."""
+    environment = dict(os.environ)
+    if name == "native":
+        for variable in PINNING_VARIABLES:
+            environment.pop(variable, None)
+    elif name == "haswell":
+        environment["OPENBLAS_CORETYPE"] = "Haswell"
+    return environment
+
+
 def cpu_model_and_flags():
     """(model name, [vector extensions]) from /proc/cpuinfo, or platform's guess elsewhere."""
     model, flags = platform.processor() or platform.machine(), set()
