@@ -53,13 +53,20 @@ def parse_args():
     return parser.parse_args()
 
 
+# Runs this checkout's CLI with neither the working folder nor '' on sys.path (as `-m` would
+# put them first, where a planted module would be imported).
+_RUN_THIS_CHECKOUT = ("import sys; sys.path[:] = [{root!r}] + [p for p in sys.path if p not in ('', '.')]; "
+                      "from cli.main import main; main()")
+
+
 def console_script() -> list:
-    """The installed `minigrad-rnn` (beside this Python, or on PATH), else `python -m cli.main`."""
+    """The installed `minigrad-rnn` (beside this Python, or on PATH), else this checkout's CLI."""
     beside_python = Path(sys.executable).with_name("minigrad-rnn")
     if beside_python.exists():
         return [str(beside_python)]
     on_path = shutil.which("minigrad-rnn")
-    return [on_path] if on_path else [sys.executable, "-m", "cli.main"]
+    root = str(Path(__file__).resolve().parents[1])
+    return [on_path] if on_path else [sys.executable, "-c", _RUN_THIS_CHECKOUT.format(root=root)]
 
 
 def write_text(path: Path, size_bytes: int, seed: int = 0) -> int:
