@@ -23,9 +23,9 @@ import numpy as np
 
 import minigrad as mg
 from minigrad.blas import matmul_into
-from rnn import CharLM, ModelConfig, detach_state, packed_gemm, recurrence
+from rnn import CharLM, ModelConfig, packed_gemm, recurrence
 
-from machine import EMBED, SEQ, VOCAB, header_lines
+from machine import EMBED, SEQ, VOCAB, header_lines, minigrad_training_step
 
 STEP_CASES = {"S": (1, 128, 32), "M": (2, 256, 32), "L": (2, 512, 64)}
 # (name, rows, inner, columns, accumulate, row stride of a): one core's part of a step
@@ -99,12 +99,7 @@ def compare_steps(cases, rounds):
         def step():
             nonlocal state
             start = time.perf_counter()
-            loss, state = model.loss(ids[:, :-1], ids[:, 1:], state)
-            state = detach_state(state)
-            optimizer.zero_grad()
-            loss.backward()
-            mg.optim.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
+            state = minigrad_training_step(model, optimizer, ids, state)
             return 1000 * (time.perf_counter() - start)
 
         timings = {False: [], True: []}

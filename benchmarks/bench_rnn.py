@@ -41,7 +41,8 @@ import subprocess
 import sys
 import time
 
-from machine import CASES, EMBED, PINNING_VARIABLES, SEQ, VOCAB, environment_named, flops_per_step, header_lines
+from machine import (CASES, EMBED, PINNING_VARIABLES, SEQ, VOCAB, environment_named, flops_per_step, header_lines,
+                     minigrad_training_step)
 
 # torch ms / minigrad ms wanted with OpenBLAS's own kernels (issue 16); None: no target of
 # its own (then 1.0). With OpenBLAS pinned to Haswell every row must reach PINNED_TARGET.
@@ -156,7 +157,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 import numpy as np  # noqa: E402
 
 import minigrad as mg  # noqa: E402
-from rnn import CharLM, ModelConfig, cell, detach_state, sigmoid, tanh  # noqa: E402
+from rnn import CharLM, ModelConfig, cell, sigmoid, tanh  # noqa: E402
 
 
 def minigrad_training_context():
@@ -188,12 +189,7 @@ def minigrad_stepper(cell_name, layers, hidden, batch):
 
     def step():
         nonlocal state
-        loss, state = model.loss(ids[:, :-1], ids[:, 1:], state)
-        state = detach_state(state)
-        optimizer.zero_grad()
-        loss.backward()
-        mg.optim.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
+        state = minigrad_training_step(model, optimizer, ids, state)
 
     return step
 

@@ -39,9 +39,9 @@ import numpy as np  # noqa: E402
 
 import minigrad as mg  # noqa: E402
 from minigrad.blas import matmul_into  # noqa: E402
-from rnn import CharLM, ModelConfig, detach_state, packed_gemm, recurrence  # noqa: E402
+from rnn import CharLM, ModelConfig, packed_gemm, recurrence  # noqa: E402
 
-from machine import CASES, EMBED, SEQ, VOCAB, header_lines  # noqa: E402
+from machine import CASES, EMBED, SEQ, VOCAB, header_lines, minigrad_training_step  # noqa: E402
 
 MIN_ROWS, MIN_UNITS = recurrence.MIN_ROWS_PER_PART, recurrence.MIN_UNITS_PER_BLOCK
 
@@ -151,12 +151,7 @@ def step_costs(case, threads, steps):
         for k in range(steps + 2):
             timer.forward = timer.backward = 0.0
             start = time.perf_counter()
-            loss, state = model.loss(ids[:, :-1], ids[:, 1:], state)
-            state = detach_state(state)
-            optimizer.zero_grad()
-            loss.backward()
-            mg.optim.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
+            state = minigrad_training_step(model, optimizer, ids, state)
             if k >= 2:  # (two warm-up steps)
                 totals.append(time.perf_counter() - start)
                 forwards.append(timer.forward)

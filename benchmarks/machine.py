@@ -137,3 +137,20 @@ def flops_per_step(layers, hidden, batch, seq, vocab, embed, gates=4):
     6 * H*V * B*T for the output layer (forward 2 per multiply-add, backward twice that)."""
     stack = sum(gates * hidden * (hidden + (embed if k == 0 else hidden)) for k in range(layers))
     return 6.0 * (stack + hidden * vocab) * batch * seq
+
+
+def minigrad_training_step(model, optimizer, ids, state):
+    """One training step of a minigrad CharLM on `ids` (B, T+1) as `minigrad-rnn train` takes
+    it (loss, backward, clipping to 5, optimizer step); returns the carried state, detached.
+    minigrad is imported here, not at the top: the scripts import this module before they
+    fix the thread counts that importing numpy reads."""
+    import minigrad as mg
+    from rnn import detach_state
+
+    loss, state = model.loss(ids[:, :-1], ids[:, 1:], state)
+    state = detach_state(state)
+    optimizer.zero_grad()
+    loss.backward()
+    mg.optim.clip_grad_norm_(model.parameters(), 5.0)
+    optimizer.step()
+    return state
