@@ -126,14 +126,19 @@ def test_resuming_into_a_folder_that_holds_another_run_is_refused(tmp_path, corp
     assert tree(other) == before  # checkpoints, config.json and metrics.jsonl untouched
 
 
+def _train_in_process(text, out, steps: str):
+    """A fresh tiny run of `steps` steps into `out`, through the CLI in this process."""
+    result = CliRunner().invoke(main, ["train", str(text), *TINY_MODEL, "--steps", steps, "--eval-every", "0",
+                                       "--sample-every", "0", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+
+
 def test_the_cli_refuses_it_in_one_line(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(TEXT)
     first, other = tmp_path / "first", tmp_path / "other"
     for out, steps in ((first, "2"), (other, "3")):
-        result = CliRunner().invoke(main, ["train", str(text), *TINY_MODEL, "--steps", steps, "--eval-every", "0",
-                                           "--sample-every", "0", "--out", str(out), "--quiet"])
-        assert result.exit_code == 0, result.output
+        _train_in_process(text, out, steps)
     before = tree(other)
     result = CliRunner().invoke(main, ["train", "--resume", str(first / "latest.safetensors"), "--steps", "4",
                                        "--out", str(other), "--quiet"])
@@ -266,9 +271,7 @@ def test_a_changed_text_is_named_on_resume(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(TEXT)
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["train", str(text), *TINY_MODEL, "--steps", "2", "--eval-every", "0",
-                                       "--sample-every", "0", "--out", str(out), "--quiet"])
-    assert result.exit_code == 0, result.output
+    _train_in_process(text, out, "2")
     before = tree(out)
     text.write_text(TEXT[::-1])  # same characters, same length, another text
     found = CliRunner().invoke(main, ["train", "--resume", str(out / "latest.safetensors"), "--steps", "3",
@@ -381,9 +384,7 @@ def test_hostile_metrics_lines_are_skipped_and_named_by_plot_and_resume(tmp_path
     text = tmp_path / "text.txt"
     text.write_text(TEXT)
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["train", str(text), *TINY_MODEL, "--steps", "20", "--eval-every", "0",
-                                       "--sample-every", "0", "--out", str(out), "--quiet"])
-    assert result.exit_code == 0, result.output
+    _train_in_process(text, out, "20")
     metrics = out / "metrics.jsonl"
     lines = metrics.read_text().splitlines()
     metrics.write_text("\n".join([lines[0], line] + lines[1:]) + "\n")
