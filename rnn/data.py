@@ -27,6 +27,8 @@ import numpy as np
 
 from minigrad.files import atomic_replacement, write_atomically
 
+from .errors import UserError
+
 # Files are read this many bytes at a time (both passes).
 CHUNK_BYTES = 4 << 20
 # Files up to this size are encoded into an in-memory array; larger ones into a cached memmap.
@@ -43,7 +45,7 @@ _CODE_POINTS = 0x110000
 _SURROGATES = range(0xD800, 0xE000)
 
 
-class TextError(ValueError):
+class TextError(UserError, ValueError):
     """A text file or a text that cannot be used (the message is one clear line)."""
 
 

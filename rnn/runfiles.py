@@ -31,13 +31,15 @@ from pathlib import Path
 
 from minigrad import files
 
+from .errors import UserError
+
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
 
 
-class RunFileError(ValueError):
+class RunFileError(UserError, ValueError):
     """A run-folder entry that must not be used (a link, not a regular file, too big); one line."""
 
 
