@@ -378,7 +378,8 @@ class _Run:
         self.config = replace(self.config, dropout=dropout)
         self.model.set_dropout(dropout)
         self.recipe = {"dropout": dropout, "planned_passes": round(passes, 2),
-                       "train_chars": len(self.corpus.train_ids), "seconds_per_step": round(seconds_per_step, 5) if seconds_per_step else None,
+                       "train_chars": len(self.corpus.train_ids),
+                       "seconds_per_step": round(seconds_per_step, 5) if seconds_per_step else None,
                        "limits": limits}
         self.emit("recipe", dict(self.recipe))
         self.write_config()
