@@ -38,7 +38,7 @@ def gradcheck(cell_name, op_name, cell_file):
                        f"analytic {report.analytic:.8g}, numeric {report.numeric:.8g}", err=True)
     if failures:
         error_exit(f"{len(failures)} gradient check(s) failed: {', '.join(r.name for r in failures)}",
-               EXIT_RUNTIME_ERROR)
+                   EXIT_RUNTIME_ERROR)
     click.echo(f"all {len(cases)} checks passed")
 
 

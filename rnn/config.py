@@ -4,8 +4,8 @@
     config.to_meta()                          # the dict config.json and the checkpoints hold
     TrainConfig.from_meta(record, steps=10)   # back from such a record (untrusted), with overrides
 
-Also the choice lists of the settings (OPTIMIZERS, SCHEDULES, DTYPE_NAMES, ENGINES), which
-the CLI's options offer as they are. This module is light on purpose: it imports neither
+Also the choice lists of the settings (OPTIMIZERS, SCHEDULES, DTYPE_NAMES, ENGINES, and the
+X_AXES of a run's curves), which the CLI's options offer as they are. This module is light on purpose: it imports neither
 numpy nor minigrad, so that `minigrad-rnn train --help` can read the defaults and choices
 from here without loading the engine.
 What this module must not hold: the training itself (rnn.train), building models or
@@ -33,6 +33,9 @@ DEFAULT_WEIGHT_DECAY = 0.1
 # resume they must be the checkpoint's. Dropout and the engine change no tensor: they may change.
 MODEL_OPTIONS = ("cell", "layers", "hidden", "embed", "dtype")
 LIMITS = ("steps", "epochs", "time_budget")
+# What a run's loss curve can be drawn against (rnn.runs): optimizer steps, seconds of training,
+# characters seen.
+X_AXES = ("steps", "seconds", "chars")
 
 
 @dataclass

@@ -22,14 +22,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import X_AXES
 from .errors import Setting, UserError
 from .runfiles import RunFileError, exists, read_bytes
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 LOSSES = ("train_loss", "val_loss")
-# What a curve can be drawn against: optimizer steps, seconds of training, characters seen.
-X_AXES = ("steps", "seconds", "chars")
 # The fields of a metrics line that must be numbers when present (rnn.train writes them).
 NUMERIC_FIELDS = ("time", "lr", "chars", "epoch", "chars_per_sec", "train_loss", "val_loss", "val_bpc")
 # Larger steps are not from a real run (and would lose precision as floats on a plot's axis).
