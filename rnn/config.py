@@ -5,9 +5,9 @@
     TrainConfig.from_meta(record, steps=10)   # back from such a record (untrusted), with overrides
 
 Also the choice lists of the settings (OPTIMIZERS, SCHEDULES, DTYPE_NAMES, ENGINES, and the
-X_AXES of a run's curves), which the CLI's options offer as they are. This module is light on purpose: it imports neither
-numpy nor minigrad, so that `minigrad-rnn train --help` can read the defaults and choices
-from here without loading the engine.
+X_AXES of a run's curves), which the CLI's options offer as they are. This module is light
+on purpose: it imports neither numpy nor minigrad, so that `minigrad-rnn train --help` can
+read the defaults and choices from here without loading the engine.
 What this module must not hold: the training itself (rnn.train), building models or
 optimizers (rnn.model, rnn.optimizers), or command-line flags (the CLI's).
 """
