@@ -17,7 +17,8 @@ of the config takes effect, the optimizer's hyperparameters included.
 
 The pieces live beside it: the settings in rnn.config, the optimizer and schedule in
 rnn.optimizers, the run folder (lock, config.json, metrics.jsonl) in rnn.runfolder, what a
-checkpoint holds for resuming in rnn.training_state.
+checkpoint holds for resuming in rnn.training_state, and where a run starts (fresh, or
+from a checkpoint) in rnn.resume.
 What this module must not hold: printing or argument parsing (that is the CLI's).
 """
 
@@ -26,7 +27,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import minigrad as mg
@@ -34,19 +35,20 @@ from minigrad.runtime import configured_for_training
 
 from . import recipe
 from .cells import load_cell_file
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint
 # Re-exported: rnn.train has always been where these names are imported from.
 from .config import (DEFAULT_TIME_BUDGET, DEFAULT_WEIGHT_DECAY, LR_FLOOR, MODEL_OPTIONS, OPTIMIZERS,  # noqa: F401
                      SCHEDULES, TrainConfig)
 from .data import BatchStream, Corpus
-from .errors import ConfigError, Setting, TrainingDiverged
+from .errors import Setting, TrainingDiverged
 from .evaluate import evaluate_ids
 from .model import CharLM, detach_state
-from .optimizers import learning_rate, make_optimizer, optimizer_for  # noqa: F401
+from .optimizers import learning_rate, make_optimizer  # noqa: F401
 from .runfolder import BEST, LATEST, RUN_FILES, RunExistsError, RunFolder, RunLock, RunLockedError  # noqa: F401
 from .runfolder import new_run_id
+from .resume import Start, fresh_start, resumed_start
 from .sample import sample
-from .training_state import TrainingState, carried_state_arrays, carried_state_from_arrays
+from .training_state import TrainingState, carried_state_arrays
 
 # A metrics line (mean train loss of the last steps) every this many steps.
 LOG_EVERY = 10
@@ -54,78 +56,6 @@ LOG_EVERY = 10
 # evaluate_ids): on a large file one stream would take minutes per evaluation; the parts
 # cost a few thousandths of a nat of lost context at their cuts.
 EVAL_STREAMS = 16
-
-
-@dataclass
-class _Start:
-    """Where a run starts: a new model, or the one a checkpoint holds, and what comes with it."""
-
-    model: CharLM
-    optimizer: object
-    progress: TrainingState
-    stream: BatchStream
-    carried_state: list = None  # the hidden state carried into the first window
-    saved_step: int = None  # the step of the latest checkpoint already in the run folder
-
-
-def _fresh_start(config: TrainConfig, corpus: Corpus, stream: BatchStream) -> _Start:
-    mg.random.manual_seed(config.seed)
-    model = CharLM(config.model_config(len(corpus.vocab)))
-    model.train()
-    return _Start(model, optimizer_for(config, model.parameters()), TrainingState(run_id=new_run_id()), stream)
-
-
-def _resumed_start(config: TrainConfig, corpus: Corpus, stream: BatchStream, path, folder: RunFolder) -> _Start:
-    """Continue the run saved in checkpoint `path`, with this run's config: the model options
-    must be the checkpoint's, every other setting (optimizer hyperparameters included) is
-    the config's."""
-    checkpoint = load_checkpoint(path, cell_file=config.cell_file)
-    if checkpoint.vocab != corpus.vocab:
-        raise CheckpointError(f"{path} was trained on a text with a different vocabulary "
-                              f"({len(checkpoint.vocab)} characters, this text has {len(corpus.vocab)})")
-    progress = TrainingState.from_meta(path, checkpoint.meta)
-    saved = checkpoint.config
-    different = [name for name in MODEL_OPTIONS if getattr(config, name) != getattr(saved, name)]
-    if different:
-        raise ConfigError(f"{path} holds a model with " + ", ".join(f"{n}={getattr(saved, n)}" for n in different)
-                          + "; the settings say " + ", ".join(f"{n}={getattr(config, n)}" for n in different)
-                          + ": a resumed run keeps its model (start a new run to change it)")
-    model_config = config.model_config(len(corpus.vocab))
-    if model_config == saved:
-        model = checkpoint.model
-    else:  # another dropout or engine: the same tensors in a model built with the new settings
-        model = CharLM(model_config)
-        model.load_state_dict(checkpoint.model.state_dict())
-    model.train()
-    optimizer = optimizer_for(config, model.parameters())
-    if checkpoint.optimizer_state is not None and checkpoint.optimizer_name == type(optimizer).__name__:
-        # The per-parameter state is the checkpoint's; the hyperparameters (betas, weight
-        # decay, ...) are this config's, so that options given on resume take effect.
-        hyperparameters = {key: value for key, value in optimizer.state_dict().items()
-                           if not key.startswith("state.")}
-        try:
-            optimizer.load_state_dict({**checkpoint.optimizer_state, **hyperparameters})
-        except (ValueError, TypeError, OverflowError) as error:
-            raise CheckpointError(f"{path}: cannot restore the optimizer state: {error}") from None
-    try:
-        mg.random.set_state(progress.rng_state)
-    except (ValueError, TypeError, KeyError, OverflowError) as error:
-        raise CheckpointError(f"{path}: invalid RNG state ({error})") from None
-    saved_seed = (progress.train_config or {}).get("seed")
-    if isinstance(saved_seed, int) and saved_seed != config.seed:
-        mg.random.manual_seed(config.seed)  # a new seed given on resume: a new random stream
-    # Resuming from this folder's own latest checkpoint: it is already on disk.
-    saved_step = progress.step if Path(path).resolve() == folder.latest.resolve() else None
-    try:
-        if progress.data_position is None:
-            raise ValueError("no usable data position")
-        stream.set_position(progress.data_position)
-        carried_state = carried_state_from_arrays(model, config.batch_size, checkpoint.train_state)
-    except ValueError:
-        # A different batch size or sequence length: start the streams afresh.
-        stream = BatchStream(corpus.train_ids, config.batch_size, config.seq_len)
-        carried_state = None
-    return _Start(model, optimizer, progress, stream, carried_state, saved_step)
 
 
 def _config_record(run_id, config: TrainConfig, model: CharLM, corpus: Corpus, corpus_record: dict,
@@ -139,7 +69,7 @@ def _config_record(run_id, config: TrainConfig, model: CharLM, corpus: Corpus, c
 class _Run:
     """The state of one training run, and the steps that change it."""
 
-    def __init__(self, config: TrainConfig, corpus: Corpus, folder: RunFolder, start: _Start, metrics_file,
+    def __init__(self, config: TrainConfig, corpus: Corpus, folder: RunFolder, start: Start, metrics_file,
                  on_event=None, corpus_record=None, resumed_from=None):
         self.config, self.corpus, self.folder = config, corpus, folder
         self.model, self.optimizer, self.stream = start.model, start.optimizer, start.stream
@@ -442,9 +372,9 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
         folder.remove_temporaries()
         if resume is None:
             folder.check_new_run()
-            start = _fresh_start(config, corpus, stream)
+            start = fresh_start(config, corpus, stream)
         else:
-            start = _resumed_start(config, corpus, stream, resume, folder)
+            start = resumed_start(config, corpus, stream, resume, folder)
             if not folder.holds_run(resume, start.progress.run_id) or start.progress.run_id is None:
                 # a new folder (or a run from before run ids): a run of its own
                 start.progress = replace(start.progress, run_id=new_run_id())
