@@ -17,10 +17,10 @@ import click
 
 from cli.output import visible
 from cli.progress import format_duration, format_rate
+from rnn.config import X_AXES  # light: no numpy, no minigrad
 
 DEFAULT_OUTPUT = "loss.png"
 INSTALL_HINT = "pip install 'minigrad-rnn[plot]'"
-X_AXES = ("steps", "seconds", "chars")  # rnn.runs.X_AXES, repeated so that parsing imports nothing
 X_LABELS = {"steps": "step", "seconds": "seconds of training", "chars": "characters seen"}
 
 # The terminal chart: 72 columns in all, of which 9 are the y axis ("  3.250 |").

@@ -7,6 +7,7 @@
 
 Where things are, bottom layer first; each module imports only modules before it
 (checked by tests/test_layering.py):
+  files        the one atomic file writer (a temporary file beside the target, then a rename)
   rules        the derivative table, one line per elementwise op
   _jit, allocator, random, codegen, blas, kernels, precompile    the Numba and BLAS side
   runtime      the process-wide settings training needs (importing minigrad changes none)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import rules
 from ._jit import private_folder, user_cache_dir
+from .files import write_atomically
 
 # Everything a rule expression may call, compiled as inlined scalar helpers.
 PRELUDE = '''\
@@ -111,9 +112,7 @@ def load_module(name: str, source: str):
         raise OSError(errno.EACCES, "minigrad: not a private, writable folder for generated kernels", str(directory))
     path = directory / f"{module_name}.py"
     if _read_bytes(path) != source.encode():
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_bytes(source.encode())
-        os.replace(temporary, path)  # atomic: a concurrent reader sees old or new, never half
+        write_atomically(path, source.encode(), durable=False)  # a reader sees old or new, never half
         _written.add(module_name)
     _loaded[module_name] = _execute(module_name, path, source)
     return _loaded[module_name]

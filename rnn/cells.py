@@ -25,10 +25,11 @@ import sys
 from pathlib import Path
 
 from . import expr
+from .errors import UserError
 from .expr import Expr, Projected, exp, log, relu, sigmoid, tanh  # noqa: F401  (the vocabulary)
 
 
-class CellError(ValueError):
+class CellError(UserError, ValueError):
     """A cell declaration that cannot work (bad names, wrong number of outputs...)."""
 
 

@@ -18,10 +18,10 @@ it checks the header's declared length against the file size before reading it, 
 file cannot make it allocate unbounded memory; the file must be a regular file (a FIFO or a
 device is refused before anything is read). The numbers that resuming reads from `meta` and
 `optimizer` (steps, step counts, RNG state, times, losses, data position) are checked by
-`training_state` and `_optimizer_state` as strictly as the tensors are. Every problem is a
+rnn.training_state and `_optimizer_state` as strictly as the tensors are. Every problem is a
 `CheckpointError` with one line naming the file and the field.
-Writing is atomic (rnn.runfiles.write_atomically: a new temporary file beside it, fsync,
-rename, fsync the directory); an interrupted write leaves the previous checkpoint as it was.
+Writing is atomic (rnn.runfiles.write_atomically, on minigrad.files: a new temporary file
+beside it, fsync, rename, fsync the directory); an interrupted write leaves the previous checkpoint as it was.
 """
 
 import hashlib
@@ -39,6 +39,7 @@ import minigrad as mg
 
 from .cells import CellError, get_cell, load_cell_file
 from .data import TextError, Vocab
+from .errors import Setting, UserError
 from .model import DTYPES, CharLM, ModelConfig
 from .runfiles import RunFileError, open_regular, write_atomically
 
@@ -55,7 +56,7 @@ _SAFETENSORS_DTYPES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I8": 1, "U8": 1
                        "I32": 4, "U32": 4, "I64": 8, "U64": 8, "BOOL": 1}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file that cannot be used (the message is one clear line)."""
 
 
@@ -258,7 +259,7 @@ def _model_config(path: Path, metadata: dict) -> ModelConfig:
         return ModelConfig.from_dict(data)
     except CellError:
         raise CheckpointError(f"{path} uses the cell {data.get('cell')!r}, which is not registered: "
-                              f"load the file that defines it (--cell-file)") from None
+                              f"load the file that defines it (", Setting("cell_file"), ")") from None
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path} has an invalid model config: {error}") from None
 
@@ -322,12 +323,12 @@ def _optimizer_state(path: Path, metadata: dict, model: CharLM, tensors: dict):
             or not isinstance(scalars, dict):
         raise CheckpointError(f"{path} is corrupted (bad optimizer description)")
     for key, value in hyperparameters.items():
-        if not isinstance(value, bool) and _finite_number(value) is None:
-            raise CheckpointError(f"{path} is corrupted (optimizer hyperparameter {key} is {_shown(value)}, "
+        if not isinstance(value, bool) and finite_number(value) is None:
+            raise CheckpointError(f"{path} is corrupted (optimizer hyperparameter {key} is {shown(value)}, "
                                   f"not a finite number)")
     for key, value in scalars.items():  # step counts
-        if not _is_count(value):
-            raise CheckpointError(f"{path} is corrupted (optimizer state {key} is {_shown(value)}, "
+        if not is_count(value):
+            raise CheckpointError(f"{path} is corrupted (optimizer state {key} is {shown(value)}, "
                                   f"not a step count)")
     parameters = dict(model.named_parameters())
     index = {name: i for i, name in enumerate(parameters)}
@@ -385,13 +386,13 @@ def load_checkpoint(path, cell_file=None) -> Checkpoint:
                       train_state=train_state, format_version=version)
 
 
-# ---- the training state that resuming reads from `meta` -------------------------------------
+# ---- checks of the numbers a checkpoint's JSON holds (here and in rnn.training_state) ---------
 
-def _is_count(value) -> bool:
+def is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
 
 
-def _finite_number(value):
+def finite_number(value):
     """`value` as a float if it is a finite number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -402,7 +403,7 @@ def _finite_number(value):
     return value if math.isfinite(value) else None
 
 
-def _shown(value) -> str:
+def shown(value) -> str:
     """A short description of a bad value for an error line (never the whole of a hostile value)."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 18:
         return f"an integer of {len(str(abs(value)))} digits"
@@ -410,62 +411,6 @@ def _shown(value) -> str:
         return f"a JSON {'list' if isinstance(value, list) else 'object'}"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _same_shape_as(value, template, bits: int = 128) -> bool:
-    """Whether JSON `value` has the structure of `template` (keys, types), its ints in [0, 2**bits),
-    its strings equal to the template's (e.g. the name of the generator)."""
-    if isinstance(template, dict):
-        return (isinstance(value, dict) and set(value) == set(template)
-                and all(_same_shape_as(value[key], template[key], bits) for key in template))
-    if isinstance(template, bool):
-        return isinstance(value, bool)
-    if isinstance(template, int):
-        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** bits
-    if isinstance(template, str):
-        return value == template
-    return False
-
-
-def training_state(path, meta: dict) -> dict:
-    """The fields of a checkpoint's `meta` that resuming uses, checked: step (a count),
-    rng_state (minigrad's generator's state), train_seconds (a finite number >= 0),
-    best_val_loss / last_val_loss (finite numbers or None), last_val_step / best_step
-    (counts, or None when absent or unusable), data_position (a dict of counts,
-    or None when unusable: the streams then start afresh), run_id (a short string or None).
-    Raises CheckpointError naming the file and the field."""
-    def bad(field, value, expected):
-        return CheckpointError(f"{path} is corrupted (meta field {field} is {_shown(value)}, not {expected})")
-
-    if "step" not in meta or "rng_state" not in meta:
-        raise CheckpointError(f"{path} holds no training state to resume from")
-    state = {}
-    if not _is_count(meta["step"]):
-        raise bad("step", meta["step"], f"an integer in [0, {MAX_COUNT}]")
-    state["step"] = meta["step"]
-    if not _same_shape_as(meta["rng_state"], mg.random.get_state()):
-        raise bad("rng_state", meta["rng_state"], "the state of minigrad's random generator")
-    state["rng_state"] = meta["rng_state"]
-    seconds = meta.get("train_seconds")
-    if seconds is not None and (_finite_number(seconds) is None or seconds < 0):
-        raise bad("train_seconds", seconds, "a finite number of seconds >= 0")
-    state["train_seconds"] = float(seconds or 0.0)
-    for key in ("best_val_loss", "last_val_loss"):
-        value = meta.get(key)
-        if value is not None and _finite_number(value) is None:
-            raise bad(key, value, "a finite number")
-        state[key] = None if value is None else float(value)
-    for key in ("last_val_step", "best_step"):  # records for the summary: a bad one is forgotten
-        state[key] = meta.get(key) if _is_count(meta.get(key)) else None
-    position = meta.get("data_position")
-    usable = isinstance(position, dict) and all(_is_count(position.get(key)) for key in
-                                                 ("pass", "window", "batch_size", "seq_len", "train_chars"))
-    state["data_position"] = position if usable else None
-    run_id = meta.get("run_id")
-    if run_id is not None and not (isinstance(run_id, str) and 0 < len(run_id) <= 64 and run_id.isprintable()):
-        raise bad("run_id", run_id, "a run id")
-    state["run_id"] = run_id
-    return state
 
 
 def read_meta(path) -> dict:
@@ -483,4 +428,4 @@ def model_tensor_names(names) -> list:
 
 
 __all__ = ["FORMAT_VERSION", "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint",
-           "model_tensor_names", "expected_model_shapes", "training_state", "read_meta"]
+           "model_tensor_names", "expected_model_shapes", "read_meta"]

@@ -25,6 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from minigrad.files import atomic_replacement, write_atomically
+
+from .errors import UserError
+
 # Files are read this many bytes at a time (both passes).
 CHUNK_BYTES = 4 << 20
 # Files up to this size are encoded into an in-memory array; larger ones into a cached memmap.
@@ -41,7 +45,7 @@ _CODE_POINTS = 0x110000
 _SURROGATES = range(0xD800, 0xE000)
 
 
-class TextError(ValueError):
+class TextError(UserError, ValueError):
     """A text file or a text that cannot be used (the message is one clear line)."""
 
 
@@ -252,21 +256,15 @@ class _IdsCache:
         """Encode the file into a new entry (written under temporary names, then renamed)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         dtype = _ids_dtype(vocab)
-        temporary_ids = self.ids_path.with_suffix(f".ids.tmp{os.getpid()}")
-        temporary_info = self.info_path.with_suffix(f".json.tmp{os.getpid()}")
-        try:
-            ids = np.memmap(temporary_ids, dtype=dtype, mode="w+", shape=(count,))
+        # Not fsynced (durable=False): an entry is checked against its info when read, and rebuilt.
+        with atomic_replacement(self.ids_path, durable=False) as file:
+            ids = np.memmap(file, dtype=dtype, mode="w+", shape=(count,))
             _encode_into(path, vocab, ids)
             ids.flush()
             del ids
-            os.replace(temporary_ids, self.ids_path)
-            info = dict(format=CACHE_FORMAT, source=self.source, size=self.size, mtime_ns=self.mtime_ns,
-                        chars=count, dtype=np.dtype(dtype).name, vocab=vocab.chars)
-            temporary_info.write_text(json.dumps(info))
-            os.replace(temporary_info, self.info_path)
-        finally:
-            for leftover in (temporary_ids, temporary_info):
-                leftover.unlink(missing_ok=True)
+        info = dict(format=CACHE_FORMAT, source=self.source, size=self.size, mtime_ns=self.mtime_ns,
+                    chars=count, dtype=np.dtype(dtype).name, vocab=vocab.chars)
+        write_atomically(self.info_path, json.dumps(info).encode("utf-8"), durable=False)
         self._remove_other_versions()
         return np.memmap(self.ids_path, dtype=dtype, mode="r", shape=(count,))
 

@@ -26,9 +26,8 @@ from minigrad.nn import Dropout, Module, Parameter
 from .cells import Cell, get_cell
 from .compiler import compile_cell
 from . import recurrence
+from .config import ENGINES
 from .recurrence import compile_backward_elsewhere
-
-ENGINES = ("fused", "eager")
 
 
 class FusedRecurrence(recurrence.FusedRecurrence):

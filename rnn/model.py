@@ -15,9 +15,10 @@ from minigrad import ops
 from minigrad.nn import Dropout, Embedding, Linear, Module
 
 from .cells import get_cell
-from .layers import ENGINES, Recurrent
+from .config import DTYPE_NAMES, ENGINES
+from .layers import Recurrent
 
-DTYPES = {"float32": np.float32, "float64": np.float64}
+DTYPES = {name: getattr(np, name) for name in DTYPE_NAMES}  # name -> numpy type
 
 
 @dataclass

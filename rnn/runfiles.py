@@ -9,9 +9,10 @@ elsewhere), so every file the product opens inside it is opened by one of these 
   a dangling `metrics.jsonl` link never creates a file elsewhere;
 - reads open with `O_NONBLOCK` and check `S_ISREG` before reading, and read at most a
   bound: a FIFO cannot hang a command, a link to /dev/zero cannot fill memory;
-- replacing writes go to a new temporary file (`O_CREAT | O_EXCL | O_NOFOLLOW`) in the same
-  folder, which is fsynced and renamed over the entry (a rename replaces a link, it never
-  writes through one), then the folder is fsynced.
+- replacing writes go through minigrad.files (the project's one atomic writer): a new
+  temporary file (`O_CREAT | O_EXCL | O_NOFOLLOW`, opened here) in the same folder, fsynced
+  and renamed over the entry (a rename replaces a link, it never writes through one), then
+  the folder is fsynced.
 
 The folder itself is the user's `--out` (or the folder of the checkpoint they named): that
 path may be, or pass through, a symbolic link, and it is followed, as git follows a work
@@ -28,13 +29,17 @@ import secrets
 import stat
 from pathlib import Path
 
+from minigrad import files
+
+from .errors import UserError
+
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
 
 
-class RunFileError(ValueError):
+class RunFileError(UserError, ValueError):
     """A run-folder entry that must not be used (a link, not a regular file, too big); one line."""
 
 
@@ -145,44 +150,17 @@ def open_for_update(path):
 
 
 def create_new(path) -> int:
-    """A write descriptor of a file that did not exist (O_EXCL: never an existing file or link)."""
-    return _open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, follow=False)
+    """A read-write descriptor of a file that did not exist (O_EXCL: never an existing file or link)."""
+    return _open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, follow=False)
 
 
 def write_atomically(path, data: bytes) -> None:
-    """Replace `path` by `data`: a new temporary file beside it, fsync, rename over it, fsync the folder.
+    """Replace `path` by `data` with minigrad.files' one atomic writer, its temporary file
+    created by create_new (a plain name inside the folder, O_EXCL, no link, a regular file).
     An interruption at any point leaves the previous file as it was (and no temporary file)."""
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    temporary = entry(folder, f".{path.name}.{secrets.token_hex(6)}.tmp")
-    descriptor = create_new(temporary)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:  # including KeyboardInterrupt: never leave a half-written temporary file
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-    fsync_folder(folder)
-
-
-def fsync_folder(folder) -> None:
-    # Makes a rename durable; not possible on every platform (Windows), so best effort.
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    entry(path.parent, path.name)  # one plain component: the temporary file stays beside it
+    files.write_atomically(path, data, create=create_new)
 
 
 def remove_temporaries(folder, names) -> None:

@@ -22,13 +22,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import X_AXES
+from .errors import Setting, UserError
 from .runfiles import RunFileError, exists, read_bytes
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 LOSSES = ("train_loss", "val_loss")
-# What a curve can be drawn against: optimizer steps, seconds of training, characters seen.
-X_AXES = ("steps", "seconds", "chars")
 # The fields of a metrics line that must be numbers when present (rnn.train writes them).
 NUMERIC_FIELDS = ("time", "lr", "chars", "epoch", "chars_per_sec", "train_loss", "val_loss", "val_bpc")
 # Larger steps are not from a real run (and would lose precision as floats on a plot's axis).
@@ -39,7 +39,7 @@ MAX_METRICS_BYTES = 256 << 20
 MAX_CONFIG_BYTES = 4 << 20
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """A path that is not a readable training run folder; the message is one clear line."""
 
 
@@ -238,7 +238,7 @@ def read_run(path) -> Run:
         raise RunError(f"{path} does not exist")
     if not path.is_dir():
         hint = f" (its folder {path.parent} is one)" if (path.parent / METRICS_FILE).is_file() else ""
-        raise RunError(f"{path} is not a folder: give a run folder, the --out of a training run{hint}")
+        raise RunError(f"{path} is not a folder: give a run folder, the ", Setting("out"), f" of a training run{hint}")
     metrics_path = path / METRICS_FILE
     try:
         has_metrics = exists(metrics_path)

@@ -17,6 +17,7 @@ import numpy as np
 
 import minigrad as mg
 
+from .errors import ModelDiverged
 from .evaluate import rows_per_call
 from .sampler import Sampler
 
@@ -91,4 +92,4 @@ def _generate(model, vocab, context, length, rng, options):
         yield from (vocab.chars[i] for i in ids)
         produced += len(ids)
         if len(ids) < wanted:
-            raise ValueError("the model produced non-finite logits (nan or inf): is the checkpoint diverged?")
+            raise ModelDiverged("the model produced non-finite logits (nan or inf): is the checkpoint diverged?")

@@ -194,6 +194,37 @@ def test_unexpected_errors_are_one_line_too(files, monkeypatch):
     assert_one_error_line(result.stderr, "ZeroDivisionError", "MINIGRAD_RNN_DEBUG")
 
 
+def test_a_plain_value_error_from_the_library_is_a_bug_not_a_user_error(files, monkeypatch):
+    """Only rnn.errors.UserError is the user's situation: a ValueError from inside the library
+    is reported as a bug (and shows its traceback with MINIGRAD_RNN_DEBUG set)."""
+    import rnn.checkpoint
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(rnn.checkpoint, "load_checkpoint", broken)
+    result = _invoke(["info", files / "model.safetensors"])
+    assert result.exit_code == RUNTIME
+    assert_one_error_line(result.stderr, "unexpected ValueError", "this is a bug", "MINIGRAD_RNN_DEBUG")
+    monkeypatch.setenv("MINIGRAD_RNN_DEBUG", "1")
+    debug = _invoke(["info", files / "model.safetensors"])
+    assert isinstance(debug.exception, ValueError)
+
+
+def test_a_user_error_names_the_clis_flags(files, monkeypatch):
+    """The library names its settings (grad_clip); the CLI's line names its flags (--grad-clip)."""
+    import rnn.checkpoint
+    from rnn.errors import Setting, TrainingDiverged
+
+    def diverged(*args, **kwargs):
+        raise TrainingDiverged("it diverged. Try ", Setting("grad_clip", 1), " or a lower ", Setting("lr"), ".")
+
+    monkeypatch.setattr(rnn.checkpoint, "load_checkpoint", diverged)
+    result = _invoke(["info", files / "model.safetensors"])
+    assert result.exit_code == RUNTIME
+    assert_one_error_line(result.stderr, "it diverged. Try --grad-clip 1 or a lower --lr.")
+
+
 def test_every_error_message_is_a_single_line(files):
     """Multi-line library messages are folded: stderr never has a second line."""
     result = run_cli("train", files / "good.txt", "--dropout", "1.5")

@@ -325,7 +325,7 @@ def test_resuming_from_a_checkpoint_with_a_hostile_training_state(tmp_path, case
     write_signed(path, tensors, metadata)
     load_checkpoint(path)  # still a valid model
 
-    resumed_config = TrainConfig(**{**config.to_dict(), "steps": 3})
+    resumed_config = TrainConfig(**{**config.to_meta(), "steps": 3})
     try:
         summary = train(resumed_config, corpus, tmp_path / "resumed", resume=path)
     except CheckpointError as error:

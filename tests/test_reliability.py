@@ -35,6 +35,7 @@ import minigrad as mg
 import rnn.checkpoint
 import rnn.model
 import rnn.runfiles
+import rnn.runfolder
 import rnn.train
 from cli_support import assert_one_error_line, console_script, make_text, run_cli
 from rnn.checkpoint import CheckpointError, load_checkpoint
@@ -375,7 +376,7 @@ def test_a_full_disk_while_writing_metrics_is_one_error_line(text_file, tmp_path
     message, and the checkpoint of step 2 is intact."""
     from cli.main import main
 
-    real_open = rnn.train.open_for_appending
+    real_open = rnn.runfolder.open_for_appending
 
     class FillsUp:
         def __init__(self, file):
@@ -400,7 +401,7 @@ def test_a_full_disk_while_writing_metrics_is_one_error_line(text_file, tmp_path
         file = real_open(path)
         return FillsUp(file) if str(path).endswith("metrics.jsonl") else file
 
-    monkeypatch.setattr(rnn.train, "open_for_appending", open_metrics)
+    monkeypatch.setattr(rnn.runfolder, "open_for_appending", open_metrics)
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", str(text_file), "--cell", "gru", "--hidden", "8", "--embed", "4",
                                        "--layers", "1", "--seq-len", "8", "--batch-size", "4", "--steps", "10",
@@ -431,7 +432,7 @@ def test_a_nan_gradient_stops_before_it_reaches_the_weights(tmp_path, monkeypatc
         train(tiny_config(steps=10, grad_clip=0), corpus, tmp_path)
     message = str(error.value)
     assert "step 5" in message and "gradient norm is nan" in message
-    assert "--grad-clip" in message and "--lr" in message and "step 4" in message
+    assert "grad_clip=1" in message and "lr=" in message and "step 4" in message
     kept = load_checkpoint(tmp_path / "latest.safetensors")
     assert kept.meta["step"] == 4
     assert all(np.isfinite(array).all() for array in kept.model.state_dict().values())

@@ -14,6 +14,7 @@ import rnn.model
 import rnn.train as train_module
 from rnn.checkpoint import load_checkpoint
 from rnn.data import Corpus, TextError
+from rnn.errors import UserError
 from rnn.train import (LR_FLOOR, RunExistsError, RunLock, RunLockedError, TrainConfig, TrainingDiverged, learning_rate,
                        train)
 
@@ -197,8 +198,11 @@ def test_divergence_stops_with_advice_and_keeps_the_last_good_checkpoint(tmp_pat
     with pytest.raises(TrainingDiverged) as error:
         train(tiny_config(steps=20), corpus, tmp_path)
     message = str(error.value)
-    assert "step 7" in message and "--grad-clip" in message and "--lr" in message
-    assert isinstance(error.value, RuntimeError)
+    # The library names its own settings; the CLI turns them into its flags (test_cli_errors).
+    assert "step 7" in message and "grad_clip=1" in message and "lr=" in message and "--" not in message
+    assert [setting.name for setting in error.value.settings] == ["grad_clip", "lr"]
+    assert error.value.option == "grad_clip"
+    assert isinstance(error.value, RuntimeError) and isinstance(error.value, UserError)
     assert load_checkpoint(tmp_path / "latest.safetensors").meta["step"] == 5
 
 
@@ -214,8 +218,9 @@ def test_a_fresh_run_never_overwrites_an_earlier_runs_checkpoints(tmp_path):
     corpus = Corpus.from_text(CORPUS_TEXT, val_frac=0.1)
     train(tiny_config(steps=2), corpus, tmp_path)
     before = (tmp_path / "latest.safetensors").read_bytes()
-    with pytest.raises(RunExistsError, match="--resume"):
+    with pytest.raises(RunExistsError, match="continue it with resume=") as error:
         train(tiny_config(steps=2), corpus, tmp_path)
+    assert [setting.name for setting in error.value.settings] == ["resume", "out"]
     assert (tmp_path / "latest.safetensors").read_bytes() == before
     assert train(tiny_config(steps=3), corpus, tmp_path, resume=tmp_path / "latest.safetensors")["steps"] == 3
 

@@ -1,0 +1,107 @@
+"""The `minigrad-rnn` command group's manners: how errors are reported, and the one place
+where process-wide settings change.
+
+- a user's mistake ends in one line on stderr starting with "error: ", never a
+  traceback: exit code 2 for a bad command line, 1 when something fails while running,
+  130 when interrupted. The library's exceptions are turned into that line in one
+  place, `App.main`: a `rnn.errors.UserError` (a bad text, checkpoint, cell, setting or
+  run folder) shows its message, with the settings it names written as this CLI's flags
+  (`grad_clip` -> `--grad-clip`); an OSError its reason; anything else is a bug, reported
+  as such in one line, with its traceback when MINIGRAD_RNN_DEBUG is set;
+- `LibraryCommand` runs a command inside minigrad.runtime.configured_for_training().
+Nothing heavy is imported here: numpy, numba and minigrad load inside the commands.
+"""
+
+import os
+import sys
+import warnings
+
+import click
+
+from cli.output import use_replacement_for_unencodable_output, visible
+
+PROGRAM = "minigrad-rnn"
+EXIT_RUNTIME_ERROR, EXIT_USAGE_ERROR, EXIT_INTERRUPTED = 1, 2, 130
+DEBUG_VARIABLE = "MINIGRAD_RNN_DEBUG"  # set it to see the traceback of an unexpected error
+
+
+def flag(setting: str) -> str:
+    """This CLI's flag for a setting of rnn (a TrainConfig field or an argument of rnn.train.train)."""
+    return "--" + setting.replace("_", "-")
+
+
+def _user_error_type():
+    # Looked up only if already imported: if rnn.errors was never imported, no UserError can
+    # have been raised, and start-up stays free of imports it does not need.
+    module = sys.modules.get("rnn.errors")
+    return module.UserError if module is not None else ()
+
+
+def _one_line(message) -> str:
+    return " ".join(str(message).split())
+
+
+def error_exit(message, code):
+    # visible(): a message may quote a file name or a checkpoint's field (see cli/output.py).
+    click.echo(f"error: {visible(_one_line(message))}", err=True)
+    sys.exit(code)
+
+
+def _describe_os_error(error: OSError) -> str:
+    what = error.strerror or str(error)
+    if error.filename:
+        return f"{what}: {error.filename}"
+    return what
+
+
+class App(click.Group):
+    """The command group, with error reporting of its own (see the module docstring)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        use_replacement_for_unencodable_output(sys.stdout)  # `?`, not a crash, where stdout's encoding ends
+        if not standalone_mode:  # embedding code asked to handle exceptions itself
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        # Overflow warnings of numpy are noise to a user: a diverging run is reported as such.
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"(numpy|minigrad|rnn)(\.|$)")
+        try:
+            exit_code = super().main(args, prog_name or PROGRAM, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as error:
+            error.show()  # no command given: the help is the clearest answer
+            sys.exit(error.exit_code)
+        except click.UsageError as error:
+            command = error.ctx.command_path if error.ctx is not None else PROGRAM
+            error_exit(f"{error.format_message()} (see '{command} --help')", EXIT_USAGE_ERROR)
+        except click.ClickException as error:
+            error_exit(error.format_message(), error.exit_code)
+        except click.Abort:  # Ctrl-C outside training, or a prompt aborted
+            error_exit("interrupted", EXIT_INTERRUPTED)
+        except Exception as error:  # noqa: BLE001  (the one place errors become messages)
+            self._report(error)
+        sys.exit(exit_code if isinstance(exit_code, int) else 0)
+
+    @staticmethod
+    def _report(error: Exception):
+        if isinstance(error, _user_error_type()):
+            error_exit(error.render(flag), EXIT_RUNTIME_ERROR)
+        if isinstance(error, OSError):
+            error_exit(_describe_os_error(error), EXIT_RUNTIME_ERROR)
+        if isinstance(error, MemoryError):
+            error_exit("out of memory: try a smaller --batch-size, --hidden or --seq-len", EXIT_RUNTIME_ERROR)
+        if os.environ.get(DEBUG_VARIABLE):
+            raise error
+        error_exit(f"unexpected {type(error).__name__}: {error} "
+                   f"(this is a bug; set {DEBUG_VARIABLE}=1 to see the traceback)", EXIT_RUNTIME_ERROR)
+
+
+class LibraryCommand(click.Command):
+    """A command of the CLI (cli/train.py, cli/sample.py, ...). It runs inside
+    minigrad.runtime.configured_for_training(): the one place where the CLI changes
+    process-wide settings (OpenBLAS at one thread, malloc keeping freed memory, the
+    background compile helper), as training needs them. Imported only when the command
+    runs, after its options are parsed (so --help stays light)."""
+
+    def invoke(self, ctx):
+        from minigrad.runtime import configured_for_training
+
+        with configured_for_training():
+            return super().invoke(ctx)

@@ -1,0 +1,33 @@
+"""Option types and helpers that several commands share (argument parsing only, no maths)."""
+
+from pathlib import Path
+
+import click
+
+POSITIVE_INT = click.IntRange(min=1)
+NON_NEGATIVE_INT = click.IntRange(min=0)
+POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
+EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+CHECKPOINT = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def cell_file_option(function):
+    return click.option(
+        "--cell-file", type=EXISTING_FILE, default=None,
+        help="Python file that declares cells with @rnn.cell. It is run as Python code, like `python FILE`: "
+             "use only files you trust. Needed again to load its checkpoints.",
+    )(function)
+
+
+def load_cell_file(path):
+    """Run the user's --cell-file, if one was given (its cells get registered)."""
+    if path is not None:
+        from rnn.cells import load_cell_file as load
+
+        load(path)
+
+
+def load_checkpoint(path, cell_file=None):
+    from rnn.checkpoint import load_checkpoint as load
+
+    return load(path, cell_file=cell_file)

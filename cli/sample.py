@@ -1,0 +1,69 @@
+"""`minigrad-rnn sample`: generate text from a checkpoint, printed as it is made or written to a file."""
+
+import sys
+from pathlib import Path
+
+import click
+
+from cli.app import LibraryCommand
+from cli.options import CHECKPOINT, POSITIVE_FLOAT, POSITIVE_INT, cell_file_option, load_checkpoint
+from cli.output import TextWriter, is_terminal
+
+
+@click.command(cls=LibraryCommand, short_help="Generate text from a checkpoint.")
+@click.argument("checkpoint", type=CHECKPOINT)
+@click.option("--length", "-n", type=POSITIVE_INT, default=500, help="Characters to generate.")
+@click.option("--temperature", "-t", type=POSITIVE_FLOAT, default=1.0,
+              help="Below 1: safer, more repetitive text; above 1: more surprising.")
+@click.option("--top-k", type=POSITIVE_INT, default=None, help="Sample only among the k likeliest characters.")
+@click.option("--top-p", type=float, default=None, metavar="P", callback=lambda ctx, param, p: _check_top_p(p),
+              help="Nucleus sampling: only among the likeliest characters whose probabilities first add up "
+                   "to P (after --top-k if both are given).")
+@click.option("--prime", "-p", default="", help="Text to start from (printed first).")
+@click.option("--seed", type=int, default=None, help="Seed for a reproducible sample.")
+@click.option("--argmax", is_flag=True, help="Always take the likeliest character (no randomness).")
+@click.option("--out", "-o", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the text (the prime, then the sample) to this file, exactly, in UTF-8, "
+                   "instead of printing it.")
+@cell_file_option
+def sample(checkpoint, length, temperature, top_k, top_p, prime, seed, argmax, out_file, cell_file):
+    """Generate text from a CHECKPOINT, printing characters as they are made.
+
+    On a terminal, control characters in the text (other than line breaks and tabs) are
+    shown as escapes such as \\x1b: the checkpoint chose the characters. Piped or written
+    with --out, the text is exactly what the model made.
+    """
+    loaded = load_checkpoint(checkpoint, cell_file)
+    from rnn.data import TextError
+    from rnn.sample import sample as generate
+
+    if prime:
+        try:
+            loaded.vocab.encode(prime)
+        except TextError as error:
+            raise click.BadParameter(str(error), param_hint="'--prime'") from None
+    characters = generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
+                          top_k=top_k, top_p=top_p, seed=seed, argmax=argmax)
+    if out_file is not None:
+        with open(out_file, "w", encoding="utf-8", newline="") as file:  # newline="": no \n -> \r\n
+            _write_text(TextWriter(file, terminal=False, flush=False), prime, characters)
+        return
+    writer = TextWriter(sys.stdout, terminal=is_terminal(sys.stdout))
+    try:
+        _write_text(writer, prime, characters)
+    finally:  # also before an error message: the shell's prompt or the message starts a line of its own
+        writer.write("\n")
+        writer.close()
+
+
+def _write_text(writer, prime, characters):
+    writer.write(prime)
+    for character in characters:
+        writer.write(character)
+
+
+def _check_top_p(value):
+    # A range type would let "nan" through (every comparison with NaN is False).
+    if value is not None and not 0 < value <= 1:
+        raise click.BadParameter(f"{value} is not in the range 0 < P <= 1")
+    return value

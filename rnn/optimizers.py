@@ -1,0 +1,50 @@
+"""The optimizer of a training run and its learning-rate schedule.
+
+    optimizer = make_optimizer("adamw", model.parameters(), lr=6e-3, beta2=0.99)
+    optimizer.lr = learning_rate(config, step, progress)    # before each step
+
+The schedule: a linear warmup over `config.warmup` steps, then either constant or a cosine
+decaying to LR_FLOOR * lr as the run progresses (by whichever limit is nearest).
+What this module must not hold: the step loop (rnn.train) or the settings' defaults (rnn.config).
+"""
+
+import math
+
+import minigrad as mg
+
+from .config import DEFAULT_WEIGHT_DECAY, LR_FLOOR, OPTIMIZERS, TrainConfig
+from .errors import ConfigError, Setting
+
+
+def make_optimizer(name: str, parameters, lr: float, beta2: float = 0.999, weight_decay: float = None):
+    """The optimizer called `name`, with PyTorch's defaults but for beta2 (Adam, AdamW), SGD's
+    momentum (0.9) and the weight decay (None: DEFAULT_WEIGHT_DECAY for AdamW, 0 otherwise;
+    decoupled in AdamW, an L2 penalty in the others)."""
+    if weight_decay is None:
+        weight_decay = DEFAULT_WEIGHT_DECAY if name == "adamw" else 0.0
+    if name == "adam":
+        return mg.optim.Adam(parameters, lr=lr, betas=(0.9, beta2), weight_decay=weight_decay)
+    if name == "adamw":
+        return mg.optim.AdamW(parameters, lr=lr, betas=(0.9, beta2), weight_decay=weight_decay)
+    if name == "sgd":
+        return mg.optim.SGD(parameters, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return mg.optim.RMSprop(parameters, lr=lr, weight_decay=weight_decay)
+    if name == "adagrad":
+        return mg.optim.Adagrad(parameters, lr=lr, weight_decay=weight_decay)
+    raise ConfigError(Setting("optimizer"), f" must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
+def optimizer_for(config: TrainConfig, parameters):
+    """The optimizer `config` asks for, over `parameters`."""
+    return make_optimizer(config.optimizer, parameters, config.lr, config.beta2, config.weight_decay)
+
+
+def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
+    """The learning rate of step `step` (0-based) when a fraction `progress` of the run is done."""
+    warmup = min(1.0, (step + 1) / config.warmup) if config.warmup else 1.0
+    if config.schedule == "constant":
+        return config.lr * warmup
+    floor = LR_FLOOR * config.lr
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return (floor + (config.lr - floor) * cosine) * warmup
