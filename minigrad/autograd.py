@@ -83,11 +83,6 @@ class AnomalyError(RuntimeError):
     """An op produced NaN or inf while `detect_anomaly()` was on."""
 
 
-# Frames from files under this directory are minigrad's own (a path test, not a name
-# test: user code in a folder that happens to be called "minigrad" is still user code).
-_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
-
-
 # Source directories whose frames are library internals, skipped when anomaly mode names
 # the line that created an op. Libraries built on minigrad may add theirs (rnn does).
 internal_directories = [os.path.dirname(os.path.abspath(__file__))]
