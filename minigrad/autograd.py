@@ -31,7 +31,7 @@ import os
 import threading
 import traceback
 import weakref
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
