@@ -149,6 +149,20 @@ def test_gate_and_state_names_may_be_the_generated_kernels_own_names():
     assert_fused_equals_eager_over_windows(kernel_names.name)
 
 
+@pytest.mark.parametrize("template", ["window", "sampling"])
+def test_a_loop_template_is_a_module_whose_stand_in_import_is_bound_to_the_cell(template):
+    import importlib
+
+    from rnn import compiler
+
+    importlib.import_module(f"rnn.loops.{template}")  # plain Python: it imports (and compiles nothing)
+    fused = compiler.compile_cell(get_cell("gru"), np.float64)
+    source = compiler.bind_loop_template(template, fused, parallel=False)
+    assert f"from {compiler.STAND_INS} import" not in source
+    assert f"from {fused.module.__name__} import step_" in source
+    assert "from minigrad._jit import kernel as loop_kernel" in source
+
+
 @pytest.mark.parametrize("gates, state, bad", [
     (("op",), ("h",), "'op' cannot be a gate name"),            # an Expr attribute: h.op is not the gate
     (("__class__",), ("h",), "'__class__' cannot be a gate name"),
