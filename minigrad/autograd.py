@@ -31,7 +31,7 @@ import os
 import threading
 import traceback
 import weakref
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -81,11 +81,6 @@ def detect_anomaly():
 
 class AnomalyError(RuntimeError):
     """An op produced NaN or inf while `detect_anomaly()` was on."""
-
-
-# Frames from files under this directory are minigrad's own (a path test, not a name
-# test: user code in a folder that happens to be called "minigrad" is still user code).
-_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
 
 
 # Source directories whose frames are library internals, skipped when anomaly mode names

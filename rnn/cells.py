@@ -22,6 +22,7 @@ import importlib.util
 import inspect
 import keyword
 import sys
+import unicodedata
 from pathlib import Path
 
 from . import expr
@@ -46,17 +47,26 @@ class Cell:
         self._fingerprint = hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def _validate(self):
-        # names the step or the generated kernels already use for something else
-        reserved = set(Expr.__slots__) | set(Projected.__slots__) | {
-            "x", "prev", "t", "b", "j", "H", "xp", "hp", "b_hh", "g_xp", "g_hp",
-            "exp", "log", "tanh", "sigmoid", "relu", "kernel", "scalar",
-        }
+        # The generated kernels cannot collide with these names: every variable they derive
+        # from the cell starts with a prefix of their own (_x_, _h_, _prev_, _v, _g_; see
+        # rnn.compiler). What stays reserved is what Python and the expression API need.
         for kind, names in (("gate", self.gates), ("state", self.state)):
             if not names:
                 raise CellError(f"cell {self.name}: needs at least one {kind} name")
             for name in names:
-                if (not name.isidentifier() or keyword.iskeyword(name) or name in reserved
-                        or name.startswith(("v", "g_", "_"))):
+                # A keyword cannot be a parameter or an attribute; Python reads identifiers in
+                # their NFKC form, so another spelling of one name would be the same name.
+                usable = (name.isidentifier() and not keyword.iskeyword(name)
+                          and unicodedata.normalize("NFKC", name) == name)
+                if kind == "gate":
+                    # x.<gate> is an attribute of an Expr: its own attributes, and Python's
+                    # underscore names (__class__...), would be found instead of the gate
+                    usable = usable and name not in _EXPR_ATTRIBUTES and not name.startswith("_")
+                else:
+                    # the expression API names the input's projections x.<gate>; a state x
+                    # would give the same names to the first state's projections
+                    usable = usable and name != "x"
+                if not usable:
                     raise CellError(f"cell {self.name}: {name!r} cannot be a {kind} name")
             if len(set(names)) != len(names):
                 raise CellError(f"cell {self.name}: repeated {kind} name in {names}")
@@ -74,7 +84,13 @@ class Cell:
         return (x, first, *(Expr("leaf", name=name) for name in self.state[1:]))
 
     def _trace(self):
-        result = self.step(*self.leaves())
+        result, local_variables = _call_keeping_locals(self.step, self.leaves())
+        # The step's own names for its values (r, z, n of the GRU): the generated kernels'
+        # comments use them. id(node) -> name; the nodes live as long as the cell.
+        self.local_names = {}
+        for name, value in local_variables.items():
+            if isinstance(value, Expr) and value.op not in ("leaf", "const"):
+                self.local_names.setdefault(id(value), name)
         outputs = result if isinstance(result, tuple) else (result,)
         if len(outputs) != len(self.state):
             raise CellError(
@@ -96,6 +112,29 @@ class Cell:
 
     def __repr__(self):
         return f"Cell({self.name!r}, gates={self.gates}, state={self.state})"
+
+
+_EXPR_ATTRIBUTES = set(Expr.__slots__) | set(Projected.__slots__)
+
+
+def _call_keeping_locals(step, arguments):
+    """step(*arguments), and the step's local variables as it returned them (empty if the
+    step is not a plain Python function). They only name values in comments; the profile
+    hook is this thread's and is put back at once."""
+    code = getattr(step, "__code__", None)
+    local_variables = {}
+
+    def watch(frame, event, _):
+        if event == "return" and frame.f_code is code:
+            local_variables.update(frame.f_locals)
+
+    previous = sys.getprofile()
+    sys.setprofile(watch if code is not None else previous)
+    try:
+        result = step(*arguments)
+    finally:
+        sys.setprofile(previous)
+    return result, local_variables
 
 
 _REGISTRY = {}
@@ -149,7 +188,7 @@ def load_cell_file(path) -> list:
         spec.loader.exec_module(module)
     except CellError:
         raise
-    except Exception as error:  # the user's file: report it in one line
+    except Exception as error:  # noqa: BLE001  (the user's file: report it in one line)
         raise CellError(f"cannot load cell file {path}: {type(error).__name__}: {error}") from None
     added = [name for name, c in _REGISTRY.items() if before.get(name) is not c]
     if not added:

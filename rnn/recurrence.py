@@ -6,8 +6,8 @@ Backward, for t = T-1 .. 0:   the cell's backward kernel gives d xp_t, d hp_t an
                               part of d states_t; the path through W_hh adds d hp_t W_hh to d h_t.
 At the end one GEMM gives d W_hh = sum_t d hp_t^T h_t over all steps at once.
 
-The loops over time are compiled too (LOOP_SOURCE below, compiled with each cell's
-kernels by rnn.compiler.compile_loops), so a window never returns to Python between
+The loops over time are compiled too (the template rnn/loops/window.py, bound to each
+cell's kernels by rnn.compiler.compile_loops), so a window never returns to Python between
 steps. The cores share a window in one of two ways (split_of_work):
 - by rows of the batch: the rows of a batch do not depend on each other, so each core
   runs its rows through all the steps, with no waiting. Each core reads all of W_hh at
@@ -29,6 +29,8 @@ compiling window_backward in a helper process (compile_backward_elsewhere,
 minigrad.precompile), so that the first training step compiles on two cores.
 """
 
+from itertools import pairwise
+
 import numpy as np
 
 from minigrad import blas, codegen, kernels, ops
@@ -41,83 +43,6 @@ from .compiler import compile_loops
 
 # The per-step products run on W packed once per window (rnn.packed_gemm) where they can.
 USE_PANELS = True
-
-LOOP_SOURCE = '''
-from minigrad._jit import kernel, prange
-from minigrad.blas import matmul_into
-from rnn.packed_gemm import PANEL, packed_matmul_into
-
-
-@kernel
-def forward_part(t, xp, ids, w_blocked_t, w_panels, b_hh, states, saved, hp, first_row, last_row, first_unit,
-                 last_unit):
-    # step t for some rows and units: their part of W_hh h_t (one GEMM, on W's packed panels
-    # when there are some), then the cell
-    gates = w_blocked_t.shape[1] // w_blocked_t.shape[0]
-    if w_panels.shape[0] > 0:
-        packed_matmul_into(states[t, 0][first_row:last_row], w_panels, gates * first_unit // PANEL,
-                           hp[t][first_row:last_row, gates * first_unit:gates * last_unit], False)
-    else:
-        matmul_into(states[t, 0][first_row:last_row], w_blocked_t[:, gates * first_unit:gates * last_unit],
-                    hp[t][first_row:last_row, gates * first_unit:gates * last_unit])
-    step_forward(t, xp, ids, hp[t], b_hh, states[t], states[t + 1], saved[t], first_row, last_row, first_unit,
-                 last_unit)
-
-
-@kernel
-def backward_part(t, g_outputs, xp, ids, w_hh, w_hh_panels, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh,
-                  first_row, last_row, first_unit, last_unit):
-    # step t backwards for some rows and units (t = -1: only the path into the initial h);
-    # g_b_hh is a row of sums of its own for these rows
-    g_h = g_states[0][first_row:last_row, first_unit:last_unit]
-    if t + 1 < ids.shape[1]:  # the path from step t+1 through W_hh
-        if w_hh_panels.shape[0] > 0:
-            packed_matmul_into(g_hp[first_row:last_row, t + 1], w_hh_panels, first_unit // PANEL, g_h, True)
-        else:
-            matmul_into(g_hp[first_row:last_row, t + 1], w_hh[:, first_unit:last_unit], g_h, accumulate=True)
-    if t < 0:
-        return
-    g_h += g_outputs[first_row:last_row, t, first_unit:last_unit]
-    step_backward(t, xp, ids, hp[t], b_hh, states[t], saved[t], g_states, g_xp, g_hp, first_row, last_row,
-                  first_unit, last_unit)
-    # d b_hh = the sum of d hp over rows and steps, added while this part of d hp is in cache
-    hidden = w_hh.shape[1]
-    for k in range(g_b_hh.size // hidden):
-        g_b_block = g_b_hh[k * hidden + first_unit:k * hidden + last_unit]
-        for row in range(first_row, last_row):
-            g_b_block += g_hp[row, t, k * hidden + first_unit:k * hidden + last_unit]
-
-
-# A core's part of the work: rows row_bounds[r]..row_bounds[r+1] and units
-# unit_bounds[u]..unit_bounds[u+1], part = r * (unit blocks) + u. The cores take their
-# parts of `run` steps, then meet: all the steps at once when the units are not cut
-# (rows do not depend on each other), one step at a time when they are.
-
-@loop_kernel
-def window_forward(xp, ids, w_blocked_t, w_panels, b_hh, states, saved, hp, row_bounds, unit_bounds):
-    steps, unit_blocks = ids.shape[1], unit_bounds.size - 1
-    run = max(steps, 1) if unit_blocks == 1 else 1
-    for first_step in range(0, steps, run):
-        for part in prange((row_bounds.size - 1) * unit_blocks):
-            r, u = part // unit_blocks, part % unit_blocks
-            for t in range(first_step, min(first_step + run, steps)):
-                forward_part(t, xp, ids, w_blocked_t, w_panels, b_hh, states, saved, hp, row_bounds[r],
-                             row_bounds[r + 1], unit_bounds[u], unit_bounds[u + 1])
-
-
-@loop_kernel
-def window_backward(g_outputs, xp, ids, w_hh, w_hh_panels, b_hh, states, saved, hp, g_states, g_xp, g_hp, g_b_hh,
-                    row_bounds, unit_bounds):
-    # steps T-1 .. 0, then -1: the path from step 0 into the initial h
-    steps, unit_blocks = ids.shape[1], unit_bounds.size - 1
-    run = steps + 1 if unit_blocks == 1 else 1
-    for last_step in range(steps - 1, -2, -run):
-        for part in prange((row_bounds.size - 1) * unit_blocks):
-            r, u = part // unit_blocks, part % unit_blocks
-            for t in range(last_step, max(last_step - run, -2), -1):
-                backward_part(t, g_outputs, xp, ids, w_hh, w_hh_panels, b_hh, states, saved, hp, g_states, g_xp, g_hp,
-                              g_b_hh[r], row_bounds[r], row_bounds[r + 1], unit_bounds[u], unit_bounds[u + 1])
-'''
 
 # Fewer rows than this in a core's part, or units in its block, make its GEMMs too thin
 # to gain from another core.
@@ -157,12 +82,12 @@ def blocked_rows(gates: int, bounds: np.ndarray) -> np.ndarray:
     """Row order of W_hh in the blocked layout: for each block, each gate's rows of its units."""
     hidden = bounds[-1]
     return np.concatenate([np.arange(k * hidden + first, k * hidden + last)
-                           for first, last in zip(bounds[:-1], bounds[1:]) for k in range(gates)])
+                           for first, last in pairwise(bounds) for k in range(gates)])
 
 
 def window_loops(fused):
     """The compiled loops of `fused`'s cell (one-core versions on one core)."""
-    return compile_loops(fused, "window loops", LOOP_SOURCE, parallel=cores() > 1)
+    return compile_loops(fused, "window", parallel=cores() > 1)
 
 
 # On a cold kernel cache, the backward loop compiles in a helper process while this one

@@ -1,13 +1,39 @@
-"""Sampling text from a char-LM, one character at a time.
+"""Sampling text from a char-LM: `sample` (the prime, the options, the characters) and
+`Sampler`, which runs the compiled loop that draws them.
 
 The prime text is fed first (its characters are not yielded again); then each step
 turns the last logits into a distribution (temperature, optionally only the top k
-and/or the nucleus of probability top_p), draws one character, yields it, and feeds it back. Batch 1, no graph, eval mode. The
-draw-and-feed loop itself runs compiled, many characters per call (`rnn.sampler`).
+and/or the nucleus of probability top_p), draws one character, yields it, and feeds it
+back. Batch 1, no graph, eval mode.
 
 Randomness comes from a private numpy Generator seeded by `seed`, never from minigrad's
 global generator: the same seed gives the same text, and sampling in the middle of
 training does not change the training's random stream.
+
+Drawing a character and feeding it back is a chain of matrix-vector products over
+megabytes of weights with a little arithmetic between them. Run from Python, the calls
+cost more than the arithmetic; so the whole loop -- draw, look up, one fused cell step
+per layer, the products, the logits -- is one Numba function (the template
+rnn/loops/sampling.py, bound to the cell's `step_inference` kernel by
+rnn.compiler.compile_loops), and Python only collects the characters.
+
+The products are where the time goes: at batch 1 a product reads a whole weight matrix
+to do two flops per weight, so its speed is the speed of reading memory, and two cores
+read faster than one. So the products are few, large and split over the cores
+(`_matvec` runs its row blocks on all cores), and every row of a weight is read once per
+character. After layer k's step ONE product multiplies its new hidden state h_k by a
+matrix that stacks every use of h_k:
+
+    rows for the layer above:  W_ih of layer k+1 (plus its b_ih)
+    rows for the next step:    W_hh of layer k   (the cell adds b_hh itself)
+
+so the next character's W_hh h product is done one character early, with the input
+product of the layer above. The top layer's W_hh rows ride along in the product of the
+layer below it (with the top layer's h from the character before, which is the one its
+step needs), so that after the top layer's step only the small head product is left,
+done on one core: one parallel product per layer but the top. (A one-layer model has
+one product, [head; W_hh] h.) Layer 0's input product is a row of a table computed
+once: the embedding times W_ih of layer 0, plus b_ih, for every character.
 """
 
 import contextlib
@@ -16,10 +42,11 @@ import math
 import numpy as np
 
 import minigrad as mg
+from minigrad._jit import cores
 
+from .compiler import compile_cell, compile_loops
 from .errors import ModelDiverged
 from .evaluate import rows_per_call
-from .sampler import Sampler
 
 # The prime is fed in pieces of this many characters (only the last logits are needed),
 # fewer where the vocabulary is so large that their logits would pass LOGITS_BUDGET.
@@ -27,6 +54,83 @@ PRIME_CHUNK = 1024
 # Characters drawn per call of the compiled loop: big enough that a call's cost vanishes,
 # small enough that streamed text appears without a visible pause (~10 ms at 2x256).
 DRAW_CHUNK = 256
+
+
+class Sampler:
+    """Draws characters from a CharLM at batch 1, carrying its state between calls.
+
+    The weights are copied and restacked when the sampler is made: a sampler does not
+    see later changes to the model.
+    """
+
+    def __init__(self, model, state):
+        """`state`: the model's state (a list per layer of (1, H) arrays or tensors)."""
+        rnn, head = model.rnn, model.head
+        dtype = rnn.weight_hh_l0.dtype
+        self.blocks = 2 * cores()  # two blocks per core: evens out a core that lags
+        fused = compile_cell(rnn.cell, dtype)
+        self.loop = compile_loops(fused, "sampling", parallel=self.blocks > 2)
+        with mg.no_grad():  # layer 0's input projection of every character, as the model's forward makes it
+            self.first_table = np.ascontiguousarray(model.projected_embedding().data, dtype)
+        layers, top = rnn.num_layers, rnn.num_layers - 1
+        parameters = [tuple(p.data for p in rnn.layer_parameters(k)) for k in range(layers)]
+        w_head, b_head = head.weight.data, head.bias.data
+        gate_rows = len(parameters[0][1])
+        no_bias = np.zeros(gate_rows, dtype)
+        # The rows of `stacked`, as (weight, bias) pieces in order.
+        pieces, layout, row = [], [], 0
+
+        def place(weight, bias):
+            nonlocal row
+            pieces.append((weight, bias))
+            row += len(weight)
+            return row - len(weight)
+
+        place(w_head, b_head)  # rows 0:vocab, so products[:vocab] are the logits
+        if layers == 1:
+            hp_at = place(parameters[0][1], no_bias)
+            layout.append((0, row, row, 1, hp_at, 0))
+        else:
+            top_product = (0, row, row, 0)  # after the top layer's step: the head alone, on one core
+            x_at, hp_at = [0] * layers, [0] * layers
+            for k in range(top):
+                first = row
+                x_at[k + 1] = place(parameters[k + 1][0], parameters[k + 1][2])  # W_ih, b_ih of layer k+1
+                hp_at[k] = place(parameters[k][1], no_bias)
+                split = row
+                if k + 1 == top:  # the top layer's W_hh h, with the top layer's h
+                    hp_at[top] = place(parameters[top][1], no_bias)
+                layout.append((first, split, row, 1, hp_at[k], x_at[k]))
+            layout.append((*top_product, hp_at[top], x_at[top]))
+        self.vocab = len(w_head)
+        self.stacked = np.ascontiguousarray(np.concatenate([w for w, _ in pieces]), dtype)
+        self.bias = np.ascontiguousarray(np.concatenate([b for _, b in pieces]), dtype)
+        self.layout = np.array(layout, np.int64)
+        self.b_hh = np.stack([p[3] for p in parameters]).astype(dtype)
+        self.state = np.stack([np.stack([np.asarray(getattr(s, "data", s), dtype) for s in layer])
+                               for layer in state])  # (layers, states, 1, H)
+        if self.state.shape[2] != 1:
+            raise ValueError(f"a Sampler draws one stream: the state has batch {self.state.shape[2]}")
+        # Before the first draw, every product of the current hidden states.
+        self.products = np.empty(row, dtype)
+        for k, (first, split, last, *_) in enumerate(self.layout):
+            self.products[first:split] = self.stacked[first:split] @ self.state[k, 0, 0] + self.bias[first:split]
+            self.products[split:last] = self.stacked[split:last] @ self.state[top, 0, 0] + self.bias[split:last]
+
+    @property
+    def logits(self):
+        """The logits (V,) of the next character."""
+        return self.products[:self.vocab]
+
+    def draw(self, count, rng, temperature=1.0, top_k=None, top_p=None, greedy=False):
+        """Up to `count` character ids (int64 array), fewer only if the logits stop being finite."""
+        ids = np.empty(count, np.int64)
+        top_k = len(self.logits) if top_k is None else int(top_k)
+        top_p = 1.0 if top_p is None else float(top_p)
+        drawn = self.loop.sample_ids(ids, self.first_table, self.stacked, self.bias, self.products, self.layout,
+                                     self.b_hh, self.state, self.blocks, rng, float(temperature), top_k, top_p,
+                                     bool(greedy))
+        return ids[:drawn]
 
 
 @contextlib.contextmanager
@@ -75,7 +179,7 @@ def sample(model, vocab, prime="", length=500, temperature=1.0, top_k=None, seed
         context = np.array([vocab.chars.index("\n") if "\n" in vocab.chars else 0])
     rng = np.random.default_rng(seed)
     return _generate(model, vocab, context.astype(np.int64), length, rng,
-                     dict(temperature=float(temperature), top_k=top_k, top_p=top_p, greedy=argmax))
+                     {"temperature": float(temperature), "top_k": top_k, "top_p": top_p, "greedy": argmax})
 
 
 def _generate(model, vocab, context, length, rng, options):

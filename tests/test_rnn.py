@@ -9,7 +9,7 @@ import pytest
 import minigrad as mg
 import rnn.recurrence
 from rnn import checks
-from rnn.cells import available_cells, cell, get_cell, sigmoid, tanh
+from rnn.cells import CellError, available_cells, cell, get_cell, relu, sigmoid, tanh
 from rnn.compiler import merged_projections
 from rnn.layers import Recurrent
 
@@ -109,6 +109,10 @@ def test_split_of_work_takes_rows_when_they_keep_every_core_busy(core_count, bat
 def test_fused_equals_eager_over_windows_with_carried_state(cell_name, split, monkeypatch):
     if SPLITS[split] is not None:
         force_split(monkeypatch, *SPLITS[split])
+    assert_fused_equals_eager_over_windows(cell_name)
+
+
+def assert_fused_equals_eager_over_windows(cell_name):
     rng = np.random.default_rng(1)
     inputs = [mg.tensor(rng.standard_normal((3, 4, 2))) for _ in range(3)]
     probes = [rng.standard_normal((3, 4, 5)) for _ in range(3)]
@@ -125,6 +129,53 @@ def test_fused_equals_eager_over_windows_with_carried_state(cell_name, split, mo
             np.testing.assert_allclose(t.data, s.data, rtol=1e-10, atol=1e-12)
     for (name, p), (_, q) in zip(eager.named_parameters(), fused.named_parameters()):
         np.testing.assert_allclose(q.grad, p.grad, rtol=1e-8, atol=1e-10, err_msg=name)
+
+
+def test_gate_and_state_names_may_be_the_generated_kernels_own_names():
+    """The kernels' variables are prefixed, so no name of theirs is taken from the user: a
+    state b with a gate hh (the kernels' bias array is b_hh), gates x, t, j and H (their
+    loop indices and sizes), a state g_xp (an array of the backward kernel)."""
+
+    @cell(gates=("hh", "x", "t", "j", "H"), state=("b", "g_xp"), name="test_rnn_kernel_names_cell")
+    def kernel_names(x, b, g_xp):
+        hh = sigmoid(x.hh + b.hh)
+        t = tanh(x.t + b.t * hh)
+        g_xp = sigmoid(x.j + b.j) * g_xp + (1 - hh) * t
+        return tanh(g_xp) * sigmoid(x.H + b.H) + 0.5 * relu(x.x + b.x), g_xp
+
+    for case in checks.cell_cases([kernel_names.name]):  # float64 gradchecks, eager and fused
+        result = checks.run_case(case)
+        assert result.ok, (case.name, result.max_abs_error, result.max_rel_error)
+    assert_fused_equals_eager_over_windows(kernel_names.name)
+
+
+@pytest.mark.parametrize("template", ["window", "sampling"])
+def test_a_loop_template_is_a_module_whose_stand_in_import_is_bound_to_the_cell(template):
+    import importlib
+
+    from rnn import compiler
+
+    importlib.import_module(f"rnn.loops.{template}")  # plain Python: it imports (and compiles nothing)
+    fused = compiler.compile_cell(get_cell("gru"), np.float64)
+    source = compiler.bind_loop_template(template, fused, parallel=False)
+    assert f"from {compiler.STAND_INS} import" not in source
+    assert f"from {fused.module.__name__} import step_" in source
+    assert "from minigrad._jit import kernel as loop_kernel" in source
+
+
+@pytest.mark.parametrize("gates, state, bad", [
+    (("op",), ("h",), "'op' cannot be a gate name"),            # an Expr attribute: h.op is not the gate
+    (("__class__",), ("h",), "'__class__' cannot be a gate name"),
+    (("i",), ("h", "x"), "'x' cannot be a state name"),         # x.i would name two projections
+    (("i",), ("h", "lambda"), "'lambda' cannot be a state name"),
+    (("r", "\uff52"), ("h",), "cannot be a gate name"),          # fullwidth r: Python reads it as r
+])
+def test_names_python_or_the_expression_api_need_stay_reserved(gates, state, bad):
+    def step(x, *states):
+        return states
+
+    with pytest.raises(CellError, match=bad):
+        cell(gates=gates, state=state, name="test_rnn_reserved_names")(step)
 
 
 @pytest.mark.parametrize("split", ["own", "rows 1+2", "units 2+3"])

@@ -1,4 +1,4 @@
-"""The compiled sampling loop (rnn.sampler): the same logits as the model's forward pass,
+"""The compiled sampling loop (rnn.sample.Sampler): the same logits as the model's forward pass,
 for every registered cell and a user's cell; the draw's rules (top-k ties, greedy,
 non-finite logits)."""
 
@@ -9,8 +9,7 @@ import minigrad as mg
 from rnn.cells import available_cells, cell, sigmoid, tanh
 from rnn.data import Vocab
 from rnn.model import CharLM, ModelConfig
-from rnn.sample import sample
-from rnn.sampler import Sampler
+from rnn.sample import Sampler, sample
 
 
 @cell(gates=("a", "u"), state=("h", "m"), name="test_sampler_user_cell")

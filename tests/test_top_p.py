@@ -10,8 +10,7 @@ import minigrad as mg
 from rnn.checkpoint import save_checkpoint
 from rnn.data import Vocab
 from rnn.model import CharLM, ModelConfig
-from rnn.sample import sample
-from rnn.sampler import Sampler
+from rnn.sample import Sampler, sample
 
 from cli_support import assert_one_error_line, run_cli
 

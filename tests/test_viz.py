@@ -309,6 +309,19 @@ def test_graph_command_prints_the_fused_kernel_source():
     compile(result.output, "lstm kernels", "exec")  # it is valid Python
 
 
+def test_graph_kernel_comments_every_generated_line_with_the_gate_it_computes():
+    result = run_graph("--cell", "gru", "--kernel")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    # the loop bodies: every line that assigns a prefixed variable or an output array says what it is
+    body = [line for line in lines if re.match(r" {12}(_|saved\[|state_out\[|new_state\[|g_xp\[|g_hp\[|g_states\[)", line)]
+    assert len(body) > 60 and all("  # " in line for line in body), [line for line in body if "  # " not in line]
+    comments = {line.split("  # ", 1)[1] for line in body}
+    for gate in ("r = sigmoid(x.r + h.r)", "z = sigmoid(x.z + h.z)", "n = tanh(x.n + r * h.n)",
+                 "h' = (1 - z) * n + z * h", "keep r for backward", "dL/dr via r * h.n", "dL/dx.n"):
+        assert gate in comments, gate
+
+
 @pytest.mark.parametrize("args, message", [
     (["--cell", "no_such_cell"], "unknown cell 'no_such_cell'"),
     (["--cell-file", "/nonexistent/cells.py"], "cell file not found"),
