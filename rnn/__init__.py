@@ -2,7 +2,7 @@
 
 Modules: `expr` (the gate-expression vocabulary and tracing), `cells` (the @cell
 declaration, the registry and the built-in cells), `compiler` (fused Numba kernels
-generated from a cell), `layers` (the recurrent stack, eager or fused), `model`
+generated from a cell; `loops` holds the time loops they run in), `layers` (the recurrent stack, eager or fused), `model`
 (the char-LM), `data`, `config` (TrainConfig and the settings' choices), `optimizers`, `resume`,
 `train` (the step loop), `training_state` and `checkpoint` (what resuming reads),
 `runfolder` (what a run writes), `runs` (reading run folders), `runfiles` (safe file
