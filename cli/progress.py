@@ -116,6 +116,14 @@ class TrainingDisplay:
                     f"({format_loss(bits_per_char(self.last_val_loss))} bits/char){best}")
 
     def on_recipe(self, data):
+        size = data.get("size")
+        if isinstance(size, dict):
+            seconds = size.get("default_seconds_per_step")
+            measured = f" (measured: {seconds * 1000:.0f} ms a step at 2x256)" if isinstance(seconds, (int, float)) else ""
+            self._print(f"model {size.get('layers')}x{size.get('hidden')} ({size.get('parameters')} parameters) "
+                        f"for about {size.get('planned_passes')} passes over the text in the time budget{measured}; "
+                        f"--layers/--hidden set it yourself")
+            return
         passes, seconds = data.get("planned_passes"), data.get("seconds_per_step")
         plan = ""
         if isinstance(passes, (int, float)) and math.isfinite(passes):

@@ -97,8 +97,13 @@ class EscapedText(click.ParamType):
 @click.argument("texts", metavar="[TEXT]...", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @setting("--cell", help="Recurrent cell: a built-in name or one from --cell-file.")
 @cell_file_option
-@setting("--layers", type=POSITIVE_INT, help="Number of recurrent layers.")
-@setting("--hidden", type=POSITIVE_INT, help="Hidden size of each layer.")
+@setting("--layers", type=POSITIVE_INT, show_default="chosen, see --hidden",
+         help="Number of recurrent layers.")
+@setting("--hidden", type=POSITIVE_INT, show_default="chosen: 2x256 without a time budget",
+         help="Hidden size of each layer. When neither --layers nor --hidden is given and the run has a "
+              "time budget, the trainer times a few steps of a 2x256 model first and takes the largest of "
+              "1x256, 2x256 and 2x384 that will read the text at least 3 times in the budget (2x384 only "
+              "for texts of 0.76 MB or more); it prints the choice and records it in config.json.")
 @setting("--embed", type=POSITIVE_INT, help="Size of the character embedding.")
 @setting("--dropout", type=click.FloatRange(0, 1, max_open=True),
          help="Dropout between layers and before the output layer. When not given, the trainer "

@@ -14,7 +14,7 @@ optimizers (rnn.model, rnn.optimizers), or command-line flags (the CLI's).
 
 import math
 import numbers
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 
 from .errors import ConfigError, Setting
 
@@ -22,6 +22,9 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine")
 DTYPE_NAMES = ("float32", "float64")  # rnn.model.DTYPES maps them to numpy's types
 ENGINES = ("fused", "eager")  # rnn.layers: a compiled kernel per step, or a graph node per gate op
+# (layers, hidden) when the size is not given and not chosen by rnn.recipe (which reads it
+# from here: this module must stay light).
+DEFAULT_SIZE = (2, 256)
 # Used when none of steps / epochs / time_budget is given.
 DEFAULT_TIME_BUDGET = 300.0
 # The cosine schedule ends at this fraction of the peak learning rate (see TrainConfig: the
@@ -44,8 +47,10 @@ class TrainConfig:
     on a laptop CPU for character-level text."""
 
     cell: str = "lstm"
-    layers: int = 2
-    hidden: int = 256
+    # None: chosen by rnn.recipe from the time budget and this machine's speed (1x256, 2x256 or
+    # 2x384); rnn.recipe.DEFAULT_SIZE (2x256) for runs limited by steps or epochs.
+    layers: int = None
+    hidden: int = None
     embed: int = 64
     # The defaults below come from 300 s runs of a 2x256 lstm on tiny-shakespeare (best val
     # nats/char of the run; two runs of the same settings differed by 0.008, as the schedule
@@ -81,7 +86,10 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise ConfigError (a ValueError; one line, naming the setting) for any impossible value."""
-        for name in ("layers", "hidden", "embed", "seq_len", "batch_size", "sample_length"):
+        for name in ("layers", "hidden"):
+            if getattr(self, name) is not None:
+                _require_int(name, getattr(self, name), minimum=1)
+        for name in ("embed", "seq_len", "batch_size", "sample_length"):
             _require_int(name, getattr(self, name), minimum=1)
         for name in ("warmup", "eval_every", "sample_every", "seed"):
             _require_int(name, getattr(self, name), minimum=0)
@@ -137,12 +145,19 @@ class TrainConfig:
             limits["time_budget"] = DEFAULT_TIME_BUDGET
         return limits
 
+    def with_size(self, layers: int, hidden: int) -> "TrainConfig":
+        """This config with the model size given where it was left to the recipe (None)."""
+        return replace(self, layers=self.layers if self.layers is not None else layers,
+                       hidden=self.hidden if self.hidden is not None else hidden)
+
     def model_config(self, vocab_size: int):
-        """The rnn.model.ModelConfig of this run's model, for a vocabulary of `vocab_size`."""
+        """The rnn.model.ModelConfig of this run's model, for a vocabulary of `vocab_size`
+        (a size left to the recipe is DEFAULT_SIZE's)."""
         from .model import ModelConfig  # here: rnn.model loads the engine, which this module must not
 
-        return ModelConfig(vocab_size=vocab_size, cell=self.cell, embed=self.embed, hidden=self.hidden,
-                           layers=self.layers, dropout=0.0 if self.dropout is None else self.dropout,
+        config = self.with_size(*DEFAULT_SIZE)
+        return ModelConfig(vocab_size=vocab_size, cell=self.cell, embed=self.embed, hidden=config.hidden,
+                           layers=config.layers, dropout=0.0 if self.dropout is None else self.dropout,
                            dtype=self.dtype, engine=self.engine)
 
 

@@ -1,22 +1,99 @@
-"""The one setting the trainer chooses for the user: dropout, from how often the run will
-see its text.
+"""What the trainer chooses for the user: the model's size from the time budget, and
+dropout from how often the run will see its text.
 
-A 2x256 LSTM that reads a 1 MB text a few times learns it best without dropout. Read ten
-or twenty times, the text is memorised instead (the training loss keeps falling while the
-held-out loss rises), unless dropout is on; and the more passes, the more dropout pays.
-How many passes a run makes depends on its limits (--steps, --epochs, --time-budget) and,
-for a time budget, on how fast this machine trains. So when no --dropout is given the
-trainer measures its speed over its first steps (PROBE_STEPS), plans the passes the
-whole run will make (`planned_passes`) and sets the dropout to `dropout_for(passes)`.
-A faster machine or a longer budget then gets a model regularised for the passes it will
-really make, instead of a more memorised one. The choice is printed at the start and
-recorded in config.json and in the checkpoints; --dropout, when given, always wins.
+Dropout. A 2x256 LSTM that reads a 1 MB text a few times learns it best without dropout.
+Read ten or twenty times, the text is memorised instead (the training loss keeps falling
+while the held-out loss rises), unless dropout is on; and the more passes, the more dropout
+pays. How many passes a run makes depends on its limits (--steps, --epochs, --time-budget)
+and, for a time budget, on how fast this machine trains. So when no --dropout is given the
+trainer measures its speed over its first steps (PROBE_STEPS), plans the passes the whole
+run will make (`planned_passes`) and sets the dropout to `dropout_for(passes)`.
 
-Nothing else is chosen: model size, learning rate, batch and weight decay keep their
-defaults (rnn.train.TrainConfig), which were tuned for short runs.
+Size. With a time budget the best model depends on how much it can read in that time. A
+2x256 LSTM given a minute on a laptop reads tiny-shakespeare less than twice and is still
+learning its spelling; one layer reads it five times in the same minute and ends lower.
+Given five minutes or more, a wider model ends lower than 2x256. So when the run has a time
+budget and neither --layers nor --hidden is given, the trainer times a few steps of the
+default model before it starts (CALIBRATION_STEPS), estimates every size in SIZES from its
+arithmetic per character (`cost_per_char`), and takes the largest that will still read the
+text MIN_PASSES times (`choose_size`). Sizes above the default are only taken for texts
+long enough for their parameters (MAX_PARAMETERS_PER_CHAR): on a short text a bigger model
+only memorises faster. Runs limited by steps or epochs keep the default size (DEFAULT_SIZE):
+their length does not depend on the machine.
+
+A faster machine or a longer budget then gets a model sized and regularised for the reading
+it will really do, instead of a more memorised one. The choices are printed at the start and
+recorded in config.json and in the checkpoints; --layers, --hidden and --dropout, when
+given, always win. Nothing else is chosen: learning rate, batch and weight decay keep their
+defaults (rnn.config.TrainConfig).
 """
 
 import math
+
+from . import config
+
+# ---- size -----------------------------------------------------------------------------------------
+
+# (layers, hidden) of the model a run gets when the recipe does not choose (no time budget).
+DEFAULT_SIZE = config.DEFAULT_SIZE
+# The sizes the recipe chooses from, smallest first (each costs about twice the one before).
+SIZES = ((1, 256), (2, 256), (2, 384))
+# choose_size takes the largest size that reads the text at least this many times. From runs
+# on the first 81% of tiny-shakespeare scored on the next 9% (SIZE_RUNS): at a minute's worth
+# of steps 2x256 reads it 1.9 times and loses to 1x256 reading it 4.8 times (by 0.048
+# nats/char); at five minutes' worth 2x384 reading it 4.4 times beats 2x256 reading it 9.3
+# times. A threshold of 3 passes separates the two.
+MIN_PASSES = 3.0
+# Sizes above DEFAULT_SIZE only for texts of at least parameters / MAX_PARAMETERS_PER_CHAR
+# characters (2x384 has 1.9M parameters: a text of 0.76 MB or more; tiny-shakespeare's
+# training part is 1.0 MB). A judgment, not a measurement: small texts keep the default.
+MAX_PARAMETERS_PER_CHAR = 2.5
+# Steps of the default model timed before training, to measure this machine: the first ones
+# load (or compile) the kernels and are not timed.
+CALIBRATION_STEPS = (2, 8)
+
+# (steps, layers x hidden, passes, dropout, score on the 81-90% part) of the runs behind
+# MIN_PASSES: `minigrad-rnn train first90.txt --steps S --layers L --hidden H --eval-every 0`,
+# steps set to what this 2-core machine does in 60 s or 300 s with that size.
+SIZE_RUNS = ((820, "2x256", 1.9, 0.0, 1.5275), (2100, "1x256", 4.8, 0.06, 1.4796),
+             (1950, "2x384", 4.4, 0.05, 1.3907))
+
+
+def cost_per_char(layers: int, hidden: int, embed: int, gates: int, vocab: int) -> int:
+    """Multiply-adds per character of a model's forward pass: each layer's gates times its
+    input and hidden sizes, and the output layer (backward costs twice that, in the same proportion)."""
+    recurrent = sum(gates * hidden * ((embed if k == 0 else hidden) + hidden) for k in range(layers))
+    return recurrent + hidden * vocab
+
+
+def parameter_count(layers: int, hidden: int, embed: int, gates: int, vocab: int) -> int:
+    """The parameters of a CharLM of this size (embedding, recurrent weights and biases, output layer)."""
+    recurrent = sum(gates * hidden * ((embed if k == 0 else hidden) + hidden + 2) for k in range(layers))
+    return vocab * embed + recurrent + vocab * (hidden + 1)
+
+
+def choose_size(limits: dict, default_seconds_per_step: float, chars_per_step: int, train_chars: int,
+                embed: int, gates: int, vocab: int) -> dict:
+    """The size for a run with these `limits` (a time budget among them) on a machine where a
+    step of the default size takes `default_seconds_per_step`: {"layers", "hidden",
+    "planned_passes", "parameters"} of the largest of SIZES that reads the text MIN_PASSES
+    times before the first limit (the smallest if none does), sizes above the default only
+    for texts long enough for them."""
+    default_cost = cost_per_char(*DEFAULT_SIZE, embed, gates, vocab)
+    candidates = []
+    for layers, hidden in SIZES:
+        parameters = parameter_count(layers, hidden, embed, gates, vocab)
+        if (layers, hidden) > DEFAULT_SIZE and parameters > MAX_PARAMETERS_PER_CHAR * train_chars:
+            continue
+        seconds_per_step = default_seconds_per_step * cost_per_char(layers, hidden, embed, gates, vocab) / default_cost
+        passes = planned_passes(limits, chars_per_step, train_chars, seconds_per_step)
+        candidates.append({"layers": layers, "hidden": hidden, "planned_passes": round(passes, 2),
+                           "parameters": parameters})
+    enough = [size for size in candidates if size["planned_passes"] >= MIN_PASSES]
+    return enough[-1] if enough else candidates[0]
+
+
+# ---- dropout --------------------------------------------------------------------------------------
 
 # Speed is measured over these steps of a session (0-based, end excluded): the first steps
 # may still compile kernels, which would make the machine look slower than it is.

@@ -55,6 +55,7 @@ def resumed_start(config: TrainConfig, corpus: Corpus, stream: BatchStream, path
                               f"({len(checkpoint.vocab)} characters, this text has {len(corpus.vocab)})")
     progress = TrainingState.from_meta(path, checkpoint.meta)
     saved = checkpoint.config
+    config = config.with_size(saved.layers, saved.hidden)  # a size left to the recipe: the run's own
     different = [name for name in MODEL_OPTIONS if getattr(config, name) != getattr(saved, name)]
     if different:
         raise ConfigError(f"{path} holds a model with " + ", ".join(f"{n}={getattr(saved, n)}" for n in different)

@@ -34,7 +34,7 @@ import minigrad as mg
 from minigrad.runtime import configured_for_training
 
 from . import recipe
-from .cells import load_cell_file
+from .cells import get_cell, load_cell_file
 from .checkpoint import save_checkpoint
 # Re-exported: rnn.train has always been where these names are imported from.
 from .config import (DEFAULT_TIME_BUDGET, DEFAULT_WEIGHT_DECAY, LR_FLOOR, MODEL_OPTIONS, OPTIMIZERS,  # noqa: F401
@@ -43,7 +43,7 @@ from .data import BatchStream, Corpus
 from .errors import Setting, TrainingDiverged
 from .evaluate import evaluate_ids
 from .model import CharLM, detach_state
-from .optimizers import learning_rate, make_optimizer  # noqa: F401
+from .optimizers import learning_rate, make_optimizer, optimizer_for  # noqa: F401
 from .runfolder import BEST, LATEST, RUN_FILES, RunExistsError, RunFolder, RunLock, RunLockedError  # noqa: F401
 from .runfolder import new_run_id
 from .resume import Start, fresh_start, resumed_start
@@ -70,7 +70,7 @@ class _Run:
     """The state of one training run, and the steps that change it."""
 
     def __init__(self, config: TrainConfig, corpus: Corpus, folder: RunFolder, start: Start, metrics_file,
-                 on_event=None, corpus_record=None, resumed_from=None):
+                 on_event=None, corpus_record=None, resumed_from=None, size_choice=None):
         self.config, self.corpus, self.folder = config, corpus, folder
         self.model, self.optimizer, self.stream = start.model, start.optimizer, start.stream
         self.metrics_file = metrics_file
@@ -92,7 +92,8 @@ class _Run:
         self.session_chars = 0
         self.session_seconds = 0.0
         self.probe_seconds = None  # session_seconds when the speed probe started (rnn.recipe)
-        self.recipe = None  # the dropout chosen by rnn.recipe and why, once chosen
+        # What rnn.recipe chose and why: the size (before the run), the dropout (once chosen).
+        self.recipe = {"size": size_choice} if size_choice else None
         self.recent_losses = []
         self.stop_requested = False  # set by the SIGINT handler
         # Whether an interruption now leaves things consistent: "between" steps, "computing" a
@@ -307,11 +308,11 @@ class _Run:
         dropout = recipe.dropout_for(passes)
         self.config = replace(self.config, dropout=dropout)
         self.model.set_dropout(dropout)
-        self.recipe = {"dropout": dropout, "planned_passes": round(passes, 2),
+        self.recipe = {**(self.recipe or {}), "dropout": dropout, "planned_passes": round(passes, 2),
                        "train_chars": len(self.corpus.train_ids),
                        "seconds_per_step": round(seconds_per_step, 5) if seconds_per_step else None,
                        "limits": limits}
-        self.emit("recipe", dict(self.recipe))
+        self.emit("recipe", {key: value for key, value in self.recipe.items() if key != "size"})
         self.write_config()
 
     def step_event(self, loss: float, lr: float) -> dict:
@@ -370,11 +371,14 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
     stream = BatchStream(corpus.train_ids, config.batch_size, config.seq_len)  # TextError if the text is too short
     with folder.lock():
         folder.remove_temporaries()
+        size_choice = None
         if resume is None:
             folder.check_new_run()
+            config, size_choice = _choose_size(config, corpus)
             start = fresh_start(config, corpus, stream)
         else:
             start = resumed_start(config, corpus, stream, resume, folder)
+            config = config.with_size(start.model.config.layers, start.model.config.hidden)
             if not folder.holds_run(resume, start.progress.run_id) or start.progress.run_id is None:
                 # a new folder (or a run from before run ids): a run of its own
                 start.progress = replace(start.progress, run_id=new_run_id())
@@ -382,7 +386,43 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
         with folder.open_metrics() as metrics_file:
             run = _Run(config, corpus, folder, start, metrics_file, on_event,
                        corpus_record=corpus.record(),  # resolved paths and a fingerprint: resumable from anywhere
-                       resumed_from=str(resume) if resume is not None else None)
+                       resumed_from=str(resume) if resume is not None else None, size_choice=size_choice)
+            if size_choice:
+                run.emit("recipe", {"size": size_choice})
             run.write_config()
             with _GracefulInterrupt(run):
                 return run.run()
+
+
+def _choose_size(config: TrainConfig, corpus: Corpus):
+    """(config with its model size, what rnn.recipe chose, or None): the size is the recipe's
+    when the run has a time budget and neither layers nor hidden is set, else the default."""
+    limits = config.limits()
+    if config.layers is not None or config.hidden is not None or not recipe.needs_speed(limits):
+        return config.with_size(*recipe.DEFAULT_SIZE), None
+    seconds_per_step = _seconds_per_step_of_default_size(config, corpus)
+    choice = recipe.choose_size(limits, seconds_per_step, config.batch_size * config.seq_len, len(corpus.train_ids),
+                                config.embed, len(get_cell(config.cell).gates), len(corpus.vocab))
+    choice["default_seconds_per_step"] = round(seconds_per_step, 5)
+    return config.with_size(choice["layers"], choice["hidden"]), choice
+
+
+def _seconds_per_step_of_default_size(config: TrainConfig, corpus: Corpus) -> float:
+    """This machine's seconds per training step of the default size, timed on a throwaway
+    model and optimizer over the first batch (recipe.CALIBRATION_STEPS; the first steps load
+    the kernels and are not timed). The run's own model is seeded afterwards: the timing
+    leaves the run as it would be without it."""
+    probe = config.with_size(*recipe.DEFAULT_SIZE)
+    model = CharLM(probe.model_config(len(corpus.vocab)))
+    model.train()
+    optimizer = optimizer_for(probe, model.parameters())
+    inputs, targets = BatchStream(corpus.train_ids, config.batch_size, config.seq_len).next_batch()
+    untimed, steps = recipe.CALIBRATION_STEPS
+    for step in range(steps):
+        if step == untimed:
+            started = time.perf_counter()
+        loss, _ = model.loss(inputs, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return (time.perf_counter() - started) / (steps - untimed)

@@ -64,7 +64,7 @@ def test_train_help_shows_the_library_defaults():
 
     defaults = TrainConfig()
     help_text = " ".join(run_cli("train", "--help", check_exit=0).stdout.split())
-    for option, field in (("--hidden", "hidden"), ("--seq-len", "seq_len"), ("--lr", "lr"),
+    for option, field in (("--embed", "embed"), ("--seq-len", "seq_len"), ("--lr", "lr"),
                           ("--batch-size", "batch_size"), ("--optimizer", "optimizer")):
         shown = rf"{option} .{{0,300}}?\[default: {re.escape(str(getattr(defaults, field)))}[;\]]"
         assert re.search(shown, help_text), f"{option}: default {getattr(defaults, field)} not shown"

@@ -113,3 +113,135 @@ def test_the_cli_prints_the_choice_and_resume_keeps_it(tmp_path):
     resumed = run_cli("train", "--resume", tmp_path / "run" / "latest.safetensors", "--steps", "420", check_exit=0)
     assert "for about" not in resumed.stdout  # the run's own choice, not a new one
     assert load_checkpoint(tmp_path / "run" / "latest.safetensors").config.dropout == dropout
+
+
+# ---- the size -------------------------------------------------------------------------------------
+
+def _size(budget, seconds_per_step, train_chars, steps=None, chars_per_step=2048):
+    limits = {"steps": steps, "epochs": None, "time_budget": budget}
+    choice = recipe.choose_size(limits, seconds_per_step, chars_per_step, train_chars, embed=64, gates=4, vocab=65)
+    return choice["layers"], choice["hidden"]
+
+
+def test_the_size_grows_with_the_reading_the_budget_allows():
+    # A 1 MB text on a machine doing a 2x256 step in 70 ms: a minute is too little for 2x256.
+    assert _size(60, 0.07, 1_000_000) == (1, 256)
+    assert _size(300, 0.07, 1_000_000) == (2, 384)
+    sizes = [recipe.SIZES.index(_size(budget, 0.07, 1_000_000)) for budget in (1, 10, 30, 60, 100, 300, 1e4, 1e9)]
+    assert sizes == sorted(sizes), "more time must never get a smaller model"
+    assert sizes[0] == 0 and sizes[-1] == len(recipe.SIZES) - 1
+    # a machine twice as fast gets what twice the budget gets
+    for budget in (30, 60, 100, 300):
+        assert _size(budget, 0.035, 1_000_000) == _size(2 * budget, 0.07, 1_000_000)
+
+
+def test_the_chosen_size_reads_the_text_min_passes_times_unless_none_can():
+    for budget in (5, 20, 60, 120, 300, 1200):
+        limits = {"steps": None, "epochs": None, "time_budget": budget}
+        choice = recipe.choose_size(limits, 0.07, 2048, 1_000_000, embed=64, gates=4, vocab=65)
+        if (choice["layers"], choice["hidden"]) != recipe.SIZES[0]:
+            assert choice["planned_passes"] >= recipe.MIN_PASSES
+        bigger = recipe.SIZES[recipe.SIZES.index((choice["layers"], choice["hidden"])) + 1:]
+        for layers, hidden in bigger:  # every bigger size would read it fewer times than the minimum
+            cost = recipe.cost_per_char(layers, hidden, 64, 4, 65) / recipe.cost_per_char(*recipe.DEFAULT_SIZE, 64, 4, 65)
+            assert recipe.planned_passes(limits, 2048, 1_000_000, 0.07 * cost) < recipe.MIN_PASSES
+
+
+def test_a_short_text_never_gets_a_model_bigger_than_the_default():
+    assert _size(1e6, 0.07, 30_000) == recipe.DEFAULT_SIZE  # all the time in the world, a 30 kB text
+    assert _size(1, 0.07, 30_000) == recipe.SIZES[0]  # a short budget still gets the small model
+    parameters = recipe.parameter_count(2, 384, 64, 4, 65)
+    assert _size(1e6, 0.07, int(parameters / recipe.MAX_PARAMETERS_PER_CHAR)) == (2, 384)
+    assert _size(1e6, 0.07, int(parameters / recipe.MAX_PARAMETERS_PER_CHAR) - 1) == recipe.DEFAULT_SIZE
+
+
+def test_a_step_limit_reached_first_plans_the_passes():
+    # 300 s would let 2x384 read the text often, but 100 steps of 2048 characters read 1 MB 0.2 times
+    assert _size(300, 0.07, 1_000_000, steps=100) == recipe.SIZES[0]
+
+
+def test_parameter_count_is_the_models():
+    from rnn.model import CharLM, ModelConfig
+
+    for layers, hidden, cell, gates in ((1, 16, "lstm", 4), (2, 12, "gru", 3), (3, 8, "rnn", 1)):
+        model = CharLM(ModelConfig(vocab_size=11, cell=cell, embed=5, hidden=hidden, layers=layers))
+        assert model.num_parameters() == recipe.parameter_count(layers, hidden, 5, gates, 11)
+
+
+def _size_config(**changes):
+    settings = dict(cell="lstm", embed=4, seq_len=8, batch_size=4, warmup=0, eval_every=0, sample_every=0,
+                    dtype="float32", seed=3, dropout=0.0)
+    settings.update(changes)
+    return TrainConfig(**settings)
+
+
+def test_the_trainer_takes_the_recipes_size_for_the_speed_it_measured(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "_seconds_per_step_of_default_size", lambda config, corpus: 0.001)
+    corpus = Corpus.from_text(make_text(3000, seed=1), val_frac=0.1)
+    # 260 steps of 32 characters read the 2,700 training characters 3.1 times: 2x256 is chosen
+    # (2x384 is too big for the text), not the smallest size.
+    limits = {"steps": 260, "epochs": None, "time_budget": 10.0}
+    expected = recipe.choose_size(limits, 0.001, 32, len(corpus.train_ids), embed=4, gates=4, vocab=len(corpus.vocab))
+    assert (expected["layers"], expected["hidden"]) == recipe.DEFAULT_SIZE
+    events = []
+    train(_size_config(steps=260, time_budget=10.0), corpus, tmp_path / "run",
+          on_event=lambda kind, data: events.append((kind, data)))
+    sizes = [data["size"] for kind, data in events if kind == "recipe" and "size" in data]
+    assert sizes == [{**expected, "default_seconds_per_step": 0.001}]
+    assert events[0][0] == "recipe"  # said before the first step
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["recipe"]["size"] == sizes[0]
+    assert (config["train"]["layers"], config["train"]["hidden"]) == (expected["layers"], expected["hidden"])
+    checkpoint = load_checkpoint(tmp_path / "run" / "latest.safetensors")
+    assert (checkpoint.config.layers, checkpoint.config.hidden) == (expected["layers"], expected["hidden"])
+    # a slow machine gets the small model; one four times faster, at least as big a model
+    limits = {"steps": None, "epochs": None, "time_budget": 10.0}
+    slower = recipe.choose_size(limits, 0.5, 32, len(corpus.train_ids), embed=4, gates=4, vocab=len(corpus.vocab))
+    assert (slower["layers"], slower["hidden"]) == recipe.SIZES[0]
+    faster = recipe.choose_size(limits, 0.125, 32, len(corpus.train_ids), embed=4, gates=4, vocab=len(corpus.vocab))
+    assert recipe.SIZES.index((faster["layers"], faster["hidden"])) >= recipe.SIZES.index((slower["layers"], slower["hidden"]))
+
+
+@pytest.mark.parametrize("given", [{"hidden": 32}, {"layers": 1}, {"time_budget": None}])
+def test_a_given_size_or_no_time_budget_is_not_chosen(tmp_path, monkeypatch, given):
+    def must_not_time(config, corpus):
+        raise AssertionError("the default size was timed although the recipe does not choose")
+
+    monkeypatch.setattr(train_module, "_seconds_per_step_of_default_size", must_not_time)
+    corpus = Corpus.from_text(make_text(3000, seed=1), val_frac=0.1)
+    settings = {"steps": 2, "time_budget": 10.0, **given}
+    train(_size_config(**settings), corpus, tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["recipe"] is None
+    assert config["train"]["layers"] == given.get("layers", recipe.DEFAULT_SIZE[0])
+    assert config["train"]["hidden"] == given.get("hidden", recipe.DEFAULT_SIZE[1])
+
+
+def test_timing_the_default_size_leaves_the_run_as_it_was(tmp_path):
+    import minigrad as mg
+    from rnn.data import BatchStream
+    from rnn.resume import fresh_start
+
+    corpus = Corpus.from_text(make_text(3000, seed=1), val_frac=0.1)
+    config = _size_config(layers=1, hidden=16, steps=2)
+    stream = BatchStream(corpus.train_ids, config.batch_size, config.seq_len)
+    plain = fresh_start(config, corpus, stream).model.state_dict()
+    mg.random.manual_seed(99)  # the timing draws from the RNG: the run must not see it
+    seconds = train_module._seconds_per_step_of_default_size(config, corpus)
+    assert seconds > 0
+    after = fresh_start(config, corpus, stream).model.state_dict()
+    assert plain.keys() == after.keys()
+    for name in plain:
+        assert (plain[name] == after[name]).all(), name
+
+
+def test_resuming_without_a_size_keeps_the_runs_own(tmp_path):
+    corpus = Corpus.from_text(make_text(3000, seed=1), val_frac=0.1)
+    train(_size_config(layers=1, hidden=16, steps=2), corpus, tmp_path / "run")
+    summary = train(_size_config(steps=4, time_budget=100.0), corpus, tmp_path / "run",
+                    resume=tmp_path / "run" / "latest.safetensors")
+    assert summary["steps"] == 4
+    checkpoint = load_checkpoint(tmp_path / "run" / "latest.safetensors")
+    assert (checkpoint.config.layers, checkpoint.config.hidden) == (1, 16)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["train"]["layers"], config["train"]["hidden"]) == (1, 16)
