@@ -245,3 +245,15 @@ def test_resuming_without_a_size_keeps_the_runs_own(tmp_path):
     assert (checkpoint.config.layers, checkpoint.config.hidden) == (1, 16)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["train"]["layers"], config["train"]["hidden"]) == (1, 16)
+
+
+def test_the_cli_prints_the_size_it_chose_before_the_first_step(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text(make_text(3000, seed=2))
+    options = ["--embed", "4", "--seq-len", "8", "--batch-size", "4", "--eval-every", "0", "--sample-every", "0"]
+    result = run_cli("train", text, *options, "--time-budget", "1", "--out", tmp_path / "run", check_exit=0)
+    size = json.loads((tmp_path / "run" / "config.json").read_text())["recipe"]["size"]
+    line = f"model {size['layers']}x{size['hidden']} ({size['parameters']} parameters) for about"
+    assert line in result.stdout
+    assert result.stdout.index(line) < result.stdout.index("done:")
+    assert size["default_seconds_per_step"] > 0 and (size["layers"], size["hidden"]) in recipe.SIZES
