@@ -114,23 +114,20 @@ class LoopTimer:
         self.forward = self.backward = 0.0
         cls = recurrence.FusedRecurrence
         self._originals = cls.forward, cls.backward
+        cls.forward, cls.backward = self._timed(cls.forward, "forward"), self._timed(cls.backward, "backward")
+
+    def _timed(self, method, total):
+        """`method`, adding the seconds each call takes to this timer's attribute `total`."""
         timer = self
 
-        def forward(self, *args, **kwargs):
+        def timed(self, *args, **kwargs):
             start = time.perf_counter()
             try:
-                return timer._originals[0](self, *args, **kwargs)
+                return method(self, *args, **kwargs)
             finally:
-                timer.forward += time.perf_counter() - start
+                setattr(timer, total, getattr(timer, total) + time.perf_counter() - start)
 
-        def backward(self, *args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return timer._originals[1](self, *args, **kwargs)
-            finally:
-                timer.backward += time.perf_counter() - start
-
-        cls.forward, cls.backward = forward, backward
+        return timed
 
     def restore(self):
         recurrence.FusedRecurrence.forward, recurrence.FusedRecurrence.backward = self._originals
