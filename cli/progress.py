@@ -15,6 +15,7 @@ import shutil
 import time
 
 from cli.output import is_terminal, visible_text
+from rnn.config import DEFAULT_SIZE
 
 # A terminal line is redrawn at most this often; a log gets a progress line at most this often.
 REDRAW_SECONDS = 0.1
@@ -119,7 +120,9 @@ class TrainingDisplay:
         size = data.get("size")
         if isinstance(size, dict):
             seconds = size.get("default_seconds_per_step")
-            measured = f" (measured: {seconds * 1000:.0f} ms a step at 2x256)" if isinstance(seconds, (int, float)) else ""
+            default = "x".join(map(str, DEFAULT_SIZE))
+            measured = (f" (measured: {seconds * 1000:.0f} ms a step at {default})"
+                        if isinstance(seconds, (int, float)) else "")
             self._print(f"model {size.get('layers')}x{size.get('hidden')} ({size.get('parameters')} parameters) "
                         f"for about {size.get('planned_passes')} passes over the text in the time budget{measured}; "
                         f"--layers/--hidden set it yourself")

@@ -257,3 +257,14 @@ def test_the_cli_prints_the_size_it_chose_before_the_first_step(tmp_path):
     assert line in result.stdout
     assert result.stdout.index(line) < result.stdout.index("done:")
     assert size["default_seconds_per_step"] > 0 and (size["layers"], size["hidden"]) in recipe.SIZES
+
+
+def test_train_help_states_the_recipes_own_sizes_and_threshold():
+    # The help is built without loading rnn.recipe (it must stay light): its text must follow the constants.
+    help_text = " ".join(run_cli("train", "--help", check_exit=0).stdout.split())
+    sizes = [f"{layers}x{hidden}" for layers, hidden in recipe.SIZES]
+    assert f"{', '.join(sizes[:-1])} and {sizes[-1]}" in help_text
+    assert f"at least {recipe.MIN_PASSES:g} times" in help_text
+    largest = recipe.parameter_count(*recipe.SIZES[-1], 64, 4, 65) / recipe.MAX_PARAMETERS_PER_CHAR
+    assert f"{sizes[-1]} only for texts of {largest / 1e6:.2f} MB or more" in help_text
+    assert "x".join(map(str, recipe.DEFAULT_SIZE)) + " without a time budget" in help_text
