@@ -35,6 +35,16 @@ def test_no_dropout_for_a_few_passes_more_for_more_up_to_a_cap():
     assert recipe.dropout_for(recipe.PASSES_WITHOUT_DROPOUT + 5) > 0
 
 
+def test_the_rule_gives_each_measured_run_group_the_dropout_that_scored_best():
+    groups = {}
+    for size, passes, dropout, score in recipe.DROPOUT_RUNS:
+        groups.setdefault((size, passes), []).append((score, dropout))
+    for (size, passes), runs in groups.items():
+        best = min(runs)[1]
+        chosen = recipe.dropout_for(passes)
+        assert min(runs, key=lambda run: abs(run[1] - chosen))[1] == best, (size, passes, chosen)
+
+
 def test_planned_passes_take_the_first_limit_reached():
     limits = {"steps": 1000, "epochs": None, "time_budget": None}
     assert recipe.planned_passes(limits, chars_per_step=100, train_chars=50_000) == pytest.approx(2.0)
