@@ -42,7 +42,7 @@ import math
 import numpy as np
 
 import minigrad as mg
-from minigrad._jit import cores
+from minigrad._jit import cores, parallel_available
 from minigrad.threads import ThreadChooser
 
 from .compiler import compile_cell, compile_loops
@@ -126,9 +126,9 @@ class Sampler:
         ids = np.empty(count, np.int64)
         top_k = len(self.logits) if top_k is None else int(top_k)
         top_p = 1.0 if top_p is None else float(top_p)
-        # The loop for the thread count now in force (minigrad.threads may change it between calls)
+        # Blocks for the thread count now in force (minigrad.threads may change it between calls)
         blocks = 2 * cores()  # two blocks per core: evens out a core that lags
-        loop = compile_loops(self.fused, "sampling", parallel=blocks > 2)
+        loop = compile_loops(self.fused, "sampling", parallel=parallel_available())
         drawn = loop.sample_ids(ids, self.first_table, self.stacked, self.bias, self.products, self.layout,
                                      self.b_hh, self.state, blocks, rng, float(temperature), top_k, top_p,
                                      bool(greedy))

@@ -3,8 +3,8 @@ spend on steps, and how much of the validation text its evaluations may read.
 
     plan = TimePlan(budget=120, seconds_before=0, val_chars=111_540, parameters=800_000, dtype="float32")
 
-The clock starts with the session's first step (what comes before, loading the text and
-timing the model sizes, is start-up) and counts everything after it: steps, evaluations,
+The clock starts when the session's first step ends (what comes before, loading the text,
+timing the model sizes, loading or compiling the kernels in the first step, is start-up) and counts everything after it: steps, evaluations,
 samples, checkpoint saves. Training stops when one more step, the final evaluation and
 the final saves would not fit in what is left (`time_is_up`), so the run ends within the
 budget instead of evaluating after it.
@@ -64,11 +64,10 @@ class TimePlan:
     def seconds_left(self) -> float:
         return max(0.0, self.budget - self.used())
 
-    def step_starts(self) -> None:
+    def step_ended(self, seconds: float) -> None:
+        """A step took `seconds`. The first one ends start-up: the clock starts."""
         if self.clock_start is None:
             self.clock_start = self.clock()
-
-    def step_ended(self, seconds: float) -> None:
         self.steps += 1
         self.last_step_seconds = seconds
 

@@ -322,8 +322,6 @@ class _Run:
                 return reason
             if self.config.dropout is None:
                 self.choose_dropout()
-            if self.plan is not None:
-                self.plan.step_starts()
             with self.step_threads.unit(config.batch_size * config.seq_len):
                 loss, lr = self.train_step()
             if self.plan is not None:

@@ -28,7 +28,7 @@ def test_the_evaluation_reads_what_fits_in_its_share_of_the_budget():
     plan = plan_for(10.0, 1_000_000, clock)
     assert plan.eval_chars(final=False) == PROBE_CHARS  # nothing measured yet: the probe's size
     plan.evaluated(PROBE_CHARS, PROBE_CHARS * 1e-5)  # 100k chars/s: the whole text would take 10 s
-    assert plan.eval_chars(final=False) == pytest.approx(EVAL_SHARE * 10.0 / 1e-5, rel=1e-6)
+    assert plan.eval_chars(final=False) == pytest.approx(EVAL_SHARE * 10.0 / 1e-5, abs=1)
     small = plan_for(10.0, 50_000, clock)
     small.evaluated(PROBE_CHARS, PROBE_CHARS * 1e-5)  # 0.5 s for all of it: the whole text
     assert small.eval_chars(final=False) == 50_000
@@ -37,7 +37,6 @@ def test_the_evaluation_reads_what_fits_in_its_share_of_the_budget():
 def test_training_stops_when_a_step_and_the_final_evaluation_would_pass_the_budget():
     clock = FakeClock()
     plan = plan_for(10.0, 1_000_000, clock)
-    plan.step_starts()
     plan.step_ended(0.5)
     plan.evaluated(PROBE_CHARS, PROBE_CHARS * 1e-5)  # the final evaluation: 1 s (its 10% share)
     clock.now = 8.0
@@ -62,9 +61,11 @@ def test_train_ends_within_the_budget_on_a_text_too_long_to_evaluate_whole(tmp_p
     first step), so it tests the plan, not the machine's speed."""
     budget = 4.0
     text = "".join(f"{word} sees the {other} garden today.\n" for word in ("the cat", "a dog", "my friend")
-                   for other in ("red", "old", "small", "green")) * 30000  # ~1.4M characters
+                   for other in ("red", "old", "small", "green")) * 60000  # ~2.8M characters
     corpus = Corpus.from_text(text, val_frac=0.5)
-    config = TrainConfig(cell="lstm", layers=1, hidden=64, embed=16, seq_len=32, batch_size=16, eval_every=0,
+    # A model too small to split over threads: the thread probe cannot make a step slow (under
+    # load a step split over threads may take seconds, and a step in progress is not stopped).
+    config = TrainConfig(cell="lstm", layers=1, hidden=16, embed=8, seq_len=32, batch_size=8, eval_every=0,
                          sample_every=0, time_budget=budget, dropout=0.0, seed=1)
     events = []
     summary = train(config, corpus, tmp_path, on_event=lambda kind, data: events.append((kind, data)))
