@@ -68,7 +68,9 @@ class Sampler:
         """`state`: the model's state (a list per layer of (1, H) arrays or tensors)."""
         rnn, head = model.rnn, model.head
         dtype = rnn.weight_hh_l0.dtype
-        self.fused = compile_cell(rnn.cell, dtype)
+        fused = compile_cell(rnn.cell, dtype)
+        # the parallel loop whatever the count: minigrad.threads may change it between calls
+        self.loop = compile_loops(fused, "sampling", parallel=parallel_available())
         with mg.no_grad():  # layer 0's input projection of every character, as the model's forward makes it
             self.first_table = np.ascontiguousarray(model.projected_embedding().data, dtype)
         layers, top = rnn.num_layers, rnn.num_layers - 1
@@ -128,8 +130,7 @@ class Sampler:
         top_p = 1.0 if top_p is None else float(top_p)
         # Blocks for the thread count now in force (minigrad.threads may change it between calls)
         blocks = 2 * cores()  # two blocks per core: evens out a core that lags
-        loop = compile_loops(self.fused, "sampling", parallel=parallel_available())
-        drawn = loop.sample_ids(ids, self.first_table, self.stacked, self.bias, self.products, self.layout,
+        drawn = self.loop.sample_ids(ids, self.first_table, self.stacked, self.bias, self.products, self.layout,
                                      self.b_hh, self.state, blocks, rng, float(temperature), top_k, top_p,
                                      bool(greedy))
         return ids[:drawn]
