@@ -112,9 +112,36 @@ class TrainingDisplay:
         step = data.get("step", "?")
         best = " (best so far)" if data.get("improved") else ""
         train_loss = self.last_step.get("train_loss") if self.last_step else None
+        chars, total = data.get("val_chars"), data.get("val_total_chars")
+        part = f" on {chars:,} of {total:,} chars" if isinstance(chars, int) and chars != total else ""
         self._print(f"step {step}: train loss {format_loss(train_loss)}, "
-                    f"val loss {format_loss(self.last_val_loss)} nats/char "
+                    f"val loss{part} {format_loss(self.last_val_loss)} nats/char "
                     f"({format_loss(bits_per_char(self.last_val_loss))} bits/char){best}")
+
+    def on_eval_progress(self, data):
+        """An evaluation that has run for more than a second shows how far it is."""
+        seconds, done, of = _real(data.get("seconds")), _real(data.get("done")), _real(data.get("of"))
+        if seconds is None or seconds < 1 or not done or not of:
+            return
+        line = f"evaluating at step {data.get('step')}: {100 * done / of:.0f}% of {int(of):,} chars"
+        now = self.clock()
+        if self.live and now - self.last_draw >= REDRAW_SECONDS:
+            self._draw(line)
+            self.last_draw = now
+        elif not self.live and now - self.last_log >= LOG_SECONDS:
+            self._print(line)
+            self.last_log = now
+
+    def on_threads(self, data):
+        how = data.get("how")
+        if how == "measured":
+            probe = data.get("first_probe_ms_per_unit") or {}
+            timings = ", ".join(f"{count}: {_real(ms) * 1000:.1f} us" for count, ms in sorted(probe.items())
+                                if _real(ms) is not None)
+            self._print(f"threads: {data.get('threads')} of {data.get('available')} (measured per char: {timings}; "
+                        f"measured again as the load changes; NUMBA_NUM_THREADS fixes it)")
+        else:
+            self._print(f"threads: {data.get('threads')} ({how})")
 
     def on_recipe(self, data):
         size = data.get("size")

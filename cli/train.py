@@ -211,7 +211,8 @@ def train(texts, out, resume, quiet, as_json, **options):
 
 TRAIN_JSON_KEYS = ("steps", "seconds", "chars_per_sec", "best_val_loss_nats", "last_val_loss_nats",
                    "best_step", "last_val_step", "latest_step",
-                   "checkpoint", "best_checkpoint", "out_dir", "stopped_reason")
+                   "checkpoint", "best_checkpoint", "out_dir", "stopped_reason", "wall_seconds", "val_chars",
+                   "val_total_chars", "threads")
 
 
 def _check_cell_name(name):
@@ -305,15 +306,19 @@ def _training_summary(summary: dict, texts) -> str:
     interrupted = summary.get("stopped_reason") == "interrupted"
     lines = [
         f"{'interrupted' if interrupted else 'done'}: {summary.get('steps')} steps in "
-        f"{format_duration(summary.get('seconds'))} ({format_rate(summary.get('chars_per_sec'))} chars/s)",
+        f"{format_duration(summary.get('seconds'))} ({format_rate(summary.get('chars_per_sec'))} chars/s), "
+        f"{format_duration(summary.get('wall_seconds'))} in all",
     ]
+
+    chars, total = summary.get("val_chars"), summary.get("val_total_chars")
+    part = f" on {chars:,} of {total:,} chars" if isinstance(chars, int) and chars != total else ""
 
     def val_loss(loss, step):
         return f"{format_loss(loss)} nats/char ({format_loss(bits_per_char(loss))} bits/char) at step {step}"
 
     # The latest checkpoint's number first: the best one was chosen on the validation text itself.
     if last is not None and summary.get("last_val_step") == summary.get("latest_step"):
-        lines.append(f"latest val loss: {val_loss(last, summary.get('last_val_step'))}")
+        lines.append(f"latest val loss{part}: {val_loss(last, summary.get('last_val_step'))}")
     elif last is not None:
         lines.append(f"latest val loss: not evaluated at step {summary.get('latest_step')} "
                      f"(last evaluation: {val_loss(last, summary.get('last_val_step'))})")

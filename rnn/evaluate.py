@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 import minigrad as mg
+from minigrad.threads import ThreadChooser
 
 from .data import TextError
 
@@ -42,7 +43,7 @@ def metrics_from_nats(loss_nats: float, chars: int) -> dict:
     return {"loss_nats": loss_nats, "bpc": loss_nats / math.log(2), "perplexity": perplexity, "chars": chars}
 
 
-def evaluate_ids(model, ids, chunk_size: int = EVAL_CHUNK, streams: int = 1) -> dict:
+def evaluate_ids(model, ids, chunk_size: int = EVAL_CHUNK, streams: int = 1, threads=None, on_progress=None) -> dict:
     """Metrics of predicting ids[1:] from ids[:-1] (any 1-D int array, a memmap too).
 
     With `streams` > 1 the text is cut into that many contiguous parts read side by side
@@ -53,6 +54,10 @@ def evaluate_ids(model, ids, chunk_size: int = EVAL_CHUNK, streams: int = 1) -> 
 
     A call predicts about `chunk_size` positions, fewer when the vocabulary is so large that
     their logits would pass LOGITS_BUDGET; the result does not depend on it (up to rounding).
+
+    Each call runs on the thread count `threads` (a minigrad.threads.ThreadChooser; a new one
+    for this machine if None) measures and chooses. `on_progress(done, of)`, if given, is
+    called after each call with the characters predicted so far and in all.
     """
     count = len(ids)
     if count < 2:
@@ -62,6 +67,8 @@ def evaluate_ids(model, ids, chunk_size: int = EVAL_CHUNK, streams: int = 1) -> 
     streams = max(1, min(streams, (count - 1) // chunk_size, per_call))
     part = (count - 1) // streams  # predictions per part; parts start at 0, part, 2 * part, ...
     window = max(1, per_call // streams)  # per part and call: about `per_call` positions in all
+    threads = threads or ThreadChooser.for_this_machine()
+    report = on_progress or (lambda done, of: None)
     was_training = model.training
     model.eval()
     total_nats = 0.0  # accumulated in float64 whatever the model's dtype
@@ -71,15 +78,19 @@ def evaluate_ids(model, ids, chunk_size: int = EVAL_CHUNK, streams: int = 1) -> 
             for start in range(0, part, window):
                 stop = min(start + window, part)
                 rows = np.stack([np.asarray(ids[s * part + start:s * part + stop + 1]) for s in range(streams)])
-                loss, state = model.loss(rows[:, :-1].astype(np.int64), rows[:, 1:].astype(np.int64), state)
+                with threads.unit((stop - start) * streams):
+                    loss, state = model.loss(rows[:, :-1].astype(np.int64), rows[:, 1:].astype(np.int64), state)
                 total_nats += float(loss.data) * (stop - start) * streams
+                report(stop * streams, count - 1)
             # The tail (fewer than `streams` predictions): the last part reads on, alone.
             last = [tuple(s[streams - 1:] for s in layer) for layer in state] if state else None
             for start in range(streams * part, count - 1, per_call):
                 stop = min(start + per_call, count - 1)
                 window = np.asarray(ids[start:stop + 1], dtype=np.int64)[None, :]
-                loss, last = model.loss(window[:, :-1], window[:, 1:], last)
+                with threads.unit(stop - start):
+                    loss, last = model.loss(window[:, :-1], window[:, 1:], last)
                 total_nats += float(loss.data) * (stop - start)
+                report(stop, count - 1)
     finally:
         model.train(was_training)
     return metrics_from_nats(total_nats / (count - 1), count - 1)

@@ -34,7 +34,7 @@ from itertools import pairwise
 import numpy as np
 
 from minigrad import blas, codegen, kernels, ops
-from minigrad._jit import cores
+from minigrad._jit import cores, parallel_available
 from minigrad.autograd import Function
 from minigrad.precompile import compile_elsewhere
 
@@ -86,8 +86,8 @@ def blocked_rows(gates: int, bounds: np.ndarray) -> np.ndarray:
 
 
 def window_loops(fused):
-    """The compiled loops of `fused`'s cell (one-core versions on one core)."""
-    return compile_loops(fused, "window", parallel=cores() > 1)
+    """The compiled loops of `fused`'s cell (one-core versions where only one thread can run)."""
+    return compile_loops(fused, "window", parallel=parallel_available())
 
 
 # On a cold kernel cache, the backward loop compiles in a helper process while this one

@@ -42,7 +42,8 @@ import math
 import numpy as np
 
 import minigrad as mg
-from minigrad._jit import cores
+from minigrad._jit import cores, parallel_available
+from minigrad.threads import ThreadChooser
 
 from .compiler import compile_cell, compile_loops
 from .errors import ModelDiverged
@@ -67,9 +68,9 @@ class Sampler:
         """`state`: the model's state (a list per layer of (1, H) arrays or tensors)."""
         rnn, head = model.rnn, model.head
         dtype = rnn.weight_hh_l0.dtype
-        self.blocks = 2 * cores()  # two blocks per core: evens out a core that lags
         fused = compile_cell(rnn.cell, dtype)
-        self.loop = compile_loops(fused, "sampling", parallel=self.blocks > 2)
+        # the parallel loop whatever the count: minigrad.threads may change it between calls
+        self.loop = compile_loops(fused, "sampling", parallel=parallel_available())
         with mg.no_grad():  # layer 0's input projection of every character, as the model's forward makes it
             self.first_table = np.ascontiguousarray(model.projected_embedding().data, dtype)
         layers, top = rnn.num_layers, rnn.num_layers - 1
@@ -127,8 +128,10 @@ class Sampler:
         ids = np.empty(count, np.int64)
         top_k = len(self.logits) if top_k is None else int(top_k)
         top_p = 1.0 if top_p is None else float(top_p)
+        # Blocks for the thread count now in force (minigrad.threads may change it between calls)
+        blocks = 2 * cores()  # two blocks per core: evens out a core that lags
         drawn = self.loop.sample_ids(ids, self.first_table, self.stacked, self.bias, self.products, self.layout,
-                                     self.b_hh, self.state, self.blocks, rng, float(temperature), top_k, top_p,
+                                     self.b_hh, self.state, blocks, rng, float(temperature), top_k, top_p,
                                      bool(greedy))
         return ids[:drawn]
 
@@ -159,7 +162,8 @@ def _check_options(length, temperature, top_k, top_p):
         raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r}")
 
 
-def sample(model, vocab, prime="", length=500, temperature=1.0, top_k=None, seed=None, argmax=False, top_p=None):
+def sample(model, vocab, prime="", length=500, temperature=1.0, top_k=None, seed=None, argmax=False, top_p=None,
+           threads=None):
     """An iterator over `length` generated characters (the prime is not repeated).
 
     top_p keeps the likeliest characters whose probabilities first reach top_p (after top_k,
@@ -167,6 +171,8 @@ def sample(model, vocab, prime="", length=500, temperature=1.0, top_k=None, seed
     temperature, top_k or top_p is a
     ValueError, a prime with characters outside the vocabulary a TextError naming them.
     An empty prime starts from a newline (or the vocabulary's first character).
+    The characters are drawn in chunks, each on the thread count `threads` (a
+    minigrad.threads.ThreadChooser; a new one for this machine if None) measures and chooses.
     """
     _check_options(length, temperature, top_k, top_p)
     if not isinstance(prime, str):
@@ -179,10 +185,11 @@ def sample(model, vocab, prime="", length=500, temperature=1.0, top_k=None, seed
         context = np.array([vocab.chars.index("\n") if "\n" in vocab.chars else 0])
     rng = np.random.default_rng(seed)
     return _generate(model, vocab, context.astype(np.int64), length, rng,
-                     {"temperature": float(temperature), "top_k": top_k, "top_p": top_p, "greedy": argmax})
+                     {"temperature": float(temperature), "top_k": top_k, "top_p": top_p, "greedy": argmax},
+                     threads or ThreadChooser.for_this_machine())
 
 
-def _generate(model, vocab, context, length, rng, options):
+def _generate(model, vocab, context, length, rng, options, threads):
     state = None
     piece = rows_per_call(model.config.vocab_size, PRIME_CHUNK)
     for start in range(0, len(context), piece):
@@ -192,7 +199,8 @@ def _generate(model, vocab, context, length, rng, options):
     produced = 0
     while produced < length:
         wanted = min(DRAW_CHUNK, length - produced)
-        ids = sampler.draw(wanted, rng, **options)
+        with threads.unit(wanted):
+            ids = sampler.draw(wanted, rng, **options)
         yield from (vocab.chars[i] for i in ids)
         produced += len(ids)
         if len(ids) < wanted:

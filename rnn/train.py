@@ -32,6 +32,7 @@ from pathlib import Path
 
 import minigrad as mg
 from minigrad.runtime import configured_for_training
+from minigrad.threads import ThreadChooser
 
 from . import recipe
 from .cells import get_cell, load_cell_file
@@ -48,6 +49,7 @@ from .runfolder import BEST, LATEST, RUN_FILES, RunExistsError, RunFolder, RunLo
 from .runfolder import new_run_id
 from .resume import Start, fresh_start, resumed_start
 from .sample import sample
+from .time_plan import TimePlan
 from .training_state import TrainingState, carried_state_arrays
 
 # A metrics line (mean train loss of the last steps) every this many steps.
@@ -59,11 +61,11 @@ EVAL_STREAMS = 16
 
 
 def _config_record(run_id, config: TrainConfig, model: CharLM, corpus: Corpus, corpus_record: dict,
-                   resumed_from, recipe_choice) -> dict:
-    """What config.json says: this run's settings, model, text, and the recipe's choice."""
+                   resumed_from, recipe_choice, threads=None) -> dict:
+    """What config.json says: this run's settings, model, text, the recipe's choice and the thread count."""
     return {"run_id": run_id, "train": config.to_meta(), "model": model.config.to_dict(),
             "parameters": model.num_parameters(), "vocab_size": len(corpus.vocab), "corpus": corpus_record,
-            "resumed_from": resumed_from, "recipe": recipe_choice}
+            "resumed_from": resumed_from, "recipe": recipe_choice, "threads": threads}
 
 
 class _Run:
@@ -95,11 +97,25 @@ class _Run:
         # What rnn.recipe chose and why: the size (before the run), the dropout (once chosen).
         self.recipe = {"size": size_choice} if size_choice else None
         self.recent_losses = []
+        # Thread counts, measured and re-measured as the machine's load changes (minigrad.threads):
+        # one chooser per kind of work, each kept for the whole run.
+        self.step_threads = ThreadChooser.for_this_machine()
+        self.eval_threads = ThreadChooser.for_this_machine()
+        self.sample_threads = ThreadChooser.for_this_machine()
+        self.threads_reported = False
+        # The wall time of everything after start-up, evaluations and saves included, against
+        # the time budget (rnn.time_plan); None without one.
+        budget = config.limits()["time_budget"]
+        self.plan = TimePlan(budget, self.train_seconds, len(corpus.val_ids), self.model.num_parameters(),
+                             self.model.config.dtype) if budget is not None else None
         self.stop_requested = False  # set by the SIGINT handler
         # Whether an interruption now leaves things consistent: "between" steps, "computing" a
         # step (put `snapshot` back: nothing else changed), or "updating" the weights (half-updated).
         self.phase = "between"
         self.snapshot = None  # (data position, RNG state, carried state) before the step being computed
+        self.started = time.perf_counter()  # the session's wall clock, start-up included
+        self.step_seconds = None  # of the last step
+        self.last_val_chars = None  # (characters read, of) by the last evaluation
 
     # -- limits and schedule ------------------------------------------------------------------
 
@@ -117,7 +133,7 @@ class _Run:
             return "steps"
         if limits["epochs"] is not None and self.stream.epoch >= limits["epochs"]:
             return "epochs"
-        if limits["time_budget"] is not None and self.train_seconds >= limits["time_budget"]:
+        if self.plan is not None and self.plan.time_is_up():
             return "time_budget"
         return None
 
@@ -132,8 +148,8 @@ class _Run:
             left.append((limits["steps"] - self.step) * seconds_per_step)
         if limits["epochs"] is not None:
             left.append((limits["epochs"] - self.stream.epoch) * self.stream.windows_per_pass * seconds_per_step)
-        if limits["time_budget"] is not None:
-            left.append(limits["time_budget"] - self.train_seconds)
+        if self.plan is not None:
+            left.append(self.plan.seconds_left())
         return max(0.0, min(left))
 
     def chars_per_sec(self) -> float:
@@ -169,6 +185,7 @@ class _Run:
         self.step += 1
         self.phase = "between"
         elapsed = time.perf_counter() - started
+        self.step_seconds = elapsed
         self.train_seconds += elapsed
         self.session_seconds += elapsed
         self.session_steps += 1
@@ -198,19 +215,37 @@ class _Run:
 
     # -- evaluation, samples, checkpoints, metrics ------------------------------------------------
 
-    def evaluate_and_save(self):
-        result = evaluate_ids(self.model, self.corpus.val_ids, streams=EVAL_STREAMS)
+    def evaluate_and_save(self, final=False):
+        """Evaluate on the validation text (with a time budget, on as much of it as the plan
+        allows: its first `chars` characters) and save the checkpoints."""
+        total = len(self.corpus.val_ids)
+        count = total if self.plan is None else self.plan.eval_chars(final)
+        started = time.perf_counter()
+
+        def progress(done, of):
+            self.emit("eval_progress", {"step": self.step, "done": done, "of": of,
+                                        "seconds": time.perf_counter() - started})
+
+        result = evaluate_ids(self.model, self.corpus.val_ids[:count], streams=EVAL_STREAMS,
+                              threads=self.eval_threads, on_progress=progress)
+        if self.plan is not None:
+            self.plan.evaluated(count, time.perf_counter() - started)
         self.last_val_loss = result["loss_nats"]
         self.evaluated_step = self.last_val_step = self.step
         improved = self.best_val_loss is None or self.last_val_loss < self.best_val_loss
         if improved:
             self.best_val_loss, self.best_step = self.last_val_loss, self.step
+        self.last_val_chars = (count, total)
         self.emit("eval", {"step": self.step, "val_loss": self.last_val_loss, "val_bpc": result["bpc"],
-                           "best_val_loss": self.best_val_loss, "improved": improved})
+                           "best_val_loss": self.best_val_loss, "improved": improved,
+                           "val_chars": count, "val_total_chars": total})
         self.write_metrics(val=result)
+        started = time.perf_counter()
         self.save(self.folder.latest)
         if improved:
             self.save(self.folder.best)
+        if self.plan is not None:
+            self.plan.saved(time.perf_counter() - started, 2 if improved else 1)
 
     def training_state(self) -> TrainingState:
         """What a checkpoint saved now holds for resuming."""
@@ -229,7 +264,7 @@ class _Run:
 
     def emit_sample(self):
         text = "".join(sample(self.model, self.corpus.vocab, length=self.config.sample_length,
-                              seed=self.config.seed + self.step))
+                              seed=self.config.seed + self.step, threads=self.sample_threads))
         self.emit("sample", {"step": self.step, "text": text})
 
     def write_metrics(self, val=None):
@@ -239,14 +274,17 @@ class _Run:
         if self.recent_losses:
             record["train_loss"] = sum(self.recent_losses) / len(self.recent_losses)
         if val is not None:
-            record.update(val_loss=val["loss_nats"], val_bpc=val["bpc"])
+            record.update(val_loss=val["loss_nats"], val_bpc=val["bpc"], val_chars=val["chars"] + 1,
+                          val_total_chars=len(self.corpus.val_ids))
+        record["threads"] = self.step_threads.threads
         self.metrics_file.write(json.dumps(record) + "\n")
         self.metrics_file.flush()
         self.recent_losses = []
 
     def write_config(self):
         self.folder.write_config(_config_record(self.run_id, self.config, self.model, self.corpus,
-                                                self.corpus_record, self.resumed_from, self.recipe))
+                                                self.corpus_record, self.resumed_from, self.recipe,
+                                                self.step_threads.record()))
 
     def summary(self, reason: str) -> dict:
         return {"steps": self.step, "seconds": self.train_seconds, "chars_per_sec": self.chars_per_sec(),
@@ -254,7 +292,12 @@ class _Run:
                 "best_step": self.best_step, "last_val_step": self.last_val_step, "latest_step": self.saved_step,
                 "checkpoint": str(self.folder.latest) if self.saved_step is not None else None,
                 "best_checkpoint": str(self.folder.best) if self.folder.best.exists() else None,
-                "out_dir": str(self.folder.path), "stopped_reason": reason}
+                "out_dir": str(self.folder.path), "stopped_reason": reason,
+                "wall_seconds": time.perf_counter() - self.started, "threads": self.step_threads.record(),
+                "startup_seconds": (self.plan.clock_start - self.started
+                                    if self.plan is not None and self.plan.clock_start is not None else None),
+                "val_chars": self.last_val_chars[0] if self.last_val_chars else None,
+                "val_total_chars": len(self.corpus.val_ids)}
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -262,7 +305,7 @@ class _Run:
         try:
             reason = self.loop()
             if self.evaluated_step != self.step or self.saved_step != self.step:
-                self.evaluate_and_save()
+                self.evaluate_and_save(final=True)
         except KeyboardInterrupt:
             if self.undo_partial_step() and self.saved_step != self.step:
                 self.save(self.folder.latest)
@@ -279,7 +322,13 @@ class _Run:
                 return reason
             if self.config.dropout is None:
                 self.choose_dropout()
-            loss, lr = self.train_step()
+            with self.step_threads.unit(config.batch_size * config.seq_len):
+                loss, lr = self.train_step()
+            if self.plan is not None:
+                self.plan.step_ended(self.step_seconds)
+                if self.plan.needs_eval_probe():
+                    self.probe_eval_speed()
+            self.report_threads()
             self.emit("step", self.step_event(loss, lr))
             evaluate_now = config.eval_every and self.step % config.eval_every == 0
             if evaluate_now:
@@ -290,6 +339,22 @@ class _Run:
                 self.emit_sample()
             if self.stop_requested:
                 raise KeyboardInterrupt
+
+    def probe_eval_speed(self):
+        """Time an evaluation of a short piece of the validation text, so that the time plan
+        knows how much of it the final evaluation can read (its loss is not used)."""
+        count = self.plan.probe_chars()
+        started = time.perf_counter()
+        evaluate_ids(self.model, self.corpus.val_ids[:count], streams=EVAL_STREAMS, threads=self.eval_threads)
+        self.plan.evaluated(count, time.perf_counter() - started)
+
+    def report_threads(self):
+        """Once the first thread probe is over: say what it chose (printed, and in config.json)."""
+        if self.threads_reported or not self.step_threads.decided:
+            return
+        self.threads_reported = True
+        self.emit("threads", self.step_threads.record())
+        self.write_config()
 
     def choose_dropout(self):
         """Set the dropout rnn.recipe gives for the passes this run will make, as soon as they
@@ -317,8 +382,7 @@ class _Run:
 
     def step_event(self, loss: float, lr: float) -> dict:
         limits = self.config.limits()
-        time_left = (max(0.0, limits["time_budget"] - self.train_seconds)
-                     if limits["time_budget"] is not None else None)
+        time_left = self.plan.seconds_left() if self.plan is not None else None
         return {"step": self.step, "total_steps": limits["steps"], "time_left": time_left,
                 "epoch": self.stream.epoch, "train_loss": loss, "lr": lr, "chars_per_sec": self.chars_per_sec(),
                 "eta": self.eta(), "val_loss": self.last_val_loss}
@@ -364,6 +428,7 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
     RunFileError, OSError (out_dir not writable), TrainingDiverged: all but OSError are
     rnn.errors.UserError.
     """
+    started = time.perf_counter()
     config = replace(config).validate()  # a copy: resuming may change the architecture fields
     if config.cell_file:
         load_cell_file(config.cell_file)
@@ -387,6 +452,7 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
             run = _Run(config, corpus, folder, start, metrics_file, on_event,
                        corpus_record=corpus.record(),  # resolved paths and a fingerprint: resumable from anywhere
                        resumed_from=str(resume) if resume is not None else None, size_choice=size_choice)
+            run.started = started  # the wall time the summary reports counts start-up too
             if size_choice:
                 run.emit("recipe", {"size": size_choice})
             run.write_config()
@@ -418,11 +484,19 @@ def _seconds_per_step_of_default_size(config: TrainConfig, corpus: Corpus) -> fl
     optimizer = optimizer_for(probe, model.parameters())
     inputs, targets = BatchStream(corpus.train_ids, config.batch_size, config.seq_len).next_batch()
     untimed, steps = recipe.CALIBRATION_STEPS
-    for step in range(steps):
+    # On the thread count that wins on this machine now (minigrad.threads): its own probe
+    # takes the steps it needs, and the time of a step is that of the count it chose.
+    threads = ThreadChooser.for_this_machine()
+    step = 0
+    while step < steps or not threads.decided:
         if step == untimed:
             started = time.perf_counter()
-        loss, _ = model.loss(inputs, targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        with threads.unit():
+            loss, _ = model.loss(inputs, targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        step += 1
+    if threads.reference:
+        return threads.reference[threads.chosen]
     return (time.perf_counter() - started) / (steps - untimed)

@@ -166,7 +166,7 @@ def test_epoch_and_time_limits(tmp_path):
     assert summary["stopped_reason"] == "epochs" and summary["steps"] == windows
     summary = train(tiny_config(time_budget=0.3, steps=10 ** 6, eval_every=0), corpus, tmp_path / "time")
     assert summary["stopped_reason"] == "time_budget"
-    assert summary["seconds"] >= 0.3
+    assert 0 < summary["seconds"] <= summary["wall_seconds"]
 
 
 def test_interrupt_saves_a_checkpoint(tmp_path):

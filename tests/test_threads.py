@@ -1,0 +1,140 @@
+"""The thread count: chosen by measuring (minigrad.threads.ThreadChooser, with injected
+timings: no timed assertions), the cores a process may use, and the user's override."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numba
+import pytest
+
+from minigrad import threads
+from minigrad.threads import DEGRADED, PROBE_UNITS, RECHECK_SECONDS, ThreadChooser, available_cores, cgroup_cpu_quota
+
+
+def run(chooser, seconds_of, units):
+    """Show `chooser` `units` units whose time depends on the count it picks; the counts it ran."""
+    counts = []
+    for _ in range(units):
+        counts.append(chooser.threads)
+        chooser.observe(seconds_of(chooser.threads))
+    return counts
+
+
+def test_the_probe_takes_the_faster_count_and_ignores_the_first_unit_after_a_change():
+    quiet = ThreadChooser(2)
+    # first unit of each count untimed (a compile: 100 s), then PROBE_UNITS timed
+    counts = run(quiet, lambda n: 100.0 if not quiet.reference and quiet._untimed else {2: 0.01, 1: 0.018}[n],
+                 2 * (PROBE_UNITS + 1))
+    assert counts == [2] * (PROBE_UNITS + 1) + [1] * (PROBE_UNITS + 1)
+    assert quiet.decided and quiet.threads == 2 and quiet.record()["threads"] == 2
+    loaded = ThreadChooser(2)
+    run(loaded, lambda n: {2: 0.08, 1: 0.02}[n], 2 * (PROBE_UNITS + 1))
+    assert loaded.threads == 1
+
+
+def test_a_slowdown_makes_it_measure_again_and_switch():
+    chooser = ThreadChooser(2)
+    run(chooser, lambda n: {2: 0.01, 1: 0.018}[n], 2 * (PROBE_UNITS + 1))
+    assert chooser.threads == 2
+    # another process takes a core: 2 threads now 8x slower, 1 thread a little slower
+    counts = run(chooser, lambda n: {2: 0.08, 1: 0.025}[n], 3 * PROBE_UNITS)
+    assert chooser.threads == 1 and chooser.record()["switches"] == 1
+    assert counts.count(2) <= 2 * PROBE_UNITS  # the slow count ran no longer than it takes to notice and probe
+
+
+def test_a_load_that_goes_away_is_found_by_the_periodic_check():
+    chooser = ThreadChooser(2)
+    run(chooser, lambda n: {2: 0.08, 1: 0.02}[n], 2 * (PROBE_UNITS + 1))
+    assert chooser.threads == 1
+    # the load goes away: nothing gets slower, so only the periodic check can find out
+    run(chooser, lambda n: {2: 0.01, 1: 0.02}[n], int(RECHECK_SECONDS / 0.02) + 3 * PROBE_UNITS)
+    assert chooser.threads == 2
+
+
+def test_a_confirmed_choice_waits_longer_for_the_next_check():
+    chooser = ThreadChooser(2)
+    run(chooser, lambda n: {2: 0.01, 1: 0.02}[n], 2 * (PROBE_UNITS + 1))
+    waits = [chooser.recheck_after]
+    for _ in range(3):
+        checks = len(chooser.history)
+        while len(chooser.history) == checks:
+            chooser.observe({2: 0.01, 1: 0.02}[chooser.threads])
+        waits.append(chooser.recheck_after)
+    assert waits == [RECHECK_SECONDS, 2 * RECHECK_SECONDS, 4 * RECHECK_SECONDS, 8 * RECHECK_SECONDS]
+    assert chooser.threads == 2
+
+
+def test_noise_below_the_threshold_does_not_trigger_a_check():
+    chooser = ThreadChooser(2)
+    run(chooser, lambda n: {2: 0.01, 1: 0.02}[n], 2 * (PROBE_UNITS + 1))
+    checks = len(chooser.history)
+    run(chooser, lambda n: 0.01 * (DEGRADED - 0.1), 50)  # 0.7 s of work: before the periodic check
+    assert len(chooser.history) == checks and chooser.threads == 2
+
+
+def test_one_core_or_a_fixed_count_never_probes():
+    for chooser, count in ((ThreadChooser(1), 1), (ThreadChooser(2, fixed=2), 2), (ThreadChooser(2, fixed=1), 1)):
+        assert run(chooser, lambda n: {2: 0.08, 1: 0.02}[n], 50) == [count] * 50
+        assert chooser.decided
+
+
+def test_work_is_timed_per_unit_of_work():
+    chooser = ThreadChooser(2)
+    # 2 threads: 10 s for 1000 characters; 1 thread: 1 s for 10 characters (slower per character)
+    for _ in range(2 * (PROBE_UNITS + 1)):
+        work = 1000 if chooser.threads == 2 else 10
+        chooser.observe(10.0 if work == 1000 else 1.0, work)
+    assert chooser.threads == 2
+
+
+def test_unit_sets_the_count_for_its_body_and_puts_the_old_one_back():
+    chooser = ThreadChooser(2, fixed=1)
+    before = numba.get_num_threads()
+    with chooser.unit():
+        inside = numba.get_num_threads()
+    assert inside == 1 and numba.get_num_threads() == before
+
+
+def test_available_cores_is_the_lowest_limit(tmp_path):
+    assert available_cores(numba_threads=8, affinity=4, quota=None) == 4
+    assert available_cores(numba_threads=8, affinity=4, quota=1.5) == 2
+    assert available_cores(numba_threads=2, affinity=4, quota=0.5) == 1
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_quota(str(tmp_path)) == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(str(tmp_path)) is None
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_quota(str(tmp_path)) is None
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
+    assert cgroup_cpu_quota(str(tmp_path)) == 3.0
+
+
+def test_numba_num_threads_fixes_the_count(monkeypatch):
+    monkeypatch.setenv(threads.OVERRIDE_ENV, str(numba.config.NUMBA_NUM_THREADS))
+    chooser = ThreadChooser.for_this_machine()
+    assert chooser.fixed == numba.config.NUMBA_NUM_THREADS and chooser.decided
+    monkeypatch.delenv(threads.OVERRIDE_ENV)
+    assert ThreadChooser.for_this_machine().fixed is None
+
+
+def test_train_respects_numba_num_threads_and_records_it(tmp_path):
+    """The override end to end: a run under NUMBA_NUM_THREADS=1 runs and records 1 thread."""
+    text = tmp_path / "text.txt"
+    text.write_text("the cat sees the red ball.\n" * 400)
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    result = subprocess.run([sys.executable, "-m", "cli.main", "train", str(text), "--out", str(tmp_path / "run"),
+                             "--steps", "12", "--layers", "1", "--hidden", "16", "--batch-size", "4",
+                             "--seq-len", "8", "--eval-every", "0", "--sample-every", "0", "--json"],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["threads"] == {"threads": 1, "how": "fixed by NUMBA_NUM_THREADS"}
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["threads"] == {"threads": 1, "how": "fixed by NUMBA_NUM_THREADS"}
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics and all(record["threads"] == 1 for record in metrics)
