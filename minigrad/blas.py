@@ -22,7 +22,7 @@ import ctypes
 
 import numpy as np  # (also loads numpy's BLAS, which we look for below)
 
-from ._jit import cores, parallel_kernel, prange  # (_jit also sets up Numba's cache)
+from .jit import cores, parallel_kernel, prange
 
 
 def _openblas_libraries():

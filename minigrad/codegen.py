@@ -1,7 +1,7 @@
 """Turning derivative rules (text) into Numba kernels (source files on disk).
 
 Kernels are generated as Python source, written once to a file in the private user
-cache directory (see minigrad._jit), and run from the generated text itself. A real
+cache directory (see minigrad.kernel_cache), and run from the generated text itself. A real
 file is what lets Numba keep the compiled code between runs, and it lets a reader open
 (or print) exactly what runs. The same functions serve the eager elementwise kernels (below) and the
 fused recurrent-cell compiler in `rnn.compiler`.
@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 
 from . import rules
-from ._jit import private_folder, user_cache_dir
+from .kernel_cache import private_folder, user_cache_dir
 from .files import write_atomically
 
 # Everything a rule expression may call, compiled as inlined scalar helpers.
 PRELUDE = '''\
 from math import exp, log, tanh
-from minigrad._jit import kernel, scalar
+from minigrad.jit import kernel, scalar
 
 
 @scalar

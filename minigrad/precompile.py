@@ -33,7 +33,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ._jit import CACHE_ENV, user_cache_dir
+from .kernel_cache import CACHE_ENV, user_cache_dir
 
 import numpy as np
 

@@ -42,7 +42,7 @@ import math
 import numpy as np
 
 import minigrad as mg
-from minigrad._jit import cores
+from minigrad.jit import cores
 
 from .compiler import compile_cell, compile_loops
 from .errors import ModelDiverged

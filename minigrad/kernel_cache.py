@@ -1,28 +1,21 @@
-"""The one place that imports Numba, sets the JIT options and decides where compiled code is kept.
+"""Where compiled kernels are kept, and why they can be trusted: the kernel cache.
 
-Every kernel in minigrad is compiled with `kernel` (or `scalar` for helpers that
-kernels call). Nothing here knows about tensors or gradients.
+minigrad/jit.py's decorators hand every kernel to `use_private_cache`; this module decides
+the folder and keeps Numba's cache files there. It is the ONE module that uses Numba's
+private API (its cache classes, a dispatcher's `_cache`): each use goes through
+`_numba_internal`, which fails with one line naming the Numba version if Numba moved it.
 
-Why the options are what they are:
-- cached: compiled machine code is kept on disk, so the second start is fast (like
-  cache=True, but in a private folder, see below).
-- error_model="numpy": x / 0 gives inf or nan like numpy, instead of raising
-  ZeroDivisionError from inside a loop.
-- no fastmath: fastmath lets LLVM assume there are no NaNs, which would make the
-  NaN checks of anomaly mode and of the trainer lie.
-
-Where the cache lives, and why it is trusted. Numba's cache files are pickles and machine
-code, and generated kernels are Python source: whoever can write the folder they are read
-from can run code in this process. So every cache folder (ours, `user_cache_dir()`, and the
-one Numba's files go to, `kernel_cache_dir()`) must be owned by this user, writable by no
-one else, and lie in folders that only this user or root can change (like ssh's StrictModes).
-Folders we create are made 0700. A folder the user named (MINIGRAD_CACHE_DIR,
-NUMBA_CACHE_DIR) that fails the check is refused with one line (UnsafeCacheDirError); a
-default one that fails it is passed over for the next, down to a fresh private folder of
-this process. minigrad's kernels keep their Numba cache only there (never in a
-`__pycache__` beside the source), through a cache class of our own that also discards a
-damaged entry (truncated, corrupt or foreign) and compiles it again instead of failing.
-Numba's global configuration and the environment are left as they are.
+Numba's cache files are pickles and machine code, and generated kernels are Python source:
+whoever can write the folder they are read from can run code in this process. So every cache
+folder (ours, `user_cache_dir()`, and the one Numba's files go to, `kernel_cache_dir()`) must
+be owned by this user, writable by no one else, and lie in folders that only this user or
+root can change (like ssh's StrictModes). Folders we create are made 0700. A folder the user
+named (MINIGRAD_CACHE_DIR, NUMBA_CACHE_DIR) that fails the check is refused with one line
+(UnsafeCacheDirError); a default one that fails it is passed over for the next, down to a
+fresh private folder of this process. minigrad's kernels keep their Numba cache only there
+(never in a `__pycache__` beside the source), through a cache class of our own that also
+discards a damaged entry (truncated, corrupt or foreign) and compiles it again instead of
+failing. Numba's global configuration and the environment are left as they are.
 """
 
 import atexit
@@ -163,7 +156,36 @@ def kernel_cache_dir() -> Path:
 
 
 
-class _PrivateCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
+# ---- Numba's private API: every use is here, each looked up through _numba_internal -------------
+
+class NumbaInternalsError(ImportError):
+    """This Numba no longer has an internal the kernel cache is built on."""
+
+
+def _numba_internal(owner, name: str):
+    """`owner.name`, part of Numba's private API; if this Numba moved it, one clear line."""
+    try:
+        return getattr(owner, name)
+    except AttributeError:
+        where = getattr(owner, "__name__", type(owner).__name__)
+        raise NumbaInternalsError(f"minigrad's kernel cache needs Numba's private {where}.{name}, which numba "
+                                  f"{numba.__version__} does not have: install a numba version minigrad-rnn "
+                                  f"supports (see its pyproject.toml)") from None
+
+
+_LocatorMixin = _numba_internal(caching, "_SourceFileBackedLocatorMixin")
+_Locator = _numba_internal(caching, "_CacheLocator")
+_CacheImpl = _numba_internal(caching, "CompileResultCacheImpl")
+_FunctionCache = _numba_internal(caching, "FunctionCache")
+_NullCache = _numba_internal(caching, "NullCache")
+# The hooks overridden below: if Numba renamed them, the overrides would silently do nothing.
+for _owner, _name in ((_Locator, "get_suitable_cache_subpath"), (_CacheImpl, "_locator_classes"),
+                      (_FunctionCache, "_impl_class"), (_FunctionCache, "load_overload"),
+                      (_FunctionCache, "save_overload")):
+    _numba_internal(_owner, _name)
+
+
+class _PrivateCacheLocator(_LocatorMixin, _Locator):
     """Numba's cache files of a kernel in file F: in kernel_cache_dir(), in a subfolder named
     after F's folder (as Numba names them), never beside F."""
 
@@ -191,14 +213,14 @@ class _PrivateCacheLocator(caching._SourceFileBackedLocatorMixin, caching._Cache
         return locator
 
 
-class _PrivateCacheImpl(caching.CompileResultCacheImpl):
+class _PrivateCacheImpl(_CacheImpl):
     _locator_classes = [_PrivateCacheLocator]
 
 
 _damage_reported = False
 
 
-class _SelfHealingCache(caching.FunctionCache):
+class _SelfHealingCache(_FunctionCache):
     """Numba's function cache in a private folder, which deletes an entry it cannot load (a
     truncated, corrupt or foreign index or data file) and lets the kernel compile again.
     Saving that fails only costs the next process a compilation."""
@@ -220,7 +242,7 @@ class _SelfHealingCache(caching.FunctionCache):
 
     def _discard(self, error):
         global _damage_reported
-        index = self._cache_file._index_path
+        index = _numba_internal(_numba_internal(self, "_cache_file"), "_index_path")
         data_files = glob.glob(glob.escape(index[:-len(".nbi")]) + ".*.nbc")
         for path in (index, *data_files):
             try:
@@ -253,7 +275,7 @@ class _CacheOnFirstUse:
             except UnsafeCacheDirError:
                 raise
             except (OSError, RuntimeError):  # no usable cache folder, or not a file: compile every time
-                self._cache = caching.NullCache()
+                self._cache = _NullCache()
         return self._cache
 
     def load_overload(self, sig, target_context):
@@ -270,59 +292,9 @@ class _CacheOnFirstUse:
         return self._opened().cache_path
 
 
-def _njit(**options):
-    """numba.njit(**options, cache=True), with the cache of `_SelfHealingCache` (opened when
-    the kernel first compiles)."""
-    compile_with = numba.njit(**options)
-
-    def decorate(function):
-        dispatcher = compile_with(function)
-        dispatcher._cache = _CacheOnFirstUse(function)
-        return dispatcher
-
-    return decorate
-
-
-JIT_OPTIONS = dict(nogil=True, error_model="numpy")
-
-kernel = _njit(**JIT_OPTIONS)
-
-"""Decorator for an array kernel: loops over preallocated arrays, no autograd logic."""
-
-scalar = _njit(inline="always", **JIT_OPTIONS)
-"""Decorator for a scalar helper that kernels call (inlined into them by Numba). Left to
-LLVM instead, the helpers stayed calls inside the parallel window loops of rnn.recurrence,
-which then did not vectorize: a 1x128 LSTM training step took 25 ms instead of 15."""
-
-summing_kernel = _njit(fastmath={"reassoc", "contract"}, **JIT_OPTIONS)
-"""Decorator for a kernel whose loops sum (dot products): it lets LLVM reorder the
-additions, so a sum runs in vector lanes. Unlike full fastmath it keeps NaN and inf."""
-
-# Only explicit prange loops run in parallel: Numba's other automatic parallel rewrites
-# (array expressions, reductions, fusion...) are switched off, which also makes a
-# parallel kernel compile faster.
-_ONLY_PRANGE = dict(prange=True, comprehension=False, setitem=False, numpy=False, reduction=False, stencil=False,
-                    fusion=False, inplace_binop=False)
-parallel_kernel = _njit(parallel=_ONLY_PRANGE, **JIT_OPTIONS)
-"""Decorator for a kernel whose `prange` loops are split over the cores."""
-
-prange = numba.prange
-"""`range` whose iterations a parallel_kernel may run on different cores."""
-
-_forked = False
-
-
-def _note_fork():
-    global _forked
-    _forked = True
-
-
-os.register_at_fork(after_in_child=_note_fork)
-
-
-def cores() -> int:
-    """How many cores minigrad's parallel kernels share their work over: Numba's thread
-    count (NUMBA_NUM_THREADS), but 1 in a child process made by fork(). Numba's OpenMP
-    layer ends a forked child that starts a parallel kernel ("fork() called from a process
-    already using GNU OpenMP"), so there minigrad runs the one-core version of every kernel."""
-    return 1 if _forked else numba.get_num_threads()
+def use_private_cache(dispatcher):
+    """Give a Numba dispatcher (a function `numba.njit` made) the self-healing cache in the
+    private folder, opened when it first compiles; returns the dispatcher."""
+    _numba_internal(dispatcher, "_cache")  # where Numba's dispatcher keeps its cache object
+    dispatcher._cache = _CacheOnFirstUse(dispatcher.py_func)
+    return dispatcher
