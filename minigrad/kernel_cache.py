@@ -12,7 +12,10 @@ be owned by this user, writable by no one else, and lie in folders that only thi
 root can change (like ssh's StrictModes). Folders we create are made 0700. A folder the user
 named (MINIGRAD_CACHE_DIR, NUMBA_CACHE_DIR) that fails the check is refused with one line
 (UnsafeCacheDirError); a default one that fails it is passed over for the next, down to a
-fresh private folder of this process. minigrad's kernels keep their Numba cache only there
+fresh private folder of this process (in TMPDIR, else /dev/shm or /tmp, checked the same
+way: a TMPDIR anyone can write makes its folders unsafe). When there is no safe folder, or
+the cache cannot be written (a full disk), kernels compile in memory for the rest of the
+run, said once (`compile_in_memory`). minigrad's kernels keep their Numba cache only there
 (never in a `__pycache__` beside the source), through a cache class of our own that also
 discards a damaged entry (truncated, corrupt or foreign) and compiles it again instead of
 failing. Numba's global configuration and the environment are left as they are.
@@ -118,10 +121,18 @@ _chosen = {}  # the environment that decides -> the cache folder chosen for it
 def user_cache_dir() -> Path:
     """A private, writable per-user folder for compiled kernels and generated sources:
     MINIGRAD_CACHE_DIR, else $XDG_CACHE_HOME/minigrad-rnn (~/.cache/minigrad-rnn), else
-    $TMPDIR/minigrad-rnn-<uid>, else a fresh folder of this process (deleted at exit)."""
+    $TMPDIR/minigrad-rnn-<uid>, else a fresh folder of this process (deleted at exit) in the
+    first of FRESH_FOLDER_PARENTS where it is private. OSError if there is none."""
     key = tuple(os.environ.get(n) for n in (CACHE_ENV, "XDG_CACHE_HOME", "HOME", "TMPDIR"))
     if key not in _chosen:
-        _chosen[key] = _choose_user_cache_dir()
+        try:
+            _chosen[key] = _choose_user_cache_dir()
+        except UnsafeCacheDirError:
+            raise
+        except OSError as error:  # remembered: asked again, the answer is the same
+            _chosen[key] = error
+    if isinstance(_chosen[key], OSError):
+        raise _chosen[key]
     return _chosen[key]
 
 
@@ -136,9 +147,67 @@ def _choose_user_cache_dir() -> Path:
         chosen = private_folder(candidate)
         if chosen is not None:
             return chosen
-    fresh = Path(tempfile.mkdtemp(prefix="minigrad-rnn-"))  # 0700, ours: private by construction
-    atexit.register(shutil.rmtree, fresh, ignore_errors=True)
-    return fresh
+    return _fresh_private_folder()
+
+
+# Where a fresh folder of this process is made when no default folder will do, first to last:
+# the temporary folder (None: tempfile.gettempdir()), then /dev/shm and /tmp. A fresh folder
+# is 0700 and ours, but it is private only if its parents are: inside a TMPDIR anyone can
+# write (no sticky bit) it is not, so each is checked like any cache folder.
+FRESH_FOLDER_PARENTS = [None, "/dev/shm", "/tmp"]
+
+
+def _fresh_private_folder() -> Path:
+    tried = []
+    for parent in FRESH_FOLDER_PARENTS:
+        parent = parent or tempfile.gettempdir()
+        if parent in tried:
+            continue
+        tried.append(parent)
+        try:
+            fresh = Path(tempfile.mkdtemp(prefix="minigrad-rnn-", dir=parent))
+        except OSError:
+            continue
+        try:
+            usable = private_problem(fresh) is None and _writable(fresh)
+        except OSError:
+            usable = False
+        if usable:
+            atexit.register(shutil.rmtree, fresh, ignore_errors=True)
+            _private_folders.add(fresh)
+            return fresh
+        shutil.rmtree(fresh, ignore_errors=True)
+    raise OSError(errno.EACCES, f"no folder private to this user can hold the kernel cache (the default folders "
+                                f"and fresh ones in {', '.join(tried)} are unsafe or cannot be written)")
+
+
+_in_memory_because = None  # why this process keeps no kernel on disk (said once), or None
+
+
+def compile_in_memory(reason: str) -> None:
+    """From now on this process keeps no compiled kernel and no generated source on disk, and
+    reads none it has not read yet: its kernels compile in memory (because the cache folder
+    cannot be written, or no folder is safe: `reason`). Says so once, on stderr."""
+    global _in_memory_because
+    if _in_memory_because is None:
+        _in_memory_because = reason
+        _log.warning("minigrad: %s; compiling kernels in memory for this run", _one_line(reason))
+
+
+def in_memory() -> bool:
+    """True once compile_in_memory was called in this process."""
+    return _in_memory_because is not None
+
+
+def cannot_write(folder, error: OSError) -> str:
+    """The reason for compile_in_memory when writing into `folder` failed with `error`."""
+    return f"cannot write the kernel cache in {folder} ({error.strerror or error})"
+
+
+def describe(error: OSError) -> str:
+    """An OSError in one line: its reason, and the file it names."""
+    what = error.strerror or str(error)
+    return f"{what}: {error.filename}" if error.filename else what
 
 
 def kernel_cache_dir() -> Path:
@@ -151,9 +220,8 @@ def kernel_cache_dir() -> Path:
             return chosen
     chosen = private_folder(user_cache_dir() / "numba")
     if chosen is None:
-        raise OSError(errno.EACCES, "minigrad: cannot make a private kernel cache folder", str(user_cache_dir()))
+        raise OSError(errno.EACCES, "cannot make a private, writable kernel cache folder", str(user_cache_dir() / "numba"))
     return chosen
-
 
 
 # ---- Numba's private API: every use is here, each looked up through _numba_internal -------------
@@ -181,7 +249,7 @@ _NullCache = _numba_internal(caching, "NullCache")
 # The hooks overridden below: if Numba renamed them, the overrides would silently do nothing.
 for _owner, _name in ((_Locator, "get_suitable_cache_subpath"), (_CacheImpl, "_locator_classes"),
                       (_FunctionCache, "_impl_class"), (_FunctionCache, "load_overload"),
-                      (_FunctionCache, "save_overload")):
+                      (_FunctionCache, "save_overload"), (_FunctionCache, "cache_path")):
     _numba_internal(_owner, _name)
 
 
@@ -199,7 +267,7 @@ class _PrivateCacheLocator(_LocatorMixin, _Locator):
 
     def ensure_cache_path(self):
         if private_folder(Path(self._cache_path)) is None:
-            raise OSError(errno.EACCES, "not a private, writable cache folder", self._cache_path)
+            raise OSError(errno.EACCES, "not a private, writable folder", self._cache_path)
 
     @classmethod
     def from_function(cls, py_func, py_file):
@@ -208,7 +276,8 @@ class _PrivateCacheLocator(_LocatorMixin, _Locator):
         locator = cls(py_func, py_file)  # an unsafe folder the user named raises here, and is reported
         try:
             locator.ensure_cache_path()
-        except OSError:
+        except OSError as error:
+            compile_in_memory(cannot_write(locator.get_cache_path(), error))
             return None
         return locator
 
@@ -235,8 +304,12 @@ class _SelfHealingCache(_FunctionCache):
             return None
 
     def save_overload(self, sig, data):
+        if in_memory():
+            return
         try:
             super().save_overload(sig, data)
+        except OSError as error:  # a full disk, a folder made read-only: it will not get better in this run
+            compile_in_memory(cannot_write(self.cache_path, error))
         except Exception as error:  # noqa: BLE001
             _log.warning("minigrad: could not save a compiled kernel to the cache (%s)", _one_line(error))
 
@@ -270,11 +343,17 @@ class _CacheOnFirstUse:
 
     def _opened(self):
         if self._cache is None:
+            if in_memory():
+                self._cache = _NullCache()
+                return self._cache
             try:
                 self._cache = _SelfHealingCache(self._function)
             except UnsafeCacheDirError:
                 raise
-            except (OSError, RuntimeError):  # no usable cache folder, or not a file: compile every time
+            except OSError as error:  # no usable cache folder
+                compile_in_memory(describe(error))
+                self._cache = _NullCache()
+            except RuntimeError:  # not in a file (e.g. defined in `python -c`): compiles every time, as in Numba
                 self._cache = _NullCache()
         return self._cache
 
