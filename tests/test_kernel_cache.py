@@ -45,6 +45,7 @@ def test_a_numba_without_the_private_api_the_cache_uses_fails_with_one_line(tmp_
     lines = child.stderr.strip().splitlines()
     assert len(lines) == 1, child.stderr
     assert missing.rpartition(".")[2] in lines[0] and f"numba {numba.__version__}" in lines[0], lines[0]
+    assert lines[0].startswith("error: ") and "this is a bug" not in lines[0]
 
 
 def test_a_dispatcher_without_its_cache_attribute_fails_with_one_line():
