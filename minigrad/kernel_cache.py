@@ -32,7 +32,6 @@ import tempfile
 from pathlib import Path
 
 import numba
-from numba.core import caching
 
 CACHE_ENV = "MINIGRAD_CACHE_DIR"
 _log = logging.getLogger("minigrad")
@@ -185,9 +184,9 @@ _in_memory_because = None  # why this process keeps no kernel on disk (said once
 
 
 def compile_in_memory(reason: str) -> None:
-    """From now on this process keeps no compiled kernel and no generated source on disk, and
-    reads none it has not read yet: its kernels compile in memory (because the cache folder
-    cannot be written, or no folder is safe: `reason`). Says so once, on stderr."""
+    """From now on this process writes no compiled kernel and no generated source to disk, and
+    kernels not opened yet compile in memory (because the cache folder cannot be written, or
+    no folder is safe: `reason`). Says so once, on stderr."""
     global _in_memory_because
     if _in_memory_because is None:
         _in_memory_because = reason
@@ -230,16 +229,24 @@ class NumbaInternalsError(ImportError):
     """This Numba no longer has an internal the kernel cache is built on."""
 
 
+def _numba_moved(name: str) -> NumbaInternalsError:
+    return NumbaInternalsError(f"minigrad's kernel cache needs Numba's private {name}, which numba "
+                               f"{numba.__version__} does not have: install a numba version minigrad-rnn "
+                               f"supports (see its pyproject.toml)")
+
+
 def _numba_internal(owner, name: str):
     """`owner.name`, part of Numba's private API; if this Numba moved it, one clear line."""
     try:
         return getattr(owner, name)
     except AttributeError:
-        where = getattr(owner, "__name__", type(owner).__name__)
-        raise NumbaInternalsError(f"minigrad's kernel cache needs Numba's private {where}.{name}, which numba "
-                                  f"{numba.__version__} does not have: install a numba version minigrad-rnn "
-                                  f"supports (see its pyproject.toml)") from None
+        raise _numba_moved(f"{getattr(owner, '__name__', type(owner).__name__)}.{name}") from None
 
+
+try:
+    from numba.core import caching
+except ImportError:
+    raise _numba_moved("numba.core.caching") from None
 
 _LocatorMixin = _numba_internal(caching, "_SourceFileBackedLocatorMixin")
 _Locator = _numba_internal(caching, "_CacheLocator")
