@@ -6,7 +6,9 @@ where process-wide settings change.
   130 when interrupted. The library's exceptions are turned into that line in one
   place, `App.main`: a `rnn.errors.UserError` (a bad text, checkpoint, cell, setting or
   run folder) shows its message, with the settings it names written as this CLI's flags
-  (`grad_clip` -> `--grad-clip`); an OSError its reason; anything else is a bug, reported
+  (`grad_clip` -> `--grad-clip`); an OSError its reason; an ImportError (a package missing,
+  or one whose version does not fit, e.g. a Numba that moved what minigrad's kernel cache
+  uses) its message; anything else is a bug, reported
   as such in one line, with its traceback when MINIGRAD_RNN_DEBUG is set;
 - `LibraryCommand` runs a command inside minigrad.runtime.configured_for_training().
 Nothing heavy is imported here: numpy, numba and minigrad load inside the commands.
@@ -85,6 +87,8 @@ class App(click.Group):
             error_exit(error.render(flag), EXIT_RUNTIME_ERROR)
         if isinstance(error, OSError):
             error_exit(_describe_os_error(error), EXIT_RUNTIME_ERROR)
+        if isinstance(error, ImportError):  # the installation, not this program: the message says what to do
+            error_exit(str(error), EXIT_RUNTIME_ERROR)
         if isinstance(error, MemoryError):
             error_exit("out of memory: try a smaller --batch-size, --hidden or --seq-len", EXIT_RUNTIME_ERROR)
         if os.environ.get(DEBUG_VARIABLE):

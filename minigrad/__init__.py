@@ -9,7 +9,10 @@ Where things are, bottom layer first; each module imports only modules before it
 (checked by tests/test_layering.py):
   files        the one atomic file writer (a temporary file beside the target, then a rename)
   rules        the derivative table, one line per elementwise op
-  _jit, allocator, random, codegen, blas, kernels, precompile    the Numba and BLAS side
+  kernel_cache the kernel cache's folders and trust (the one user of Numba's private API)
+  jit          the JIT decorators every kernel is compiled with (kernel, parallel_kernel, ...)
+  threads      how many threads the parallel kernels use: measured, and measured again when the load changes
+  allocator, random, codegen, blas, kernels, precompile    the rest of the Numba and BLAS side
   runtime      the process-wide settings training needs (importing minigrad changes none)
   autograd     the op node (Function), grad mode, the one topological sort, the backward walk
   ops          every op's forward and derivatives, on arrays

@@ -4,71 +4,68 @@ One pool of threads. numpy's OpenBLAS has its own threads, and after a product t
 spin for a while waiting for the next one; Numba's parallel kernels have theirs. Two
 pools on the same cores fight: measured here, a 1x128 LSTM training step went from 19
 to 45 ms when OpenBLAS's threads spun beside the recurrent kernels. So while it trains,
-minigrad keeps OpenBLAS at ONE thread (`use_one_openblas_thread`, through OpenBLAS's own
-setter, found with ctypes; called by minigrad.runtime.configured_for_training, which puts
-the old count back afterwards) and shares out the large products itself: `matmul` cuts
+minigrad keeps OpenBLAS at ONE thread (`use_one_openblas_thread`, through threadpoolctl,
+which finds the loaded OpenBLAS libraries and calls their own setter; called by
+minigrad.runtime.configured_for_training, which puts the old count back afterwards) and shares out the large products itself: `matmul` cuts
 the rows of the result into one block per core and runs the blocks as a parallel Numba
 kernel. Importing minigrad leaves OpenBLAS's thread count alone.
 
 Products inside kernels. A Numba kernel cannot call numpy's matmul, but it can call a C
 function by symbol name. `matmul_into` is a plain function for Python callers and, for
-kernels, a Numba overload that calls the same OpenBLAS's cblas_?gemm: the loop over the
+kernels, a Numba overload that calls the same OpenBLAS's cblas_?gemm (its address looked up
+with ctypes in the library threadpoolctl found): the loop over the
 time steps of a recurrent layer runs compiled, with one GEMM per step, and never comes
 back to Python. Without OpenBLAS (numpy built on MKL or Accelerate) the overload falls
 back to compiled loops (correct, slower) and `matmul` to numpy's own product.
 """
 
 import ctypes
+import os
 
 import numpy as np  # (also loads numpy's BLAS, which we look for below)
 
-from ._jit import cores, parallel_kernel, prange  # (_jit also sets up Numba's cache)
+# Importing threadpoolctl sets KMP_DUPLICATE_LIB_OK=True in the environment (it lets two
+# Intel OpenMP runtimes load in one process): a choice for the application, and importing
+# minigrad changes no process-wide setting, so the environment is put back as it was.
+_KMP_VARIABLE = "KMP_DUPLICATE_LIB_OK"
+_kmp_before = os.environ.get(_KMP_VARIABLE)
+from threadpoolctl import ThreadpoolController  # noqa: E402
+
+if _kmp_before is None:
+    os.environ.pop(_KMP_VARIABLE, None)
+
+from .jit import cores, parallel_kernel, prange
 
 
-def _openblas_libraries():
-    """The OpenBLAS libraries loaded in this process (ctypes handles)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line}
-    except OSError:
-        return []
+def _openblas_controllers() -> list:
+    """threadpoolctl's handles of the OpenBLAS libraries loaded in this process (looked for
+    anew at each call, which reads them and changes nothing)."""
+    return ThreadpoolController().select(internal_api="openblas").lib_controllers
+
+
+def _openblas_libraries() -> list:
+    """The same libraries as ctypes handles, for what threadpoolctl does not give: the
+    address of cblas_?gemm."""
     libraries = []
-    for path in sorted(paths):
+    for controller in _openblas_controllers():
         try:
-            libraries.append(ctypes.CDLL(path))
+            libraries.append(ctypes.CDLL(controller.filepath))
         except OSError:
             continue
     return libraries
 
 
-_THREAD_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                   "openblas_set_num_threads64_", "openblas_set_num_threads")
-_THREAD_GETTERS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
-                   "openblas_get_num_threads64_", "openblas_get_num_threads")
-
-
-def _thread_functions(library):
-    """(getter, setter) of an OpenBLAS library's thread count, or None."""
-    getter = next((getattr(library, n) for n in _THREAD_GETTERS if hasattr(library, n)), None)
-    setter = next((getattr(library, n) for n in _THREAD_SETTERS if hasattr(library, n)), None)
-    if getter is None or setter is None:
-        return None
-    getter.argtypes, getter.restype = [], ctypes.c_int
-    setter.argtypes, setter.restype = [ctypes.c_int], None
-    return getter, setter
-
-
 def openblas_threads() -> list:
     """The thread count of every OpenBLAS loaded in this process (in a fixed order)."""
-    return [functions[0]() for functions in map(_thread_functions, _openblas_libraries()) if functions]
+    return [controller.get_num_threads() for controller in _openblas_controllers()]
 
 
 def set_openblas_threads(counts) -> None:
     """Give the OpenBLAS libraries the counts of `openblas_threads()` (a list), or all one count (an int)."""
-    setters = [functions[1] for functions in map(_thread_functions, _openblas_libraries()) if functions]
-    counts = [counts] * len(setters) if isinstance(counts, int) else counts
-    for setter, count in zip(setters, counts):
-        setter(int(count))
+    controllers = _openblas_controllers()
+    counts = [counts] * len(controllers) if isinstance(counts, int) else counts
+    for controller, count in zip(controllers, counts):
+        controller.set_num_threads(int(count))
 
 
 def use_one_openblas_thread() -> list:

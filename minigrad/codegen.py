@@ -1,7 +1,7 @@
 """Turning derivative rules (text) into Numba kernels (source files on disk).
 
 Kernels are generated as Python source, written once to a file in the private user
-cache directory (see minigrad._jit), and run from the generated text itself. A real
+cache directory (see minigrad.kernel_cache), and run from the generated text itself. A real
 file is what lets Numba keep the compiled code between runs, and it lets a reader open
 (or print) exactly what runs. The same functions serve the eager elementwise kernels (below) and the
 fused recurrent-cell compiler in `rnn.compiler`.
@@ -17,13 +17,14 @@ import sys
 from pathlib import Path
 
 from . import rules
-from ._jit import private_folder, user_cache_dir
+from .kernel_cache import UnsafeCacheDirError, cannot_write, compile_in_memory, describe, in_memory, private_folder, \
+    user_cache_dir
 from .files import write_atomically
 
 # Everything a rule expression may call, compiled as inlined scalar helpers.
 PRELUDE = '''\
 from math import exp, log, tanh
-from minigrad._jit import kernel, scalar
+from minigrad.jit import kernel, scalar
 
 
 @scalar
@@ -102,20 +103,41 @@ def load_module(name: str, source: str):
     What runs is `source` itself, compiled here: the file is only what Numba's cache is keyed
     on (and what a reader opens), and a file that does not hold exactly `source` (damaged,
     or changed by someone) is written again. No bytecode (.pyc) is read or written for it.
+    If the cache cannot keep the file (a full disk, no safe folder), the module runs from
+    `source` all the same, under a name that is no file, and its kernels compile in memory.
     """
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     module_name = f"{GENERATED_PREFIX}{name}_{digest}"
     if module_name in _loaded:
         return _loaded[module_name]
-    directory = user_cache_dir() / "generated"
-    if private_folder(directory) is None:
-        raise OSError(errno.EACCES, "minigrad: not a private, writable folder for generated kernels", str(directory))
-    path = directory / f"{module_name}.py"
-    if _read_bytes(path) != source.encode():
-        write_atomically(path, source.encode(), durable=False)  # a reader sees old or new, never half
-        _written.add(module_name)
+    path = _kept_file(module_name, source.encode()) or Path(f"<in memory: {module_name}>")
     _loaded[module_name] = _execute(module_name, path, source)
     return _loaded[module_name]
+
+
+def _kept_file(module_name: str, source: bytes):
+    """The generated module's file in the kernel cache, holding exactly `source` (written if
+    not); None if the cache cannot keep it (then this run compiles in memory, said once)."""
+    if in_memory():
+        return None
+    try:
+        directory = user_cache_dir() / "generated"
+    except UnsafeCacheDirError:  # a folder the user named: refused, not passed over
+        raise
+    except OSError as error:
+        compile_in_memory(describe(error))
+        return None
+    try:
+        if private_folder(directory) is None:
+            raise OSError(errno.EACCES, "not a private, writable folder")
+        path = directory / f"{module_name}.py"
+        if _read_bytes(path) != source:
+            write_atomically(path, source, durable=False)  # a reader sees old or new, never half
+            _written.add(module_name)
+        return path
+    except OSError as error:
+        compile_in_memory(cannot_write(directory, error))
+        return None
 
 
 def _read_bytes(path: Path):

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from . import codegen
-from ._jit import kernel, summing_kernel
+from .jit import kernel, summing_kernel
 
 elementwise_source = codegen.elementwise_source
 

@@ -33,7 +33,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ._jit import CACHE_ENV, user_cache_dir
+from .kernel_cache import CACHE_ENV, in_memory, user_cache_dir
 
 import numpy as np
 
@@ -102,7 +102,7 @@ def compile_elsewhere(dispatcher, arguments):
     """Start compiling `dispatcher` (a cache=True kernel defined in a file) for arguments of
     the types of `arguments` in a helper process; returns a CompileJob, or None if it
     could not be started or helpers are not enabled (see minigrad.runtime)."""
-    if not _enabled:
+    if not _enabled or in_memory():  # (in memory: the helper's work could not be kept for us)
         return None
     function = dispatcher.py_func
     descriptions = json.dumps([_describe(argument) for argument in arguments])

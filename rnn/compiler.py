@@ -84,7 +84,7 @@ def compile_loops(fused: FusedCell, template: str, parallel: bool):
     Numba can only keep the machine code of a function that calls another on disk if the
     callee is a global of its module, so each cell gets its own copy of the loops. Their
     `@loop_kernel` functions run their `prange` loops on all cores if `parallel`, one
-    iteration after the other if not (in a forked child, see minigrad._jit.cores).
+    iteration after the other if not (in a forked child, see minigrad.jit.cores).
     """
     key = (fused.module.__name__, template, parallel)
     if key not in _loop_modules:
@@ -104,7 +104,7 @@ def bind_loop_template(template: str, fused: FusedCell, parallel: bool) -> str:
     kernels = [name for name in names if name != "loop_kernel"]
     binding = [f"# bound by rnn.compiler.compile_loops to the kernels of cell {fused.cell.name!r}\n"]
     if "loop_kernel" in names:
-        binding.append(f"from minigrad._jit import {'parallel_kernel' if parallel else 'kernel'} as loop_kernel\n")
+        binding.append(f"from minigrad.jit import {'parallel_kernel' if parallel else 'kernel'} as loop_kernel\n")
     if kernels:
         binding.append(f"from {fused.module.__name__} import {', '.join(kernels)}\n")
     lines = text.splitlines(keepends=True)

@@ -225,7 +225,7 @@ class _IdsCache:
     written, so the cache holds at most one entry per file."""
 
     def __init__(self, path: Path, stat: os.stat_result):
-        from minigrad._jit import user_cache_dir  # the one place that knows where caches live
+        from minigrad.kernel_cache import user_cache_dir  # the one place that knows where caches live
 
         self.directory = user_cache_dir() / "corpora"
         self.path_key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]

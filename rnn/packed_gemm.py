@@ -19,7 +19,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from minigrad._jit import kernel
+from minigrad.jit import kernel
 
 PANEL = 32  # columns per panel: two vectors of 16 float32
 DEPTH = 128  # rows of a panel per pass: 16 KB, which stay in L1 while every block of rows uses them

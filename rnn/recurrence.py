@@ -34,7 +34,7 @@ from itertools import pairwise
 import numpy as np
 
 from minigrad import blas, codegen, kernels, ops
-from minigrad._jit import cores, parallel_available
+from minigrad.jit import cores, parallel_available
 from minigrad.autograd import Function
 from minigrad.precompile import compile_elsewhere
 

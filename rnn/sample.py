@@ -42,7 +42,7 @@ import math
 import numpy as np
 
 import minigrad as mg
-from minigrad._jit import cores, parallel_available
+from minigrad.jit import cores, parallel_available
 from minigrad.threads import ThreadChooser
 
 from .compiler import compile_cell, compile_loops

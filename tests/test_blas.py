@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minigrad import blas
-from minigrad._jit import kernel
+from minigrad.jit import kernel
 
 
 def operands(rng, rows, inner, columns, transpose_a, transpose_b, dtype):

@@ -39,7 +39,7 @@ except OSError:
 
 import numpy as np
 import minigrad as mg
-import minigrad._jit
+import minigrad.kernel_cache
 import numba.core.config
 
 x = mg.tensor(np.array([1.0, 2.0, 3.0], dtype=np.float32), requires_grad=True)
@@ -50,7 +50,7 @@ print(json.dumps({
     "minigrad_file": mg.__file__,
     "numba_cache_dir": os.environ.get("NUMBA_CACHE_DIR"),
     "numba_config_cache_dir": numba.core.config.CACHE_DIR,
-    "kernel_cache_dir": str(minigrad._jit.kernel_cache_dir()),
+    "kernel_cache_dir": str(minigrad.kernel_cache.kernel_cache_dir()),
     "y": y.item(),
     "grad": x.grad.tolist(),
     "grad_dtype": str(x.grad.dtype),

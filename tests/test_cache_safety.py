@@ -96,7 +96,7 @@ def test_a_default_cache_folder_someone_else_controls_is_not_used(tmp_path, cont
     plant_generated_module_with_pyc(foreign, marker)
     make_foreign(foreign, controller)
 
-    child = run_child(tmp_path, COMPUTE + "import minigrad._jit; print(minigrad._jit.user_cache_dir())\n")
+    child = run_child(tmp_path, COMPUTE + "import minigrad.kernel_cache; print(minigrad.kernel_cache.user_cache_dir())\n")
     assert child.returncode == 0, child.stderr
     assert not marker.exists(), "code planted in a foreign cache folder ran"
     assert child.stdout.startswith(EXPECTED)
@@ -189,7 +189,7 @@ from minigrad.precompile import compile_elsewhere
 
 kernels = Path(sys.argv[1])
 kernels.write_text(textwrap.dedent('''
-    from minigrad._jit import kernel
+    from minigrad.jit import kernel
 
     @kernel
     def total(x):

@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "minigrad"
 
 # Bottom to top, as minigrad/__init__.py's docstring tells a reader.
-LAYERS = ["files", "rules", "_jit", "allocator", "random", "autograd", "codegen", "blas", "kernels", "precompile", "runtime",
+LAYERS = ["files", "rules", "kernel_cache", "jit", "threads", "allocator", "random", "autograd", "codegen", "blas", "kernels", "precompile", "runtime",
           "ops", "tensor", "derivatives", "gradcheck", "nn", "optim", "viz"]
 # An import inside a function (a "deferred" import) hides a cycle; none in the engine core.
 CORE = ["autograd", "ops", "tensor", "derivatives", "gradcheck", "rules", "kernels", "codegen", "nn", "optim", "viz"]

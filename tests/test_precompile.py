@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from minigrad._jit import cores
+from minigrad.jit import cores
 from minigrad.precompile import compile_elsewhere, helpers_enabled
 from minigrad.runtime import configured_for_training
 
@@ -34,7 +34,7 @@ def _import_file(path):
 def kernel_module(tmp_path):
     path = tmp_path / "precompile_test_kernels.py"
     path.write_text(textwrap.dedent("""
-        from minigrad._jit import kernel
+        from minigrad.jit import kernel
 
         @kernel
         def scaled_sum(x, factor):

@@ -160,7 +160,7 @@ def test_a_loop_template_is_a_module_whose_stand_in_import_is_bound_to_the_cell(
     source = compiler.bind_loop_template(template, fused, parallel=False)
     assert f"from {compiler.STAND_INS} import" not in source
     assert f"from {fused.module.__name__} import step_" in source
-    assert "from minigrad._jit import kernel as loop_kernel" in source
+    assert "from minigrad.jit import kernel as loop_kernel" in source
 
 
 @pytest.mark.parametrize("gates, state, bad", [

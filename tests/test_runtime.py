@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from minigrad import blas
-from minigrad._jit import cores
+from minigrad.jit import cores
 
 ROOT = Path(blas.__file__).resolve().parent.parent  # the code under test (PYTHONPATH), not always this checkout
 

@@ -9,7 +9,7 @@ the bodies never run in a compiled loop.
 Shapes: B batch rows, H hidden units, G gates, S states, K values kept for backward.
 """
 
-from minigrad._jit import kernel as loop_kernel  # noqa: F401  (bound to parallel_kernel on more than one core)
+from minigrad.jit import kernel as loop_kernel  # noqa: F401  (bound to parallel_kernel on more than one core)
 
 _UNBOUND = "a loop template's stand-in: rnn.compiler.compile_loops binds the cell's generated kernel"
 

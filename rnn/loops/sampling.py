@@ -7,7 +7,7 @@ from rnn.loops.cell_kernels below) and loads a copy of this module per cell.
 
 import numpy as np
 
-from minigrad._jit import kernel, prange, summing_kernel
+from minigrad.jit import kernel, prange, summing_kernel
 from rnn.loops.cell_kernels import loop_kernel, step_inference
 
 

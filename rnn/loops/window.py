@@ -6,7 +6,7 @@ window_forward and window_backward run a whole window without returning to Pytho
 cores share it by rows or by hidden units (rnn.recurrence.split_of_work).
 """
 
-from minigrad._jit import kernel, prange
+from minigrad.jit import kernel, prange
 from minigrad.blas import matmul_into
 from rnn.loops.cell_kernels import loop_kernel, step_backward, step_forward
 from rnn.packed_gemm import PANEL, packed_matmul_into

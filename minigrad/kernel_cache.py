@@ -1,28 +1,24 @@
-"""The one place that imports Numba, sets the JIT options and decides where compiled code is kept.
+"""Where compiled kernels are kept, and why they can be trusted: the kernel cache.
 
-Every kernel in minigrad is compiled with `kernel` (or `scalar` for helpers that
-kernels call). Nothing here knows about tensors or gradients.
+minigrad/jit.py's decorators hand every kernel to `use_private_cache`; this module decides
+the folder and keeps Numba's cache files there. It is the ONE module that uses Numba's
+private API (its cache classes, a dispatcher's `_cache`): each use goes through
+`_numba_internal`, which fails with one line naming the Numba version if Numba moved it.
 
-Why the options are what they are:
-- cached: compiled machine code is kept on disk, so the second start is fast (like
-  cache=True, but in a private folder, see below).
-- error_model="numpy": x / 0 gives inf or nan like numpy, instead of raising
-  ZeroDivisionError from inside a loop.
-- no fastmath: fastmath lets LLVM assume there are no NaNs, which would make the
-  NaN checks of anomaly mode and of the trainer lie.
-
-Where the cache lives, and why it is trusted. Numba's cache files are pickles and machine
-code, and generated kernels are Python source: whoever can write the folder they are read
-from can run code in this process. So every cache folder (ours, `user_cache_dir()`, and the
-one Numba's files go to, `kernel_cache_dir()`) must be owned by this user, writable by no
-one else, and lie in folders that only this user or root can change (like ssh's StrictModes).
-Folders we create are made 0700. A folder the user named (MINIGRAD_CACHE_DIR,
-NUMBA_CACHE_DIR) that fails the check is refused with one line (UnsafeCacheDirError); a
-default one that fails it is passed over for the next, down to a fresh private folder of
-this process. minigrad's kernels keep their Numba cache only there (never in a
-`__pycache__` beside the source), through a cache class of our own that also discards a
-damaged entry (truncated, corrupt or foreign) and compiles it again instead of failing.
-Numba's global configuration and the environment are left as they are.
+Numba's cache files are pickles and machine code, and generated kernels are Python source:
+whoever can write the folder they are read from can run code in this process. So every cache
+folder (ours, `user_cache_dir()`, and the one Numba's files go to, `kernel_cache_dir()`) must
+be owned by this user, writable by no one else, and lie in folders that only this user or
+root can change (like ssh's StrictModes). Folders we create are made 0700. A folder the user
+named (MINIGRAD_CACHE_DIR, NUMBA_CACHE_DIR) that fails the check is refused with one line
+(UnsafeCacheDirError); a default one that fails it is passed over for the next, down to a
+fresh private folder of this process (in TMPDIR, else /dev/shm or /tmp, checked the same
+way: a TMPDIR anyone can write makes its folders unsafe). When there is no safe folder, or
+the cache cannot be written (a full disk), kernels compile in memory for the rest of the
+run, said once (`compile_in_memory`). minigrad's kernels keep their Numba cache only there
+(never in a `__pycache__` beside the source), through a cache class of our own that also
+discards a damaged entry (truncated, corrupt or foreign) and compiles it again instead of
+failing. Numba's global configuration and the environment are left as they are.
 """
 
 import atexit
@@ -36,7 +32,6 @@ import tempfile
 from pathlib import Path
 
 import numba
-from numba.core import caching
 
 CACHE_ENV = "MINIGRAD_CACHE_DIR"
 _log = logging.getLogger("minigrad")
@@ -125,10 +120,18 @@ _chosen = {}  # the environment that decides -> the cache folder chosen for it
 def user_cache_dir() -> Path:
     """A private, writable per-user folder for compiled kernels and generated sources:
     MINIGRAD_CACHE_DIR, else $XDG_CACHE_HOME/minigrad-rnn (~/.cache/minigrad-rnn), else
-    $TMPDIR/minigrad-rnn-<uid>, else a fresh folder of this process (deleted at exit)."""
+    $TMPDIR/minigrad-rnn-<uid>, else a fresh folder of this process (deleted at exit) in the
+    first of FRESH_FOLDER_PARENTS where it is private. OSError if there is none."""
     key = tuple(os.environ.get(n) for n in (CACHE_ENV, "XDG_CACHE_HOME", "HOME", "TMPDIR"))
     if key not in _chosen:
-        _chosen[key] = _choose_user_cache_dir()
+        try:
+            _chosen[key] = _choose_user_cache_dir()
+        except UnsafeCacheDirError:
+            raise
+        except OSError as error:  # remembered: asked again, the answer is the same
+            _chosen[key] = error
+    if isinstance(_chosen[key], OSError):
+        raise _chosen[key]
     return _chosen[key]
 
 
@@ -143,9 +146,67 @@ def _choose_user_cache_dir() -> Path:
         chosen = private_folder(candidate)
         if chosen is not None:
             return chosen
-    fresh = Path(tempfile.mkdtemp(prefix="minigrad-rnn-"))  # 0700, ours: private by construction
-    atexit.register(shutil.rmtree, fresh, ignore_errors=True)
-    return fresh
+    return _fresh_private_folder()
+
+
+# Where a fresh folder of this process is made when no default folder will do, first to last:
+# the temporary folder (None: tempfile.gettempdir()), then /dev/shm and /tmp. A fresh folder
+# is 0700 and ours, but it is private only if its parents are: inside a TMPDIR anyone can
+# write (no sticky bit) it is not, so each is checked like any cache folder.
+FRESH_FOLDER_PARENTS = [None, "/dev/shm", "/tmp"]
+
+
+def _fresh_private_folder() -> Path:
+    tried = []
+    for parent in FRESH_FOLDER_PARENTS:
+        parent = parent or tempfile.gettempdir()
+        if parent in tried:
+            continue
+        tried.append(parent)
+        try:
+            fresh = Path(tempfile.mkdtemp(prefix="minigrad-rnn-", dir=parent))
+        except OSError:
+            continue
+        try:
+            usable = private_problem(fresh) is None and _writable(fresh)
+        except OSError:
+            usable = False
+        if usable:
+            atexit.register(shutil.rmtree, fresh, ignore_errors=True)
+            _private_folders.add(fresh)
+            return fresh
+        shutil.rmtree(fresh, ignore_errors=True)
+    raise OSError(errno.EACCES, f"no folder private to this user can hold the kernel cache (the default folders "
+                                f"and fresh ones in {', '.join(tried)} are unsafe or cannot be written)")
+
+
+_in_memory_because = None  # why this process keeps no kernel on disk (said once), or None
+
+
+def compile_in_memory(reason: str) -> None:
+    """From now on this process writes no compiled kernel and no generated source to disk, and
+    kernels not opened yet compile in memory (because the cache folder cannot be written, or
+    no folder is safe: `reason`). Says so once, on stderr."""
+    global _in_memory_because
+    if _in_memory_because is None:
+        _in_memory_because = reason
+        _log.warning("minigrad: %s; compiling kernels in memory for this run", _one_line(reason))
+
+
+def in_memory() -> bool:
+    """True once compile_in_memory was called in this process."""
+    return _in_memory_because is not None
+
+
+def cannot_write(folder, error: OSError) -> str:
+    """The reason for compile_in_memory when writing into `folder` failed with `error`."""
+    return f"cannot write the kernel cache in {folder} ({error.strerror or error})"
+
+
+def describe(error: OSError) -> str:
+    """An OSError in one line: its reason, and the file it names."""
+    what = error.strerror or str(error)
+    return f"{what}: {error.filename}" if error.filename else what
 
 
 def kernel_cache_dir() -> Path:
@@ -158,12 +219,48 @@ def kernel_cache_dir() -> Path:
             return chosen
     chosen = private_folder(user_cache_dir() / "numba")
     if chosen is None:
-        raise OSError(errno.EACCES, "minigrad: cannot make a private kernel cache folder", str(user_cache_dir()))
+        raise OSError(errno.EACCES, "cannot make a private, writable kernel cache folder", str(user_cache_dir() / "numba"))
     return chosen
 
 
+# ---- Numba's private API: every use is here, each looked up through _numba_internal -------------
 
-class _PrivateCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
+class NumbaInternalsError(ImportError):
+    """This Numba no longer has an internal the kernel cache is built on."""
+
+
+def _numba_moved(name: str) -> NumbaInternalsError:
+    return NumbaInternalsError(f"minigrad's kernel cache needs Numba's private {name}, which numba "
+                               f"{numba.__version__} does not have: install a numba version minigrad-rnn "
+                               f"supports (see its pyproject.toml)")
+
+
+def _numba_internal(owner, name: str):
+    """`owner.name`, part of Numba's private API; if this Numba moved it, one clear line."""
+    try:
+        return getattr(owner, name)
+    except AttributeError:
+        raise _numba_moved(f"{getattr(owner, '__name__', type(owner).__name__)}.{name}") from None
+
+
+try:
+    from numba.core import caching
+except ImportError:
+    raise _numba_moved("numba.core.caching") from None
+
+_LocatorMixin = _numba_internal(caching, "_SourceFileBackedLocatorMixin")
+_Locator = _numba_internal(caching, "_CacheLocator")
+_CacheImpl = _numba_internal(caching, "CompileResultCacheImpl")
+_FunctionCache = _numba_internal(caching, "FunctionCache")
+_NullCache = _numba_internal(caching, "NullCache")
+# The hooks overridden below: if Numba renamed them, the overrides would silently do nothing.
+for _owner, _name in ((_Locator, "get_suitable_cache_subpath"), (_CacheImpl, "_locator_classes"),
+                      (_FunctionCache, "_impl_class"), (_FunctionCache, "load_overload"),
+                      (_FunctionCache, "save_overload"), (_FunctionCache, "cache_path")):
+    _numba_internal(_owner, _name)
+
+
+class _PrivateCacheLocator(_LocatorMixin, _Locator):
     """Numba's cache files of a kernel in file F: in kernel_cache_dir(), in a subfolder named
     after F's folder (as Numba names them), never beside F."""
 
@@ -177,7 +274,7 @@ class _PrivateCacheLocator(caching._SourceFileBackedLocatorMixin, caching._Cache
 
     def ensure_cache_path(self):
         if private_folder(Path(self._cache_path)) is None:
-            raise OSError(errno.EACCES, "not a private, writable cache folder", self._cache_path)
+            raise OSError(errno.EACCES, "not a private, writable folder", self._cache_path)
 
     @classmethod
     def from_function(cls, py_func, py_file):
@@ -186,19 +283,20 @@ class _PrivateCacheLocator(caching._SourceFileBackedLocatorMixin, caching._Cache
         locator = cls(py_func, py_file)  # an unsafe folder the user named raises here, and is reported
         try:
             locator.ensure_cache_path()
-        except OSError:
+        except OSError as error:
+            compile_in_memory(cannot_write(locator.get_cache_path(), error))
             return None
         return locator
 
 
-class _PrivateCacheImpl(caching.CompileResultCacheImpl):
+class _PrivateCacheImpl(_CacheImpl):
     _locator_classes = [_PrivateCacheLocator]
 
 
 _damage_reported = False
 
 
-class _SelfHealingCache(caching.FunctionCache):
+class _SelfHealingCache(_FunctionCache):
     """Numba's function cache in a private folder, which deletes an entry it cannot load (a
     truncated, corrupt or foreign index or data file) and lets the kernel compile again.
     Saving that fails only costs the next process a compilation."""
@@ -213,14 +311,18 @@ class _SelfHealingCache(caching.FunctionCache):
             return None
 
     def save_overload(self, sig, data):
+        if in_memory():
+            return
         try:
             super().save_overload(sig, data)
+        except OSError as error:  # a full disk, a folder made read-only: it will not get better in this run
+            compile_in_memory(cannot_write(self.cache_path, error))
         except Exception as error:  # noqa: BLE001
             _log.warning("minigrad: could not save a compiled kernel to the cache (%s)", _one_line(error))
 
     def _discard(self, error):
         global _damage_reported
-        index = self._cache_file._index_path
+        index = _numba_internal(_numba_internal(self, "_cache_file"), "_index_path")
         data_files = glob.glob(glob.escape(index[:-len(".nbi")]) + ".*.nbc")
         for path in (index, *data_files):
             try:
@@ -248,12 +350,18 @@ class _CacheOnFirstUse:
 
     def _opened(self):
         if self._cache is None:
+            if in_memory():
+                self._cache = _NullCache()
+                return self._cache
             try:
                 self._cache = _SelfHealingCache(self._function)
             except UnsafeCacheDirError:
                 raise
-            except (OSError, RuntimeError):  # no usable cache folder, or not a file: compile every time
-                self._cache = caching.NullCache()
+            except OSError as error:  # no usable cache folder
+                compile_in_memory(describe(error))
+                self._cache = _NullCache()
+            except RuntimeError:  # not in a file (e.g. defined in `python -c`): compiles every time, as in Numba
+                self._cache = _NullCache()
         return self._cache
 
     def load_overload(self, sig, target_context):
@@ -270,67 +378,9 @@ class _CacheOnFirstUse:
         return self._opened().cache_path
 
 
-def _njit(**options):
-    """numba.njit(**options, cache=True), with the cache of `_SelfHealingCache` (opened when
-    the kernel first compiles)."""
-    compile_with = numba.njit(**options)
-
-    def decorate(function):
-        dispatcher = compile_with(function)
-        dispatcher._cache = _CacheOnFirstUse(function)
-        return dispatcher
-
-    return decorate
-
-
-JIT_OPTIONS = dict(nogil=True, error_model="numpy")
-
-kernel = _njit(**JIT_OPTIONS)
-
-"""Decorator for an array kernel: loops over preallocated arrays, no autograd logic."""
-
-scalar = _njit(inline="always", **JIT_OPTIONS)
-"""Decorator for a scalar helper that kernels call (inlined into them by Numba). Left to
-LLVM instead, the helpers stayed calls inside the parallel window loops of rnn.recurrence,
-which then did not vectorize: a 1x128 LSTM training step took 25 ms instead of 15."""
-
-summing_kernel = _njit(fastmath={"reassoc", "contract"}, **JIT_OPTIONS)
-"""Decorator for a kernel whose loops sum (dot products): it lets LLVM reorder the
-additions, so a sum runs in vector lanes. Unlike full fastmath it keeps NaN and inf."""
-
-# Only explicit prange loops run in parallel: Numba's other automatic parallel rewrites
-# (array expressions, reductions, fusion...) are switched off, which also makes a
-# parallel kernel compile faster.
-_ONLY_PRANGE = dict(prange=True, comprehension=False, setitem=False, numpy=False, reduction=False, stencil=False,
-                    fusion=False, inplace_binop=False)
-parallel_kernel = _njit(parallel=_ONLY_PRANGE, **JIT_OPTIONS)
-"""Decorator for a kernel whose `prange` loops are split over the cores."""
-
-prange = numba.prange
-"""`range` whose iterations a parallel_kernel may run on different cores."""
-
-_forked = False
-
-
-def _note_fork():
-    global _forked
-    _forked = True
-
-
-os.register_at_fork(after_in_child=_note_fork)
-
-
-def parallel_available() -> bool:
-    """Whether to compile the parallel version of a kernel: more than one thread may run it
-    (Numba's NUMBA_NUM_THREADS) and this is not a forked child (see cores). The count in use
-    may still be 1 (minigrad.threads chooses it per unit of work): a parallel kernel runs its
-    prange loops on the calling thread then, and no second version has to be compiled."""
-    return not _forked and numba.config.NUMBA_NUM_THREADS > 1
-
-
-def cores() -> int:
-    """How many cores minigrad's parallel kernels share their work over: Numba's thread
-    count (NUMBA_NUM_THREADS), but 1 in a child process made by fork(). Numba's OpenMP
-    layer ends a forked child that starts a parallel kernel ("fork() called from a process
-    already using GNU OpenMP"), so there minigrad runs the one-core version of every kernel."""
-    return 1 if _forked else numba.get_num_threads()
+def use_private_cache(dispatcher):
+    """Give a Numba dispatcher (a function `numba.njit` made) the self-healing cache in the
+    private folder, opened when it first compiles; returns the dispatcher."""
+    _numba_internal(dispatcher, "_cache")  # where Numba's dispatcher keeps its cache object
+    dispatcher._cache = _CacheOnFirstUse(dispatcher.py_func)
+    return dispatcher
