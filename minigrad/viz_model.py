@@ -72,9 +72,8 @@ def summary(array) -> dict:
 @functools.lru_cache(maxsize=None)
 def _rule_lines() -> dict:
     """op -> (line number, text) of its line in minigrad/rules.py."""
-    lines, first = inspect.getsourcelines(rules)
     found = {}
-    for number, line in enumerate(lines, first):
+    for number, line in enumerate(inspect.getsource(rules).splitlines(), 1):
         for op in rules.RULES:
             if line.strip().startswith(f'"{op}":'):
                 found[op] = (number, " ".join(line.split()))  # the table's column padding dropped
