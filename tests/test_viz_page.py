@@ -245,3 +245,15 @@ def test_graph_html_into_a_missing_folder_is_one_line_and_exit_1(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [f"Error: cannot write {tmp_path / 'no' / 'page.html'}: "
                                                   "No such file or directory"]
+
+
+# ---- the browser tests' rule: skip on a developer's machine, fail in CI -------------------------
+
+def test_a_missing_browser_skips_outside_ci_and_fails_in_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium is not installed"):
+        require("chromium", False)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run this test"):
+        require("chromium", False)
+    require("chromium", True)  # present: nothing happens
