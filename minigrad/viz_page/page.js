@@ -11,6 +11,7 @@
   const canvas = document.getElementById("canvas");
   const panel = document.getElementById("panel");
   const KIND = { op: "op", fused: "fused op", param: "leaf (requires grad)", const: "leaf (no grad)", output: "output" };
+  const PAD = 16;  // px of margin around the graph
   const big = data.nodes.length > data.draw_all_limit;  // draw only what is near the view
   let zoom = 1, selected = null, step = 0;              // step: walk steps taken, 0 = before backward
   let drawnBand = null;
@@ -57,7 +58,7 @@
   function band() {  // the part of the graph (in graph units) worth drawing now
     if (!big) return null;
     const margin = 600 / zoom;
-    const top = canvas.scrollTop / zoom - margin;
+    const top = canvas.scrollTop / zoom - PAD - margin;
     return [top, top + canvas.clientHeight / zoom + 2 * margin];
   }
   function inBand(node, range) { return !range || (node.y + node.h / 2 >= range[0] && node.y - node.h / 2 <= range[1]); }
@@ -66,9 +67,9 @@
     drawnBand = band();
     scene.textContent = "";
     nodeElements.clear(); edgeElements.clear();
-    svg.setAttribute("width", data.width * zoom);
-    svg.setAttribute("height", data.height * zoom);
-    svg.setAttribute("viewBox", `0 0 ${data.width} ${data.height}`);
+    svg.setAttribute("width", (data.width + 2 * PAD) * zoom);
+    svg.setAttribute("height", (data.height + 2 * PAD) * zoom);
+    svg.setAttribute("viewBox", `${-PAD} ${-PAD} ${data.width + 2 * PAD} ${data.height + 2 * PAD}`);
     const edgeLayer = svgElement("g", {}, scene), nodeLayer = svgElement("g", {}, scene);
     data.edges.forEach((edge, k) => {
       if (!inBand(data.nodes[edge.from], drawnBand) && !inBand(data.nodes[edge.to], drawnBand)) return;
@@ -192,7 +193,7 @@
   // ---- interaction -------------------------------------------------------------------------
   function reveal(k) {  // scroll so the node is in the middle of the canvas
     const node = data.nodes[k];
-    canvas.scrollTo({ left: node.x * zoom - canvas.clientWidth / 2, top: node.y * zoom - canvas.clientHeight / 2 });
+    canvas.scrollTo({ left: (node.x + PAD) * zoom - canvas.clientWidth / 2, top: (node.y + PAD) * zoom - canvas.clientHeight / 2 });
     if (big) draw();
   }
   function select(k, scroll) {
@@ -216,7 +217,7 @@
     if (event.key === "p") goTo(step - 1);
   });
   function setZoom(factor) {
-    const centre = [(canvas.scrollLeft + canvas.clientWidth / 2) / zoom, (canvas.scrollTop + canvas.clientHeight / 2) / zoom];
+    const centre = [(canvas.scrollLeft + canvas.clientWidth / 2) / zoom, (canvas.scrollTop + canvas.clientHeight / 2) / zoom];  // (padding included)
     zoom = Math.max(0.1, Math.min(3, zoom * factor));
     draw();
     canvas.scrollTo({ left: centre[0] * zoom - canvas.clientWidth / 2, top: centre[1] * zoom - canvas.clientHeight / 2 });
