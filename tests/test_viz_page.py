@@ -154,6 +154,14 @@ def test_without_graphviz_the_layered_fallback_lays_the_graph_top_to_bottom(monk
     assert all(len(edge["route"]) == 2 for edge in model["edges"])
 
 
+def test_with_the_package_but_no_dot_program_the_page_still_gets_the_fallback(monkeypatch):
+    require("graphviz (PyPI)", viz_layout._graphviz() is not None)
+    monkeypatch.setenv("PATH", "")  # the package is there, the `dot` program is not found
+    x = mg.tensor([[1.0, 2.0]], requires_grad=True)
+    model = mg.viz.graph((x * x).sum()).model
+    assert model["layout"] == "layered (graphviz not available)" and below_its_inputs(model)
+
+
 def test_with_graphviz_dot_lays_out_the_graph():
     require("graphviz (PyPI) and dot", viz_layout._graphviz() is not None and viz_layout.graphviz_layout(
         [(10, 10)], []) is not None)
