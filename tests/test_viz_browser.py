@@ -118,7 +118,7 @@ def test_the_stepper_highlights_the_nodes_in_the_order_backward_walked(browser, 
         node = walk[target - 1]
         assert current[0].get_attribute("data-index") == str(view.index_of(node))
         flows = browser.execute_script("return document.querySelectorAll('#graph g.edge.flow').length")
-        assert flows == len(node.inputs)  # the gradient flowing into each input, drawn
+        assert flows == sum(parent.requires_grad for parent in node.inputs)  # each gradient sent back, drawn
         assert f"Backward step {target} of {len(walk)}" in panel_text(browser)
         assert "gradient flowing into each input" in panel_text(browser)
     browser.save_screenshot(str(screenshots / "lstm3-stepper.png"))
@@ -140,6 +140,24 @@ def test_hostile_names_render_as_text_and_never_run(browser, tmp_path):
     click_node(browser, view.index_of(x))
     assert HOSTILE in panel_text(browser)
     assert browser.execute_script("return window.__pwned === undefined")
+
+
+def test_the_stepper_draws_no_gradient_into_inputs_that_take_none(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    loss, layer, names, walk = unrolled_lstm(steps=3, engine="fused")
+    path = tmp_path / "fused.html"
+    view = mg.viz.to_html(loss, path, names=names, params=layer.named_parameters())
+    open_page(browser, path)
+    position = next(k for k, node in enumerate(walk) if node.name == "FusedRecurrence")
+    for _ in range(position + 1):
+        browser.find_element(By.ID, "step-next").click()
+    fused = walk[position]
+    assert [parent.requires_grad for parent in fused.inputs] == [True, True, True, False, False]  # h0, c0: no grad
+    flowing = browser.execute_script(
+        "return [...document.querySelectorAll('#graph g.edge.flow')].map(e => Number(e.dataset.edge))")
+    sources = sorted(view.model["edges"][k]["from"] for k in flowing)
+    assert sources == sorted(view.index_of(parent.grad_fn or parent) for parent in fused.inputs[:3])
+    assert "def step_backward" in panel_text(browser)  # the fused node's kernel, in its panel
 
 
 def test_a_64_step_rnn_draws_only_near_the_view_and_the_stepper_reaches_the_end(browser, screenshots, tmp_path):

@@ -95,7 +95,9 @@
 
   function paintState() {  // classes only: which node is selected, current, visited, receiving
     const current = step > 0 ? data.walk[step - 1].node : null;
-    const receiving = new Set(current === null ? [] : edgesInto[current].map(k => data.edges[k].from));
+    // edges into the current node, in the order of its inputs, that carry a gradient back
+    const flowing = new Set(current === null ? [] : edgesInto[current].filter((k, i) => data.walk[step - 1].flows[i]));
+    const receiving = new Set([...flowing].map(k => data.edges[k].from));
     nodeElements.forEach((element, k) => {
       const visited = walkStepOf.has(k) && walkStepOf.get(k) < step - 1;
       element.classList.toggle("selected", k === selected);
@@ -104,7 +106,7 @@
       element.classList.toggle("receiving", receiving.has(k));
     });
     edgeElements.forEach((element, k) => {
-      element.classList.toggle("flow", current !== null && data.edges[k].to === current);
+      element.classList.toggle("flow", flowing.has(k));
       element.classList.toggle("near", selected !== null && current === null && data.edges[k].to === selected);
     });
     document.getElementById("step-count").textContent = step === 0
