@@ -11,14 +11,14 @@ INPUT_SIZE = 2  # tiny on purpose: the graph's structure, not its size, is what 
 BATCH_SIZE = 1
 
 
-def _unrolled_cell(cell, steps, hidden):
-    """Run the eager engine for `steps` steps; return (outputs tensor, names for viz, layer)."""
+def _unrolled_cell(cell, steps, hidden, engine="eager"):
+    """Run the layer for `steps` steps; return (outputs tensor, names for viz, layer)."""
     import numpy as np
 
     import minigrad as mg
     from rnn.layers import Recurrent
 
-    layer = Recurrent(cell, INPUT_SIZE, hidden, engine="eager")
+    layer = Recurrent(cell, INPUT_SIZE, hidden, engine=engine)
     # The values do not show in the graph, only shapes do: any input will do.
     inputs = mg.tensor(np.random.default_rng(0).standard_normal((BATCH_SIZE, steps, INPUT_SIZE)).astype(np.float32))
     initial = tuple(mg.tensor(np.zeros((BATCH_SIZE, hidden), np.float32)) for _ in layer.cell.state)
@@ -39,12 +39,17 @@ def _unrolled_cell(cell, steps, hidden):
               help="Hidden size.")
 @click.option("--dot", "dot_path", type=click.Path(dir_okay=False), default=None,
               help="Write Graphviz DOT to this file instead of printing the text tree.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Write an interactive page (values, gradients, the backward walk) to this file.")
+@click.option("--fused", is_flag=True,
+              help="Use the fused engine: the recurrence is one node (the page shows its kernel).")
 @click.option("--kernel", is_flag=True,
-              help="Print the source of the cell's generated fused kernels (with --dot: as well).")
-def graph(cell_name, cell_file, steps, hidden, dot_path, kernel):
-    """Print the autograd graph of a recurrent cell unrolled for a few steps (eager engine).
+              help="Print the source of the cell's generated fused kernels (with --dot/--html: as well).")
+def graph(cell_name, cell_file, steps, hidden, dot_path, html_path, fused, kernel):
+    """Print the autograd graph of a recurrent cell unrolled for a few steps (eager engine unless --fused).
 
-    Render the DOT file with Graphviz, e.g. `dot -Tsvg graph.dot -o graph.svg`.
+    Render the DOT file with Graphviz, e.g. `dot -Tsvg graph.dot -o graph.svg`. The --html page
+    opens from disk in a browser; it shows the graph of the outputs' sum after one backward pass.
     """
     import minigrad as mg
     from rnn.cells import CellError, get_cell, load_cell_file
@@ -59,14 +64,18 @@ def graph(cell_name, cell_file, steps, hidden, dot_path, kernel):
 
     if kernel:
         click.echo(generate_source(cell), nl=False)
-    if kernel and not dot_path:
+    if kernel and not (dot_path or html_path):
         return
-    outputs, names, layer = _unrolled_cell(cell, steps, hidden)
+    engine = "fused" if fused else "eager"
+    outputs, names, layer = _unrolled_cell(cell, steps, hidden, engine)
     params = dict(layer.named_parameters())
-    if not dot_path:
-        click.echo(mg.viz.format_graph(outputs, names=names, params=params), nl=False)
-        return
     unrolled = f"{steps} step" + ("s" if steps > 1 else "")
+    if html_path:
+        _write_page(html_path, outputs, names, params, f"{cell.name}, {unrolled}, {engine}")
+    if not (dot_path or html_path):
+        click.echo(mg.viz.format_graph(outputs, names=names, params=params), nl=False)
+    if not dot_path:
+        return
     text = mg.viz.to_dot(outputs, names=names, params=params, graph_name=f"{cell.name}, {unrolled}")
     try:
         with open(dot_path, "w", encoding="utf-8") as file:
@@ -75,3 +84,17 @@ def graph(cell_name, cell_file, steps, hidden, dot_path, kernel):
         raise click.ClickException(f"cannot write {dot_path}: {error.strerror}") from None
     operations = sum(mg.viz.op_counts(outputs).values())
     click.echo(f"wrote {dot_path}: {cell.name} unrolled for {unrolled}, {operations} ops")
+
+
+def _write_page(path, outputs, names, params, title):
+    """The page of `outputs.sum()` after one backward pass, its walk recorded as the engine made it."""
+    import minigrad as mg
+
+    loss = outputs.sum()
+    with mg.viz.record_backward() as walk:
+        loss.backward()
+    try:
+        view = mg.viz.to_html(loss, path, names=names, params=params, walk=walk, title=title)
+    except OSError as error:
+        raise click.ClickException(f"cannot write {path}: {error.strerror}") from None
+    click.echo(f"wrote {path}: {title}, {len(view.model['nodes'])} nodes, layout {view.model['layout']}")

@@ -18,7 +18,8 @@ Where things are, bottom layer first; each module imports only modules before it
   ops          every op's forward and derivatives, on arrays
   tensor       Tensor, its operators, and mg.add, mg.tanh, ...
   derivatives  mg.grad (to any order), mg.jvp (forward mode), mg.hvp
-  gradcheck, nn, optim, viz
+  gradcheck, nn, optim
+  viz_layout, viz_model, viz    graph pictures: layout, page data, the page (files in viz_page/)
 """
 
 from . import autograd

@@ -263,6 +263,19 @@ def graph_order(roots) -> list:
     return toposort([t.grad_fn for t in roots if t.grad_fn is not None], producers)
 
 
+@contextlib.contextmanager
+def observe_backward(observer: Callable):
+    """Inside this block every `backward_walk` calls `observer(node, output_grads, input_grads)`
+    for each node it visits, in the order it visits them (what `mg.viz` records to replay
+    the walk). The observer only reads: the gradients it sees are the engine's own."""
+    previous = getattr(_state, "walk_observer", None)
+    _state.walk_observer = observer
+    try:
+        yield
+    finally:
+        _state.walk_observer = previous
+
+
 def backward_walk(roots, root_grads, create_graph=False, accumulate=True, wanted=()) -> dict:
     """Reverse mode: propagate `root_grads` from `roots` back through the graph.
 
@@ -288,6 +301,7 @@ def backward_walk(roots, root_grads, create_graph=False, accumulate=True, wanted
             found[id(tensor)] = grad
         return grad
 
+    observer = getattr(_state, "walk_observer", None)
     for root, grad in zip(roots, root_grads):
         add(root, grad)
     with (enable_grad() if create_graph else no_grad()):
@@ -309,6 +323,8 @@ def backward_walk(roots, root_grads, create_graph=False, accumulate=True, wanted
             run = node.graph_backward if create_graph else node.backward
             input_grads = run(*output_grads)  # the chain rule, for this one node
             check_anomaly(node, input_grads)
+            if observer is not None:
+                observer(node, output_grads, input_grads)
             for parent, parent_grad in zip(node.inputs, input_grads):
                 if parent_grad is not None and parent.requires_grad:
                     add(parent, unbroadcast(parent_grad, parent.shape))

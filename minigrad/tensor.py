@@ -10,6 +10,8 @@ functions at the end of this file turn tensors, arrays and numbers into the op's
 and apply it.
 """
 
+import html
+
 import numpy as np
 
 from . import autograd, ops
@@ -59,6 +61,18 @@ class Tensor:
         extra += ", requires_grad=True" if self.requires_grad and not self.grad_fn else ""
         body = np.array2string(self.data, precision=4, separator=", ", prefix="tensor(")
         return f"tensor({body}{extra})"
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows: shape, dtype, how it was made, min/mean/max, whether it has
+        a gradient (the graph itself: `mg.viz.show(t)`)."""
+        made = f"grad_fn={type(self.grad_fn).__name__}" if self.grad_fn else (
+            "leaf, requires_grad" if self.requires_grad else "leaf")
+        numeric = self.data.dtype.kind in "biuf" and self.data.size
+        stats = (f" · min {self.data.min():.4g} · mean {self.data.mean():.4g} · max {self.data.max():.4g}"
+                 if numeric else "")
+        grad = " · .grad set" if self.grad is not None else ""
+        text = f"tensor {tuple(self.shape)} {self.dtype} · {made}{stats}{grad}"
+        return f"<code>{html.escape(text)}</code>"
 
     def new_tensor(self, data, requires_grad=False) -> "Tensor":
         """A new Tensor (never a subclass such as Parameter): how ops make their outputs."""

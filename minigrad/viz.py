@@ -1,7 +1,12 @@
-"""Seeing the graph: the ops and leaf tensors that made a tensor, as Graphviz DOT text or a text tree.
+"""Seeing the graph: the ops and leaf tensors that made a tensor, as a page, DOT text or a text tree.
 
+    mg.viz.to_html(loss, "graph.html", params=model.named_parameters())  # an interactive page
+    mg.viz.graph(loss)     # the same page inline in a notebook (or mg.viz.show(loss))
     print(mg.viz.to_dot(loss, params=model.named_parameters()))   # render with `dot -Tsvg`
     mg.viz.print_graph(loss)                                       # an indented tree in the terminal
+
+The page (`to_html`) shows values, gradients, derivative rules and the backward walk; its
+data comes from `viz_model`, its layout from `viz_layout`, its files from `viz_page`.
 
 Both only read the graph (`tensor.grad_fn`, `node.inputs`): nothing is computed or changed,
 and no graphviz is needed to produce the text. The DOT writer orders the graph with the
@@ -17,12 +22,20 @@ What is a node where:
 """
 
 import collections
+import html
 import sys
 from numbers import Integral
 
+from . import viz_layout, viz_model
 from .autograd import toposort
+from .files import write_atomically
 from .nn import Parameter
 from .tensor import Tensor
+from .viz_model import record_backward  # noqa: F401  (mg.viz.record_backward)
+from .viz_page import render_page, render_svg
+
+# A page of more nodes than this draws only the part near the view (redrawn on scroll).
+DRAW_ALL_LIMIT = 1500
 
 # Deeper tree lines stop moving right (and say their depth instead), so a 10,000-step
 # chain prints lines of bounded width rather than megabytes of spaces.
@@ -211,3 +224,70 @@ def print_graph(tensor: Tensor, names: dict = None, params=None, file=None):
 def op_counts(tensor: Tensor) -> dict:
     """How many op nodes of each name made `tensor`, e.g. {"Sigmoid": 3, "Tanh": 2, ...}."""
     return dict(collections.Counter(node.name for node in _Graph(tensor).ops))
+
+
+# ---- the interactive page --------------------------------------------------------------------
+
+class GraphView:
+    """The page of a graph, for notebooks (`_repr_html_`: the page in an iframe; `_repr_svg_`:
+    a still picture) and for files (`save`). `model` is the data the page shows."""
+
+    def __init__(self, tensor: Tensor, names: dict = None, params=None, walk=None, title: str = None):
+        table = _name_table(names, params)
+        self.model, self._node_of = viz_model.build(
+            tensor, lambda leaf: _leaf_title(leaf, table), _op_title, output_title=table.get(id(tensor), "output"),
+            walk=walk, title=title or "minigrad graph")
+        nodes, edges = self.model["nodes"], self.model["edges"]
+        layout = viz_layout.place([(node["w"], node["h"]) for node in nodes], [(e["from"], e["to"]) for e in edges])
+        for node, (x, y) in zip(nodes, layout.positions):
+            node["x"], node["y"] = x, y
+        for edge, route in zip(edges, layout.routes):
+            edge["route"] = route
+        self.model.update(width=layout.width, height=layout.height, layout=layout.engine,
+                          draw_all_limit=DRAW_ALL_LIMIT)
+
+    def index_of(self, item) -> int:
+        """The page's node index (`data-index`) of an op node or a leaf tensor."""
+        return self._node_of[id(item)]
+
+    def html(self) -> str:
+        return render_page(self.model)
+
+    def save(self, path) -> None:
+        write_atomically(path, self.html().encode("utf-8"))
+
+    def _repr_html_(self) -> str:
+        return (f'<iframe srcdoc="{html.escape(self.html(), quote=True)}" style="width:100%;height:640px;'
+                'border:1px solid #cbd5e1" sandbox="allow-scripts"></iframe>')
+
+    def _repr_svg_(self) -> str:
+        return render_svg(self.model)
+
+
+def graph(tensor: Tensor, names: dict = None, params=None, walk=None, title: str = None) -> GraphView:
+    """The graph page of `tensor` as an object a notebook displays inline (see `to_html`)."""
+    return GraphView(tensor, names, params, walk, title)
+
+
+def show(tensor: Tensor, names: dict = None, params=None, walk=None, title: str = None) -> GraphView:
+    """Display the graph page inline when running under IPython; returns the GraphView either way."""
+    view = GraphView(tensor, names, params, walk, title)
+    try:
+        from IPython.display import display
+    except ImportError:
+        return view
+    display(view)
+    return view
+
+
+def to_html(tensor: Tensor, path, names: dict = None, params=None, walk=None, title: str = None) -> GraphView:
+    """Write one self-contained interactive HTML page of the graph behind `tensor` to `path`.
+
+    names, params: as for `to_dot`. walk: a backward pass recorded with
+    `with mg.viz.record_backward() as walk: loss.backward()`; without it, when `tensor`
+    requires grad, the engine's walk is run once more from `tensor` (seeded with ones,
+    nothing accumulated into .grad) and recorded. The page needs no network.
+    """
+    view = GraphView(tensor, names, params, walk, title)
+    view.save(path)
+    return view

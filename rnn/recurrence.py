@@ -164,6 +164,10 @@ class FusedRecurrence(Function):
         outputs = np.ascontiguousarray(self.states[1:, 0].transpose(1, 0, 2))
         return (outputs, *(final.copy() for final in self.states[steps]))
 
+    def kernel_source(self) -> str:
+        """The generated source of the cell kernels this node runs (what mg.viz pages show)."""
+        return self.options["fused"].source
+
     def backward(self, g_outputs, *g_final):
         job = _backward_compiles.get(self.loops.__name__)
         if job is not None:
