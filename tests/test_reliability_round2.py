@@ -63,3 +63,39 @@ def test_cell_file_error_names_the_file_and_line(tmp_path):
     from rnn.cells import CellError
     with pytest.raises(CellError, match="broken_cells.py.*RuntimeError: boom"):
         load_cell_file(source)
+
+
+# ---- 8. a hard link planted in a run folder is never written through ----------------------------
+
+@pytest.mark.parametrize("name", ["train.lock", "metrics.jsonl"])
+def test_a_hard_link_in_the_run_folder_is_refused(tmp_path, name):
+    from rnn.runfiles import RunFileError
+    from rnn.runfolder import RunFolder
+
+    outside = tmp_path / "notes.txt"
+    outside.write_text("my notes\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    os.link(outside, run / name)
+    folder = RunFolder.prepare(run)
+    with pytest.raises(RunFileError, match="link"):
+        if name == "train.lock":
+            with folder.lock():
+                pass
+        else:
+            folder.open_metrics().close()
+    assert outside.read_text() == "my notes\n"
+
+
+def test_train_refuses_a_hard_linked_lock_in_one_line(tmp_path):
+    outside = tmp_path / "notes.txt"
+    outside.write_text("my notes\n")
+    text = tmp_path / "text.txt"
+    text.write_text(make_text(3000))
+    run = tmp_path / "run"
+    run.mkdir()
+    os.link(outside, run / "train.lock")
+    result = CliRunner().invoke(main, ["train", str(text), "--out", str(run), *TINY_RUN])
+    assert result.exit_code == 1
+    assert "train.lock" in result.output and "link" in result.output
+    assert outside.read_text() == "my notes\n"
