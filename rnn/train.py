@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import minigrad as mg
+import numpy as np
 from minigrad.runtime import configured_for_training
 
 from . import recipe
@@ -49,6 +50,10 @@ from .runfolder import new_run_id
 from .resume import Start, fresh_start, resumed_start
 from .sample import sample
 from .training_state import TrainingState, carried_state_arrays
+
+def _all_finite(array) -> bool:
+    return bool(np.isfinite(array).all())
+
 
 # A metrics line (mean train loss of the last steps) every this many steps.
 LOG_EVERY = 10
@@ -176,11 +181,12 @@ class _Run:
         self.recent_losses.append(loss_value)
         return loss_value, lr
 
-    def diverged(self, what: str, lr: float):
+    def diverged(self, what: str, lr: float, step=None):
         self.phase = "between"
+        # Every checkpoint this run writes has finite weights (see save): the one on disk is good.
         kept = (f"the last good checkpoint is {self.folder.latest} (step {self.saved_step})"
                 if self.saved_step is not None else "no checkpoint had been written yet")
-        raise TrainingDiverged(f"training diverged at step {self.step + 1}: {what}; {kept}. "
+        raise TrainingDiverged(f"training diverged at step {step or self.step + 1}: {what}; {kept}. "
                                f"Try gradient clipping (", Setting("grad_clip", 1), ") or a lower learning rate (",
                                Setting("lr", f"{lr / 4:.2g}"), f", now {lr:.2g}).")
 
@@ -198,7 +204,14 @@ class _Run:
 
     # -- evaluation, samples, checkpoints, metrics ------------------------------------------------
 
+    def check_finite_weights(self):
+        """TrainingDiverged if a weight is NaN or infinite (the last update overflowed): such a
+        model is never evaluated as a result nor saved over a finite checkpoint."""
+        if not all(_all_finite(parameter.data) for parameter in self.model.parameters()):
+            self.diverged("the weights are not finite after it", self.optimizer.lr, step=self.step)
+
     def evaluate_and_save(self):
+        self.check_finite_weights()
         result = evaluate_ids(self.model, self.corpus.val_ids, streams=EVAL_STREAMS)
         self.last_val_loss = result["loss_nats"]
         self.evaluated_step = self.last_val_step = self.step
@@ -221,6 +234,7 @@ class _Run:
                              best_step=self.best_step, run_id=self.run_id, corpus=self.corpus_record)
 
     def save(self, path: Path):
+        self.check_finite_weights()
         save_checkpoint(path, self.model, self.optimizer, self.training_state().to_meta(), vocab=self.corpus.vocab,
                         extra_tensors=carried_state_arrays(self.model, self.state))
         if path == self.folder.latest:

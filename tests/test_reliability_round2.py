@@ -99,3 +99,43 @@ def test_train_refuses_a_hard_linked_lock_in_one_line(tmp_path):
     assert result.exit_code == 1
     assert "train.lock" in result.output and "link" in result.output
     assert outside.read_text() == "my notes\n"
+
+
+# ---- 4. a checkpoint that is finite is never replaced by one that is not ----------------------
+
+def _tiny_run(tmp_path, steps=5, extra=()):
+    """A tiny trained run folder (in process): (run folder, its text)."""
+    text = tmp_path / "text.txt"
+    if not text.exists():
+        text.write_text(make_text(3000))
+    run = tmp_path / "run"
+    arguments = ["train", str(text), "--out", str(run), "-q", *TINY_RUN, *extra]
+    steps_at = arguments.index("--steps")
+    arguments[steps_at + 1] = str(steps)
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    return run, text
+
+
+def _checkpoint_state(path):
+    import numpy as np
+
+    from rnn.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(path)
+    finite = all(np.isfinite(p.data).all() for p in loaded.model.parameters())
+    return loaded.meta["step"], finite
+
+
+@pytest.mark.parametrize("eval_every, steps", [("0", "6"), ("1", "8")])  # one step then the end; saves each step
+def test_a_nan_model_never_replaces_the_latest_checkpoint(tmp_path, eval_every, steps):
+    run, text = _tiny_run(tmp_path)
+    assert _checkpoint_state(run / "latest.safetensors") == (5, True)
+    result = CliRunner().invoke(main, ["train", str(text), "-q", "--resume", str(run / "latest.safetensors"),
+                                       "--optimizer", "sgd", "--lr", "1e300", "--warmup", "0", "--steps", steps,
+                                       "--eval-every", eval_every])
+    assert result.exit_code == 1, result.output
+    assert "diverged" in result.output and "done" not in result.output
+    assert "last good checkpoint is" in result.output and "(step 5)" in result.output
+    assert _checkpoint_state(run / "latest.safetensors") == (5, True)
+    assert _checkpoint_state(run / "best.safetensors")[1]
