@@ -139,3 +139,67 @@ def test_a_nan_model_never_replaces_the_latest_checkpoint(tmp_path, eval_every, 
     assert "last good checkpoint is" in result.output and "(step 5)" in result.output
     assert _checkpoint_state(run / "latest.safetensors") == (5, True)
     assert _checkpoint_state(run / "best.safetensors")[1]
+
+
+# ---- 2, 3. sample -o: a temporary file renamed at the end; a checkpoint is never replaced -------
+
+def _nan_checkpoint(tmp_path):
+    import numpy as np
+
+    from rnn.checkpoint import save_checkpoint
+    from rnn.data import Vocab
+    from rnn.model import CharLM, ModelConfig
+
+    vocab = Vocab.from_text("abc ")
+    model = CharLM(ModelConfig(vocab_size=len(vocab), cell="lstm", embed=3, hidden=4, layers=1))
+    model.head.bias.data[:] = np.nan
+    path = tmp_path / "diverged.safetensors"
+    save_checkpoint(path, model, vocab=vocab, meta={"step": 1})
+    return path
+
+
+def test_sample_out_refuses_to_replace_a_checkpoint(tmp_path):
+    run, _ = _tiny_run(tmp_path)
+    latest = run / "latest.safetensors"
+    before = latest.read_bytes()
+    result = CliRunner().invoke(main, ["sample", str(latest), "-n", "20", "-o", str(latest)])
+    assert result.exit_code == 2, result.output
+    assert_one_error_line(result.output, "--overwrite")
+    assert latest.read_bytes() == before
+    # the flag says the user means it
+    result = CliRunner().invoke(main, ["sample", str(run / "best.safetensors"), "-n", "20", "-o", str(latest),
+                                       "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert len(latest.read_text(encoding="utf-8")) == 20
+
+
+def test_sample_out_refuses_to_replace_a_file_that_is_not_text(tmp_path):
+    run, _ = _tiny_run(tmp_path)
+    data = tmp_path / "photo.jpg"
+    data.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00")
+    result = CliRunner().invoke(main, ["sample", str(run / "latest.safetensors"), "-n", "5", "-o", str(data)])
+    assert result.exit_code == 2
+    assert_one_error_line(result.output, "not plain text", "--overwrite")
+    assert data.read_bytes() == b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"
+
+
+def test_a_failing_sample_leaves_the_out_file_as_it_was(tmp_path):
+    out = tmp_path / "story.txt"
+    out.write_text("my earlier sample\n")
+    result = CliRunner().invoke(main, ["sample", str(_nan_checkpoint(tmp_path)), "-n", "20", "-o", str(out)])
+    assert result.exit_code == 1
+    assert "diverged" in result.output
+    assert out.read_text() == "my earlier sample\n"
+    assert sorted(os.listdir(tmp_path)) == ["diverged.safetensors", "story.txt"]  # no temporary file left
+
+
+def test_sample_out_replaces_a_text_file_and_keeps_its_mode(tmp_path):
+    run, _ = _tiny_run(tmp_path)
+    out = tmp_path / "story.txt"
+    out.write_text("an earlier sample\n")
+    out.chmod(0o640)
+    result = CliRunner().invoke(main, ["sample", str(run / "latest.safetensors"), "-n", "30", "--prime", "The",
+                                       "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text(encoding="utf-8").startswith("The") and len(out.read_text(encoding="utf-8")) == 33
+    assert out.stat().st_mode & 0o777 == 0o640
