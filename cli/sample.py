@@ -8,7 +8,7 @@ import click
 
 from cli.app import LibraryCommand
 from cli.options import CHECKPOINT, POSITIVE_FLOAT, POSITIVE_INT, cell_file_option, load_checkpoint
-from cli.output import TextWriter, is_terminal
+from cli.output import GuardedOutput, TextWriter, is_terminal
 from cli.output_file import checked_output_file, replacing
 
 
@@ -56,17 +56,22 @@ def sample(checkpoint, length, temperature, top_k, top_p, prime, seed, argmax, o
             _write_text(TextWriter(file, terminal=False, flush=False), prime, characters)
             file.detach()  # flushed; `replacing` closes and renames the file itself
         return
-    writer = TextWriter(sys.stdout, terminal=is_terminal(sys.stdout))
+    stdout = GuardedOutput(sys.stdout)  # closed, or a pipe whose reader is gone: stop, in one line
+    writer = TextWriter(stdout, terminal=is_terminal(sys.stdout))
     try:
-        _write_text(writer, prime, characters)
+        _write_text(writer, prime, characters, stop=lambda: stdout.lost)
     finally:  # also before an error message: the shell's prompt or the message starts a line of its own
         writer.write("\n")
         writer.close()
+    if stdout.lost:
+        raise click.ClickException("standard output was closed: sampling stopped")
 
 
-def _write_text(writer, prime, characters):
+def _write_text(writer, prime, characters, stop=lambda: False):
     writer.write(prime)
     for character in characters:
+        if stop():
+            return
         writer.write(character)
 
 

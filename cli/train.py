@@ -15,7 +15,7 @@ import click
 from cli.app import EXIT_INTERRUPTED, PROGRAM, LibraryCommand, flag
 from cli.options import (CHECKPOINT, EXISTING_FILE, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, cell_file_option,
                          load_cell_file, load_checkpoint)
-from cli.output import strict_json, visible
+from cli.output import GuardedOutput, strict_json, visible
 from cli.progress import TrainingDisplay, bits_per_char, format_duration, format_loss, format_rate
 # rnn.config and rnn.errors are light (no numpy, no minigrad): --help reads the defaults and choices there.
 from rnn.config import (DEFAULT_TIME_BUDGET, DTYPE_NAMES, ENGINES, LIMITS, MODEL_OPTIONS, OPTIMIZERS, SCHEDULES,
@@ -192,8 +192,10 @@ def train(texts, out, resume, quiet, as_json, **options):
         _check_same_text(resumed, corpus, texts, texts_given, resume)
     out = out or (resume.parent if resume else _default_run_dir())
 
-    # Progress goes to stdout, unless stdout is reserved for the --json result.
-    stream = sys.stderr if as_json else sys.stdout
+    # Progress goes to stdout, unless stdout is reserved for the --json result. A closed stdout
+    # (or a pipe whose reader is gone) stops the printing, never the run: said once at the end.
+    stdout = GuardedOutput(sys.stdout)
+    stream = GuardedOutput(sys.stderr) if as_json else stdout
     live = stream.isatty() and os.environ.get("TERM") != "dumb"
     display = TrainingDisplay(stream, live=live, quiet=quiet)
     try:
@@ -202,9 +204,14 @@ def train(texts, out, resume, quiet, as_json, **options):
         display.finish()
 
     if as_json:
-        click.echo(strict_json({key: summary.get(key) for key in TRAIN_JSON_KEYS}))
+        stdout.write(strict_json({key: summary.get(key) for key in TRAIN_JSON_KEYS}) + "\n")
     if not quiet:
-        click.echo(_training_summary(summary, texts), file=stream)
+        stream.write(_training_summary(summary, texts) + "\n")
+    stdout.flush()
+    if stdout.lost:
+        latest = summary.get("checkpoint")
+        click.echo(f"warning: standard output was closed, so printing stopped; the run went on to step "
+                   f"{summary.get('steps')}" + (f" and saved {visible(latest)}" if latest else ""), err=True)
     if summary.get("stopped_reason") == "interrupted":
         sys.exit(EXIT_INTERRUPTED)
 

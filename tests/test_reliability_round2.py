@@ -203,3 +203,47 @@ def test_sample_out_replaces_a_text_file_and_keeps_its_mode(tmp_path):
     assert result.exit_code == 0, result.output
     assert out.read_text(encoding="utf-8").startswith("The") and len(out.read_text(encoding="utf-8")) == 33
     assert out.stat().st_mode & 0o777 == 0o640
+
+
+# ---- 6. a closed or broken stdout stops the printing, never the work -----------------------------
+
+def _run_with_stdout(how, *args):
+    """Run `minigrad-rnn *args` in a real process whose stdout is closed (`>&-`) or a pipe whose
+    reader has gone before the first line; (exit code, stderr)."""
+    command = console_script() + [str(a) for a in args]
+    if how == "closed":
+        result = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *command], capture_output=False,
+                                stderr=subprocess.PIPE, text=True, timeout=300)
+        return result.returncode, result.stderr
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # the reader is gone (`| head -c 0`): every write gets EPIPE
+    _, stderr = process.communicate(timeout=300)
+    return process.returncode, stderr
+
+
+@pytest.mark.parametrize("how", ["closed", "broken pipe"])
+@pytest.mark.parametrize("quiet", [False, True])
+def test_train_goes_on_when_stdout_is_closed(tmp_path, how, quiet):
+    from rnn.checkpoint import read_meta
+
+    text = tmp_path / "text.txt"
+    text.write_text(make_text(3000))
+    run = tmp_path / "run"
+    args = ["train", text, "--out", run, *TINY_RUN, "--eval-every", "2", "--sample-every", "2"]
+    code, stderr = _run_with_stdout(how, *args, *(["-q"] if quiet else []))
+    assert code == 0, stderr
+    if quiet:  # nothing was to be printed: nothing was lost
+        assert stderr == ""
+    else:
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and "standard output" in lines[0] and "Traceback" not in stderr, stderr
+    assert read_meta(run / "latest.safetensors")["step"] == 5
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3  # steps 2, 4, 5
+
+
+@pytest.mark.parametrize("how", ["closed", "broken pipe"])
+def test_sample_stops_in_one_line_when_stdout_is_closed(tmp_path, how):
+    run, _ = _tiny_run(tmp_path)
+    code, stderr = _run_with_stdout(how, "sample", run / "latest.safetensors", "-n", "2000")
+    assert code == 1
+    assert_one_error_line(stderr, "standard output")
