@@ -143,7 +143,7 @@ class RunFolder:
         if run_id is None:
             for path in (self.latest, self.best):
                 if exists(path):
-                    run_id = read_meta(path).get("run_id")
+                    run_id = read_meta(path, follow=False).get("run_id")
                     break
         # Only a plausible id (it is printed): what a hostile file holds is not.
         return run_id if isinstance(run_id, str) and 0 < len(run_id) <= 64 and run_id.isalnum() else None

@@ -247,3 +247,28 @@ def test_sample_stops_in_one_line_when_stdout_is_closed(tmp_path, how):
     code, stderr = _run_with_stdout(how, "sample", run / "latest.safetensors", "-n", "2000")
     assert code == 1
     assert_one_error_line(stderr, "standard output")
+
+
+# ---- 9. eval of a run folder follows no link out of it -------------------------------------------
+
+def test_eval_of_a_run_folder_refuses_a_planted_link(tmp_path):
+    run, text = _tiny_run(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (run / "latest.safetensors").rename(elsewhere / "other.safetensors")
+    (run / "latest.safetensors").symlink_to(elsewhere / "other.safetensors")
+    result = CliRunner().invoke(main, ["eval", str(run), str(text)])
+    assert result.exit_code == 1, result.output
+    assert_one_error_line(result.output, "latest.safetensors", "symbolic link")
+
+
+def test_a_run_folders_checkpoint_is_read_without_following_links(tmp_path):
+    from rnn.checkpoint import CheckpointError, load_checkpoint, read_meta
+
+    run, _ = _tiny_run(tmp_path)
+    link = run / "planted.safetensors"
+    link.symlink_to(run / "best.safetensors")
+    for read in (lambda: load_checkpoint(link, follow=False), lambda: read_meta(link, follow=False)):
+        with pytest.raises(CheckpointError, match="symbolic link"):
+            read()
+    assert load_checkpoint(link).meta["step"] == 5  # a path the user typed: their link, followed
