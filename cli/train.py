@@ -147,9 +147,12 @@ class EscapedText(click.ParamType):
 @click.option("--resume", type=CHECKPOINT, default=None,
               help="Continue training from this checkpoint. Options given with it take effect; those that "
                    "define the model (--cell, --layers, --hidden, --embed, --dtype) must match it.")
+@click.option("--rewind", is_flag=True,
+              help="Let --resume take an earlier checkpoint of the run folder's own run (its best, say): "
+                   "its later latest checkpoint and metrics are replaced. Without it that is refused.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing while training.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results at the end.")
-def train(texts, out, resume, quiet, as_json, **options):
+def train(texts, out, resume, rewind, quiet, as_json, **options):
     """Train a character-level language model on TEXT (UTF-8 files or folders).
 
     Without TEXT it trains on tiny-shakespeare, which ships with the package. Several
@@ -199,7 +202,7 @@ def train(texts, out, resume, quiet, as_json, **options):
     live = stream.isatty() and os.environ.get("TERM") != "dumb"
     display = TrainingDisplay(stream, live=live, quiet=quiet)
     try:
-        summary = run_training(config, corpus, out, resume=resume, on_event=display)
+        summary = run_training(config, corpus, out, resume=resume, on_event=display, rewind=rewind)
     finally:
         display.finish()
 

@@ -45,7 +45,8 @@ from .errors import Setting, TrainingDiverged
 from .evaluate import evaluate_ids
 from .model import CharLM, detach_state
 from .optimizers import learning_rate, make_optimizer, optimizer_for  # noqa: F401
-from .runfolder import BEST, LATEST, RUN_FILES, RunExistsError, RunFolder, RunLock, RunLockedError  # noqa: F401
+from .runfolder import (BEST, LATEST, RUN_FILES, RunExistsError, RunFolder, RunLock, RunLockedError,  # noqa: F401
+                        RunRewindError)
 from .runfolder import new_run_id
 from .resume import Start, fresh_start, resumed_start
 from .sample import sample
@@ -363,7 +364,7 @@ class _GracefulInterrupt:
 
 
 @configured_for_training()  # BLAS threads, malloc, compile helper: set for training only (minigrad.runtime)
-def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=None) -> dict:
+def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=None, rewind=False) -> dict:
     """Train a char-LM on `corpus`, writing checkpoints and metrics into `out_dir`.
 
     Returns {"steps", "seconds", "chars_per_sec", "best_val_loss_nats", "last_val_loss_nats",
@@ -372,10 +373,12 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
     they were measured at and the step of the latest checkpoint; stopped_reason is "steps",
     "epochs", "time_budget" or "interrupted". `seconds` counts training steps only (not
     evaluation, sampling or saving), over all resumed runs, as the time budget does.
-    `on_event(kind, data)` is called with kind "step", "eval", "sample", "checkpoint", "recipe", "stop".
+    `on_event(kind, data)` is called with kind "step", "eval", "sample", "checkpoint", "recipe", "rewind",
+    "stop". Resuming a checkpoint of the folder's own run that is earlier than its latest (its best,
+    say) would replace the latest and drop the later metrics: RunRewindError, unless `rewind`.
     Raises ConfigError (bad config), TextError (text too short for the batches),
     CheckpointError (bad resume checkpoint, or a failed save), RunLockedError, RunExistsError,
-    RunFileError, OSError (out_dir not writable), TrainingDiverged: all but OSError are
+    RunRewindError, RunFileError, OSError (out_dir not writable), TrainingDiverged: all but OSError are
     rnn.errors.UserError.
     """
     config = replace(config).validate()  # a copy: resuming may change the architecture fields
@@ -396,6 +399,10 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
             if not folder.holds_run(resume, start.progress.run_id) or start.progress.run_id is None:
                 # a new folder (or a run from before run ids): a run of its own
                 start.progress = replace(start.progress, run_id=new_run_id())
+            else:
+                latest_step = folder.check_rewind(resume, start.progress.step, rewind)
+                if latest_step is not None and on_event:
+                    on_event("rewind", {"from_step": latest_step, "to_step": start.progress.step})
         folder.start_metrics(start.progress.step if resume is not None else None)
         with folder.open_metrics() as metrics_file:
             run = _Run(config, corpus, folder, start, metrics_file, on_event,

@@ -272,3 +272,47 @@ def test_a_run_folders_checkpoint_is_read_without_following_links(tmp_path):
         with pytest.raises(CheckpointError, match="symbolic link"):
             read()
     assert load_checkpoint(link).meta["step"] == 5  # a path the user typed: their link, followed
+
+
+# ---- 5. resuming from an earlier checkpoint of the run never discards later work silently -------
+
+def _run_with_best_before_latest(tmp_path):
+    """A run whose best checkpoint (step 2) is earlier than its latest (step 6), as when the
+    later evaluations were worse (made so here by putting the step-2 best back)."""
+    from rnn.checkpoint import read_meta
+
+    run, text = _tiny_run(tmp_path, steps=2, extra=["--eval-every", "2"])
+    best_at_2 = (run / "best.safetensors").read_bytes()
+    result = CliRunner().invoke(main, ["train", str(text), "-q", "--resume", str(run / "latest.safetensors"),
+                                       "--steps", "6", "--eval-every", "2"])
+    assert result.exit_code == 0, result.output
+    (run / "best.safetensors").write_bytes(best_at_2)
+    assert read_meta(run / "best.safetensors")["step"] == 2 and read_meta(run / "latest.safetensors")["step"] == 6
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    return run, text
+
+
+def test_resuming_from_best_refuses_to_rewind_the_run(tmp_path):
+    from rnn.checkpoint import read_meta
+
+    run, text = _run_with_best_before_latest(tmp_path)
+    best_step = read_meta(run / "best.safetensors")["step"]
+    latest, metrics = (run / "latest.safetensors").read_bytes(), (run / "metrics.jsonl").read_bytes()
+    result = CliRunner().invoke(main, ["train", str(text), "-q", "--resume", str(run / "best.safetensors"),
+                                       "--steps", "8"])
+    assert result.exit_code == 1, result.output
+    assert_one_error_line(result.output, f"step {best_step}", "step 6", "--rewind")
+    assert (run / "latest.safetensors").read_bytes() == latest
+    assert (run / "metrics.jsonl").read_bytes() == metrics
+
+
+def test_rewind_says_what_it_discards(tmp_path):
+    from rnn.checkpoint import read_meta
+
+    run, text = _run_with_best_before_latest(tmp_path)
+    best_step = read_meta(run / "best.safetensors")["step"]
+    result = CliRunner().invoke(main, ["train", str(text), "--resume", str(run / "best.safetensors"),
+                                       "--steps", "8", "--rewind"])
+    assert result.exit_code == 0, result.output
+    assert f"rewinding the run from step 6 to step {best_step}" in result.output
+    assert read_meta(run / "latest.safetensors")["step"] == 8
