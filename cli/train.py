@@ -307,7 +307,7 @@ def _load_corpus(texts, config, quiet=False):
         shown = ", ".join(f"{visible(path)} ({reason})" for path, reason in found.skipped[:5])
         more = f" and {len(found.skipped) - 5} more" if len(found.skipped) > 5 else ""
         click.echo(f"note: skipped {len(found.skipped)} file(s): {shown}{more}", err=True)
-    return Corpus.from_files(found.files, **options)
+    return Corpus.from_files(found.files, listed=found.listed, **options)
 
 
 def _training_summary(summary: dict, texts) -> str:

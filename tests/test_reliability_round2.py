@@ -316,3 +316,39 @@ def test_rewind_says_what_it_discards(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"rewinding the run from step 6 to step {best_step}" in result.output
     assert read_meta(run / "latest.safetensors")["step"] == 8
+
+
+# ---- 11. a folder's file swapped for a link between listing and reading is not read -------------
+
+@pytest.mark.parametrize("swap", ["link", "other file"])
+def test_a_folder_file_swapped_after_listing_is_not_read(tmp_path, monkeypatch, swap):
+    """train's reading of TEXT folders (cli.train._load_corpus), with b.txt replaced right after
+    the folder was listed: the file read must be the one listed, or none."""
+    import types
+
+    import rnn.data
+    from cli.train import _load_corpus
+    from rnn.data import TextError
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET KEY 1234\n" * 100)
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text(make_text(2000))
+    (folder / "b.txt").write_text(make_text(2000, seed=1))
+    listing = rnn.data.find_text_files
+
+    def listing_then_swap(paths):
+        found = listing(paths)
+        (folder / "b.txt").unlink()
+        if swap == "link":
+            (folder / "b.txt").symlink_to(secret)
+        else:
+            os.link(secret, folder / "b.txt")
+        return found
+
+    monkeypatch.setattr(rnn.data, "find_text_files", listing_then_swap)
+    config = types.SimpleNamespace(val_frac=0.1, separator="\n", val_file=None)
+    with pytest.raises(TextError, match="b.txt") as error:
+        _load_corpus([folder], config, quiet=True)
+    assert "SECRET" not in str(error.value)
