@@ -415,23 +415,14 @@ class Corpus:
 
         return {"path": resolved(self.path), "files": [resolved(path) for path in self.files],
                 "separator": self.separator, "val_file": resolved(self.val_file),
-                "train_chars": len(self.train_ids), "val_chars": len(self.val_ids), **self.fingerprint()}
+                "train_chars": len(self.train_ids), "val_chars": len(self.val_ids),
+                "val_ids_sha256": _ids_digest(self.val_ids), **self.fingerprint()}
 
     def fingerprint(self) -> dict:
-        """What identifies this text, whatever its path: {"chars", "vocab_sha256", "ids_sha256"},
-        the ids hashed whole up to FINGERPRINT_FULL_CHARS, else in evenly spaced blocks (so that a
-        resumed run can tell that a file of the same name holds another text)."""
-        ids = self.ids
-        if len(ids) <= FINGERPRINT_FULL_CHARS:
-            starts = range(0, len(ids), FINGERPRINT_BLOCK_CHARS)
-        else:
-            last = len(ids) - FINGERPRINT_BLOCK_CHARS
-            starts = (round(k * last / (FINGERPRINT_BLOCKS - 1)) for k in range(FINGERPRINT_BLOCKS))
-        digest = hashlib.sha256()
-        for start in starts:  # as little-endian uint32, whichever dtype holds the ids
-            digest.update(np.asarray(ids[start:start + FINGERPRINT_BLOCK_CHARS], dtype="<u4").tobytes())
-        return {"chars": len(ids), "vocab_sha256": hashlib.sha256(self.vocab.to_json().encode()).hexdigest(),
-                "ids_sha256": digest.hexdigest()}
+        """What identifies this text, whatever its path: {"chars", "vocab_sha256", "ids_sha256"}
+        (so that a resumed run can tell that a file of the same name holds another text)."""
+        return {"chars": len(self.ids), "vocab_sha256": hashlib.sha256(self.vocab.to_json().encode()).hexdigest(),
+                "ids_sha256": _ids_digest(self.ids)}
 
     def __len__(self):
         return len(self.ids)
@@ -439,6 +430,19 @@ class Corpus:
     def __repr__(self):
         return (f"Corpus({self.path or 'text'}: {len(self.ids)} characters, vocab {len(self.vocab)}, "
                 f"train {len(self.train_ids)}, val {len(self.val_ids)})")
+
+
+def _ids_digest(ids) -> str:
+    """sha256 of the ids, whole up to FINGERPRINT_FULL_CHARS, else of evenly spaced blocks."""
+    if len(ids) <= FINGERPRINT_FULL_CHARS:
+        starts = range(0, len(ids), FINGERPRINT_BLOCK_CHARS)
+    else:
+        last = len(ids) - FINGERPRINT_BLOCK_CHARS
+        starts = (round(k * last / (FINGERPRINT_BLOCKS - 1)) for k in range(FINGERPRINT_BLOCKS))
+    digest = hashlib.sha256()
+    for start in starts:  # as little-endian uint32, whichever dtype holds the ids
+        digest.update(np.asarray(ids[start:start + FINGERPRINT_BLOCK_CHARS], dtype="<u4").tobytes())
+    return digest.hexdigest()
 
 
 # ---- corpora of several files, and a separate validation file ---------------------------------

@@ -352,3 +352,71 @@ def test_a_folder_file_swapped_after_listing_is_not_read(tmp_path, monkeypatch, 
     with pytest.raises(TextError, match="b.txt") as error:
         _load_corpus([folder], config, quiet=True)
     assert "SECRET" not in str(error.value)
+
+
+# ---- 10. a checkpoint's paths only find the run's own text, verified by fingerprint --------------
+
+SECRET_TEXT = "ZQX#@!~ private 0987\n" * 50
+
+
+def _crafted(run, tmp_path, edit):
+    """A copy of the run's latest checkpoint, with its meta changed by `edit(meta)` (re-checksummed:
+    a hostile checkpoint is as valid as any)."""
+    from rnn.checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(run / "latest.safetensors")
+    meta = dict(loaded.meta)
+    edit(meta)
+    crafted = tmp_path / "crafted" / "latest.safetensors"
+    crafted.parent.mkdir()
+    save_checkpoint(crafted, loaded.model, meta=meta, vocab=loaded.vocab)
+    return crafted
+
+
+def test_a_checkpoints_val_file_is_not_read_when_the_user_names_the_text(tmp_path):
+    run, text = _tiny_run(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET_TEXT)
+    crafted = _crafted(run, tmp_path, lambda meta: meta["train_config"].update(val_file=str(secret)))
+    out = tmp_path / "continued"
+    result = CliRunner().invoke(main, ["train", str(text), "-q", "--resume", str(crafted), "--out", str(out),
+                                       "--steps", "7"])
+    assert result.exit_code == 0, result.output
+    assert not any(character in result.output for character in "ZQX#@!~")
+    import json
+    assert json.loads((out / "config.json").read_text())["train"]["val_file"] is None
+
+
+def test_a_checkpoints_val_file_is_used_only_if_it_is_the_runs_own(tmp_path):
+    import json
+
+    text = tmp_path / "text.txt"
+    text.write_text(make_text(3000))
+    val = tmp_path / "val.txt"
+    val.write_text(make_text(300, seed=2))
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", str(text), "--val-file", str(val), "--out", str(run), "-q",
+                                       *TINY_RUN[:TINY_RUN.index("--val-frac")]])
+    assert result.exit_code == 0, result.output
+    # the run's own validation file, unchanged: used on resume without TEXT
+    result = CliRunner().invoke(main, ["train", "-q", "--resume", str(run / "latest.safetensors"), "--steps", "6"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["train"]["val_file"] == str(val.resolve())
+    # the same path, now holding another text: not the run's, not read into an error, not used
+    val.write_text(SECRET_TEXT)
+    result = CliRunner().invoke(main, ["train", "-q", "--resume", str(run / "latest.safetensors"), "--steps", "7"])
+    assert result.exit_code == 0, result.output
+    assert not any(character in result.output for character in "ZQX#@!~")
+    assert "not the run's validation text" in result.output
+    assert json.loads((run / "config.json").read_text())["train"]["val_file"] is None
+
+
+def test_a_checkpoints_text_files_without_fingerprint_are_not_trained_on(tmp_path):
+    run, _ = _tiny_run(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET_TEXT)
+    crafted = _crafted(run, tmp_path, lambda meta: meta.update(corpus={"files": [str(secret)]}))
+    result = CliRunner().invoke(main, ["train", "-q", "--resume", str(crafted), "--steps", "7"])
+    assert result.exit_code != 0
+    assert_one_error_line(result.output, "give the run's text as TEXT")
+    assert not (crafted.parent / "metrics.jsonl").exists()
