@@ -420,3 +420,22 @@ def test_a_checkpoints_text_files_without_fingerprint_are_not_trained_on(tmp_pat
     assert result.exit_code != 0
     assert_one_error_line(result.output, "give the run's text as TEXT")
     assert not (crafted.parent / "metrics.jsonl").exists()
+
+
+# ---- 7. examples/continue_in_pytorch.py checks --out before it trains -----------------------------
+
+@pytest.mark.parametrize("out", ["source", "run file", "missing folder", "folder"])
+def test_continue_in_pytorch_checks_out_before_training(tmp_path, out):
+    pytest.importorskip("torch")
+    run, text = _tiny_run(tmp_path)
+    source = run / "latest.safetensors"
+    before = source.read_bytes()
+    target = {"source": source, "run file": run / "best.safetensors",
+              "missing folder": tmp_path / "no" / "such" / "out.safetensors", "folder": tmp_path}[out]
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "continue_in_pytorch.py"), str(source),
+                             str(text), "--steps", "3", "--batch-size", "2", "--seq-len", "8", "--out", str(target)],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode != 0
+    assert_one_error_line(result.stderr, "--out")
+    assert "step" not in result.stdout  # refused before any training
+    assert source.read_bytes() == before
