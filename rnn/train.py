@@ -52,16 +52,16 @@ from .resume import Start, fresh_start, resumed_start
 from .sample import sample
 from .training_state import TrainingState, carried_state_arrays
 
-def _all_finite(array) -> bool:
-    return bool(np.isfinite(array).all())
-
-
 # A metrics line (mean train loss of the last steps) every this many steps.
 LOG_EVERY = 10
 # Periodic evaluation reads the validation split as this many parts side by side (see
 # evaluate_ids): on a large file one stream would take minutes per evaluation; the parts
 # cost a few thousandths of a nat of lost context at their cuts.
 EVAL_STREAMS = 16
+
+
+def _all_finite(array) -> bool:
+    return bool(np.isfinite(array).all())
 
 
 def _config_record(run_id, config: TrainConfig, model: CharLM, corpus: Corpus, corpus_record: dict,
@@ -396,13 +396,14 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
         else:
             start = resumed_start(config, corpus, stream, resume, folder)
             config = config.with_size(start.model.config.layers, start.model.config.hidden)
-            if not folder.holds_run(resume, start.progress.run_id) or start.progress.run_id is None:
-                # a new folder (or a run from before run ids): a run of its own
-                start.progress = replace(start.progress, run_id=new_run_id())
-            else:
+            holds_run = folder.holds_run(resume, start.progress.run_id)
+            if holds_run:  # an earlier checkpoint of this folder's run: later work is not dropped silently
                 latest_step = folder.check_rewind(resume, start.progress.step, rewind)
                 if latest_step is not None and on_event:
                     on_event("rewind", {"from_step": latest_step, "to_step": start.progress.step})
+            if not holds_run or start.progress.run_id is None:
+                # a new folder (or a run from before run ids): a run of its own
+                start.progress = replace(start.progress, run_id=new_run_id())
         folder.start_metrics(start.progress.step if resume is not None else None)
         with folder.open_metrics() as metrics_file:
             run = _Run(config, corpus, folder, start, metrics_file, on_event,
