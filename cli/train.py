@@ -274,7 +274,7 @@ def _load_resumed_corpus(texts, config, given: dict, meta: dict, resume, quiet):
     find the run's own text and validation file, each used only if it matches the fingerprint the
     checkpoint records, and nothing of a file the user did not name is ever printed. TEXT and
     --val-file typed are the user's choice."""
-    from rnn.data import TextError
+    from rnn.data import TextContentError, TextError
 
     saved = _saved_corpus(meta)
     texts_given = bool(texts)
@@ -300,11 +300,11 @@ def _load_resumed_corpus(texts, config, given: dict, meta: dict, resume, quiet):
     if corpus is None:
         try:
             corpus = _load_corpus(texts, config, quiet)
-        except TextError:
+        except TextContentError:  # its message quotes the file: only for a file the user named
             if texts_given:
                 raise
             raise click.ClickException(f"{resume} names {', '.join(visible(text) for text in texts)} as its text, "
-                                       f"which is not readable as that text: give the run's text as TEXT") from None
+                                       f"which is not that text: give the run's text as TEXT") from None
     _check_same_text(meta, corpus, texts, texts_given, resume)
     return corpus, config, texts
 

@@ -49,6 +49,11 @@ class TextError(UserError, ValueError):
     """A text file or a text that cannot be used (the message is one clear line)."""
 
 
+class TextContentError(TextError):
+    """A TextError whose message quotes what the file holds (a byte, characters): shown only for
+    a file the user named, never for one a checkpoint named (see cli/train.py)."""
+
+
 def _describe_chars(chars, limit=10) -> str:
     """'é' (U+00E9), 'ü' (U+00FC) ... : characters named so that invisible ones can be seen too."""
     chars = sorted(chars)
@@ -210,17 +215,18 @@ def _chunks_of_text(path: Path, expected: os.stat_result, follow: bool = True):
                     chunk, offset = chunk[len(_UTF8_BOM):], len(_UTF8_BOM)  # a BOM is not text
                 nul = chunk.find(b"\0")
                 if nul >= 0:
-                    raise TextError(f"{path} looks binary (NUL byte at byte offset {offset + nul}), not UTF-8 text")
+                    raise TextContentError(f"{path} looks binary (NUL byte at byte offset {offset + nul}), "
+                                           f"not UTF-8 text")
                 pending = len(decoder.getstate()[0])
                 try:
                     text = decoder.decode(chunk, final=at_end)
                 except UnicodeDecodeError as error:
                     at = offset - pending + error.start
                     if at_end:
-                        raise TextError(f"{path} is not valid UTF-8: it ends inside a multi-byte character "
+                        raise TextContentError(f"{path} is not valid UTF-8: it ends inside a multi-byte character "
                                         f"(byte offset {at})") from None
                     bad = error.object[error.start]
-                    raise TextError(f"{path} is not valid UTF-8: byte 0x{bad:02x} at byte offset {at}") from None
+                    raise TextContentError(f"{path} is not valid UTF-8: byte 0x{bad:02x} at byte offset {at}") from None
                 if text:
                     yield text
                 if at_end:
@@ -579,8 +585,8 @@ def _encode_in_vocab(path: Path, vocab: Vocab) -> np.ndarray:
     own_vocab, own_ids = _encode_file(path, _check_file(path))  # a file the user named: their link followed
     missing = set(own_vocab.chars) - set(vocab.chars)
     if missing:
-        raise TextError(f"{path} has {len(missing)} character(s) that are not in the training text's vocabulary: "
-                        f"{_describe_chars(missing, limit=5)}")
+        raise TextContentError(f"{path} has {len(missing)} character(s) that are not in the training text's "
+                               f"vocabulary: {_describe_chars(missing, limit=5)}")
     table = vocab.encode("".join(own_vocab.chars)).astype(_ids_dtype(vocab))
     return table[np.asarray(own_ids)]
 

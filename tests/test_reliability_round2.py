@@ -439,3 +439,14 @@ def test_continue_in_pytorch_checks_out_before_training(tmp_path, out):
     assert_one_error_line(result.stderr, "--out")
     assert "step" not in result.stdout  # refused before any training
     assert source.read_bytes() == before
+
+
+def test_what_a_checkpoint_named_file_holds_is_never_printed(tmp_path):
+    run, _ = _tiny_run(tmp_path)
+    binary = tmp_path / "key.bin"
+    binary.write_bytes(b"\xc3\x28 private \x00")
+    crafted = _crafted(run, tmp_path, lambda meta: meta["corpus"].update(files=[str(binary)], path=str(binary)))
+    result = CliRunner().invoke(main, ["train", "-q", "--resume", str(crafted), "--steps", "7"])
+    assert result.exit_code == 1
+    assert_one_error_line(result.output, "give the run's text as TEXT")
+    assert "0xc3" not in result.output and "offset" not in result.output
