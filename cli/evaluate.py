@@ -30,12 +30,14 @@ def evaluate_command(checkpoint, text, as_json, cell_file):
             return
         click.echo(_evaluation_lines(result))
         return
+    from rnn.runfiles import exists
     from rnn.runfolder import BEST, LATEST
 
     results = {}
     for name, file_name in (("latest", LATEST), ("best", BEST)):
-        if (checkpoint / file_name).exists():
-            results[name] = _evaluate_checkpoint(checkpoint / file_name, text, cell_file)
+        # A run folder's entries, read by its rules: a planted link or FIFO is refused (one line).
+        if exists(checkpoint / file_name):
+            results[name] = _evaluate_checkpoint(checkpoint / file_name, text, cell_file, follow=False)
     if not results:
         raise click.BadParameter(f"{checkpoint} holds neither {LATEST} nor {BEST}", param_hint="'CHECKPOINT|RUN'")
     if as_json:
@@ -47,9 +49,10 @@ def evaluate_command(checkpoint, text, as_json, cell_file):
                          for name, file_name in (("latest", LATEST), ("best", BEST)) if name in results))
 
 
-def _evaluate_checkpoint(checkpoint, text, cell_file) -> dict:
-    """evaluate()'s metrics of one checkpoint on a text file, with its step."""
-    loaded = load_checkpoint(checkpoint, cell_file)
+def _evaluate_checkpoint(checkpoint, text, cell_file, follow=True) -> dict:
+    """evaluate()'s metrics of one checkpoint on a text file, with its step (`follow`: see
+    rnn.checkpoint.load_checkpoint)."""
+    loaded = load_checkpoint(checkpoint, cell_file, follow=follow)
     from rnn.data import TextError
     from rnn.evaluate import evaluate
 

@@ -27,7 +27,7 @@ def load_cell_file(path):
         load(path)
 
 
-def load_checkpoint(path, cell_file=None):
+def load_checkpoint(path, cell_file=None, follow=True):
     from rnn.checkpoint import load_checkpoint as load
 
-    return load(path, cell_file=cell_file)
+    return load(path, cell_file=cell_file, follow=follow)

@@ -16,7 +16,12 @@ Three rules, each held in one function here so that no command does it its own w
 - `strict_json(value)`: the --json outputs are RFC 8259 JSON, which has no NaN or
   Infinity: a number that is not finite is written as null.
 
-`use_replacement_for_unencodable_output()` is the one process-wide change: stdout whose
+`GuardedOutput(sys.stdout)`: stdout may be closed (`>&-`, then sys.stdout is None) or a pipe
+whose reader has gone (`| head -c 100`). Printing then stops, the work goes on (a training run
+trains and saves), and the command says so in one line at the end. The stdout descriptor is
+then pointed at /dev/null, so that Python's flush at exit has nowhere to fail.
+
+`use_replacement_for_unencodable_output()` is the other process-wide change: stdout whose
 encoding cannot hold every character (PYTHONIOENCODING=latin-1, output redirected on
 Windows in its ANSI code page, a pipe under a latin-1 locale) gets a `?` for such a
 character instead of a UnicodeEncodeError.
@@ -27,6 +32,7 @@ Standard library only: the CLI imports this at start-up.
 import json
 import math
 import numbers
+import os
 import unicodedata
 
 # Unicode categories written as escapes: Cc (C0 controls, DEL, and the C1 controls, among
@@ -76,6 +82,51 @@ def is_terminal(stream) -> bool:
         return bool(stream.isatty())
     except (AttributeError, OSError, ValueError):  # no isatty, or a closed stream
         return False
+
+
+class GuardedOutput:
+    """A text stream (stdout) whose writes stop, silently, once it is closed or its pipe broken:
+    `lost` then says that something written was not shown (see the module docstring). Has
+    write, flush and isatty."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.closed = stream is None  # started with stdout closed (`>&-`)
+        self.lost = False
+
+    def write(self, text: str):
+        self._guarded(lambda: self.stream.write(text))
+
+    def flush(self):
+        if not self.closed:
+            self._guarded(lambda: self.stream.flush())
+
+    def isatty(self) -> bool:
+        return not self.closed and is_terminal(self.stream)
+
+    def _guarded(self, action):
+        if self.closed:
+            self.lost = True
+            return
+        try:
+            action()
+        except (OSError, ValueError):  # EPIPE, EBADF; ValueError: a closed file object
+            self.closed = self.lost = True
+            self._silence()
+
+    def _silence(self):
+        # What is still buffered is flushed again at exit: let that go to /dev/null, not fail.
+        try:
+            descriptor = self.stream.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+        except (OSError, ValueError, AttributeError):  # not a real file (a test runner's buffer)
+            return
+        try:
+            os.dup2(devnull, descriptor)
+        except OSError:
+            pass
+        finally:
+            os.close(devnull)
 
 
 class TextWriter:

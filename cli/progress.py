@@ -162,6 +162,10 @@ class TrainingDisplay:
                 plan += f" (measured: {seconds * 1000:.0f} ms a step)"
         self._print(f"dropout {data.get('dropout')}{plan}; --dropout sets it yourself")
 
+    def on_rewind(self, data):
+        self._print(f"rewinding the run from step {data.get('from_step')} to step {data.get('to_step')} (--rewind): "
+                    f"its latest checkpoint and the metrics after step {data.get('to_step')} will be replaced")
+
     def on_sample(self, data):
         step = data.get("step", "?")
         text = data.get("text", "").strip("\n")

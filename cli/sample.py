@@ -1,5 +1,6 @@
 """`minigrad-rnn sample`: generate text from a checkpoint, printed as it is made or written to a file."""
 
+import io
 import sys
 from pathlib import Path
 
@@ -7,7 +8,8 @@ import click
 
 from cli.app import LibraryCommand
 from cli.options import CHECKPOINT, POSITIVE_FLOAT, POSITIVE_INT, cell_file_option, load_checkpoint
-from cli.output import TextWriter, is_terminal
+from cli.output import GuardedOutput, TextWriter, is_terminal
+from cli.output_file import checked_output_file, replacing
 
 
 @click.command(cls=LibraryCommand, short_help="Generate text from a checkpoint.")
@@ -24,15 +26,19 @@ from cli.output import TextWriter, is_terminal
 @click.option("--argmax", is_flag=True, help="Always take the likeliest character (no randomness).")
 @click.option("--out", "-o", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the text (the prime, then the sample) to this file, exactly, in UTF-8, "
-                   "instead of printing it.")
+                   "instead of printing it. The file changes only once the whole text is made; a file "
+                   "that is not plain text (a checkpoint...) is replaced only with --overwrite.")
+@click.option("--overwrite", is_flag=True, help="Let --out replace a file that is not plain text.")
 @cell_file_option
-def sample(checkpoint, length, temperature, top_k, top_p, prime, seed, argmax, out_file, cell_file):
+def sample(checkpoint, length, temperature, top_k, top_p, prime, seed, argmax, out_file, overwrite, cell_file):
     """Generate text from a CHECKPOINT, printing characters as they are made.
 
     On a terminal, control characters in the text (other than line breaks and tabs) are
     shown as escapes such as \\x1b: the checkpoint chose the characters. Piped or written
     with --out, the text is exactly what the model made.
     """
+    if out_file is not None:  # before any work: a refusal costs nothing
+        out_file = checked_output_file(out_file, overwrite)
     loaded = load_checkpoint(checkpoint, cell_file)
     from rnn.data import TextError
     from rnn.sample import sample as generate
@@ -45,20 +51,27 @@ def sample(checkpoint, length, temperature, top_k, top_p, prime, seed, argmax, o
     characters = generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
                           top_k=top_k, top_p=top_p, seed=seed, argmax=argmax)
     if out_file is not None:
-        with open(out_file, "w", encoding="utf-8", newline="") as file:  # newline="": no \n -> \r\n
+        with replacing(out_file) as binary:
+            file = io.TextIOWrapper(binary, encoding="utf-8", newline="")  # newline="": no \n -> \r\n
             _write_text(TextWriter(file, terminal=False, flush=False), prime, characters)
+            file.detach()  # flushed; `replacing` closes and renames the file itself
         return
-    writer = TextWriter(sys.stdout, terminal=is_terminal(sys.stdout))
+    stdout = GuardedOutput(sys.stdout)  # closed, or a pipe whose reader is gone: stop, in one line
+    writer = TextWriter(stdout, terminal=is_terminal(sys.stdout))
     try:
-        _write_text(writer, prime, characters)
+        _write_text(writer, prime, characters, stop=lambda: stdout.lost)
     finally:  # also before an error message: the shell's prompt or the message starts a line of its own
         writer.write("\n")
         writer.close()
+    if stdout.lost:
+        raise click.ClickException("standard output was closed: sampling stopped")
 
 
-def _write_text(writer, prime, characters):
+def _write_text(writer, prime, characters, stop=lambda: False):
     writer.write(prime)
     for character in characters:
+        if stop():
+            return
         writer.write(character)
 
 

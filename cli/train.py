@@ -6,6 +6,7 @@ defaults (SettingOption) and offers its choice lists as they are. The training i
 rnn.train.train.
 """
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import click
 from cli.app import EXIT_INTERRUPTED, PROGRAM, LibraryCommand, flag
 from cli.options import (CHECKPOINT, EXISTING_FILE, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, cell_file_option,
                          load_cell_file, load_checkpoint)
-from cli.output import strict_json, visible
+from cli.output import GuardedOutput, strict_json, visible
 from cli.progress import TrainingDisplay, bits_per_char, format_duration, format_loss, format_rate
 # rnn.config and rnn.errors are light (no numpy, no minigrad): --help reads the defaults and choices there.
 from rnn.config import (DEFAULT_TIME_BUDGET, DTYPE_NAMES, ENGINES, LIMITS, MODEL_OPTIONS, OPTIMIZERS, SCHEDULES,
@@ -147,9 +148,12 @@ class EscapedText(click.ParamType):
 @click.option("--resume", type=CHECKPOINT, default=None,
               help="Continue training from this checkpoint. Options given with it take effect; those that "
                    "define the model (--cell, --layers, --hidden, --embed, --dtype) must match it.")
+@click.option("--rewind", is_flag=True,
+              help="Let --resume take an earlier checkpoint of the run folder's own run (its best, say): "
+                   "its later latest checkpoint and metrics are replaced. Without it that is refused.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing while training.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results at the end.")
-def train(texts, out, resume, quiet, as_json, **options):
+def train(texts, out, resume, rewind, quiet, as_json, **options):
     """Train a character-level language model on TEXT (UTF-8 files or folders).
 
     Without TEXT it trains on tiny-shakespeare, which ships with the package. Several
@@ -175,8 +179,6 @@ def train(texts, out, resume, quiet, as_json, **options):
     if given.get("cell") is not None:
         _check_cell_name(given["cell"])
 
-    import dataclasses
-
     from rnn.train import train as run_training
 
     checkpoint = load_checkpoint(resume, given.get("cell_file")) if resume else None
@@ -184,27 +186,32 @@ def train(texts, out, resume, quiet, as_json, **options):
     config = _train_config(given, resumed.get("train_config") or {}, checkpoint.config if checkpoint else None)
     if given.get("val_frac") is not None and config.val_file is not None:  # a resumed run's --val-file, replaced
         config = dataclasses.replace(config, val_file=None)
-    texts_given = bool(texts)
-    if not texts and resume:  # continue on the text the run was trained on
-        texts = _resumed_texts(resumed, resume)
-    corpus = _load_corpus(texts, config, quiet)
     if resume:
-        _check_same_text(resumed, corpus, texts, texts_given, resume)
+        corpus, config, texts = _load_resumed_corpus(texts, config, given, resumed, resume, quiet)
+    else:
+        corpus = _load_corpus(texts, config, quiet)
     out = out or (resume.parent if resume else _default_run_dir())
 
-    # Progress goes to stdout, unless stdout is reserved for the --json result.
-    stream = sys.stderr if as_json else sys.stdout
+    # Progress goes to stdout, unless stdout is reserved for the --json result. A closed stdout
+    # (or a pipe whose reader is gone) stops the printing, never the run: said once at the end.
+    stdout = GuardedOutput(sys.stdout)
+    stream = GuardedOutput(sys.stderr) if as_json else stdout
     live = stream.isatty() and os.environ.get("TERM") != "dumb"
     display = TrainingDisplay(stream, live=live, quiet=quiet)
     try:
-        summary = run_training(config, corpus, out, resume=resume, on_event=display)
+        summary = run_training(config, corpus, out, resume=resume, on_event=display, rewind=rewind)
     finally:
         display.finish()
 
     if as_json:
-        click.echo(strict_json({key: summary.get(key) for key in TRAIN_JSON_KEYS}))
+        stdout.write(strict_json({key: summary.get(key) for key in TRAIN_JSON_KEYS}) + "\n")
     if not quiet:
-        click.echo(_training_summary(summary, texts), file=stream)
+        stream.write(_training_summary(summary, texts) + "\n")
+    stdout.flush()
+    if stdout.lost:
+        latest = summary.get("checkpoint")
+        click.echo(f"warning: standard output was closed, so printing stopped; the run went on to step "
+                   f"{summary.get('steps')}" + (f" and saved {visible(latest)}" if latest else ""), err=True)
     if summary.get("stopped_reason") == "interrupted":
         sys.exit(EXIT_INTERRUPTED)
 
@@ -252,7 +259,7 @@ def _train_config(given: dict, saved: dict, saved_model=None):
 
 def _resumed_texts(meta: dict, resume) -> tuple:
     """The text files a checkpoint was trained on (empty: the shipped corpus)."""
-    corpus = meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
+    corpus = _saved_corpus(meta)
     files = corpus.get("files") or ([corpus["path"]] if corpus.get("path") is not None else [])
     if not isinstance(files, list):
         files = [files]
@@ -263,14 +270,63 @@ def _resumed_texts(meta: dict, resume) -> tuple:
     return tuple(Path(path) for path in files)
 
 
+def _load_resumed_corpus(texts, config, given: dict, meta: dict, resume, quiet):
+    """(corpus, config, texts) of a resumed run. Paths read from the checkpoint are data: they only
+    find the run's own text and validation file, each used only if it matches the fingerprint the
+    checkpoint records, and nothing of a file the user did not name is ever printed. TEXT and
+    --val-file typed are the user's choice."""
+    from rnn.data import TextContentError, TextError
+
+    saved = _saved_corpus(meta)
+    texts_given = bool(texts)
+    if not texts_given:  # continue on the text the run was trained on
+        if not _has_fingerprint(saved):
+            raise click.ClickException(f"{resume} records no fingerprint of the text it was trained on: "
+                                       f"give the run's text as TEXT")
+        texts = _resumed_texts(meta, resume)
+    corpus = None
+    val_file = config.val_file if given.get("val_file") is None else None  # the checkpoint's choice
+    if val_file is not None:
+        try:
+            corpus = _load_corpus(texts, config, quiet)
+        except TextError:
+            corpus = None  # said below, without what the file holds
+        if corpus is not None and corpus.record()["val_ids_sha256"] != saved.get("val_ids_sha256"):
+            corpus = None
+        if corpus is None:
+            click.echo(f"note: {visible(val_file)} (the run's --val-file) is not the run's validation text, or the "
+                       f"checkpoint records no fingerprint of it: validating on the last --val-frac of the text "
+                       f"instead (--val-file chooses a file)", err=True)
+            config = dataclasses.replace(config, val_file=None)
+    if corpus is None:
+        try:
+            corpus = _load_corpus(texts, config, quiet)
+        except TextContentError:  # its message quotes the file: only for a file the user named
+            if texts_given:
+                raise
+            raise click.ClickException(f"{resume} names {', '.join(visible(text) for text in texts)} as its text, "
+                                       f"which is not that text: give the run's text as TEXT") from None
+    _check_same_text(meta, corpus, texts, texts_given, resume)
+    return corpus, config, texts
+
+
+def _saved_corpus(meta: dict) -> dict:
+    return meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
+
+
+def _has_fingerprint(saved: dict) -> bool:
+    return isinstance(saved.get("chars"), int) and all(isinstance(saved.get(key), str)
+                                                       for key in ("vocab_sha256", "ids_sha256"))
+
+
 def _check_same_text(meta: dict, corpus, texts, texts_given: bool, resume):
     """Compare the text with the one the checkpoint records (size and hashes; see
     Corpus.fingerprint): a changed file the run found by itself is an error, a text the
     user gave is their choice (fine-tuning on another text), said in one warning line."""
-    saved = meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
-    keys = ("chars", "vocab_sha256", "ids_sha256")
-    if not (isinstance(saved.get("chars"), int) and all(isinstance(saved.get(key), str) for key in keys[1:])):
+    saved = _saved_corpus(meta)
+    if not _has_fingerprint(saved):
         return  # a checkpoint from before corpus fingerprints (or a damaged record): nothing to compare with
+    keys = ("chars", "vocab_sha256", "ids_sha256")
     fingerprint = corpus.fingerprint()
     if all(saved[key] == fingerprint[key] for key in keys):
         return
@@ -298,7 +354,7 @@ def _load_corpus(texts, config, quiet=False):
         shown = ", ".join(f"{visible(path)} ({reason})" for path, reason in found.skipped[:5])
         more = f" and {len(found.skipped) - 5} more" if len(found.skipped) > 5 else ""
         click.echo(f"note: skipped {len(found.skipped)} file(s): {shown}{more}", err=True)
-    return Corpus.from_files(found.files, **options)
+    return Corpus.from_files(found.files, listed=found.listed, **options)
 
 
 def _training_summary(summary: dict, texts) -> str:

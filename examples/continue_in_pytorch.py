@@ -86,6 +86,27 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def check_out(out, source) -> None:
+    """SystemExit (one line) before any training if the checkpoint cannot or must not be written
+    to `out`: the source itself, a file of the source's run folder, a folder, an unwritable place."""
+    from rnn.runfolder import RUN_FILES
+
+    out, source = os.path.realpath(out), os.path.realpath(source)
+    if out == source:
+        sys.exit(f"error: --out {out} is the source checkpoint: this script never changes its source; "
+                 f"choose another file")
+    if os.path.dirname(out) == os.path.dirname(source) and os.path.basename(out) in RUN_FILES:
+        sys.exit(f"error: --out {out} is a file of the source's run folder: choose another name")
+    if os.path.isdir(out):
+        sys.exit(f"error: --out {out} is a folder: give the checkpoint file to write")
+    probe = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.{os.getpid()}.write-test")
+    try:  # the folder must exist and take a new file, as the atomic write at the end needs
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as error:
+        sys.exit(f"error: cannot write --out {out}: {error.strerror or error}")
+
+
 def batches(ids, rank, world_size, batch_size, seq_len):
     """(inputs, targets) windows over this process's share of the text, B streams side by
     side, forever; `True` with the first window of each pass (the carried state is reset)."""
@@ -105,6 +126,7 @@ def batches(ids, rank, world_size, batch_size, seq_len):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_out(args.out, args.checkpoint)  # before the training, which a bad --out would lose
     distributed = "WORLD_SIZE" in os.environ  # started by torchrun
     use_cuda = torch.cuda.is_available() and args.backend != "gloo"
     if distributed:
@@ -154,7 +176,10 @@ def main(argv=None):
         meta["pytorch"] = {"source": str(args.checkpoint), "text": str(args.text), "steps": args.steps,
                            "world_size": world_size, "batch_size_per_process": args.batch_size,
                            "seq_len": args.seq_len, "lr": args.lr, "torch": torch.__version__}
-        save_checkpoint(args.out, source.model, meta=meta, vocab=source.vocab)
+        try:
+            save_checkpoint(args.out, source.model, meta=meta, vocab=source.vocab)
+        except CheckpointError as error:  # e.g. the disk filled up while training
+            sys.exit(f"error: {error}")
         print(f"wrote {args.out} (step {meta['step']})", flush=True)
     if distributed:
         dist.barrier()

@@ -18,10 +18,10 @@ the same eager and fused engines.
 """
 
 import hashlib
-import importlib.util
 import inspect
 import keyword
 import sys
+import types
 import unicodedata
 from pathlib import Path
 
@@ -175,17 +175,24 @@ def available_cells() -> list:
 
 
 def load_cell_file(path) -> list:
-    """Import a user's Python file that declares cells with @cell; returns their names."""
+    """Run a user's Python file that declares cells with @cell; returns their names.
+
+    Like `python FILE`: the source text is read and compiled here, never imported through
+    the import system, so a `__pycache__/*.pyc` beside the file is never run instead of the
+    source the user reviewed, and nothing is written beside it. The code runs in a fresh
+    module registered in sys.modules (dataclasses and pickling-free helpers look it up there).
+    """
     path = Path(path)
     if not path.is_file():
         raise CellError(f"cell file not found: {path}")
     before = dict(_REGISTRY)
     module_name = f"minigrad_user_cells_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:10]}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
+    module = types.ModuleType(module_name)
+    module.__file__ = str(path)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        code = compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+        exec(code, module.__dict__)  # noqa: S102  (the user's own cell file: trusted, see the help)
     except CellError:
         raise
     except Exception as error:  # noqa: BLE001  (the user's file: report it in one line)

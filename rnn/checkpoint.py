@@ -163,13 +163,15 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 # ---- loading --------------------------------------------------------------------------------
 
-def _read_header(path: Path) -> dict:
-    """The safetensors JSON header, after checking its length and entries against the file."""
+def _read_header(path: Path, follow: bool = True) -> dict:
+    """The safetensors JSON header, after checking its length and entries against the file.
+    `follow`: whether `path` may be a symbolic link (one the user typed, not a run folder's entry)."""
     not_safetensors = f"{path} is not a minigrad-rnn checkpoint (not a safetensors file)"
     try:
         # The path the user gave may be their own link; a FIFO or a device is refused unread.
-        with os.fdopen(open_regular(path, follow=True), "rb") as file:
-            size = os.fstat(file.fileno()).st_size
+        with os.fdopen(open_regular(path, follow=follow), "rb") as file:
+            status = os.fstat(file.fileno())
+            size = status.st_size
             if size < 8:
                 raise CheckpointError(f"{path} is truncated or not a checkpoint ({size} bytes)")
             header_length = int.from_bytes(file.read(8), "little")
@@ -189,7 +191,7 @@ def _read_header(path: Path) -> dict:
     if not isinstance(header, dict):
         raise CheckpointError(not_safetensors)
     _check_tensor_entries(path, header, data_size=size - 8 - header_length)
-    return header
+    return header, (status.st_dev, status.st_ino)
 
 
 def _check_tensor_entries(path: Path, header: dict, data_size: int) -> None:
@@ -344,21 +346,25 @@ def _optimizer_state(path: Path, metadata: dict, model: CharLM, tensors: dict):
     return description["type"], state
 
 
-def load_checkpoint(path, cell_file=None) -> Checkpoint:
+def load_checkpoint(path, cell_file=None, *, follow: bool = True) -> Checkpoint:
     """Read and check a checkpoint; the model comes back with its weights, in eval mode.
 
     `cell_file`: a Python file declaring the checkpoint's cell, when it is not a built-in one
-    (the checkpoint itself holds no code, and none is ever run from it).
+    (the checkpoint itself holds no code, and none is ever run from it). `follow=False` for
+    an entry of a run folder (latest.safetensors...): a symbolic link there is refused, as
+    every reader of a run folder does (rnn.runfiles).
     """
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise CheckpointError(f"no such checkpoint: {path}")
-    if not path.is_file():
+    if follow and not path.is_file():
         raise CheckpointError(f"{path} is not a checkpoint file")
-    header = _read_header(path)
+    header, identity = _read_header(path, follow)
     metadata = header.get("__metadata__") or {}
     version = _check_program_and_version(path, metadata)
     tensors = _read_tensors(path)
+    if not follow and _identity(path) != identity:  # swapped between the two reads
+        raise CheckpointError(f"{path} changed while it was being read")
     if metadata.get("checksum") != _checksum(metadata, tensors):
         raise CheckpointError(f"{path} is corrupted (checksum mismatch)")
 
@@ -413,11 +419,19 @@ def shown(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def read_meta(path) -> dict:
+def _identity(path: Path):
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def read_meta(path, *, follow: bool = True) -> dict:
     """A checkpoint's `meta`, from its checked header alone (no tensors read, no checksum):
-    to tell which run a file belongs to, not to resume from it."""
+    to tell which run a file belongs to, not to resume from it. `follow`: see load_checkpoint."""
     path = Path(path)
-    metadata = _read_header(path).get("__metadata__") or {}
+    metadata = _read_header(path, follow)[0].get("__metadata__") or {}
     _check_program_and_version(path, metadata)
     return _json_field(path, metadata, "meta", dict)
 

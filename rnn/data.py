@@ -49,6 +49,11 @@ class TextError(UserError, ValueError):
     """A text file or a text that cannot be used (the message is one clear line)."""
 
 
+class TextContentError(TextError):
+    """A TextError whose message quotes what the file holds (a byte, characters): shown only for
+    a file the user named, never for one a checkpoint named (see cli/train.py)."""
+
+
 def _describe_chars(chars, limit=10) -> str:
     """'é' (U+00E9), 'ü' (U+00FC) ... : characters named so that invisible ones can be seen too."""
     chars = sorted(chars)
@@ -154,8 +159,47 @@ def _check_file(path: Path) -> os.stat_result:
     return stat
 
 
-def _chunks_of_text(path: Path):
-    """Yield the file's text chunk by chunk, checking for binary data and invalid UTF-8.
+def _check_listed(path: Path, listed: os.stat_result) -> os.stat_result:
+    """The status of a file found in a folder, checked to be still the file listed (not since
+    replaced by a link or another file): a folder is not followed out of, even in a race."""
+    try:
+        status = path.lstat()
+    except OSError as error:
+        raise TextError(f"cannot read {path}: {error.strerror or error}") from None
+    if not _same_file(status, listed):
+        raise TextError(f"{path} changed after its folder was listed (it is now a link or another file): "
+                        f"refusing to read it")
+    return status
+
+
+def _same_file(status: os.stat_result, expected: os.stat_result) -> bool:
+    return (file_types.S_ISREG(status.st_mode) and status.st_dev == expected.st_dev
+            and status.st_ino == expected.st_ino)
+
+
+def _open_checked(path: Path, expected: os.stat_result, follow: bool):
+    """A binary file object of `path`, checked (fstat) to be the file `expected` describes; not
+    through a link unless `follow` (a file the user named, not one found in a folder)."""
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_NONBLOCK", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as error:
+        if not follow and os.path.islink(path):
+            raise TextError(f"{path} changed after its folder was listed (it is now a link): "
+                            f"refusing to read it") from None
+        raise
+    file = os.fdopen(descriptor, "rb")
+    if not _same_file(os.fstat(descriptor), expected):
+        file.close()
+        raise TextError(f"{path} changed while it was being read (it is now another file): refusing to read it")
+    os.set_blocking(descriptor, True)
+    return file
+
+
+def _chunks_of_text(path: Path, expected: os.stat_result, follow: bool = True):
+    """Yield the text of the file `expected` describes (see _open_checked) chunk by chunk,
+    checking for binary data and invalid UTF-8.
 
     The incremental decoder keeps a multi-byte sequence cut by a chunk boundary for the
     next chunk, so the bytes it holds are counted when reporting an offset.
@@ -163,7 +207,7 @@ def _chunks_of_text(path: Path):
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     offset = 0  # byte offset in the file of the chunk being decoded
     try:
-        with open(path, "rb") as file:
+        with _open_checked(path, expected, follow) as file:
             while True:
                 chunk = file.read(CHUNK_BYTES)
                 at_end = not chunk
@@ -171,17 +215,18 @@ def _chunks_of_text(path: Path):
                     chunk, offset = chunk[len(_UTF8_BOM):], len(_UTF8_BOM)  # a BOM is not text
                 nul = chunk.find(b"\0")
                 if nul >= 0:
-                    raise TextError(f"{path} looks binary (NUL byte at byte offset {offset + nul}), not UTF-8 text")
+                    raise TextContentError(f"{path} looks binary (NUL byte at byte offset {offset + nul}), "
+                                           f"not UTF-8 text")
                 pending = len(decoder.getstate()[0])
                 try:
                     text = decoder.decode(chunk, final=at_end)
                 except UnicodeDecodeError as error:
                     at = offset - pending + error.start
                     if at_end:
-                        raise TextError(f"{path} is not valid UTF-8: it ends inside a multi-byte character "
+                        raise TextContentError(f"{path} is not valid UTF-8: it ends inside a multi-byte character "
                                         f"(byte offset {at})") from None
                     bad = error.object[error.start]
-                    raise TextError(f"{path} is not valid UTF-8: byte 0x{bad:02x} at byte offset {at}") from None
+                    raise TextContentError(f"{path} is not valid UTF-8: byte 0x{bad:02x} at byte offset {at}") from None
                 if text:
                     yield text
                 if at_end:
@@ -191,20 +236,20 @@ def _chunks_of_text(path: Path):
         raise TextError(f"cannot read {path}: {error.strerror or error}") from None
 
 
-def _scan_vocab(path: Path):
+def _scan_vocab(path: Path, expected: os.stat_result, follow: bool):
     """First pass: the set of code points and the number of characters."""
     seen = np.zeros(_CODE_POINTS, dtype=bool)
     count = 0
-    for text in _chunks_of_text(path):
+    for text in _chunks_of_text(path, expected, follow):
         seen[_code_points(text)] = True
         count += len(text)
     return Vocab.from_code_points(np.flatnonzero(seen)), count
 
 
-def _encode_into(path: Path, vocab: Vocab, out: np.ndarray) -> None:
+def _encode_into(path: Path, vocab: Vocab, out: np.ndarray, expected: os.stat_result, follow: bool) -> None:
     """Second pass: the ids of the file's characters, written into `out`."""
     position = 0
-    for text in _chunks_of_text(path):
+    for text in _chunks_of_text(path, expected, follow):
         if position + len(text) > len(out):
             raise TextError(f"{path} changed while it was being read")
         out[position:position + len(text)] = vocab.encode(text)
@@ -252,14 +297,14 @@ class _IdsCache:
         except (OSError, ValueError, KeyError, TypeError, TextError):
             return None
 
-    def build(self, path: Path, vocab: Vocab, count: int):
+    def build(self, path: Path, vocab: Vocab, count: int, expected: os.stat_result, follow: bool):
         """Encode the file into a new entry (written under temporary names, then renamed)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         dtype = _ids_dtype(vocab)
         # Not fsynced (durable=False): an entry is checked against its info when read, and rebuilt.
         with atomic_replacement(self.ids_path, durable=False) as file:
             ids = np.memmap(file, dtype=dtype, mode="w+", shape=(count,))
-            _encode_into(path, vocab, ids)
+            _encode_into(path, vocab, ids, expected, follow)
             ids.flush()
             del ids
         info = dict(format=CACHE_FORMAT, source=self.source, size=self.size, mtime_ns=self.mtime_ns,
@@ -274,12 +319,13 @@ class _IdsCache:
                 old.unlink(missing_ok=True)  # an open memmap of it stays valid (POSIX)
 
 
-def _encode_file(path: Path, stat: os.stat_result):
-    """(vocab, ids) of a file: in memory when small, else through the cache."""
+def _encode_file(path: Path, stat: os.stat_result, follow: bool = True):
+    """(vocab, ids) of the file `stat` describes (see _open_checked): in memory when small, else
+    through the cache."""
     if stat.st_size <= IN_MEMORY_BYTES:
-        vocab, count = _scan_vocab(path)
+        vocab, count = _scan_vocab(path, stat, follow)
         ids = np.empty(count, dtype=_ids_dtype(vocab))
-        _encode_into(path, vocab, ids)
+        _encode_into(path, vocab, ids, stat, follow)
         return vocab, ids
     try:
         cache = _IdsCache(path, stat)
@@ -288,14 +334,14 @@ def _encode_file(path: Path, stat: os.stat_result):
     cached = cache.load() if cache else None
     if cached:
         return cached
-    vocab, count = _scan_vocab(path)
+    vocab, count = _scan_vocab(path, stat, follow)
     if cache:
         try:
-            return vocab, cache.build(path, vocab, count)
+            return vocab, cache.build(path, vocab, count, stat, follow)
         except OSError:
             pass  # e.g. the disk is full: fall back to memory
     ids = np.empty(count, dtype=_ids_dtype(vocab))
-    _encode_into(path, vocab, ids)
+    _encode_into(path, vocab, ids, stat, follow)
     return vocab, ids
 
 
@@ -345,21 +391,22 @@ class Corpus:
         return cls.from_files([path], val_frac=val_frac)
 
     @classmethod
-    def from_files(cls, paths, val_frac=0.1, separator="\n", val_file=None) -> "Corpus":
+    def from_files(cls, paths, val_frac=0.1, separator="\n", val_file=None, listed=None) -> "Corpus":
         """The files read as one text, in the order given, with `separator` between two
         files; validated on `val_file` (characters of the training text only) if given,
-        else on the last `val_frac` of that text."""
+        else on the last `val_frac` of that text. `listed` (TextFiles.listed): the files found
+        in folders, each read only if it is still the file listed, never through a link."""
         paths = [Path(p) for p in paths]
         if not paths:
             raise TextError("no text files to read")
         if not isinstance(separator, str):
             raise TypeError(f"separator must be a str, got {type(separator).__name__}")
         if len(paths) == 1:
-            vocab, ids = _encode_file(paths[0], _check_file(paths[0]))
+            vocab, ids = _encode_file(paths[0], *_status(paths[0], listed))
             if len(ids) == 0:
                 raise TextError(f"{paths[0]} is empty")
         else:
-            vocab, ids = _join_files(paths, separator)
+            vocab, ids = _join_files(paths, separator, listed)
         val_ids = _encode_in_vocab(Path(val_file), vocab) if val_file is not None else None
         corpus = cls(vocab, ids, val_frac, path=paths[0] if len(paths) == 1 else None, val_ids=val_ids)
         corpus.files = paths
@@ -374,23 +421,14 @@ class Corpus:
 
         return {"path": resolved(self.path), "files": [resolved(path) for path in self.files],
                 "separator": self.separator, "val_file": resolved(self.val_file),
-                "train_chars": len(self.train_ids), "val_chars": len(self.val_ids), **self.fingerprint()}
+                "train_chars": len(self.train_ids), "val_chars": len(self.val_ids),
+                "val_ids_sha256": _ids_digest(self.val_ids), **self.fingerprint()}
 
     def fingerprint(self) -> dict:
-        """What identifies this text, whatever its path: {"chars", "vocab_sha256", "ids_sha256"},
-        the ids hashed whole up to FINGERPRINT_FULL_CHARS, else in evenly spaced blocks (so that a
-        resumed run can tell that a file of the same name holds another text)."""
-        ids = self.ids
-        if len(ids) <= FINGERPRINT_FULL_CHARS:
-            starts = range(0, len(ids), FINGERPRINT_BLOCK_CHARS)
-        else:
-            last = len(ids) - FINGERPRINT_BLOCK_CHARS
-            starts = (round(k * last / (FINGERPRINT_BLOCKS - 1)) for k in range(FINGERPRINT_BLOCKS))
-        digest = hashlib.sha256()
-        for start in starts:  # as little-endian uint32, whichever dtype holds the ids
-            digest.update(np.asarray(ids[start:start + FINGERPRINT_BLOCK_CHARS], dtype="<u4").tobytes())
-        return {"chars": len(ids), "vocab_sha256": hashlib.sha256(self.vocab.to_json().encode()).hexdigest(),
-                "ids_sha256": digest.hexdigest()}
+        """What identifies this text, whatever its path: {"chars", "vocab_sha256", "ids_sha256"}
+        (so that a resumed run can tell that a file of the same name holds another text)."""
+        return {"chars": len(self.ids), "vocab_sha256": hashlib.sha256(self.vocab.to_json().encode()).hexdigest(),
+                "ids_sha256": _ids_digest(self.ids)}
 
     def __len__(self):
         return len(self.ids)
@@ -398,6 +436,19 @@ class Corpus:
     def __repr__(self):
         return (f"Corpus({self.path or 'text'}: {len(self.ids)} characters, vocab {len(self.vocab)}, "
                 f"train {len(self.train_ids)}, val {len(self.val_ids)})")
+
+
+def _ids_digest(ids) -> str:
+    """sha256 of the ids, whole up to FINGERPRINT_FULL_CHARS, else of evenly spaced blocks."""
+    if len(ids) <= FINGERPRINT_FULL_CHARS:
+        starts = range(0, len(ids), FINGERPRINT_BLOCK_CHARS)
+    else:
+        last = len(ids) - FINGERPRINT_BLOCK_CHARS
+        starts = (round(k * last / (FINGERPRINT_BLOCKS - 1)) for k in range(FINGERPRINT_BLOCKS))
+    digest = hashlib.sha256()
+    for start in starts:  # as little-endian uint32, whichever dtype holds the ids
+        digest.update(np.asarray(ids[start:start + FINGERPRINT_BLOCK_CHARS], dtype="<u4").tobytes())
+    return digest.hexdigest()
 
 
 # ---- corpora of several files, and a separate validation file ---------------------------------
@@ -409,6 +460,7 @@ class TextFiles:
 
     files: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
+    listed: dict = field(default_factory=dict)  # file found in a folder -> its lstat when listed
 
 
 def find_text_files(paths) -> TextFiles:
@@ -426,13 +478,15 @@ def find_text_files(paths) -> TextFiles:
     """
     found, seen = TextFiles(), set()
 
-    def add(path: Path, shown: Path):
+    def add(path: Path, shown: Path, listed=None):
         resolved = path.resolve()
         if resolved in seen:
             found.skipped.append((shown, "already included"))
         else:
             seen.add(resolved)
             found.files.append(resolved)
+            if listed is not None:
+                found.listed[resolved] = listed
 
     for given in map(Path, paths):
         try:
@@ -441,11 +495,11 @@ def find_text_files(paths) -> TextFiles:
             raise TextError(f"no such file or folder: {given}") from None
         if file_types.S_ISDIR(info.st_mode):
             entries = _files_in_folder(given)
-            if all(reason is not None for _, reason in entries):
+            if all(reason is not None for _, reason, _ in entries):
                 raise TextError(f"{given} holds no text files to read")
-            for path, reason in entries:
+            for path, reason, listed in entries:
                 if reason is None:
-                    add(path, path)
+                    add(path, path, listed)
                 else:
                     found.skipped.append((path, reason))
         elif file_types.S_ISREG(info.st_mode):
@@ -456,47 +510,57 @@ def find_text_files(paths) -> TextFiles:
 
 
 def _files_in_folder(folder: Path):
-    """(path, None) for each file to read under `folder`, (path, reason) for each one skipped."""
+    """(path, None, its lstat) for each file to read under `folder`, (path, reason, None) for
+    each one skipped."""
     entries = []
     for directory, folders, files in os.walk(folder, followlinks=False, onerror=_raise_text_error):
         directory = Path(directory)
         for name in list(folders):
             path = directory / name
             if name.startswith("."):
-                entries.append((path, "hidden"))
+                entries.append((path, "hidden", None))
             elif path.is_symlink():  # os.walk does not descend into it
-                entries.append((path, "a link (not followed)"))
+                entries.append((path, "a link (not followed)", None))
         folders[:] = [name for name in folders if not name.startswith(".")]
         for name in files:
-            entries.append((directory / name, "hidden" if name.startswith(".") else _why_skip(directory / name)))
+            entries.append((directory / name, "hidden", None) if name.startswith(".")
+                           else (directory / name, *_why_skip(directory / name)))
     entries.sort(key=lambda entry: entry[0].relative_to(folder).parts)
     return entries
 
 
 def _why_skip(path: Path):
-    """None if the file found in a folder is to be read, else why not."""
+    """(None, its lstat) if the file found in a folder is to be read, else (why not, None)."""
     try:
         info = path.lstat()
     except OSError as error:
-        return f"cannot read it: {error.strerror or error}"
+        return f"cannot read it: {error.strerror or error}", None
     if file_types.S_ISLNK(info.st_mode):
-        return "a link (not followed)"
+        return "a link (not followed)", None
     if not file_types.S_ISREG(info.st_mode):
-        return "not a regular file"
+        return "not a regular file", None
     if info.st_size == 0:
-        return "empty"
-    return None
+        return "empty", None
+    return None, info
 
 
 def _raise_text_error(error: OSError):
     raise TextError(f"cannot read the folder {error.filename}: {error.strerror or error}")
 
 
-def _join_files(paths, separator: str):
+def _status(path: Path, listed):
+    """(status, follow) of a file to read: one found in a folder (in `listed`) as it was listed
+    and not through a link, one the user named as it is now (their link followed)."""
+    if listed and path in listed:
+        return _check_listed(path, listed[path]), False
+    return _check_file(path), True
+
+
+def _join_files(paths, separator: str, listed=None):
     """(vocab, ids) of the files read one after the other with `separator` between them."""
     parts = []
     for path in paths:
-        vocab, ids = _encode_file(path, _check_file(path))
+        vocab, ids = _encode_file(path, *_status(path, listed))
         parts.append((vocab, ids))
     characters = set(separator).union(*(vocab.chars for vocab, _ in parts))
     vocab = Vocab(sorted(characters))
@@ -518,11 +582,11 @@ def _join_files(paths, separator: str):
 def _encode_in_vocab(path: Path, vocab: Vocab) -> np.ndarray:
     """The ids of a file in `vocab` (a training text's); TextError naming the first few
     characters of the file that `vocab` lacks."""
-    own_vocab, own_ids = _encode_file(path, _check_file(path))
+    own_vocab, own_ids = _encode_file(path, _check_file(path))  # a file the user named: their link followed
     missing = set(own_vocab.chars) - set(vocab.chars)
     if missing:
-        raise TextError(f"{path} has {len(missing)} character(s) that are not in the training text's vocabulary: "
-                        f"{_describe_chars(missing, limit=5)}")
+        raise TextContentError(f"{path} has {len(missing)} character(s) that are not in the training text's "
+                               f"vocabulary: {_describe_chars(missing, limit=5)}")
     table = vocab.encode("".join(own_vocab.chars)).astype(_ids_dtype(vocab))
     return table[np.asarray(own_ids)]
 

@@ -6,7 +6,9 @@ elsewhere), so every file the product opens inside it is opened by one of these 
 - an entry is named by one path component (no separator, no `..`): nothing lands outside;
 - an entry that is a symbolic link, a FIFO, a device or a folder is refused with one line
   (`O_NOFOLLOW`, then `fstat`): a planted `train.lock -> ~/notes.txt` is never truncated,
-  a dangling `metrics.jsonl` link never creates a file elsewhere;
+  a dangling `metrics.jsonl` link never creates a file elsewhere; an entry opened for
+  writing must also have one name only (`st_nlink` 1): a hard link to a file outside the
+  folder is refused, not written through;
 - reads open with `O_NONBLOCK` and check `S_ISREG` before reading, and read at most a
   bound: a FIFO cannot hang a command, a link to /dev/zero cannot fill memory;
 - replacing writes go through minigrad.files (the project's one atomic writer): a new
@@ -108,9 +110,13 @@ def _open(path, flags: int, follow: bool, mode: int = 0o666) -> int:
                 raise _refusal(path, mode_of_entry) from None
         raise
     try:
-        mode_of_file = os.fstat(descriptor).st_mode
-        if not stat.S_ISREG(mode_of_file):
-            raise _refusal(path, mode_of_file)
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise _refusal(path, status.st_mode)
+        if flags & (os.O_WRONLY | os.O_RDWR) and status.st_nlink != 1:
+            # a hard link: the same file is also outside the folder, and would be written there
+            raise RunFileError(f"{path} is a hard link ({status.st_nlink} names for one file): refusing to "
+                               f"write through it (move it away, or choose another run folder)")
         if _NONBLOCK:  # only there so that opening a FIFO could not block; regular files ignore it
             os.set_blocking(descriptor, True)
     except BaseException:

@@ -37,6 +37,10 @@ class RunExistsError(UserError, RuntimeError):
     """The output directory holds the checkpoints of an earlier run and this run does not resume it."""
 
 
+class RunRewindError(UserError, RuntimeError):
+    """Resuming an earlier checkpoint of the folder's run would discard its later work."""
+
+
 def new_run_id() -> str:
     # From the operating system's randomness: minigrad's generator (the training's) is untouched.
     return secrets.token_hex(8)
@@ -137,13 +141,29 @@ class RunFolder:
             f"{run_id or 'a run without an id'}): resuming there would replace its checkpoints and metrics; "
             f"choose another ", Setting("out"), f", or resume that folder's own {LATEST}")
 
+    def check_rewind(self, resume, step: int, rewind: bool):
+        """Resuming checkpoint `resume` (at `step`) of this folder's own run: the step of the folder's
+        latest checkpoint if it is later (its work would be replaced: RunRewindError unless `rewind`),
+        else None."""
+        if not exists(self.latest):
+            return None
+        latest_step = read_meta(self.latest, follow=False).get("step")
+        if not isinstance(latest_step, int) or isinstance(latest_step, bool) or latest_step <= step:
+            return None
+        if not rewind:
+            raise RunRewindError(
+                f"{resume} is at step {step} but {self.latest} is at step {latest_step}: resuming from it would "
+                f"replace {LATEST} and drop the metrics after step {step}; give ", Setting("rewind"),
+                " to do that, or ", Setting("out"), " to continue it in another folder")
+        return latest_step
+
     def run_id(self):
         """The run id recorded here (config.json, else the latest or best checkpoint), or None."""
         run_id = read_config(self.config).get("run_id")
         if run_id is None:
             for path in (self.latest, self.best):
                 if exists(path):
-                    run_id = read_meta(path).get("run_id")
+                    run_id = read_meta(path, follow=False).get("run_id")
                     break
         # Only a plausible id (it is printed): what a hostile file holds is not.
         return run_id if isinstance(run_id, str) and 0 < len(run_id) <= 64 and run_id.isalnum() else None

@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import minigrad as mg
+import numpy as np
 from minigrad.runtime import configured_for_training
 from minigrad.threads import ThreadChooser
 
@@ -45,7 +46,8 @@ from .errors import Setting, TrainingDiverged
 from .evaluate import evaluate_ids
 from .model import CharLM, detach_state
 from .optimizers import learning_rate, make_optimizer, optimizer_for  # noqa: F401
-from .runfolder import BEST, LATEST, RUN_FILES, RunExistsError, RunFolder, RunLock, RunLockedError  # noqa: F401
+from .runfolder import (BEST, LATEST, RUN_FILES, RunExistsError, RunFolder, RunLock, RunLockedError,  # noqa: F401
+                        RunRewindError)
 from .runfolder import new_run_id
 from .resume import Start, fresh_start, resumed_start
 from .sample import sample
@@ -58,6 +60,10 @@ LOG_EVERY = 10
 # evaluate_ids): on a large file one stream would take minutes per evaluation; the parts
 # cost a few thousandths of a nat of lost context at their cuts.
 EVAL_STREAMS = 16
+
+
+def _all_finite(array) -> bool:
+    return bool(np.isfinite(array).all())
 
 
 def _config_record(run_id, config: TrainConfig, model: CharLM, corpus: Corpus, corpus_record: dict,
@@ -193,11 +199,12 @@ class _Run:
         self.recent_losses.append(loss_value)
         return loss_value, lr
 
-    def diverged(self, what: str, lr: float):
+    def diverged(self, what: str, lr: float, step=None):
         self.phase = "between"
+        # Every checkpoint this run writes has finite weights (see save): the one on disk is good.
         kept = (f"the last good checkpoint is {self.folder.latest} (step {self.saved_step})"
                 if self.saved_step is not None else "no checkpoint had been written yet")
-        raise TrainingDiverged(f"training diverged at step {self.step + 1}: {what}; {kept}. "
+        raise TrainingDiverged(f"training diverged at step {step or self.step + 1}: {what}; {kept}. "
                                f"Try gradient clipping (", Setting("grad_clip", 1), ") or a lower learning rate (",
                                Setting("lr", f"{lr / 4:.2g}"), f", now {lr:.2g}).")
 
@@ -215,9 +222,16 @@ class _Run:
 
     # -- evaluation, samples, checkpoints, metrics ------------------------------------------------
 
+    def check_finite_weights(self):
+        """TrainingDiverged if a weight is NaN or infinite (the last update overflowed): such a
+        model is never evaluated as a result nor saved over a finite checkpoint."""
+        if not all(_all_finite(parameter.data) for parameter in self.model.parameters()):
+            self.diverged("the weights are not finite after it", self.optimizer.lr, step=self.step)
+
     def evaluate_and_save(self, final=False):
         """Evaluate on the validation text (with a time budget, on as much of it as the plan
         allows: its first `chars` characters) and save the checkpoints."""
+        self.check_finite_weights()
         total = len(self.corpus.val_ids)
         count = total if self.plan is None else self.plan.eval_chars(final)
         started = time.perf_counter()
@@ -256,6 +270,7 @@ class _Run:
                              best_step=self.best_step, run_id=self.run_id, corpus=self.corpus_record)
 
     def save(self, path: Path):
+        self.check_finite_weights()
         save_checkpoint(path, self.model, self.optimizer, self.training_state().to_meta(), vocab=self.corpus.vocab,
                         extra_tensors=carried_state_arrays(self.model, self.state))
         if path == self.folder.latest:
@@ -413,7 +428,7 @@ class _GracefulInterrupt:
 
 
 @configured_for_training()  # BLAS threads, malloc, compile helper: set for training only (minigrad.runtime)
-def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=None) -> dict:
+def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=None, rewind=False) -> dict:
     """Train a char-LM on `corpus`, writing checkpoints and metrics into `out_dir`.
 
     Returns {"steps", "seconds", "chars_per_sec", "best_val_loss_nats", "last_val_loss_nats",
@@ -422,10 +437,12 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
     they were measured at and the step of the latest checkpoint; stopped_reason is "steps",
     "epochs", "time_budget" or "interrupted". `seconds` counts training steps only (not
     evaluation, sampling or saving), over all resumed runs, as the time budget does.
-    `on_event(kind, data)` is called with kind "step", "eval", "sample", "checkpoint", "recipe", "stop".
+    `on_event(kind, data)` is called with kind "step", "eval", "sample", "checkpoint", "recipe", "rewind",
+    "stop". Resuming a checkpoint of the folder's own run that is earlier than its latest (its best,
+    say) would replace the latest and drop the later metrics: RunRewindError, unless `rewind`.
     Raises ConfigError (bad config), TextError (text too short for the batches),
     CheckpointError (bad resume checkpoint, or a failed save), RunLockedError, RunExistsError,
-    RunFileError, OSError (out_dir not writable), TrainingDiverged: all but OSError are
+    RunRewindError, RunFileError, OSError (out_dir not writable), TrainingDiverged: all but OSError are
     rnn.errors.UserError.
     """
     started = time.perf_counter()
@@ -444,7 +461,12 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
         else:
             start = resumed_start(config, corpus, stream, resume, folder)
             config = config.with_size(start.model.config.layers, start.model.config.hidden)
-            if not folder.holds_run(resume, start.progress.run_id) or start.progress.run_id is None:
+            holds_run = folder.holds_run(resume, start.progress.run_id)
+            if holds_run:  # an earlier checkpoint of this folder's run: later work is not dropped silently
+                latest_step = folder.check_rewind(resume, start.progress.step, rewind)
+                if latest_step is not None and on_event:
+                    on_event("rewind", {"from_step": latest_step, "to_step": start.progress.step})
+            if not holds_run or start.progress.run_id is None:
                 # a new folder (or a run from before run ids): a run of its own
                 start.progress = replace(start.progress, run_id=new_run_id())
         folder.start_metrics(start.progress.step if resume is not None else None)
