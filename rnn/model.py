@@ -77,8 +77,23 @@ class CharLM(Module):
         if ids.ndim != 2:
             raise ValueError(f"ids must be (batch, steps), got shape {ids.shape}")
         ids = ops.check_indices(ids, self.config.vocab_size, "embedding", "id")
-        hidden, state = self.rnn.forward_projected(self.projected_embedding(), state, ids=ids)
+        if self.folds_embedding(ids.size):
+            hidden, state = self.rnn.forward_projected(self.projected_embedding(), state, ids=ids)
+        else:
+            hidden, state = self.rnn(self.embedding(ids), state)
         return self.head(self.output_dropout(hidden)), state
+
+    def folds_embedding(self, rows: int) -> bool:
+        """True if a window of `rows` characters (batch x steps) reads layer 0's input
+        projection from projected_embedding() rather than projecting its embedding rows.
+
+        Both give the same values and gradients (no dropout sits between the embedding and
+        layer 0); the fold projects the V rows of the vocabulary instead of the window's
+        rows, so it saves work only if V <= rows. Training windows of an alphabet do (65 <=
+        32 x 64); a vast vocabulary read a few rows at a time does not (evaluation of a
+        100,000-character checkpoint, 20 rows a call, would project and hold all 100,000).
+        """
+        return self.config.vocab_size <= rows
 
     def set_dropout(self, p: float):
         """Change the dropout (between layers and before the head) of this model."""
@@ -95,7 +110,10 @@ class CharLM(Module):
         and then picking rows by id equals embedding then projecting B*T rows -- with a
         (V, E) @ (E, G*H) product instead of a (B*T, E) one (65 rows instead of 2048 for
         tiny-shakespeare at batch 32 x 64 steps), in backward too. The fused layer picks
-        the rows inside its loop over the steps (rnn.recurrence.FusedRecurrence).
+        the rows inside its loop over the steps, and adds the gradients of the steps into
+        their characters' rows (rnn.recurrence.FusedRecurrence); this linear node's backward
+        then makes d W_ih, d b_ih and d embedding from those V rows. Used when it is the
+        smaller product (folds_embedding).
         """
         return self.rnn.input_projection(0, self.embedding.weight)
 
