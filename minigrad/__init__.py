@@ -19,7 +19,9 @@ Where things are, bottom layer first; each module imports only modules before it
 """
 
 from . import autograd
-from .autograd import AnomalyError, Function, detect_anomaly, enable_grad, is_grad_enabled, no_grad
+from .autograd import Function
+from .anomaly import AnomalyError, detect_anomaly
+from .grad_mode import enable_grad, is_grad_enabled, no_grad
 from .tensor import (
     DEFAULT_DTYPE, Tensor, add, as_tensor, concat, cross_entropy, div, embedding, exp, getitem, linear, log,
     log_softmax, matmul, max, mean, mul, neg, pow, relu, reshape, sigmoid, softmax, stack, sub, sum, tanh,

@@ -5,14 +5,16 @@ were being recorded, the op node that made it (`grad_fn`). Following `grad_fn.in
 from a result leads back through the whole computation: that chain of nodes is the graph.
 `backward()` hands that graph to the walk in `minigrad.autograd`, where reverse mode is.
 
-The ops themselves (their forward and backward, on arrays) live in `minigrad.ops`; the
-functions at the end of this file turn tensors, arrays and numbers into the op's inputs
-and apply it.
+The ops themselves (their forward and backward) live in `minigrad.elementwise`,
+`minigrad.matmul` and `minigrad.ops`; the functions at the end of this file turn tensors,
+arrays and numbers into the op's inputs and apply it.
 """
 
 import numpy as np
 
 from . import autograd, ops
+from .elementwise import ELEMENTWISE_OPS
+from .matmul import Linear, MatMul
 from .ops import _contiguous
 
 DEFAULT_DTYPE = np.float32
@@ -192,7 +194,7 @@ def as_tensor(value, like: Tensor = None) -> Tensor:
 
 def _elementwise(op, *inputs) -> Tensor:
     like = next((x for x in inputs if isinstance(x, Tensor)), None)
-    return ops.ELEMENTWISE_OPS[op].apply(*(as_tensor(x, like) for x in inputs))
+    return ELEMENTWISE_OPS[op].apply(*(as_tensor(x, like) for x in inputs))
 
 
 def add(a, b): return _elementwise("add", a, b)
@@ -215,7 +217,7 @@ def pow(x, exponent):
 
 
 def matmul(a, b):
-    return ops.MatMul.apply(as_tensor(a), as_tensor(b))
+    return MatMul.apply(as_tensor(a), as_tensor(b))
 
 
 def linear(x, weight, bias=None):
@@ -223,7 +225,7 @@ def linear(x, weight, bias=None):
     x, weight = as_tensor(x), as_tensor(weight)
     if bias is None:
         return matmul(x, transpose(weight))
-    return ops.Linear.apply(x, weight, as_tensor(bias))
+    return Linear.apply(x, weight, as_tensor(bias))
 
 
 def sum(x, axis=None, keepdims=False):
