@@ -49,6 +49,13 @@ TENSOR_FUNCTIONS = {
 }
 
 
+# Below this many elements an op runs its rule with numpy's ufuncs: a Numba kernel call
+# costs more than it saves there (its dispatch, plus the flat copies it needs). Measured with
+# benchmarks/bench_engine.py (d): a 4x4 `(a*b).tanh()` forward + backward ~3x faster this way;
+# at 512x512 the kernels' single pass wins (see the note in docs/internals.md).
+NUMPY_BELOW = 4096
+
+
 class Elementwise(Function):
     """An op of the rule table; subclasses only name the rule (`op`).
 
@@ -60,20 +67,42 @@ class Elementwise(Function):
     op = None  # a key of rules.RULES
 
     def forward(self, *arrays):
+        a = arrays[0]
+        if a.size < NUMPY_BELOW and arrays[-1].size < NUMPY_BELOW and arrays[-1].dtype == a.dtype:
+            return self._forward_numpy(arrays)
         try:
             self.shape = np.broadcast_shapes(*(a.shape for a in arrays))
         except ValueError:
-            shapes = " and ".join(str(a.shape) for a in arrays)
-            raise ValueError(f"{self.name}: shapes {shapes} cannot be broadcast together") from None
+            self._cannot_broadcast(arrays)
         self.dtype = np.result_type(*arrays)
         flat_inputs = [_flat(a, self.shape, self.dtype) for a in arrays]
         out = np.empty(self.shape, self.dtype)
         getattr(kernels.elementwise, f"{self.op}_forward")(*flat_inputs, out.reshape(-1))
-        available = dict(zip(rules.INPUT_NAMES, flat_inputs), out=out.reshape(-1))
-        self.saved = {name: available[name] for name in _names_to_save(self.op, self.needs_input_grad)}
+        self._save(flat_inputs, out.reshape(-1))
         return out
 
+    def _forward_numpy(self, arrays):
+        try:
+            out = _NUMPY_RULES[self.op][0](None, *arrays)  # (g, a, b): no g in a forward
+        except ValueError:
+            self._cannot_broadcast(arrays)
+        out = out if type(out) is np.ndarray else np.asarray(out)  # a 0-d result comes back as a scalar
+        self.shape = None  # marks the numpy path: the saved values keep their own shapes
+        self._save(arrays, out)
+        return out
+
+    def _save(self, inputs, out):
+        available = dict(zip(rules.INPUT_NAMES, inputs), out=out)
+        self.saved = {name: available[name] for name in _names_to_save(self.op, self.needs_input_grad)}
+
+    def _cannot_broadcast(self, arrays):
+        shapes = " and ".join(str(a.shape) for a in arrays)
+        raise ValueError(f"{self.name}: shapes {shapes} cannot be broadcast together") from None
+
     def backward(self, grad):
+        if self.shape is None:  # small: the rule's text on numpy arrays
+            return [vjp(grad, **self.saved) if needed and vjp is not None else None
+                    for needed, vjp in zip(self.needs_input_grad, _NUMPY_RULES[self.op][1])]
         g = _flat(grad, self.shape, self.dtype)
         input_grads = []
         for name, needed, vjp in zip(rules.INPUT_NAMES, self.needs_input_grad, rules.RULES[self.op].vjps):
@@ -89,11 +118,10 @@ class Elementwise(Function):
     def graph_backward(self, grad):
         """The same rule text, run on Tensors: the gradient gets a graph of its own."""
         values = {name: (x if x.requires_grad else x.data) for name, x in zip(rules.INPUT_NAMES, self.inputs)}
-        values["g"] = grad
         vjps = rules.RULES[self.op].vjps
         if any("out" in rules.names_read(v) for v in vjps if v is not None):
             values["out"] = self.output_tensor()
-        return [rules.evaluate(vjp, values, TENSOR_FUNCTIONS) if needed and vjp is not None else None
+        return [_tensor_rule(vjp)(grad, **values) if needed and vjp is not None else None
                 for needed, vjp in zip(self.needs_input_grad, vjps)]
 
     def jvp(self, out, *tangents):
@@ -101,10 +129,25 @@ class Elementwise(Function):
         the vjp rule with g replaced by that input's tangent."""
         values = dict(zip(rules.INPUT_NAMES, (x.data for x in self.inputs)), out=out)
         total = np.zeros(out.shape, out.dtype)
-        for tangent, vjp in zip(tangents, rules.RULES[self.op].vjps):
+        for tangent, vjp in zip(tangents, _NUMPY_RULES[self.op][1]):
             if tangent is not None and vjp is not None:
-                total = total + rules.evaluate(vjp, dict(values, g=tangent), ARRAY_FUNCTIONS)
+                total = total + vjp(tangent, **values)
         return total
+
+
+def _numpy_rule(op: str) -> tuple:
+    """(forward, (vjp for a, vjp for b)) of a rule, as functions of (g, a, b, out) on numpy arrays."""
+    rule = rules.RULES[op]
+    return (rules.as_function(rule.forward, ARRAY_FUNCTIONS),
+            tuple(None if vjp is None else rules.as_function(vjp, ARRAY_FUNCTIONS) for vjp in rule.vjps))
+
+
+_NUMPY_RULES = {op: _numpy_rule(op) for op in rules.RULES}
+
+
+@functools.lru_cache(maxsize=None)
+def _tensor_rule(expression: str):
+    return rules.as_function(expression, TENSOR_FUNCTIONS)
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,9 +13,11 @@ from .autograd import Function
 
 
 def _product(a, b):
-    """a @ b; for two 2-D arrays through `blas.matmul`, a transposed view passed as a flag."""
+    """a @ b; for two large 2-D arrays through `blas.matmul`, a transposed view passed as a flag."""
     if type(a) is not np.ndarray or a.ndim != 2 or b.ndim != 2:
         return a @ b  # Tensors (a graph is being built), or stacks of matrices
+    if 2.0 * a.shape[0] * a.shape[1] * b.shape[1] < blas.PARALLEL_FLOPS:
+        return a @ b  # too small to share out: blas.matmul's set-up costs more (~13 us at 4x4)
     transpose_a = not a.flags.c_contiguous and a.T.flags.c_contiguous
     transpose_b = not b.flags.c_contiguous and b.T.flags.c_contiguous
     return blas.matmul(a.T if transpose_a else a, b.T if transpose_b else b, transpose_a, transpose_b)

@@ -15,11 +15,13 @@ methods of the Tensors it is given and through `Function.apply`. The public func
 """
 
 import builtins
+import math
 
 import numpy as np
 
 from . import kernels
 from .autograd import Function, unbroadcast
+from .elementwise import NUMPY_BELOW
 
 
 def _contiguous(data, dtype=None) -> np.ndarray:
@@ -46,14 +48,16 @@ def _normalize_axes(axis, ndim: int) -> tuple:
 
 
 class _Reduction(Function):
-    def _as_rows(self, x, axis, keepdims):
+    def _shapes(self, x, axis, keepdims):
         self.in_shape = x.shape
         self.axes = _normalize_axes(axis, x.ndim) if x.ndim else ()
-        kept = [a for a in range(x.ndim) if a not in self.axes]
-        self.permutation = kept + list(self.axes)
-        self.kept_shape = tuple(x.shape[a] for a in kept)
         self.keepdims_shape = tuple(1 if a in self.axes else n for a, n in enumerate(x.shape))
+        self.kept_shape = tuple(n for a, n in enumerate(x.shape) if a not in self.axes)
         self.out_shape = self.keepdims_shape if keepdims else self.kept_shape
+
+    def _as_rows(self, x, axis, keepdims):
+        self._shapes(x, axis, keepdims)
+        self.permutation = [a for a in range(x.ndim) if a not in self.axes] + list(self.axes)
         rows = int(np.prod(self.kept_shape, dtype=np.int64))
         moved = np.ascontiguousarray(np.transpose(x, self.permutation))
         return moved.reshape(rows, -1)
@@ -67,6 +71,10 @@ class Sum(_Reduction):
     jvp_is_forward = True
 
     def forward(self, x, axis=None, keepdims=False):
+        if x.size < NUMPY_BELOW:  # numpy's own sum, with the kernel's float64 accumulator
+            self._shapes(x, axis, keepdims)
+            self.count = math.prod(x.shape[a] for a in self.axes)
+            return np.asarray(np.add.reduce(x, self.axes, np.float64, keepdims=keepdims), x.dtype)
         rows = self._as_rows(x, axis, keepdims)
         out = np.empty(rows.shape[0], x.dtype)
         kernels.sum_rows(rows, out)
@@ -108,7 +116,9 @@ class Expand(Function):
 def broadcast_to(x, shape):
     """`x` broadcast to `shape`: a fresh array for an array, an `Expand` node for a Tensor."""
     if isinstance(x, np.ndarray):
-        return np.array(np.broadcast_to(x, shape))
+        out = np.empty(shape, x.dtype)
+        out[...] = x
+        return out
     return Expand.apply(x, shape=shape)
 
 

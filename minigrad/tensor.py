@@ -12,8 +12,7 @@ arrays and numbers into the op's inputs and apply it.
 
 import numpy as np
 
-from . import autograd, ops
-from .elementwise import ELEMENTWISE_OPS
+from . import autograd, elementwise, ops
 from .matmul import Linear, MatMul
 from .ops import _contiguous
 
@@ -37,7 +36,10 @@ class Tensor:
     __array_priority__ = 1000  # so `numpy_array * tensor` calls Tensor.__rmul__
 
     def __init__(self, data, requires_grad=False, dtype=None):
-        self.data = _as_array(data, dtype)
+        if dtype is None and type(data) is np.ndarray and data.dtype.char in "fd" and data.flags.c_contiguous:
+            self.data = data  # already what _as_array would make (every op's output): no checks to pay
+        else:
+            self.data = _as_array(data, dtype)
         if requires_grad and self.data.dtype.kind != "f":
             raise TypeError(f"only floating point tensors can require gradients, not {self.data.dtype}")
         self.requires_grad = bool(requires_grad)
@@ -64,7 +66,7 @@ class Tensor:
 
     def new_tensor(self, data, requires_grad=False) -> "Tensor":
         """A new Tensor (never a subclass such as Parameter): how ops make their outputs."""
-        return Tensor(data, requires_grad=requires_grad)
+        return Tensor(data, requires_grad)
 
     def numpy(self) -> np.ndarray:
         return self.data
@@ -192,28 +194,34 @@ def as_tensor(value, like: Tensor = None) -> Tensor:
     return Tensor(value)
 
 
-def _elementwise(op, *inputs) -> Tensor:
-    like = next((x for x in inputs if isinstance(x, Tensor)), None)
-    return ELEMENTWISE_OPS[op].apply(*(as_tensor(x, like) for x in inputs))
+def _unary(op, x) -> Tensor:
+    return op.apply(x if isinstance(x, Tensor) else as_tensor(x))
 
 
-def add(a, b): return _elementwise("add", a, b)
-def sub(a, b): return _elementwise("sub", a, b)
-def mul(a, b): return _elementwise("mul", a, b)
-def div(a, b): return _elementwise("div", a, b)
-def neg(x): return _elementwise("neg", x)
-def exp(x): return _elementwise("exp", x)
-def log(x): return _elementwise("log", x)
-def tanh(x): return _elementwise("tanh", x)
-def sigmoid(x): return _elementwise("sigmoid", x)
-def relu(x): return _elementwise("relu", x)
+def _binary(op, a, b) -> Tensor:
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return op.apply(a, b)
+    like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
+    return op.apply(as_tensor(a, like), as_tensor(b, like))
+
+
+def add(a, b): return _binary(elementwise.Add, a, b)
+def sub(a, b): return _binary(elementwise.Sub, a, b)
+def mul(a, b): return _binary(elementwise.Mul, a, b)
+def div(a, b): return _binary(elementwise.Div, a, b)
+def neg(x): return _unary(elementwise.Neg, x)
+def exp(x): return _unary(elementwise.Exp, x)
+def log(x): return _unary(elementwise.Log, x)
+def tanh(x): return _unary(elementwise.Tanh, x)
+def sigmoid(x): return _unary(elementwise.Sigmoid, x)
+def relu(x): return _unary(elementwise.Relu, x)
 
 
 def pow(x, exponent):
     """x ** exponent for a constant (non-tensor) exponent."""
     if isinstance(exponent, Tensor):
         raise TypeError("pow: the exponent must be a number, not a Tensor")
-    return _elementwise("pow", x, exponent)
+    return _binary(elementwise.Pow, x, exponent)
 
 
 def matmul(a, b):
