@@ -57,7 +57,7 @@ class Function:
 
     def __init__(self, *inputs):
         self.inputs = inputs  # the tensors this op read: the edges of the graph
-        self.needs_input_grad = tuple(t.requires_grad for t in inputs)
+        self.needs_input_grad = tuple([t.requires_grad for t in inputs])
 
     def forward(self, *arrays, **options):
         raise NotImplementedError
@@ -87,8 +87,9 @@ class Function:
             for output in outputs:
                 output.grad_fn = node
             # Weak references: the node must not keep its outputs alive (no cycles).
-            node._output_refs = tuple(weakref.ref(output) for output in outputs)
-            node.output_specs = tuple((output.shape, output.dtype) for output in outputs)
+            node._output_refs = tuple([weakref.ref(output) for output in outputs])
+            node.output_specs = tuple([(array.shape, array.dtype) for array in result]) if several else (
+                (result.shape, result.dtype),)  # known even once an output is dropped
         if hooks.check_finite is not None:
             hooks.check_finite(node, result if several else (result,), "forward")
         if hooks.carry_tangents is not None:
@@ -147,7 +148,9 @@ def toposort(roots: Iterable, parents: Callable) -> list:
             continue
         expanded.add(id(node))
         stack.append((node, True))  # placed after everything pushed above it
-        stack.extend((parent, False) for parent in reversed(list(parents(node))) if id(parent) not in expanded)
+        for parent in reversed(list(parents(node))):
+            if id(parent) not in expanded:
+                stack.append((parent, False))
     return order
 
 

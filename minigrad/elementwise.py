@@ -92,8 +92,8 @@ class Elementwise(Function):
         return out
 
     def _save(self, inputs, out):
-        available = dict(zip(rules.INPUT_NAMES, inputs), out=out)
-        self.saved = {name: available[name] for name in _names_to_save(self.op, self.needs_input_grad)}
+        self.saved = {name: out if name == "out" else inputs[name == "b"]
+                      for name in _names_to_save(self.op, self.needs_input_grad)}
 
     def _cannot_broadcast(self, arrays):
         shapes = " and ".join(str(a.shape) for a in arrays)

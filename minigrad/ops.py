@@ -50,9 +50,12 @@ def _normalize_axes(axis, ndim: int) -> tuple:
 class _Reduction(Function):
     def _shapes(self, x, axis, keepdims):
         self.in_shape = x.shape
-        self.axes = _normalize_axes(axis, x.ndim) if x.ndim else ()
-        self.keepdims_shape = tuple(1 if a in self.axes else n for a, n in enumerate(x.shape))
-        self.kept_shape = tuple(n for a, n in enumerate(x.shape) if a not in self.axes)
+        if axis is None:  # the common case, a loss: every axis
+            self.axes, self.keepdims_shape, self.kept_shape = tuple(range(x.ndim)), (1,) * x.ndim, ()
+        else:
+            self.axes = _normalize_axes(axis, x.ndim) if x.ndim else ()
+            self.keepdims_shape = tuple(1 if a in self.axes else n for a, n in enumerate(x.shape))
+            self.kept_shape = tuple(n for a, n in enumerate(x.shape) if a not in self.axes)
         self.out_shape = self.keepdims_shape if keepdims else self.kept_shape
 
     def _as_rows(self, x, axis, keepdims):
@@ -73,7 +76,7 @@ class Sum(_Reduction):
     def forward(self, x, axis=None, keepdims=False):
         if x.size < NUMPY_BELOW:  # numpy's own sum, with the kernel's float64 accumulator
             self._shapes(x, axis, keepdims)
-            self.count = math.prod(x.shape[a] for a in self.axes)
+            self.count = x.size if axis is None else math.prod(x.shape[a] for a in self.axes)
             return np.asarray(np.add.reduce(x, self.axes, np.float64, keepdims=keepdims), x.dtype)
         rows = self._as_rows(x, axis, keepdims)
         out = np.empty(rows.shape[0], x.dtype)
