@@ -78,6 +78,8 @@ class Function:
         node = cls(*inputs)
         node.options = options
         record = hooks.recording and True in node.needs_input_grad
+        if not record:  # no gradient will be asked of this node: its forward saves nothing
+            node.needs_input_grad = (False,) * len(inputs)
         result = node.forward(*[t.data for t in inputs], **options)
         several = type(result) is tuple
         # The outputs are made by the input's own Tensor class (this module does not import it).

@@ -70,12 +70,23 @@ class Elementwise(Function):
 
     op = None  # a key of rules.RULES
 
+    def __init_subclass__(cls):
+        # The rule's text as numpy functions of (g, a, b, out), compiled once per op class.
+        cls.numpy_forward, cls.numpy_vjps = _numpy_rule(cls.op)
+
     def forward(self, *arrays):
         a = arrays[0]
         if a.size < NUMPY_BELOW and arrays[-1].size < NUMPY_BELOW and arrays[-1].dtype == a.dtype:
-            return self._forward_numpy(arrays)
+            try:
+                out = self.numpy_forward(None, *arrays)  # (g, a, b): no g in a forward
+            except ValueError:
+                self._cannot_broadcast(arrays)
+            out = out if type(out) is np.ndarray else np.asarray(out)  # a 0-d result comes back as a scalar
+            self.shape = None  # marks the numpy path: the saved values keep their own shapes
+            self._save(arrays, out)
+            return out
         if self.op in NUMPY_FORWARD and a.dtype.kind == "f":  # one input: out has a's shape and dtype
-            out = _NUMPY_RULES[self.op][0](None, a)
+            out = self.numpy_forward(None, a)
             self.shape, self.dtype = out.shape, out.dtype
             self._save([a.reshape(-1)], out.reshape(-1))  # flat, for the backward kernel
             return out
@@ -90,19 +101,9 @@ class Elementwise(Function):
         self._save(flat_inputs, out.reshape(-1))
         return out
 
-    def _forward_numpy(self, arrays):
-        try:
-            out = _NUMPY_RULES[self.op][0](None, *arrays)  # (g, a, b): no g in a forward
-        except ValueError:
-            self._cannot_broadcast(arrays)
-        out = out if type(out) is np.ndarray else np.asarray(out)  # a 0-d result comes back as a scalar
-        self.shape = None  # marks the numpy path: the saved values keep their own shapes
-        self._save(arrays, out)
-        return out
-
     def _save(self, inputs, out):
-        self.saved = {name: out if name == "out" else inputs[name == "b"]
-                      for name in _names_to_save(self.op, self.needs_input_grad)}
+        names = _names_to_save(self.op, self.needs_input_grad)
+        self.saved = {name: out if name == "out" else inputs[name == "b"] for name in names} if names else {}
 
     def _cannot_broadcast(self, arrays):
         shapes = " and ".join(str(a.shape) for a in arrays)
@@ -111,7 +112,7 @@ class Elementwise(Function):
     def backward(self, grad):
         if self.shape is None:  # small: the rule's text on numpy arrays
             return [vjp(grad, **self.saved) if needed and vjp is not None else None
-                    for needed, vjp in zip(self.needs_input_grad, _NUMPY_RULES[self.op][1])]
+                    for needed, vjp in zip(self.needs_input_grad, self.numpy_vjps)]
         g = _flat(grad, self.shape, self.dtype)
         input_grads = []
         for name, needed, vjp in zip(rules.INPUT_NAMES, self.needs_input_grad, rules.RULES[self.op].vjps):
@@ -138,7 +139,7 @@ class Elementwise(Function):
         the vjp rule with g replaced by that input's tangent."""
         values = dict(zip(rules.INPUT_NAMES, (x.data for x in self.inputs)), out=out)
         total = np.zeros(out.shape, out.dtype)
-        for tangent, vjp in zip(tangents, _NUMPY_RULES[self.op][1]):
+        for tangent, vjp in zip(tangents, self.numpy_vjps):
             if tangent is not None and vjp is not None:
                 total = total + vjp(tangent, **values)
         return total
@@ -147,11 +148,8 @@ class Elementwise(Function):
 def _numpy_rule(op: str) -> tuple:
     """(forward, (vjp for a, vjp for b)) of a rule, as functions of (g, a, b, out) on numpy arrays."""
     rule = rules.RULES[op]
-    return (rules.as_function(rule.forward, ARRAY_FUNCTIONS),
+    return (staticmethod(rules.as_function(rule.forward, ARRAY_FUNCTIONS)),
             tuple(None if vjp is None else rules.as_function(vjp, ARRAY_FUNCTIONS) for vjp in rule.vjps))
-
-
-_NUMPY_RULES = {op: _numpy_rule(op) for op in rules.RULES}
 
 
 @functools.lru_cache(maxsize=None)

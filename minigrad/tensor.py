@@ -130,14 +130,14 @@ class Tensor:
         self.grad = grad.copy() if self.grad is None else self.grad + grad
 
     # ---- operators (the functions below) ----------------------------------------
-    def __add__(self, other): return add(self, other)
-    def __radd__(self, other): return add(other, self)
-    def __sub__(self, other): return sub(self, other)
-    def __rsub__(self, other): return sub(other, self)
-    def __mul__(self, other): return mul(self, other)
-    def __rmul__(self, other): return mul(other, self)
-    def __truediv__(self, other): return div(self, other)
-    def __rtruediv__(self, other): return div(other, self)
+    def __add__(self, other): return _binary(elementwise.Add, self, other)
+    def __radd__(self, other): return _binary(elementwise.Add, other, self)
+    def __sub__(self, other): return _binary(elementwise.Sub, self, other)
+    def __rsub__(self, other): return _binary(elementwise.Sub, other, self)
+    def __mul__(self, other): return _binary(elementwise.Mul, self, other)
+    def __rmul__(self, other): return _binary(elementwise.Mul, other, self)
+    def __truediv__(self, other): return _binary(elementwise.Div, self, other)
+    def __rtruediv__(self, other): return _binary(elementwise.Div, other, self)
     def __pow__(self, exponent): return pow(self, exponent)
     def __neg__(self): return neg(self)
     def __matmul__(self, other): return matmul(self, other)
