@@ -119,6 +119,9 @@ class Elementwise(Function):
             if not needed or vjp is None:
                 input_grads.append(None)
                 continue
+            if vjp == "g":  # the gradient passes through unchanged (add): no copy to make
+                input_grads.append(grad)
+                continue
             input_grad = np.empty(self.shape, self.dtype)
             vjp_kernel = getattr(kernels.elementwise, f"{self.op}_vjp_{name}")
             vjp_kernel(g, *(self.saved[read] for read in rules.names_read(vjp)), input_grad.reshape(-1))
