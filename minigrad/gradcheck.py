@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .autograd import enable_grad, no_grad
+from .grad_mode import enable_grad, no_grad
 from .derivatives import grad
 from .tensor import Tensor, concat
 

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 import minigrad as mg
-from minigrad import ops
+from minigrad import elementwise
 from minigrad.nn import Dropout, Module, Parameter
 
 from .cells import Cell, get_cell
@@ -65,7 +65,7 @@ def eager_step(cell: Cell, x_projection, h_projection, states, hidden: int):
 
     for node in cell.nodes:
         args = [value_of(a) for a in node.args]
-        computed[id(node)] = ops.ELEMENTWISE_OPS[node.op].apply(*[mg.as_tensor(a, like=states[0]) for a in args])
+        computed[id(node)] = elementwise.ELEMENTWISE_OPS[node.op].apply(*[mg.as_tensor(a, like=states[0]) for a in args])
     return tuple(value_of(o) for o in cell.outputs)
 
 
