@@ -16,6 +16,7 @@ text is a `TextError` with a one-line message.
 """
 
 import codecs
+import collections
 import hashlib
 import json
 import os
@@ -43,6 +44,8 @@ FINGERPRINT_BLOCKS, FINGERPRINT_BLOCK_CHARS = 256, 1 << 16
 _UTF8_BOM = codecs.BOM_UTF8
 _CODE_POINTS = 0x110000
 _SURROGATES = range(0xD800, 0xE000)
+# The most characters a vocabulary can hold: every code point but the surrogates.
+MAX_VOCAB = _CODE_POINTS - len(_SURROGATES)
 
 
 class TextError(UserError, ValueError):
@@ -66,13 +69,17 @@ class Vocab:
 
     def __init__(self, chars):
         chars = list(chars)
+        # Checked first: a vocabulary read from a file may be millions of entries long.
+        if len(chars) > MAX_VOCAB:
+            raise TextError(f"a vocabulary of {len(chars):,} entries is impossible: Unicode has "
+                            f"{MAX_VOCAB:,} characters")
         for c in chars:
             if not isinstance(c, str) or len(c) != 1:
                 raise TextError(f"a vocabulary entry must be one character, got {c!r}")
             if ord(c) in _SURROGATES:
                 raise TextError(f"a vocabulary cannot hold the lone surrogate U+{ord(c):04X}")
-        if len(set(chars)) != len(chars):
-            repeated = {c for c in chars if chars.count(c) > 1}
+        if len(set(chars)) != len(chars):  # counted in one pass: list.count per entry is quadratic
+            repeated = [c for c, times in collections.Counter(chars).items() if times > 1]
             raise TextError(f"repeated characters in the vocabulary: {_describe_chars(repeated)}")
         if not chars:
             raise TextError("the vocabulary is empty")

@@ -1,0 +1,158 @@
+"""Reliability, round two (issue 25, items 12-19 and 22): hangs, unbounded memory and crashes.
+
+Each test names its item. Where the defect was a hang, the test runs the command in a
+subprocess with a generous timeout: the timeout only guards against the hang (the fixed
+code takes a fraction of it); where it was memory, the peak is measured with tracemalloc
+against a bound many times what the fixed code needs.
+"""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from safetensors import safe_open
+from safetensors.numpy import save as safetensors_bytes
+
+import minigrad as mg
+import rnn.checkpoint as checkpoint_module
+from cli.main import main
+from cli_support import assert_one_error_line, console_script, make_text, run_cli
+import rnn.data
+from rnn.data import TextError, Vocab
+from rnn.model import CharLM, ModelConfig
+
+HANG_GUARD = 240  # seconds: only ever reached by a hang; the fixed commands take a few seconds
+
+TINY_MODEL = ["--cell", "lstm", "--hidden", "8", "--embed", "4", "--layers", "1", "--seq-len", "8",
+              "--batch-size", "2"]
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "text.txt"
+    path.write_text(make_text(3000), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(text_file, tmp_path_factory) -> Path:
+    """A tiny trained run's latest checkpoint."""
+    run = tmp_path_factory.mktemp("run") / "run"
+    result = CliRunner().invoke(main, ["train", str(text_file), "--out", str(run), *TINY_MODEL, "--steps", "2",
+                                       "--eval-every", "0", "--sample-every", "0", "-q"])
+    assert result.exit_code == 0, result.output
+    return run / "latest.safetensors"
+
+
+def read_raw(path):
+    with safe_open(str(path), framework="np") as file:
+        return {name: file.get_tensor(name) for name in file.keys()}, dict(file.metadata())
+
+
+def write_signed(path, tensors, metadata):
+    """A checkpoint with edited content and a valid checksum (anyone can compute one)."""
+    metadata = dict(metadata)
+    metadata["checksum"] = checkpoint_module._checksum(metadata, tensors)
+    path.write_bytes(safetensors_bytes(tensors, metadata=metadata))
+    return path
+
+
+def edited(checkpoint, path, edit):
+    """A signed copy of `checkpoint` with `edit(tensors, metadata)` applied."""
+    tensors, metadata = read_raw(checkpoint)
+    edit(tensors, metadata)
+    return write_signed(path, tensors, metadata)
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_error_line(result, *fragments):
+    assert_one_error_line(result.stderr if hasattr(result, "stderr") else result.output, *fragments)
+
+
+# ---- 12: the vocabulary checks are linear, and its size is bounded ------------------------------
+
+def test_12_a_vocabulary_longer_than_unicode_is_refused_before_its_entries_are_looked_at():
+    entries = [None] * (rnn.data.MAX_VOCAB + 1)  # not even characters: the length alone decides
+    with pytest.raises(TextError, match="Unicode has 1,112,064 characters"):
+        Vocab(entries)
+
+
+def test_12_a_checkpoint_of_two_million_repeated_characters_is_one_line_not_hours(checkpoint, tmp_path):
+    def vocab_of_copies(tensors, metadata):
+        metadata["vocab"] = json.dumps(["a"] * 2_000_000)
+
+    hostile = edited(checkpoint, tmp_path / "copies.safetensors", vocab_of_copies)
+    result = run_cli("info", hostile, timeout=HANG_GUARD)
+    assert result.returncode == 1
+    assert_one_error_line(result.stderr, str(hostile), "2,000,000 entries")
+
+
+def test_12_repeated_characters_are_found_in_one_pass(tmp_path):
+    # 400,000 entries: list.count per entry took minutes; one pass takes a fraction of a second.
+    code = ("from rnn.data import Vocab, TextError\n"
+            "try:\n    Vocab(['a'] * 200_000 + ['b'] * 200_000)\n"
+            "except TextError as error:\n    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert result.stdout.strip() == "repeated characters in the vocabulary: 'a' (U+0061), 'b' (U+0062)"
+
+
+# ---- 14: train.lock is read as a bounded prefix ---------------------------------------------------
+
+def test_14_a_huge_lock_file_gives_a_short_line(text_file, tmp_path):
+    import fcntl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = run / "train.lock"
+    lock.write_bytes(b"7" * (8 << 20))
+    with open(lock, "rb") as holder:  # another run holds the lock
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = invoke("train", text_file, "--out", run, *TINY_MODEL, "--steps", "1")
+    assert result.exit_code == 1
+    one_error_line(result, "in use by another training run (pid unknown)")
+    assert len(result.output) < 400
+
+
+def test_14_the_pid_of_a_lock_holder_is_still_named(text_file, tmp_path):
+    import fcntl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train.lock").write_text("4242")
+    with open(run / "train.lock", "rb") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = invoke("train", text_file, "--out", run, *TINY_MODEL, "--steps", "1")
+    one_error_line(result, "(pid 4242)")
+
+
+# ---- 18: sample's numeric options are usage errors -----------------------------------------------
+
+@pytest.mark.parametrize("option, value, fragment", [
+    ("--seed", "-1", "--seed"),
+    ("--temperature", "nan", "not a finite number"),
+    ("--temperature", "inf", "not a finite number"),
+    ("--top-k", "1e23", "--top-k"),
+])
+def test_18_bad_sample_options_are_usage_errors(checkpoint, option, value, fragment):
+    result = invoke("sample", checkpoint, "-n", "3", option, value)
+    assert result.exit_code == 2, result.output
+    one_error_line(result, fragment)
+
+
+def test_18_a_top_k_beyond_int64_means_the_whole_vocabulary(checkpoint):
+    huge = str(10 ** 23)
+    result = invoke("sample", checkpoint, "-n", "20", "--seed", "3", "--top-k", huge)
+    assert result.exit_code == 0, result.output
+    assert result.output == invoke("sample", checkpoint, "-n", "20", "--seed", "3").output
