@@ -7,7 +7,8 @@ where process-wide settings change.
   place, `App.main`: a `rnn.errors.UserError` (a bad text, checkpoint, cell, setting or
   run folder) shows its message, with the settings it names written as this CLI's flags
   (`grad_clip` -> `--grad-clip`); an OSError its reason; anything else is a bug, reported
-  as such in one line, with its traceback when MINIGRAD_RNN_DEBUG is set;
+  as such in one line, with its traceback when MINIGRAD_RNN_DEBUG is set; a
+  NUMBA_NUM_THREADS that Numba would fail on is refused before any command runs (exit 2);
 - `LibraryCommand` runs a command inside minigrad.runtime.configured_for_training().
 Nothing heavy is imported here: numpy, numba and minigrad load inside the commands.
 """
@@ -23,6 +24,7 @@ from cli.output import use_replacement_for_unencodable_output, visible
 PROGRAM = "minigrad-rnn"
 EXIT_RUNTIME_ERROR, EXIT_USAGE_ERROR, EXIT_INTERRUPTED = 1, 2, 130
 DEBUG_VARIABLE = "MINIGRAD_RNN_DEBUG"  # set it to see the traceback of an unexpected error
+THREADS_VARIABLE = "NUMBA_NUM_THREADS"  # read by Numba when it is imported
 
 
 def flag(setting: str) -> str:
@@ -54,8 +56,26 @@ def _describe_os_error(error: OSError) -> str:
     return what
 
 
+def check_thread_count():
+    """Refuse a NUMBA_NUM_THREADS that Numba would fail on (0: an error at import) or die of
+    (100000: SIGSEGV when its thread pool starts): a whole number from 1 to the CPU count."""
+    given = os.environ.get(THREADS_VARIABLE)
+    if given is None:
+        return
+    cpus = os.cpu_count() or 1
+    if not (given.strip().isdecimal() and 1 <= int(given) <= cpus):
+        error = click.ClickException(f"{THREADS_VARIABLE} must be a whole number from 1 to {cpus} "
+                                     f"(this machine's CPUs), got {given!r}")
+        error.exit_code = EXIT_USAGE_ERROR
+        raise error
+
+
 class App(click.Group):
     """The command group, with error reporting of its own (see the module docstring)."""
+
+    def invoke(self, ctx):
+        check_thread_count()  # here, not in main(): --help and --version need no threads
+        return super().invoke(ctx)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         use_replacement_for_unencodable_output(sys.stdout)  # `?`, not a crash, where stdout's encoding ends

@@ -156,3 +156,26 @@ def test_18_a_top_k_beyond_int64_means_the_whole_vocabulary(checkpoint):
     result = invoke("sample", checkpoint, "-n", "20", "--seed", "3", "--top-k", huge)
     assert result.exit_code == 0, result.output
     assert result.output == invoke("sample", checkpoint, "-n", "20", "--seed", "3").output
+
+
+# ---- 17: NUMBA_NUM_THREADS is checked before Numba sees it ---------------------------------------
+
+@pytest.mark.parametrize("value", ["0", "100000", "abc", "-2"])
+def test_17_an_impossible_thread_count_is_one_usage_line(checkpoint, monkeypatch, value):
+    monkeypatch.setenv("NUMBA_NUM_THREADS", value)
+    result = invoke("sample", checkpoint, "-n", "3")
+    assert result.exit_code == 2, result.output
+    one_error_line(result, "NUMBA_NUM_THREADS must be a whole number from 1 to", repr(value))
+
+
+def test_17_a_thread_count_of_zero_in_a_fresh_process_is_one_line(checkpoint):
+    # The real failure: Numba reads the variable when it is imported, before any command code.
+    result = subprocess.run(console_script() + ["info", str(checkpoint)], capture_output=True, text=True,
+                            env={**os.environ, "NUMBA_NUM_THREADS": "0"}, timeout=HANG_GUARD)
+    assert result.returncode == 2
+    assert_one_error_line(result.stderr, "NUMBA_NUM_THREADS")
+
+
+def test_17_a_valid_thread_count_is_accepted(checkpoint, monkeypatch):
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
+    assert invoke("info", checkpoint).exit_code == 0
