@@ -179,3 +179,83 @@ def test_17_a_thread_count_of_zero_in_a_fresh_process_is_one_line(checkpoint):
 def test_17_a_valid_thread_count_is_accepted(checkpoint, monkeypatch):
     monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
     assert invoke("info", checkpoint).exit_code == 0
+
+
+# ---- 15: plot's memory is bounded per line and per run, whatever the lines' shape ---------------
+
+def write_metrics(folder: Path, lines) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return folder
+
+
+def peak_bytes_of(function):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = function()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_15_nested_empty_objects_cost_what_the_kept_fields_cost(tmp_path):
+    from rnn.runs import read_run
+
+    # 1000 lines of 2 KB of empty objects (each parses into ~20x its size) and one line of 2 MB.
+    nested = ",".join(["{}"] * 680)
+    lines = [f'{{"step": {step}, "train_loss": 2.5, "junk": [{nested}]}}' for step in range(1000)]
+    lines.insert(500, '{"step": 1, "junk": [' + ",".join(["{}"] * 700_000) + "]}")
+    folder = write_metrics(tmp_path / "run", lines)
+    run, peak = peak_bytes_of(lambda: read_run(folder))
+    assert len(run.records) == 1000 and run.records[0] == {"step": 0, "train_loss": 2.5}
+    assert run.bad_line_count == 1 and run.first_problem == "line 501: longer than 4096 bytes"
+    # The file is 4 MB; reading it whole and parsing every line took over 60 MB.
+    assert peak < 12 << 20, f"peak {peak >> 20} MB"
+
+
+def test_15_a_run_keeps_at_most_max_records_and_says_what_it_skipped(tmp_path, monkeypatch):
+    import rnn.runs
+
+    monkeypatch.setattr(rnn.runs, "MAX_RECORDS", 3)
+    folder = write_metrics(tmp_path / "run", [json.dumps({"step": s, "train_loss": 2.0}) for s in range(10)])
+    result = invoke("plot", folder, "--text")
+    assert result.exit_code == 0, result.output
+    assert "read the first 3 records only, skipped 7 more" in result.stderr
+
+
+def test_15_many_unreadable_lines_are_counted_not_listed(tmp_path):
+    from rnn.runs import read_run
+
+    folder = write_metrics(tmp_path / "run", ['{"step": 1, "train_loss": 2.0}'] + ["garbage"] * 50_000
+                           + ['{"step": 2, "train_loss": 1.0}'])
+    run = read_run(folder)
+    assert run.bad_line_count == 50_000 and run.bad_lines == [2, 3, 4, 5, 6]
+
+
+# ---- 19: plot of finite but extreme losses --------------------------------------------------------
+
+@pytest.fixture
+def extreme_run(tmp_path) -> Path:
+    losses = [(1e308, -1e308), (1e300, -1e300), (2.0, 1.0), (-1e300, 1e300), (-1e308, 1e308), (3.0, 2.0)]
+    return write_metrics(tmp_path / "extreme", [
+        json.dumps({"step": 10 * i, "time": 1e299 * i, "chars": 1e299 * i, "train_loss": train, "val_loss": val})
+        for i, (train, val) in enumerate(losses)])
+
+
+@pytest.mark.parametrize("x_axis", ["steps", "seconds", "chars"])
+@pytest.mark.parametrize("scale", [[], ["--log"]])
+def test_19_extreme_losses_plot_as_text_and_image(extreme_run, tmp_path, x_axis, scale):
+    pytest.importorskip("matplotlib")
+    image = tmp_path / "loss.png"
+    result = invoke("plot", extreme_run, "--text", "-o", image, "--x", x_axis, *scale)
+    assert result.exit_code == 0, result.output
+    # The lines beyond +-1e300 are skipped and named; the rest is drawn.
+    assert result.stderr.strip().splitlines() == [
+        f"warning: {extreme_run}/metrics.jsonl: skipped 2 unreadable line(s) (1, 5); "
+        f"first: line 1: train_loss is out of range (beyond 1e+300)"]
+    assert image.stat().st_size > 1000
+    chart = result.stdout.split("\n\n")[0]
+    assert "A" in chart and "a" in chart
+    assert all(len(line) <= 72 for line in chart.splitlines())
