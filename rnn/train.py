@@ -22,6 +22,7 @@ from a checkpoint) in rnn.resume.
 What this module must not hold: printing or argument parsing (that is the CLI's).
 """
 
+import contextlib
 import json
 import math
 import signal
@@ -97,7 +98,8 @@ class _Run:
         self.recent_losses = []
         self.stop_requested = False  # set by the SIGINT handler
         # Whether an interruption now leaves things consistent: "between" steps, "computing" a
-        # step (put `snapshot` back: nothing else changed), or "updating" the weights (half-updated).
+        # step (put `snapshot` back: nothing else changed), "updating" the weights (half-updated),
+        # or in an "interruptible" evaluation or sample (stopped by the first signal).
         self.phase = "between"
         self.snapshot = None  # (data position, RNG state, carried state) before the step being computed
 
@@ -184,6 +186,17 @@ class _Run:
                                f"Try gradient clipping (", Setting("grad_clip", 1), ") or a lower learning rate (",
                                Setting("lr", f"{lr / 4:.2g}"), f", now {lr:.2g}).")
 
+    @contextlib.contextmanager
+    def interruptible(self):
+        """While an evaluation or a sample runs (they change nothing the run keeps), the first
+        Ctrl-C or SIGTERM stops it at once: waiting for its end could be minutes. The compiled
+        loops run in bounded chunks, so Python sees the signal between two of them."""
+        self.phase = "interruptible"
+        try:
+            yield
+        finally:
+            self.phase = "between"
+
     def undo_partial_step(self) -> bool:
         """After an interruption: True if the run is at a step boundary (restoring the data
         position, RNG and state of an unfinished step), False if weights may be half-updated."""
@@ -199,7 +212,8 @@ class _Run:
     # -- evaluation, samples, checkpoints, metrics ------------------------------------------------
 
     def evaluate_and_save(self):
-        result = evaluate_ids(self.model, self.corpus.val_ids, streams=EVAL_STREAMS)
+        with self.interruptible():
+            result = evaluate_ids(self.model, self.corpus.val_ids, streams=EVAL_STREAMS)
         self.last_val_loss = result["loss_nats"]
         self.evaluated_step = self.last_val_step = self.step
         improved = self.best_val_loss is None or self.last_val_loss < self.best_val_loss
@@ -228,8 +242,9 @@ class _Run:
         self.emit("checkpoint", {"path": str(path), "step": self.step, "best": path == self.folder.best})
 
     def emit_sample(self):
-        text = "".join(sample(self.model, self.corpus.vocab, length=self.config.sample_length,
-                              seed=self.config.seed + self.step))
+        with self.interruptible():
+            text = "".join(sample(self.model, self.corpus.vocab, length=self.config.sample_length,
+                                  seed=self.config.seed + self.step))
         self.emit("sample", {"step": self.step, "text": text})
 
     def write_metrics(self, val=None):
@@ -326,7 +341,8 @@ class _Run:
 
 class _GracefulInterrupt:
     """While training: the first Ctrl-C (or SIGTERM) asks the loop to stop after the current step
-    (and save); a second one interrupts at once. Only in the main thread, where signals are delivered."""
+    (and save), or stops an evaluation or a sample at once (_Run.interruptible); a second one
+    interrupts at once. Only in the main thread, where signals are delivered."""
 
     def __init__(self, run: _Run):
         self.run, self.previous = run, None
@@ -338,7 +354,7 @@ class _GracefulInterrupt:
         return self
 
     def _handle(self, signum, frame):
-        if self.run.stop_requested:
+        if self.run.stop_requested or self.run.phase == "interruptible":
             raise KeyboardInterrupt
         self.run.stop_requested = True
 

@@ -259,3 +259,73 @@ def test_19_extreme_losses_plot_as_text_and_image(extreme_run, tmp_path, x_axis,
     chart = result.stdout.split("\n\n")[0]
     assert "A" in chart and "a" in chart
     assert all(len(line) <= 72 for line in chart.splitlines())
+
+
+# ---- 13: sizes from a file are bounded; a signal interrupts a sample or an evaluation ------------
+
+@pytest.mark.parametrize("name, value", [("sample_length", 10 ** 15), ("seq_len", 10 ** 12), ("hidden", 10 ** 9),
+                                         ("batch_size", 2 ** 40), ("layers", 10 ** 6), ("seed", 2 ** 64),
+                                         ("eval_every", 10 ** 100000)], ids=lambda value: value if isinstance(value, str) else f"2**{value.bit_length()}")
+def test_13_every_integer_setting_read_from_a_record_is_bounded(name, value):
+    from rnn.config import ConfigError, TrainConfig
+
+    with pytest.raises(ConfigError, match=f"^{name} must be an? .*(up to|to) [0-9,]+, got") as raised:
+        TrainConfig.from_meta({name: value})
+    assert len(str(raised.value)) < 200
+
+
+def test_13_resuming_a_checkpoint_that_asks_for_a_huge_sample_is_one_line(checkpoint, text_file, tmp_path):
+    def huge_sample(tensors, metadata):
+        meta = json.loads(metadata["meta"])
+        meta["train_config"].update(sample_length=10 ** 15, sample_every=1)
+        metadata["meta"] = json.dumps(meta)
+
+    hostile = edited(checkpoint, tmp_path / "huge.safetensors", huge_sample)
+    result = run_cli("train", text_file, "--resume", hostile, "--out", tmp_path / "run", "--steps", "4",
+                     timeout=HANG_GUARD)
+    assert result.returncode == 1
+    assert_one_error_line(result.stderr, "the checkpoint's train config is not usable: sample_length must be a "
+                          "positive integer up to 1,000,000", "(give --sample-length to replace it)")
+
+
+def endless(event, what):
+    """A stand-in for a sample or an evaluation that would take hours: it signals that it runs,
+    then runs on (bounded, so that a missed signal fails the test instead of hanging it)."""
+    def run(*args, **kwargs):
+        event.set()
+        for _ in range(50_000_000):
+            time.sleep(0)
+        raise AssertionError(f"the {what} was not interrupted")
+    return run
+
+
+def kill_when(event, signal_number):
+    import threading
+
+    def send():
+        assert event.wait(HANG_GUARD)
+        os.kill(os.getpid(), signal_number)
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("phase", ["sample", "evaluate_ids"])
+def test_13_the_first_signal_stops_a_sample_or_an_evaluation_and_saves(text_file, tmp_path, monkeypatch,
+                                                                        phase, signal_number):
+    import threading
+
+    import rnn.train
+    from rnn.data import Corpus
+    from rnn.train import TrainConfig, train
+
+    started = threading.Event()
+    monkeypatch.setattr(rnn.train, phase, endless(started, phase))
+    config = TrainConfig(cell="lstm", hidden=8, embed=4, layers=1, seq_len=8, batch_size=2, steps=50,
+                         eval_every=3 if phase == "evaluate_ids" else 0, sample_every=3, dropout=0.0)
+    sender = kill_when(started, signal_number)
+    summary = train(config, Corpus.from_file(text_file), tmp_path / "run")
+    sender.join()
+    assert summary["stopped_reason"] == "interrupted" and summary["steps"] == 3
+    assert summary["latest_step"] == 3 and (tmp_path / "run" / "latest.safetensors").is_file()
