@@ -220,6 +220,20 @@ def _encode_into(path: Path, vocab: Vocab, out: np.ndarray) -> None:
         raise TextError(f"{path} changed while it was being read")
 
 
+def encoded_chunks(path, vocab: Vocab):
+    """(number of characters, iterator over the ids in `vocab` of the text file `path`, one
+    chunk of the file at a time): the file is never held whole. TextError for a file the
+    checks refuse (empty, binary, not UTF-8, not a regular file), and, from a first pass
+    before any id is given, for characters `vocab` lacks (each named, wherever they are)."""
+    path = Path(path)
+    _check_file(path)
+    own_vocab, count = _scan_vocab(path)
+    missing = set(own_vocab.chars) - set(vocab.chars)
+    if missing:
+        raise TextError(f"characters not in the vocabulary: {_describe_chars(missing)}")
+    return count, (vocab.encode(text) for text in _chunks_of_text(path))
+
+
 def _ids_dtype(vocab: Vocab):
     return np.uint16 if len(vocab) <= np.iinfo(np.uint16).max + 1 else np.int32
 

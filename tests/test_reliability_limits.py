@@ -329,3 +329,65 @@ def test_13_the_first_signal_stops_a_sample_or_an_evaluation_and_saves(text_file
     sender.join()
     assert summary["stopped_reason"] == "interrupted" and summary["steps"] == 3
     assert summary["latest_step"] == 3 and (tmp_path / "run" / "latest.safetensors").is_file()
+
+
+# ---- 16: eval streams the text ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def loaded(checkpoint):
+    return checkpoint_module.load_checkpoint(checkpoint)
+
+
+def test_16_streamed_in_tiny_chunks_the_loss_is_exactly_the_unstreamed_one(loaded, text_file, monkeypatch):
+    import rnn.data
+    from rnn.evaluate import evaluate, evaluate_file
+
+    text = text_file.read_text(encoding="utf-8")[:700] + "é"  # a 2-byte character, cut by 7-byte chunks
+    model, vocab = loaded.model, Vocab(loaded.vocab.chars + ["é"])
+    mg.random.manual_seed(0)
+    model = CharLM(ModelConfig(**{**loaded.config.to_dict(), "vocab_size": len(vocab), "dtype": "float64"}))
+    path = text_file.parent / "small.txt"
+    path.write_text(text, encoding="utf-8")
+    unstreamed = evaluate(model, vocab, text)
+    monkeypatch.setattr(rnn.data, "CHUNK_BYTES", 7)
+    streamed = evaluate_file(model, vocab, path)
+    assert streamed == unstreamed and streamed["chars"] == len(text) - 1
+    # And both are the mean over one forward pass of the whole text (up to rounding).
+    ids = vocab.encode(text)[None, :].astype(np.int64)
+    with mg.no_grad():
+        loss, _ = model.loss(ids[:, :-1], ids[:, 1:])
+    assert streamed["loss_nats"] == pytest.approx(float(loss.data), rel=1e-12)
+
+
+def test_16_the_evaluation_windows_do_not_depend_on_the_chunks(loaded, text_file):
+    from rnn.evaluate import evaluate_chunks
+
+    ids = loaded.vocab.encode(text_file.read_text(encoding="utf-8")[:501])
+    whole = evaluate_chunks(loaded.model, [ids], chunk_size=5)
+    for piece in (1, 2, 3, 64):
+        pieces = [ids[start:start + piece] for start in range(0, len(ids), piece)]
+        assert evaluate_chunks(loaded.model, pieces, chunk_size=5) == whole
+
+
+def test_16_eval_holds_a_chunk_of_the_text_not_the_text(loaded, text_file, tmp_path, monkeypatch):
+    import rnn.data
+    from rnn.evaluate import evaluate_file
+
+    big = tmp_path / "big.txt"
+    text = text_file.read_text(encoding="utf-8")
+    big.write_text(text * (400_000 // len(text)), encoding="utf-8")
+    evaluate_file(loaded.model, loaded.vocab, text_file)  # compiled (and its memory counted) before
+    monkeypatch.setattr(rnn.data, "CHUNK_BYTES", 8 << 10)
+    result, peak = peak_bytes_of(lambda: evaluate_file(loaded.model, loaded.vocab, big))
+    assert result["chars"] == big.stat().st_size - 1
+    # 0.4 MB of text: held as a string and its ids it took 7 MB; streamed, 1.2 MB (of which
+    # 1.1 MB is the table of code points seen).
+    assert peak < 3 << 20, f"peak {peak / 2 ** 20:.1f} MB"
+
+
+def test_16_eval_names_every_unknown_character_of_the_file(checkpoint, tmp_path):
+    path = tmp_path / "unknown.txt"
+    path.write_text("the cat\u00e9 sat" + "x" * 10 + "\u00fc", encoding="utf-8")
+    result = invoke("eval", checkpoint, path)
+    assert result.exit_code == 1
+    one_error_line(result, str(path), "'é' (U+00E9)", "'ü' (U+00FC)")
