@@ -8,7 +8,8 @@ where process-wide settings change.
   run folder) shows its message, with the settings it names written as this CLI's flags
   (`grad_clip` -> `--grad-clip`); an OSError its reason; anything else is a bug, reported
   as such in one line, with its traceback when MINIGRAD_RNN_DEBUG is set; a
-  NUMBA_NUM_THREADS that Numba would fail on is refused before any command runs (exit 2);
+  NUMBA_NUM_THREADS that Numba would fail on is refused before any command runs (exit 2),
+  and so is a deleted working folder (exit 1);
 - `LibraryCommand` runs a command inside minigrad.runtime.configured_for_training().
 Nothing heavy is imported here: numpy, numba and minigrad load inside the commands.
 """
@@ -70,11 +71,24 @@ def check_thread_count():
         raise error
 
 
+def check_working_folder():
+    """Refuse to run in a working folder that was deleted: Numba cannot compile there (it asks
+    for the current folder to name source files) and a relative path cannot mean any file."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        shown = os.environ.get("PWD") or "the current folder"  # the shell's record: the kernel has none left
+        raise click.ClickException(f"the working folder {shown} no longer exists (was it deleted?): "
+                                   f"cd to a folder that exists and run the command again") from None
+
+
 class App(click.Group):
     """The command group, with error reporting of its own (see the module docstring)."""
 
     def invoke(self, ctx):
-        check_thread_count()  # here, not in main(): --help and --version need no threads
+        # Here, not in main(): --help and --version need neither threads nor a working folder.
+        check_thread_count()
+        check_working_folder()
         return super().invoke(ctx)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):

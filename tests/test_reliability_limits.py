@@ -391,3 +391,19 @@ def test_16_eval_names_every_unknown_character_of_the_file(checkpoint, tmp_path)
     result = invoke("eval", checkpoint, path)
     assert result.exit_code == 1
     one_error_line(result, str(path), "'é' (U+00E9)", "'ü' (U+00FC)")
+
+
+# ---- 22: a deleted working folder --------------------------------------------------------------------
+
+def test_22_train_in_a_deleted_working_folder_names_the_folder(text_file, tmp_path):
+    gone, cache = tmp_path / "gone", tmp_path / "cold-cache"
+    gone.mkdir()
+    command = " ".join(f"'{part}'" for part in console_script() + [
+        "train", str(text_file), "--out", str(tmp_path / "run"), *TINY_MODEL, "--steps", "2"])
+    # The shell's cd sets PWD, as a user's shell does; the kernel cache starts empty (cold).
+    result = subprocess.run(["sh", "-c", f"cd '{gone}' && rmdir '{gone}' && exec {command}"],
+                            capture_output=True, text=True, timeout=HANG_GUARD,
+                            env={**os.environ, "MINIGRAD_CACHE_DIR": str(cache)})
+    assert result.returncode == 1
+    assert_one_error_line(result.stderr, f"the working folder {gone} no longer exists")
+    assert not (tmp_path / "run").exists()
