@@ -407,3 +407,20 @@ def test_22_train_in_a_deleted_working_folder_names_the_folder(text_file, tmp_pa
     assert result.returncode == 1
     assert_one_error_line(result.stderr, f"the working folder {gone} no longer exists")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("signal_number, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, -signal.SIGTERM)])
+def test_13_a_long_sample_command_stops_at_a_signal(checkpoint, signal_number, exit_code):
+    # The compiled loop draws DRAW_CHUNK characters a call: Python sees the signal between two calls.
+    process = subprocess.Popen(console_script() + ["sample", str(checkpoint), "-n", str(10 ** 12)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout.read(1000)  # it is drawing
+        process.send_signal(signal_number)
+        # stdout is not read any more: once the pipe is full the writes block, and the signal must win.
+        assert process.wait(timeout=HANG_GUARD) == exit_code
+    finally:
+        process.kill()
+        process.wait()
+    if signal_number == signal.SIGINT:
+        assert process.stderr.read().decode().strip().splitlines()[-1] == "error: interrupted"
