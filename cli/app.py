@@ -64,9 +64,10 @@ def check_thread_count():
     if given is None:
         return
     cpus = os.cpu_count() or 1
-    if not (given.strip().isdecimal() and 1 <= int(given) <= cpus):
+    digits = given.strip()
+    if not (digits.isdecimal() and len(digits) <= 9 and 1 <= int(digits) <= cpus):  # 9: int() of any length is slow
         error = click.ClickException(f"{THREADS_VARIABLE} must be a whole number from 1 to {cpus} "
-                                     f"(this machine's CPUs), got {given!r}")
+                                     f"(this machine's CPUs), got {given[:20]!r}{'...' if len(given) > 20 else ''}")
         error.exit_code = EXIT_USAGE_ERROR
         raise error
 
