@@ -54,10 +54,10 @@ def _evaluate_checkpoint(checkpoint, text, cell_file, follow=True) -> dict:
     rnn.checkpoint.load_checkpoint)."""
     loaded = load_checkpoint(checkpoint, cell_file, follow=follow)
     from rnn.data import TextError
-    from rnn.evaluate import evaluate
+    from rnn.evaluate import evaluate_file
 
     try:
-        result = evaluate(loaded.model, loaded.vocab, _read_text(text))
+        result = evaluate_file(loaded.model, loaded.vocab, text)  # streamed: never the whole text in memory
     except TextError as error:  # say which file, as the message about unknown characters does not
         message = str(error)
         raise click.ClickException(message if str(text) in message else f"{text}: {message}") from None
@@ -73,12 +73,3 @@ def _evaluation_lines(result: dict) -> str:
             f"bits/char   {result['bpc']:.4f}\n"
             f"perplexity  {result['perplexity']:.3f}\n"
             f"characters  {result['chars']:,}")
-
-
-def _read_text(path) -> str:
-    """The text of a UTF-8 file, with the library's checks (empty, binary, bad bytes...)."""
-    from rnn.data import Corpus
-
-    # Corpus.from_file holds the file checks; its ids in its own vocabulary give back the text.
-    corpus = Corpus.from_file(path, val_frac=0.5)
-    return corpus.vocab.decode(corpus.ids)

@@ -1,12 +1,26 @@
 """Option types and helpers that several commands share (argument parsing only, no maths)."""
 
+import math
 from pathlib import Path
 
 import click
 
 POSITIVE_INT = click.IntRange(min=1)
 NON_NEGATIVE_INT = click.IntRange(min=0)
-POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that refuses nan and inf: a range check alone lets nan through (every
+    comparison with it is False), and no setting here means anything at infinity."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number", param, ctx)
+        return number
+
+
+POSITIVE_FLOAT = FiniteFloatRange(min=0, min_open=True)
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 CHECKPOINT = click.Path(exists=True, dir_okay=False, path_type=Path)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cli.app import LibraryCommand
-from cli.options import CHECKPOINT, POSITIVE_FLOAT, POSITIVE_INT, cell_file_option, load_checkpoint
+from cli.options import CHECKPOINT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, cell_file_option, load_checkpoint
 from cli.output import GuardedOutput, TextWriter, is_terminal
 from cli.output_file import checked_output_file, replacing
 
@@ -22,7 +22,7 @@ from cli.output_file import checked_output_file, replacing
               help="Nucleus sampling: only among the likeliest characters whose probabilities first add up "
                    "to P (after --top-k if both are given).")
 @click.option("--prime", "-p", default="", help="Text to start from (printed first).")
-@click.option("--seed", type=int, default=None, help="Seed for a reproducible sample.")
+@click.option("--seed", type=NON_NEGATIVE_INT, default=None, help="Seed for a reproducible sample.")
 @click.option("--argmax", is_flag=True, help="Always take the likeliest character (no randomness).")
 @click.option("--out", "-o", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the text (the prime, then the sample) to this file, exactly, in UTF-8, "

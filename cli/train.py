@@ -254,6 +254,9 @@ def _train_config(given: dict, saved: dict, saved_model=None):
         # file it names would be executed. Only a --cell-file the user typed (in `given`) is loaded.
         return TrainConfig.from_meta(saved, **given)
     except UserError as error:  # a combination the option types alone cannot rule out
+        if error.option in saved and given.get(error.option) is None:  # the checkpoint's value, not a typed one
+            raise click.ClickException(f"the checkpoint's train config is not usable: {error} "
+                                       f"(give {flag(error.option)} to replace it)") from None
         raise click.UsageError(error.render(flag)) from None
 
 

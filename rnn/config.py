@@ -36,6 +36,12 @@ DEFAULT_WEIGHT_DECAY = 0.1
 # resume they must be the checkpoint's. Dropout and the engine change no tensor: they may change.
 MODEL_OPTIONS = ("cell", "layers", "hidden", "embed", "dtype")
 LIMITS = ("steps", "epochs", "time_budget")
+# The largest value of each integer setting. A config may come from a file (a checkpoint's
+# train_config, config.json), so every size it holds is bounded here, far above any real run
+# and far below what would exhaust memory or never finish (a 10**15-character sample).
+MAXIMA = {"layers": 1024, "hidden": 1 << 16, "embed": 1 << 16, "seq_len": 1 << 20, "batch_size": 1 << 16,
+          "sample_length": 1_000_000, "steps": 2 ** 53, "warmup": 2 ** 53, "eval_every": 2 ** 53,
+          "sample_every": 2 ** 53, "seed": 2 ** 63 - 1}
 # What a run's loss curve can be drawn against (rnn.runs): optimizer steps, seconds of training,
 # characters seen.
 X_AXES = ("steps", "seconds", "chars")
@@ -167,7 +173,11 @@ def _is_number(value) -> bool:
 
 
 def _bad(name: str, expected: str, value) -> ConfigError:
-    return ConfigError(Setting(name), f" must be {expected}, got {value!r}")
+    if isinstance(value, numbers.Integral) and abs(value).bit_length() > 64:  # from a file: maybe 10**100000
+        shown = f"an integer of about {int(abs(value).bit_length() * math.log10(2)) + 1:,} digits"
+    else:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    return ConfigError(Setting(name), f" must be {expected}, got {shown}")
 
 
 def _require_number(name: str, value, in_range, expected: str, optional: bool = False):
@@ -179,6 +189,7 @@ def _require_number(name: str, value, in_range, expected: str, optional: bool = 
 
 
 def _require_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    maximum = MAXIMA[name]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not minimum <= value <= maximum:
+        kind = f"a positive integer up to {maximum:,}" if minimum == 1 else f"an integer from {minimum} to {maximum:,}"
         raise _bad(name, kind, value)

@@ -16,6 +16,7 @@ text is a `TextError` with a one-line message.
 """
 
 import codecs
+import collections
 import hashlib
 import json
 import os
@@ -43,6 +44,8 @@ FINGERPRINT_BLOCKS, FINGERPRINT_BLOCK_CHARS = 256, 1 << 16
 _UTF8_BOM = codecs.BOM_UTF8
 _CODE_POINTS = 0x110000
 _SURROGATES = range(0xD800, 0xE000)
+# The most characters a vocabulary can hold: every code point but the surrogates.
+MAX_VOCAB = _CODE_POINTS - len(_SURROGATES)
 
 
 class TextError(UserError, ValueError):
@@ -71,13 +74,17 @@ class Vocab:
 
     def __init__(self, chars):
         chars = list(chars)
+        # Checked first: a vocabulary read from a file may be millions of entries long.
+        if len(chars) > MAX_VOCAB:
+            raise TextError(f"a vocabulary of {len(chars):,} entries is impossible: Unicode has "
+                            f"{MAX_VOCAB:,} characters")
         for c in chars:
             if not isinstance(c, str) or len(c) != 1:
                 raise TextError(f"a vocabulary entry must be one character, got {c!r}")
             if ord(c) in _SURROGATES:
                 raise TextError(f"a vocabulary cannot hold the lone surrogate U+{ord(c):04X}")
-        if len(set(chars)) != len(chars):
-            repeated = {c for c in chars if chars.count(c) > 1}
+        if len(set(chars)) != len(chars):  # counted in one pass: list.count per entry is quadratic
+            repeated = [c for c, times in collections.Counter(chars).items() if times > 1]
             raise TextError(f"repeated characters in the vocabulary: {_describe_chars(repeated)}")
         if not chars:
             raise TextError("the vocabulary is empty")
@@ -256,6 +263,20 @@ def _encode_into(path: Path, vocab: Vocab, out: np.ndarray, expected: os.stat_re
         position += len(text)
     if position != len(out):
         raise TextError(f"{path} changed while it was being read")
+
+
+def encoded_chunks(path, vocab: Vocab):
+    """(number of characters, iterator over the ids in `vocab` of the text file `path`, one
+    chunk of the file at a time): the file is never held whole. TextError for a file the
+    checks refuse (empty, binary, not UTF-8, not a regular file), and, from a first pass
+    before any id is given, for characters `vocab` lacks (each named, wherever they are)."""
+    path = Path(path)
+    _check_file(path)
+    own_vocab, count = _scan_vocab(path)
+    missing = set(own_vocab.chars) - set(vocab.chars)
+    if missing:
+        raise TextError(f"characters not in the vocabulary: {_describe_chars(missing)}")
+    return count, (vocab.encode(text) for text in _chunks_of_text(path))
 
 
 def _ids_dtype(vocab: Vocab):

@@ -22,6 +22,7 @@ from a checkpoint) in rnn.resume.
 What this module must not hold: printing or argument parsing (that is the CLI's).
 """
 
+import contextlib
 import json
 import math
 import signal
@@ -116,7 +117,8 @@ class _Run:
                              self.model.config.dtype) if budget is not None else None
         self.stop_requested = False  # set by the SIGINT handler
         # Whether an interruption now leaves things consistent: "between" steps, "computing" a
-        # step (put `snapshot` back: nothing else changed), or "updating" the weights (half-updated).
+        # step (put `snapshot` back: nothing else changed), "updating" the weights (half-updated),
+        # or in an "interruptible" evaluation or sample (stopped by the first signal).
         self.phase = "between"
         self.snapshot = None  # (data position, RNG state, carried state) before the step being computed
         self.started = time.perf_counter()  # the session's wall clock, start-up included
@@ -208,6 +210,17 @@ class _Run:
                                f"Try gradient clipping (", Setting("grad_clip", 1), ") or a lower learning rate (",
                                Setting("lr", f"{lr / 4:.2g}"), f", now {lr:.2g}).")
 
+    @contextlib.contextmanager
+    def interruptible(self):
+        """While an evaluation or a sample runs (they change nothing the run keeps), the first
+        Ctrl-C or SIGTERM stops it at once: waiting for its end could be minutes. The compiled
+        loops run in bounded chunks, so Python sees the signal between two of them."""
+        self.phase = "interruptible"
+        try:
+            yield
+        finally:
+            self.phase = "between"
+
     def undo_partial_step(self) -> bool:
         """After an interruption: True if the run is at a step boundary (restoring the data
         position, RNG and state of an unfinished step), False if weights may be half-updated."""
@@ -240,8 +253,9 @@ class _Run:
             self.emit("eval_progress", {"step": self.step, "done": done, "of": of,
                                         "seconds": time.perf_counter() - started})
 
-        result = evaluate_ids(self.model, self.corpus.val_ids[:count], streams=EVAL_STREAMS,
-                              threads=self.eval_threads, on_progress=progress)
+        with self.interruptible():
+            result = evaluate_ids(self.model, self.corpus.val_ids[:count], streams=EVAL_STREAMS,
+                                  threads=self.eval_threads, on_progress=progress)
         if self.plan is not None:
             self.plan.evaluated(count, time.perf_counter() - started)
         self.last_val_loss = result["loss_nats"]
@@ -278,8 +292,9 @@ class _Run:
         self.emit("checkpoint", {"path": str(path), "step": self.step, "best": path == self.folder.best})
 
     def emit_sample(self):
-        text = "".join(sample(self.model, self.corpus.vocab, length=self.config.sample_length,
-                              seed=self.config.seed + self.step, threads=self.sample_threads))
+        with self.interruptible():
+            text = "".join(sample(self.model, self.corpus.vocab, length=self.config.sample_length,
+                                  seed=self.config.seed + self.step, threads=self.sample_threads))
         self.emit("sample", {"step": self.step, "text": text})
 
     def write_metrics(self, val=None):
@@ -405,7 +420,8 @@ class _Run:
 
 class _GracefulInterrupt:
     """While training: the first Ctrl-C (or SIGTERM) asks the loop to stop after the current step
-    (and save); a second one interrupts at once. Only in the main thread, where signals are delivered."""
+    (and save), or stops an evaluation or a sample at once (_Run.interruptible); a second one
+    interrupts at once. Only in the main thread, where signals are delivered."""
 
     def __init__(self, run: _Run):
         self.run, self.previous = run, None
@@ -417,7 +433,7 @@ class _GracefulInterrupt:
         return self
 
     def _handle(self, signum, frame):
-        if self.run.stop_requested:
+        if self.run.stop_requested or self.run.phase == "interruptible":
             raise KeyboardInterrupt
         self.run.stop_requested = True
 
