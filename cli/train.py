@@ -142,6 +142,11 @@ class EscapedText(click.ParamType):
 @setting("--dtype", type=click.Choice(DTYPE_NAMES))
 @setting("--engine", type=click.Choice(ENGINES),
          help="fused: one compiled kernel per step; eager: one graph node per gate op.")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="Read only the files of a TEXT folder that match GLOB (the path inside the folder or the "
+                   "file name; * matches / too; repeat for several, e.g. --include '*.py').")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Leave out the files of a TEXT folder that match GLOB (as --include; repeat for several).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder for checkpoints and metrics  [default: runs/<date_time>, or the folder of --resume]")
 @click.option("--resume", type=CHECKPOINT, default=None,
@@ -149,13 +154,15 @@ class EscapedText(click.ParamType):
                    "define the model (--cell, --layers, --hidden, --embed, --dtype) must match it.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing while training.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results at the end.")
-def train(texts, out, resume, quiet, as_json, **options):
+def train(texts, out, resume, quiet, as_json, include, exclude, **options):
     """Train a character-level language model on TEXT (UTF-8 files or folders).
 
     Without TEXT it trains on tiny-shakespeare, which ships with the package. Several
     TEXTs are read as one text, in the order given, with --separator between two files;
     a folder stands for the files under it, sorted by their path inside it (code point
-    order; hidden files, links and files that are not regular are skipped, with a note).
+    order; hidden, empty and binary files, links and files that are not regular are
+    skipped, with a one-line note; --include and --exclude select among them). An empty
+    file named as TEXT is skipped too.
     The last --val-frac of the whole is held out for validation, unless --val-file is
     given. The run folder gets latest.safetensors, best.safetensors, metrics.jsonl and
     config.json. Ctrl-C saves a checkpoint and stops; --resume continues from it.
@@ -187,7 +194,7 @@ def train(texts, out, resume, quiet, as_json, **options):
     texts_given = bool(texts)
     if not texts and resume:  # continue on the text the run was trained on
         texts = _resumed_texts(resumed, resume)
-    corpus = _load_corpus(texts, config, quiet)
+    corpus = _load_corpus(texts, config, quiet, include, exclude)
     if resume:
         _check_same_text(resumed, corpus, texts, texts_given, resume)
     out = out or (resume.parent if resume else _default_run_dir())
@@ -283,8 +290,8 @@ def _check_same_text(meta: dict, corpus, texts, texts_given: bool, resume):
                f"training continues on it", err=True)
 
 
-def _load_corpus(texts, config, quiet=False):
-    from rnn.data import Corpus, find_text_files
+def _load_corpus(texts, config, quiet=False, include=(), exclude=()):
+    from rnn.data import Corpus, describe_skipped, find_text_files
 
     options = dict(val_frac=config.val_frac, separator=config.separator, val_file=config.val_file)
     if not texts:
@@ -292,11 +299,9 @@ def _load_corpus(texts, config, quiet=False):
 
         with importlib.resources.as_file(_shipped_corpus()) as path:
             return Corpus.from_files([path], **options)
-    found = find_text_files(texts)
+    found = find_text_files(texts, include=include, exclude=exclude)
     if found.skipped and not quiet:
-        shown = ", ".join(f"{visible(path)} ({reason})" for path, reason in found.skipped[:5])
-        more = f" and {len(found.skipped) - 5} more" if len(found.skipped) > 5 else ""
-        click.echo(f"note: skipped {len(found.skipped)} file(s): {shown}{more}", err=True)
+        click.echo(f"note: {describe_skipped(found.skipped)}", err=True)
     return Corpus.from_files(found.files, **options)
 
 

@@ -16,6 +16,7 @@ text is a `TextError` with a one-line message.
 """
 
 import codecs
+import fnmatch
 import hashlib
 import json
 import os
@@ -181,7 +182,8 @@ def _chunks_of_text(path: Path):
                         raise TextError(f"{path} is not valid UTF-8: it ends inside a multi-byte character "
                                         f"(byte offset {at})") from None
                     bad = error.object[error.start]
-                    raise TextError(f"{path} is not valid UTF-8: byte 0x{bad:02x} at byte offset {at}") from None
+                    raise TextError(f"{path} is not valid UTF-8: byte 0x{bad:02x} at byte offset {at} "
+                                    f"(if it is Latin-1, convert it: {_conversion_command(path)})") from None
                 if text:
                     yield text
                 if at_end:
@@ -189,6 +191,13 @@ def _chunks_of_text(path: Path):
                 offset += len(chunk)
     except OSError as error:
         raise TextError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def _conversion_command(path: Path) -> str:
+    """The shell command that converts a Latin-1 file to UTF-8 beside it (the commonest non-UTF-8 text)."""
+    import shlex
+
+    return f"iconv -f latin1 -t utf-8 {shlex.quote(str(path))} > {shlex.quote(str(path) + '.utf8')}"
 
 
 def _scan_vocab(path: Path):
@@ -402,27 +411,38 @@ class Corpus:
 
 # ---- corpora of several files, and a separate validation file ---------------------------------
 
+# A file found in a folder is binary, and skipped, if a NUL byte is among its first bytes (as git
+# and grep tell): text in UTF-8 never holds one, compiled and image files almost always do early.
+BINARY_SNIFF_BYTES = 8192
+
+
 @dataclass
 class TextFiles:
     """The files a list of TEXT arguments stands for, in reading order, and what was left out
-    of folders (as (path, reason) pairs, for a note to the user)."""
+    (as (path, reason) pairs, for a note to the user; `describe_skipped` sums them up)."""
 
     files: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
 
 
-def find_text_files(paths) -> TextFiles:
+def find_text_files(paths, include=(), exclude=()) -> TextFiles:
     """Files in the order given; a folder stands for the files under it (recursively),
     sorted by their path inside it, code point by code point (the same on every machine).
 
     A file named on the command line is the user's choice: it must be a regular file
-    (a link to one is followed), or it is a TextError. Inside a folder, what a reader
+    (a link to one is followed), or it is a TextError; an empty one is skipped, as in a
+    folder (it adds nothing), unless nothing else is left. Inside a folder, what a reader
     would not count as the corpus is skipped: hidden files and folders (a leading dot:
     .git, .DS_Store), links (not followed, like tar and git: nothing outside the folder
     is read, no cycles, no file twice), files that are not regular (FIFOs, sockets,
-    devices: never opened, so nothing hangs) and empty files. A file named twice is read
-    once. Files that are not UTF-8 text are refused when read, not skipped: a corpus
-    must not silently lose a file.
+    devices: never opened, so nothing hangs), empty files and binary files (a NUL byte in
+    the first BINARY_SNIFF_BYTES: __pycache__/*.pyc, images). `include` and `exclude` are
+    glob patterns (fnmatch: `*` matches `/` too) on a folder's files, matched against the
+    path inside the folder and against the file name: with `include`, only files matching
+    one of them are read; a file matching one of `exclude` is not. A file named twice is
+    read once. A named file that is not UTF-8 text is refused when read, and so is a
+    folder's file that is not UTF-8 beyond its first bytes: a corpus must not silently
+    lose a file.
     """
     found, seen = TextFiles(), set()
 
@@ -440,22 +460,50 @@ def find_text_files(paths) -> TextFiles:
         except OSError:
             raise TextError(f"no such file or folder: {given}") from None
         if file_types.S_ISDIR(info.st_mode):
-            entries = _files_in_folder(given)
+            entries = _files_in_folder(given, include, exclude)
             if all(reason is not None for _, reason in entries):
-                raise TextError(f"{given} holds no text files to read")
+                raise TextError(f"{given} holds no text files to read"
+                                + (f" ({describe_skipped(entries)})" if entries else ""))
             for path, reason in entries:
                 if reason is None:
                     add(path, path)
                 else:
                     found.skipped.append((path, reason))
         elif file_types.S_ISREG(info.st_mode):
-            add(given, given)
+            if info.st_size == 0:
+                found.skipped.append((given, "empty"))
+            else:
+                add(given, given)
         else:
             raise TextError(f"{given} is not a regular file")
+    if not found.files:
+        raise TextError(f"no text to read: {describe_skipped(found.skipped)}")
     return found
 
 
-def _files_in_folder(folder: Path):
+# How describe_skipped names a reason of _why_skip's when it counts several.
+_SKIP_KINDS = {"a link (not followed)": "links (not followed)", "not a regular file": "not regular files",
+               "already included": "named twice"}
+
+
+def describe_skipped(skipped) -> str:
+    """One line summing up (path, reason) pairs by kind, most frequent first, binary files
+    with their suffixes: "skipped 14 files: 12 binary (.pyc), 2 empty"."""
+    from collections import Counter
+
+    kinds = Counter(_SKIP_KINDS.get(reason, reason) for _, reason in skipped)
+    suffixes = Counter(path.suffix or path.name for path, reason in skipped if reason == "binary")
+    parts = []
+    for kind, count in kinds.most_common():
+        if kind == "binary":
+            shown = ", ".join(suffix for suffix, _ in suffixes.most_common(3))
+            kind += f" ({shown}{', ...' if len(suffixes) > 3 else ''})"
+        parts.append(f"{count} {kind}")
+    total = len(skipped)
+    return f"skipped {total} file{'s' if total != 1 else ''}: " + ", ".join(parts)
+
+
+def _files_in_folder(folder: Path, include=(), exclude=()):
     """(path, None) for each file to read under `folder`, (path, reason) for each one skipped."""
     entries = []
     for directory, folders, files in os.walk(folder, followlinks=False, onerror=_raise_text_error):
@@ -468,9 +516,25 @@ def _files_in_folder(folder: Path):
                 entries.append((path, "a link (not followed)"))
         folders[:] = [name for name in folders if not name.startswith(".")]
         for name in files:
-            entries.append((directory / name, "hidden" if name.startswith(".") else _why_skip(directory / name)))
+            path = directory / name
+            if name.startswith("."):
+                reason = "hidden"
+            elif not _selected(path.relative_to(folder), include, exclude):
+                reason = "left out by include/exclude"
+            else:
+                reason = _why_skip(path)
+            entries.append((path, reason))
     entries.sort(key=lambda entry: entry[0].relative_to(folder).parts)
     return entries
+
+
+def _selected(relative: Path, include, exclude) -> bool:
+    """Whether a folder's file (its path inside the folder) is chosen by the include/exclude globs."""
+    def matches(patterns):
+        return any(fnmatch.fnmatchcase(relative.as_posix(), pattern) or fnmatch.fnmatchcase(relative.name, pattern)
+                   for pattern in patterns)
+
+    return (not include or matches(include)) and not matches(exclude)
 
 
 def _why_skip(path: Path):
@@ -485,6 +549,12 @@ def _why_skip(path: Path):
         return "not a regular file"
     if info.st_size == 0:
         return "empty"
+    try:
+        with open(path, "rb") as file:  # a regular file: reading a few bytes cannot hang
+            if b"\0" in file.read(BINARY_SNIFF_BYTES):
+                return "binary"
+    except OSError as error:
+        return f"cannot read it: {error.strerror or error}"
     return None
 
 

@@ -1,0 +1,168 @@
+"""Real input from a real user (issue 24): folders of source code with binary and empty files,
+--include / --exclude, short texts with large vocabularies, characters a model has never
+seen, custom cells end to end, and the small things a user meets on the way (hints that
+name the right option, lines that say what is going on).
+
+The CLI runs in-process (click's CliRunner) on tiny models: what is tested is what the
+commands say and do, not the process around them (tests/test_cli.py runs the real script).
+"""
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rnn import data
+from rnn.data import Corpus, TextError, find_text_files
+
+from cli_support import TINY_MODEL, TINY_RUN, make_text
+
+# TINY_RUN with no evaluation during the run: one at the end.
+QUICK_RUN = [a for a in TINY_RUN if a not in ("--val-frac", "0.1")]
+
+
+def cli(*args):
+    """`minigrad-rnn *args` in this process: a click Result (.exit_code, .stdout, .stderr)."""
+    from cli.main import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def error_line(result) -> str:
+    """The one "error: ..." line on stderr (and nothing else there)."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def trained(tmp_path_factory):
+    """A run folder with a tiny model trained on a short English text, and that text."""
+    folder = tmp_path_factory.mktemp("trained")
+    text = write(folder / "text.txt", make_text(3000, seed=5))
+    out = folder / "run"
+    result = cli("train", text, *QUICK_RUN, "--out", out)
+    assert result.exit_code == 0, result.output
+    return out, text
+
+
+# ---- 3. real folders --------------------------------------------------------------------------
+
+def package_like_folder(root: Path) -> Path:
+    """A Python package as it sits on disk: sources, an empty __init__.py, compiled files."""
+    folder = root / "package"
+    write(folder / "decoder.py", make_text(1500, seed=1))
+    write(folder / "encoder.py", make_text(1500, seed=2))
+    write(folder / "sub" / "tool.py", make_text(800, seed=3))
+    write(folder / "__init__.py", "")
+    (folder / "__pycache__").mkdir()
+    for name in ("decoder", "encoder"):  # a .pyc starts with a magic number and NUL bytes
+        (folder / "__pycache__" / f"{name}.cpython-311.pyc").write_bytes(b"\xa7\r\r\n\0\0\0\0" + bytes(200))
+    (folder / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")
+    return folder
+
+
+def test_a_folder_skips_binary_and_empty_files_and_sums_them_up_in_one_line(tmp_path):
+    folder = package_like_folder(tmp_path)
+    found = find_text_files([folder])
+    assert [path.name for path in found.files] == ["decoder.py", "encoder.py", "tool.py"]
+    assert data.describe_skipped(found.skipped) == "skipped 4 files: 3 binary (.pyc, .png), 1 empty"
+    Corpus.from_files(found.files)  # the files kept are all readable text
+
+
+def test_train_on_a_folder_of_source_code_notes_what_it_skipped_in_one_line(tmp_path):
+    folder = package_like_folder(tmp_path)
+    result = cli("train", folder, *QUICK_RUN, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert notes == ["note: skipped 4 files: 3 binary (.pyc, .png), 1 empty"]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert [Path(path).name for path in config["corpus"]["files"]] == ["decoder.py", "encoder.py", "tool.py"]
+
+
+def test_the_standard_librarys_json_package_folder_is_a_corpus():
+    folder = Path(json.__path__[0])
+    found = find_text_files([folder])
+    assert found.files and all(path.suffix == ".py" for path in found.files)
+    Corpus.from_files(found.files)  # no file stops it ("looks binary")
+
+
+@pytest.mark.parametrize("include, exclude, expected", [
+    (["*.py"], [], ["decoder.py", "encoder.py", "tool.py"]),
+    (["sub/*"], [], ["tool.py"]),
+    ([], ["sub/*"], ["decoder.py", "encoder.py"]),
+    (["*.py"], ["enc*", "tool.py"], ["decoder.py"]),
+    (["decoder.py", "tool.py"], [], ["decoder.py", "tool.py"]),  # a name matches at any depth
+])
+def test_include_and_exclude_globs_select_a_folders_files(tmp_path, include, exclude, expected):
+    folder = package_like_folder(tmp_path)
+    found = find_text_files([folder], include=include, exclude=exclude)
+    assert [path.name for path in found.files] == expected
+
+
+def test_include_and_exclude_through_train_and_its_help(tmp_path):
+    folder = package_like_folder(tmp_path)
+    result = cli("train", folder, *QUICK_RUN, "--include", "*.py", "--exclude", "sub/*", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert [Path(path).name for path in config["corpus"]["files"]] == ["decoder.py", "encoder.py"]
+    assert "left out by include/exclude" in result.stderr
+    help_text = " ".join(cli("train", "--help").output.split())
+    assert "--include GLOB" in help_text and "--exclude GLOB" in help_text
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert "--include" in readme and "--exclude" in readme
+
+
+def test_a_folder_with_nothing_to_read_says_what_it_skipped(tmp_path):
+    folder = tmp_path / "compiled"
+    (folder / "__pycache__").mkdir(parents=True)
+    (folder / "__pycache__" / "a.pyc").write_bytes(b"\0" * 10)
+    with pytest.raises(TextError, match=r"holds no text files to read \(skipped 1 file: 1 binary \(\.pyc\)\)"):
+        find_text_files([folder])
+
+
+def test_a_named_empty_file_is_skipped_as_in_a_folder(tmp_path):
+    """Naming the files of a package (`train pkg/*.py`) must not stop at its empty __init__.py."""
+    empty = write(tmp_path / "__init__.py", "")
+    source = write(tmp_path / "decoder.py", make_text(2000, seed=4))
+    found = find_text_files([empty, source])
+    assert found.files == [source.resolve()] and found.skipped == [(empty, "empty")]
+    result = cli("train", empty, source, *QUICK_RUN, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert "note: skipped 1 file: 1 empty" in result.stderr
+
+
+def test_a_named_empty_file_alone_is_one_error_line(tmp_path):
+    empty = write(tmp_path / "empty.txt", "")
+    result = cli("train", empty, *QUICK_RUN, "--out", tmp_path / "run")
+    assert result.exit_code == 1
+    assert "no text to read: skipped 1 file: 1 empty" in error_line(result)
+
+
+def test_a_named_binary_file_is_refused_with_the_reason(tmp_path):
+    binary = tmp_path / "a.pyc"
+    binary.write_bytes(b"\xa7\r\r\n\0\0\0\0" + bytes(50))
+    result = cli("train", binary, *QUICK_RUN, "--out", tmp_path / "run")
+    assert result.exit_code == 1 and "looks binary" in error_line(result)
+
+
+# ---- 7. a Latin-1 file -------------------------------------------------------------------------
+
+def test_a_latin1_file_gets_a_conversion_hint(tmp_path):
+    latin1 = tmp_path / "café.txt"
+    latin1.write_bytes("Il était une fois un café.\n".encode("latin-1") * 20)
+    result = cli("train", latin1, *QUICK_RUN, "--out", tmp_path / "run")
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert "is not valid UTF-8: byte 0xe9" in line and f"iconv -f latin1 -t utf-8 {latin1}" in line
