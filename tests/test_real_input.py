@@ -160,7 +160,7 @@ def test_a_named_binary_file_is_refused_with_the_reason(tmp_path):
 # ---- 7. a Latin-1 file -------------------------------------------------------------------------
 
 def test_a_latin1_file_gets_a_conversion_hint(tmp_path):
-    latin1 = tmp_path / "café.txt"
+    latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("Il était une fois un café.\n".encode("latin-1") * 20)
     result = cli("train", latin1, *QUICK_RUN, "--out", tmp_path / "run")
     assert result.exit_code == 1
