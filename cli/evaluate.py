@@ -5,17 +5,19 @@ from pathlib import Path
 
 import click
 
-from cli.app import LibraryCommand
-from cli.options import EXISTING_FILE, cell_file_option, load_checkpoint
+from cli.app import LibraryCommand, flag
+from cli.options import EXISTING_FILE, cell_file_option, load_checkpoint, unknown_option
 from cli.output import strict_json, visible
 
 
 @click.command("eval", cls=LibraryCommand, short_help="Loss of a checkpoint on a text: nats/char, bits/char.")
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path), metavar="CHECKPOINT|RUN")
 @click.argument("text", type=EXISTING_FILE)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (loss_nats, bpc, perplexity, chars).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (loss_nats, bpc, perplexity, chars, unknown_chars).")
+@unknown_option
 @cell_file_option
-def evaluate_command(checkpoint, text, as_json, cell_file):
+def evaluate_command(checkpoint, text, as_json, unknown, cell_file):
     """Loss of a CHECKPOINT on TEXT, read as one stream: nats/char, bits/char, perplexity.
 
     Given a RUN folder instead, both its latest and its best checkpoint are scored (the
@@ -23,10 +25,10 @@ def evaluate_command(checkpoint, text, as_json, cell_file):
     held-out number); --json then prints {"latest": {...}, "best": {...}} with their steps.
     """
     if not checkpoint.is_dir():
-        result = _evaluate_checkpoint(checkpoint, text, cell_file)
+        result = _evaluate_checkpoint(checkpoint, text, cell_file, unknown)
         if as_json:
             # A loss that is not finite is null: JSON has no nan.
-            click.echo(strict_json({key: result[key] for key in ("loss_nats", "bpc", "perplexity", "chars")}))
+            click.echo(strict_json({key: result[key] for key in RESULT_KEYS}))
             return
         click.echo(_evaluation_lines(result))
         return
@@ -35,11 +37,11 @@ def evaluate_command(checkpoint, text, as_json, cell_file):
     results = {}
     for name, file_name in (("latest", LATEST), ("best", BEST)):
         if (checkpoint / file_name).exists():
-            results[name] = _evaluate_checkpoint(checkpoint / file_name, text, cell_file)
+            results[name] = _evaluate_checkpoint(checkpoint / file_name, text, cell_file, unknown)
     if not results:
         raise click.BadParameter(f"{checkpoint} holds neither {LATEST} nor {BEST}", param_hint="'CHECKPOINT|RUN'")
     if as_json:
-        click.echo(strict_json({name: {key: result[key] for key in ("loss_nats", "bpc", "perplexity", "chars", "step")}
+        click.echo(strict_json({name: {key: result[key] for key in RESULT_KEYS + ("step",)}
                                 for name, result in results.items()}))
         return
     click.echo("\n".join(f"{name:<12}{visible(checkpoint / file_name)} (step {results[name]['step']})\n"
@@ -47,16 +49,19 @@ def evaluate_command(checkpoint, text, as_json, cell_file):
                          for name, file_name in (("latest", LATEST), ("best", BEST)) if name in results))
 
 
-def _evaluate_checkpoint(checkpoint, text, cell_file) -> dict:
+RESULT_KEYS = ("loss_nats", "bpc", "perplexity", "chars", "unknown_chars")
+
+
+def _evaluate_checkpoint(checkpoint, text, cell_file, unknown="refuse") -> dict:
     """evaluate()'s metrics of one checkpoint on a text file, with its step."""
     loaded = load_checkpoint(checkpoint, cell_file)
     from rnn.data import TextError
     from rnn.evaluate import evaluate
 
     try:
-        result = evaluate(loaded.model, loaded.vocab, _read_text(text))
+        result = evaluate(loaded.model, loaded.vocab, _read_text(text), unknown=unknown)
     except TextError as error:  # say which file, as the message about unknown characters does not
-        message = str(error)
+        message = error.render(flag)
         raise click.ClickException(message if str(text) in message else f"{text}: {message}") from None
     if not math.isfinite(result["loss_nats"]):
         click.echo(f"warning: the loss is not finite ({result['loss_nats']}): is {visible(checkpoint)} diverged?",
@@ -69,7 +74,9 @@ def _evaluation_lines(result: dict) -> str:
     return (f"loss        {result['loss_nats']:.4f} nats/char\n"
             f"bits/char   {result['bpc']:.4f}\n"
             f"perplexity  {result['perplexity']:.3f}\n"
-            f"characters  {result['chars']:,}")
+            f"characters  {result['chars']:,}"
+            + (f"\nskipped     {result['unknown_chars']:,} characters not in the vocabulary"
+               if result["unknown_chars"] else ""))
 
 
 def _read_text(path) -> str:

@@ -31,3 +31,12 @@ def load_checkpoint(path, cell_file=None):
     from rnn.checkpoint import load_checkpoint as load
 
     return load(path, cell_file=cell_file)
+
+
+def unknown_option(function):
+    return click.option(
+        # rnn.data.UNKNOWN_POLICIES, spelt out: importing rnn.data (numpy) would slow down --help.
+        "--unknown", type=click.Choice(("refuse", "skip")), default="refuse",
+        help="Characters the model's vocabulary lacks: refuse the text (naming them), or skip them "
+             "(neither predicted nor fed; the count is reported).",
+    )(function)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from cli.app import LibraryCommand
-from cli.options import CHECKPOINT, POSITIVE_FLOAT, POSITIVE_INT, cell_file_option, load_checkpoint
+from cli.app import LibraryCommand, flag
+from cli.options import CHECKPOINT, POSITIVE_FLOAT, POSITIVE_INT, cell_file_option, load_checkpoint, unknown_option
 from cli.output import TextWriter, is_terminal
 
 
@@ -25,8 +25,9 @@ from cli.output import TextWriter, is_terminal
 @click.option("--out", "-o", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the text (the prime, then the sample) to this file, exactly, in UTF-8, "
                    "instead of printing it.")
+@unknown_option
 @cell_file_option
-def sample(checkpoint, length, temperature, top_k, top_p, prime, seed, argmax, out_file, cell_file):
+def sample(checkpoint, length, temperature, top_k, top_p, prime, seed, argmax, out_file, unknown, cell_file):
     """Generate text from a CHECKPOINT, printing characters as they are made.
 
     On a terminal, control characters in the text (other than line breaks and tabs) are
@@ -34,15 +35,14 @@ def sample(checkpoint, length, temperature, top_k, top_p, prime, seed, argmax, o
     with --out, the text is exactly what the model made.
     """
     loaded = load_checkpoint(checkpoint, cell_file)
-    from rnn.data import TextError
+    from rnn.data import TextError, apply_unknown_policy
     from rnn.sample import sample as generate
 
-    if prime:
-        try:
-            loaded.vocab.encode(prime)
-        except TextError as error:
-            raise click.BadParameter(str(error), param_hint="'--prime'") from None
-    characters = generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
+    try:  # the prime is printed as given; under --unknown skip, what the model lacks is not fed to it
+        fed, _ = apply_unknown_policy(loaded.vocab, prime, unknown, what="the prime")
+    except TextError as error:
+        raise click.BadParameter(error.render(flag), param_hint="'--prime'") from None
+    characters = generate(loaded.model, loaded.vocab, prime=fed, length=length, temperature=temperature,
                           top_k=top_k, top_p=top_p, seed=seed, argmax=argmax)
     if out_file is not None:
         with open(out_file, "w", encoding="utf-8", newline="") as file:  # newline="": no \n -> \r\n

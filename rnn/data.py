@@ -28,7 +28,7 @@ import numpy as np
 
 from minigrad.files import atomic_replacement, write_atomically
 
-from .errors import UserError
+from .errors import Setting, UserError
 
 # Files are read this many bytes at a time (both passes).
 CHUNK_BYTES = 4 << 20
@@ -116,6 +116,18 @@ class Vocab:
             raise TextError(f"characters not in the vocabulary: {_describe_chars(unknown)}")
         return self._order[position]
 
+    def unknown_chars(self, text: str) -> dict:
+        """character -> how often it occurs in `text`, for the characters not in the vocabulary."""
+        code_points = _code_points(text)
+        position = np.minimum(np.searchsorted(self._sorted_codes, code_points), len(self._sorted_codes) - 1)
+        missing, counts = np.unique(code_points[self._sorted_codes[position] != code_points], return_counts=True)
+        return {chr(int(c)): int(n) for c, n in zip(missing, counts)}
+
+    def without_unknown(self, text: str) -> str:
+        """`text` without the characters that are not in the vocabulary."""
+        unknown = self.unknown_chars(text)
+        return "".join(c for c in text if c not in unknown) if unknown else text
+
     def decode(self, ids) -> str:
         ids = np.asarray(ids).reshape(-1)
         if ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= len(self)):
@@ -135,6 +147,28 @@ class Vocab:
         if not isinstance(chars, list):
             raise TextError("the vocabulary JSON must be a list of characters")
         return cls(chars)
+
+
+# What to do with the characters of a text that a model's vocabulary lacks (rnn.evaluate, rnn.sample):
+# refuse the text, naming them, or skip them (neither predicted nor fed to the model).
+UNKNOWN_POLICIES = ("refuse", "skip")
+
+
+def apply_unknown_policy(vocab: Vocab, text: str, policy: str, what: str = "the text"):
+    """(text to use, number of characters skipped): `text` itself under "refuse", where a
+    character outside `vocab` is a TextError naming them and the option that skips them;
+    under "skip", the text without those characters."""
+    if policy not in UNKNOWN_POLICIES:
+        raise ValueError(f"unknown must be one of {', '.join(UNKNOWN_POLICIES)}, got {policy!r}")
+    unknown = vocab.unknown_chars(text)
+    if not unknown:
+        return text, 0
+    if policy == "refuse":
+        count = sum(unknown.values())
+        raise TextError(f"{what} has {count} character{'s' if count != 1 else ''} not in the model's vocabulary: "
+                        f"{_describe_chars(unknown, limit=5)} (", Setting("unknown", "skip"),
+                        " leaves them out: neither predicted nor fed)")
+    return vocab.without_unknown(text), sum(unknown.values())
 
 
 # ---- reading a UTF-8 file in chunks ---------------------------------------------------------

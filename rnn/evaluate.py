@@ -15,7 +15,7 @@ import numpy as np
 
 import minigrad as mg
 
-from .data import TextError
+from .data import TextError, apply_unknown_policy
 
 # Characters per forward call: long enough that Python overhead is small, short enough
 # that the logits of one chunk stay small.
@@ -85,16 +85,20 @@ def evaluate_ids(model, ids, chunk_size: int = EVAL_CHUNK, streams: int = 1) -> 
     return metrics_from_nats(total_nats / (count - 1), count - 1)
 
 
-def evaluate(model, vocab, text: str) -> dict:
-    """{"loss_nats", "bpc", "perplexity", "chars"} of `model` on `text`, read as one stream.
+def evaluate(model, vocab, text: str, unknown: str = "refuse") -> dict:
+    """{"loss_nats", "bpc", "perplexity", "chars", "unknown_chars"} of `model` on `text`, read
+    as one stream.
 
-    `chars` is the number of predicted characters, len(text) - 1. TextError names any
-    character of `text` that is not in `vocab`.
+    `chars` is the number of predicted characters. A character of `text` that is not in
+    `vocab` is a TextError naming it (`unknown="refuse"`), or, with `unknown="skip"`, left
+    out of the stream (neither predicted nor fed): `unknown_chars` counts them.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if len(vocab) != model.config.vocab_size:
         raise ValueError(f"the vocabulary has {len(vocab)} characters, the model {model.config.vocab_size}")
+    text, skipped = apply_unknown_policy(vocab, text, unknown)
     if len(text) < 2:
-        raise TextError(f"evaluation needs a text of at least 2 characters, got {len(text)}")
-    return evaluate_ids(model, vocab.encode(text))
+        left = f" once {skipped} unknown characters are left out" if skipped else ""
+        raise TextError(f"evaluation needs a text of at least 2 characters, got {len(text)}{left}")
+    return dict(evaluate_ids(model, vocab.encode(text)), unknown_chars=skipped)

@@ -275,7 +275,7 @@ def test_sample_argmax_and_top_k_1_agree(trained_run):
 def test_eval_json(trained_run, corpus):
     checkpoint = trained_run[0] / "best.safetensors"
     result = json.loads(run_cli("eval", checkpoint, corpus, "--json", check_exit=0).stdout)
-    assert set(result) == {"loss_nats", "bpc", "perplexity", "chars"}
+    assert set(result) == {"loss_nats", "bpc", "perplexity", "chars", "unknown_chars"}
     assert result["chars"] == TEXT_CHARS - 1  # every character but the first is predicted
     assert math.isclose(result["bpc"], result["loss_nats"] / math.log(2), rel_tol=1e-6)
     assert math.isclose(result["perplexity"], math.exp(result["loss_nats"]), rel_tol=1e-6)

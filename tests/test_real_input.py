@@ -166,3 +166,45 @@ def test_a_latin1_file_gets_a_conversion_hint(tmp_path):
     assert result.exit_code == 1
     line = error_line(result)
     assert "is not valid UTF-8: byte 0xe9" in line and f"iconv -f latin1 -t utf-8 {latin1}" in line
+
+
+# ---- 5. characters a model has never seen -------------------------------------------------------
+
+MODERN = "The cat sat \u2014 \u201cthe dog ran\u201d \u2014 on a mat.\nThe sun is big and red. " * 4
+
+
+def test_eval_refuses_unseen_characters_by_default_and_names_the_option(trained, tmp_path):
+    run, _ = trained
+    modern = write(tmp_path / "modern.txt", MODERN)
+    result = cli("eval", run / "latest.safetensors", modern)
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert "'\u2014' (U+2014)" in line and "--unknown skip" in line
+
+
+def test_eval_unknown_skip_leaves_them_out_and_counts_them(trained, tmp_path):
+    run, _ = trained
+    modern = write(tmp_path / "modern.txt", MODERN)
+    unseen = sum(MODERN.count(c) for c in "\u2014\u201c\u201d")
+    cleaned = write(tmp_path / "cleaned.txt", "".join(c for c in MODERN if c not in "\u2014\u201c\u201d"))
+    skipped = cli("eval", run / "latest.safetensors", modern, "--unknown", "skip", "--json")
+    assert skipped.exit_code == 0, skipped.output
+    reference = cli("eval", run / "latest.safetensors", cleaned, "--json")
+    skipped, reference = json.loads(skipped.stdout), json.loads(reference.stdout)
+    assert skipped["unknown_chars"] == unseen and reference["unknown_chars"] == 0
+    # Neither predicted nor fed: the same as scoring the text they were taken out of.
+    assert skipped["chars"] == reference["chars"] == len(MODERN) - unseen - 1
+    assert skipped["loss_nats"] == pytest.approx(reference["loss_nats"], rel=1e-6)
+    shown = cli("eval", run, modern, "--unknown", "skip")  # a run folder: both checkpoints say it
+    assert shown.exit_code == 0 and shown.stdout.count(f"skipped     {unseen} characters not in the vocabulary") == 2
+
+
+def test_sample_prime_with_unseen_characters_follows_the_same_policy(trained):
+    run, _ = trained
+    prime = "The cat \u2014 sat"
+    refused = cli("sample", run / "latest.safetensors", "--prime", prime, "-n", "5")
+    assert refused.exit_code == 2 and "--unknown skip" in error_line(refused)
+    skipped = cli("sample", run / "latest.safetensors", "--prime", prime, "-n", "5", "--unknown", "skip",
+                  "--seed", "1")
+    assert skipped.exit_code == 0, skipped.output
+    assert skipped.stdout.startswith(prime) and len(skipped.stdout) == len(prime) + 5 + 1  # printed, then a newline
