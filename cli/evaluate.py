@@ -1,17 +1,17 @@
 """`minigrad-rnn eval`: the loss of a checkpoint (or of a run's latest and best) on a text."""
 
 import math
-from pathlib import Path
 
 import click
 
 from cli.app import LibraryCommand, flag
-from cli.options import EXISTING_FILE, cell_file_option, load_checkpoint, unknown_option
+from cli.options import (CHECKPOINT_OR_RUN, EXISTING_FILE, cell_file_option, load_checkpoint, run_checkpoints,
+                         unknown_option)
 from cli.output import strict_json, visible
 
 
 @click.command("eval", cls=LibraryCommand, short_help="Loss of a checkpoint on a text: nats/char, bits/char.")
-@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path), metavar="CHECKPOINT|RUN")
+@click.argument("checkpoint", type=CHECKPOINT_OR_RUN, metavar="CHECKPOINT|RUN")
 @click.argument("text", type=EXISTING_FILE)
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object (loss_nats, bpc, perplexity, chars, unknown_chars).")
@@ -24,7 +24,8 @@ def evaluate_command(checkpoint, text, as_json, unknown, cell_file):
     best was chosen on the run's validation text: on that text only the latest is a fair
     held-out number); --json then prints {"latest": {...}, "best": {...}} with their steps.
     """
-    if not checkpoint.is_dir():
+    checkpoints = run_checkpoints(checkpoint)
+    if "checkpoint" in checkpoints:
         result = _evaluate_checkpoint(checkpoint, text, cell_file, unknown)
         if as_json:
             # A loss that is not finite is null: JSON has no nan.
@@ -32,21 +33,13 @@ def evaluate_command(checkpoint, text, as_json, unknown, cell_file):
             return
         click.echo(_evaluation_lines(result))
         return
-    from rnn.runfolder import BEST, LATEST
-
-    results = {}
-    for name, file_name in (("latest", LATEST), ("best", BEST)):
-        if (checkpoint / file_name).exists():
-            results[name] = _evaluate_checkpoint(checkpoint / file_name, text, cell_file, unknown)
-    if not results:
-        raise click.BadParameter(f"{checkpoint} holds neither {LATEST} nor {BEST}", param_hint="'CHECKPOINT|RUN'")
+    results = {name: _evaluate_checkpoint(path, text, cell_file, unknown) for name, path in checkpoints.items()}
     if as_json:
         click.echo(strict_json({name: {key: result[key] for key in RESULT_KEYS + ("step",)}
                                 for name, result in results.items()}))
         return
-    click.echo("\n".join(f"{name:<12}{visible(checkpoint / file_name)} (step {results[name]['step']})\n"
-                         + _evaluation_lines(results[name])
-                         for name, file_name in (("latest", LATEST), ("best", BEST)) if name in results))
+    click.echo("\n".join(f"{name:<12}{visible(checkpoints[name])} (step {result['step']})\n"
+                         + _evaluation_lines(result) for name, result in results.items()))
 
 
 RESULT_KEYS = ("loss_nats", "bpc", "perplexity", "chars", "unknown_chars")

@@ -9,6 +9,21 @@ NON_NEGATIVE_INT = click.IntRange(min=0)
 POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 CHECKPOINT = click.Path(exists=True, dir_okay=False, path_type=Path)
+CHECKPOINT_OR_RUN = click.Path(exists=True, path_type=Path)
+
+
+def run_checkpoints(path: Path) -> dict:
+    """{"latest": file, "best": file} of a run folder, those it holds (at least one: else a
+    usage error); a checkpoint file given as such is {"checkpoint": path}."""
+    if not path.is_dir():
+        return {"checkpoint": path}
+    from rnn.runfolder import BEST, LATEST
+
+    found = {name: path / file_name for name, file_name in (("latest", LATEST), ("best", BEST))
+             if (path / file_name).exists()}
+    if not found:
+        raise click.BadParameter(f"{path} holds neither {LATEST} nor {BEST}", param_hint="'CHECKPOINT|RUN'")
+    return found
 
 
 def cell_file_option(function):

@@ -6,12 +6,13 @@ from pathlib import Path
 import click
 
 from cli.app import LibraryCommand, flag
-from cli.options import CHECKPOINT, POSITIVE_FLOAT, POSITIVE_INT, cell_file_option, load_checkpoint, unknown_option
+from cli.options import (CHECKPOINT_OR_RUN, POSITIVE_FLOAT, POSITIVE_INT, cell_file_option, load_checkpoint,
+                         run_checkpoints, unknown_option)
 from cli.output import TextWriter, is_terminal
 
 
 @click.command(cls=LibraryCommand, short_help="Generate text from a checkpoint.")
-@click.argument("checkpoint", type=CHECKPOINT)
+@click.argument("checkpoint", type=CHECKPOINT_OR_RUN, metavar="CHECKPOINT|RUN")
 @click.option("--length", "-n", type=POSITIVE_INT, default=500, help="Characters to generate.")
 @click.option("--temperature", "-t", type=POSITIVE_FLOAT, default=1.0,
               help="Below 1: safer, more repetitive text; above 1: more surprising.")
@@ -30,11 +31,15 @@ from cli.output import TextWriter, is_terminal
 def sample(checkpoint, length, temperature, top_k, top_p, prime, seed, argmax, out_file, unknown, cell_file):
     """Generate text from a CHECKPOINT, printing characters as they are made.
 
+    Given a RUN folder, its best checkpoint is used (its latest if it has no best).
+
     On a terminal, control characters in the text (other than line breaks and tabs) are
     shown as escapes such as \\x1b: the checkpoint chose the characters. Piped or written
     with --out, the text is exactly what the model made.
     """
-    loaded = load_checkpoint(checkpoint, cell_file)
+    checkpoints = run_checkpoints(checkpoint)
+    loaded = load_checkpoint(checkpoints.get("checkpoint") or checkpoints.get("best") or checkpoints["latest"],
+                             cell_file)
     from rnn.data import TextError, apply_unknown_policy
     from rnn.sample import sample as generate
 

@@ -211,7 +211,7 @@ def train(texts, out, resume, quiet, as_json, include, exclude, **options):
     if as_json:
         click.echo(strict_json({key: summary.get(key) for key in TRAIN_JSON_KEYS}))
     if not quiet:
-        click.echo(_training_summary(summary, texts), file=stream)
+        click.echo(_training_summary(summary, texts, config.cell_file), file=stream)
     if summary.get("stopped_reason") == "interrupted":
         sys.exit(EXIT_INTERRUPTED)
 
@@ -305,7 +305,7 @@ def _load_corpus(texts, config, quiet=False, include=(), exclude=()):
     return Corpus.from_files(found.files, **options)
 
 
-def _training_summary(summary: dict, texts) -> str:
+def _training_summary(summary: dict, texts, cell_file=None) -> str:
     best, last = summary.get("best_val_loss_nats"), summary.get("last_val_loss_nats")
     interrupted = summary.get("stopped_reason") == "interrupted"
     lines = [
@@ -331,12 +331,14 @@ def _training_summary(summary: dict, texts) -> str:
         lines.append("no checkpoint was saved")
         return "\n".join(lines)
     lines.append(f"checkpoints: {latest} (latest)" + (f", {best_checkpoint} (best)" if best_checkpoint else ""))
-    if interrupted:
-        import shlex
+    import shlex
 
+    # A checkpoint of a custom cell loads only with the file that declares the cell.
+    cell = f" --cell-file {visible(shlex.quote(str(cell_file)))}" if cell_file else ""
+    if interrupted:
         given = "".join(f"{visible(shlex.quote(str(text)))} " for text in texts or ())
-        lines.append(f"continue with: {PROGRAM} train {given}--resume {latest}")
+        lines.append(f"continue with: {PROGRAM} train {given}--resume {latest}{cell}")
     else:
-        lines.append(f"sample with: {PROGRAM} sample {best_checkpoint or latest}")
+        lines.append(f"sample with: {PROGRAM} sample {best_checkpoint or latest}{cell}")
     return "\n".join(lines)
 

@@ -233,7 +233,7 @@ def test_train_a_cell_from_a_file(corpus, tmp_path):
     out = tmp_path / "run"
     run_cli("train", corpus, *TINY_RUN, "--cell-file", cell_file, "--cell", "my_cell", "--engine", "eager",
             "--steps", "3", "--out", out, "--quiet", check_exit=0)
-    without = run_cli("info", out / "latest.safetensors")
+    without = run_cli("sample", out / "latest.safetensors")
     assert without.returncode == 1
     assert_one_error_line(without.stderr, "my_cell", "--cell-file")
     details = json.loads(run_cli("info", out / "latest.safetensors", "--cell-file", cell_file, "--json",

@@ -208,3 +208,78 @@ def test_sample_prime_with_unseen_characters_follows_the_same_policy(trained):
                   "--seed", "1")
     assert skipped.exit_code == 0, skipped.output
     assert skipped.stdout.startswith(prime) and len(skipped.stdout) == len(prime) + 5 + 1  # printed, then a newline
+
+
+# ---- 6. custom cells ------------------------------------------------------------------------------
+
+CELL_FILE = """
+from rnn import cell, sigmoid, tanh
+
+
+@cell(gates=("z", "n"), state=("h",))
+def real_input_cell(x, h):
+    z = sigmoid(x.z + h.z)
+    return z * h + (1 - z) * tanh(x.n + h.n)
+"""
+
+
+@pytest.fixture
+def custom_run(tmp_path):
+    """A run of a cell from a file, trained in a process of its own (the cell stays unknown here)."""
+    from cli_support import run_cli
+
+    cell_file = tmp_path / "my cells.py"  # a space: the printed command must quote it
+    cell_file.write_text(CELL_FILE)
+    text = write(tmp_path / "text.txt", make_text(3000, seed=6))
+    out = tmp_path / "run"
+    result = run_cli("train", text, *QUICK_RUN, "--steps", "3", "--cell-file", cell_file, "--cell", "real_input_cell",
+                     "--engine", "eager", "--out", out, check_exit=0)
+    return out, cell_file, result.stdout
+
+
+def test_the_printed_sample_command_of_a_custom_cell_run_works(custom_run):
+    import shlex
+
+    from cli_support import run_cli
+
+    out, cell_file, printed = custom_run
+    line = next(line for line in printed.splitlines() if line.startswith("sample with: "))
+    program, *args = shlex.split(line.removeprefix("sample with: "))
+    assert program == "minigrad-rnn"
+    result = run_cli(*args, "-n", "10", check_exit=0)
+    assert len(result.stdout.removesuffix("\n")) == 10
+
+
+def test_info_describes_a_custom_cell_checkpoint_without_its_cell_file(custom_run):
+    from cli_support import run_cli
+
+    out, cell_file, _ = custom_run
+    shown = run_cli("info", out / "latest.safetensors", check_exit=0).stdout
+    assert "real_input_cell (from a --cell-file, not loaded" in shown and "step        3 " in shown
+    without = json.loads(run_cli("info", out / "latest.safetensors", "--json", check_exit=0).stdout)
+    with_file = json.loads(run_cli("info", out / "latest.safetensors", "--json", "--cell-file", cell_file,
+                                   check_exit=0).stdout)
+    assert without["custom_cell"] and not with_file["custom_cell"]
+    # The parameters counted from the file's tensors are the model's (its own count, with the cell).
+    assert without["parameters"] == with_file["parameters"] > 0
+    assert {k: v for k, v in without.items() if k != "custom_cell"} == \
+           {k: v for k, v in with_file.items() if k != "custom_cell"}
+
+
+def test_info_and_sample_accept_a_run_folder_as_eval_does(trained):
+    from rnn.checkpoint import load_checkpoint
+
+    run, _ = trained
+    described = json.loads(cli("info", run, "--json").stdout)
+    assert set(described) == {"latest", "best"}
+    assert described["latest"]["step"] == 5
+    assert described["latest"]["parameters"] == load_checkpoint(run / "latest.safetensors").model.num_parameters()
+    shown = cli("info", run).stdout
+    assert shown.startswith("latest\n  checkpoint  ") and "\nbest\n  checkpoint  " in shown
+    from_folder = cli("sample", run, "-n", "30", "--seed", "4")
+    from_best = cli("sample", run / "best.safetensors", "-n", "30", "--seed", "4")
+    assert from_folder.exit_code == 0 and from_folder.stdout == from_best.stdout and len(from_best.stdout) == 31
+    empty = run.parent / "empty_run"
+    empty.mkdir()
+    refused = cli("sample", empty)
+    assert refused.exit_code == 2 and "holds neither latest.safetensors nor best.safetensors" in error_line(refused)
