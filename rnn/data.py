@@ -510,8 +510,10 @@ def find_text_files(paths, include=(), exclude=()) -> TextFiles:
                 add(given, given)
         else:
             raise TextError(f"{given} is not a regular file")
-    if not found.files:
-        raise TextError(f"no text to read: {describe_skipped(found.skipped)}")
+    if not found.files:  # only empty files were named (a folder with nothing to read is refused above)
+        if len(found.skipped) == 1:
+            raise TextError(f"{found.skipped[0][0]} is empty")
+        raise TextError(f"no text to read: {describe_skipped(found.skipped)} ({found.skipped[0][0]}, ...)")
     return found
 
 

@@ -147,7 +147,7 @@ def test_a_named_empty_file_alone_is_one_error_line(tmp_path):
     empty = write(tmp_path / "empty.txt", "")
     result = cli("train", empty, *QUICK_RUN, "--out", tmp_path / "run")
     assert result.exit_code == 1
-    assert "no text to read: skipped 1 file: 1 empty" in error_line(result)
+    assert f"{empty} is empty" in error_line(result)
 
 
 def test_a_named_binary_file_is_refused_with_the_reason(tmp_path):
