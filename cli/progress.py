@@ -118,6 +118,10 @@ class TrainingDisplay:
 
     def on_recipe(self, data):
         size = data.get("size")
+        if isinstance(size, dict) and size.get("short_text"):
+            self._print(f"model {size.get('layers')}x{size.get('hidden')} ({size.get('parameters')} parameters): "
+                        f"a bigger one would memorise this short text; --layers/--hidden set it yourself")
+            return
         if isinstance(size, dict):
             seconds = size.get("default_seconds_per_step")
             default = "x".join(map(str, DEFAULT_SIZE))

@@ -18,8 +18,8 @@ from cli.options import (CHECKPOINT, EXISTING_FILE, NON_NEGATIVE_INT, POSITIVE_F
 from cli.output import strict_json, visible
 from cli.progress import TrainingDisplay, bits_per_char, format_duration, format_loss, format_rate
 # rnn.config and rnn.errors are light (no numpy, no minigrad): --help reads the defaults and choices there.
-from rnn.config import (DEFAULT_TIME_BUDGET, DTYPE_NAMES, ENGINES, LIMITS, MODEL_OPTIONS, OPTIMIZERS, SCHEDULES,
-                        TrainConfig)
+from rnn.config import (DEFAULT_BATCH_SIZE, DEFAULT_TIME_BUDGET, DTYPE_NAMES, ENGINES, LIMITS,
+                        MIN_WINDOWS_PER_STREAM, MODEL_OPTIONS, OPTIMIZERS, SCHEDULES, TrainConfig)
 from rnn.errors import UserError
 
 
@@ -99,11 +99,13 @@ class EscapedText(click.ParamType):
 @cell_file_option
 @setting("--layers", type=POSITIVE_INT, show_default="chosen, see --hidden",
          help="Number of recurrent layers.")
-@setting("--hidden", type=POSITIVE_INT, show_default="chosen: 2x256 without a time budget",
+@setting("--hidden", type=POSITIVE_INT, show_default="chosen: 2x256 without a time budget, smaller for a short text",
          help="Hidden size of each layer. When neither --layers nor --hidden is given and the run has a "
               "time budget, the trainer times a few steps of a 2x256 model first and takes the largest of "
               "1x256, 2x256 and 2x384 that will read the text at least 3 times in the budget (2x384 only "
-              "for texts of 0.76 MB or more); it prints the choice and records it in config.json.")
+              "for texts of 0.76 MB or more); it prints the choice and records it in config.json. A short "
+              "text gets a smaller model (at most 2.5 parameters per character of text, down to 1x32), "
+              "with or without a time budget.")
 @setting("--embed", type=POSITIVE_INT, help="Size of the character embedding.")
 @setting("--dropout", type=click.FloatRange(0, 1, max_open=True),
          help="Dropout between layers and before the output layer. When not given, the trainer "
@@ -111,7 +113,9 @@ class EscapedText(click.ParamType):
               "more for many; with --time-budget it measures its speed over the first steps), "
               "prints the choice and records it in config.json.")
 @setting("--seq-len", type=POSITIVE_INT, help="Characters per truncated-BPTT window.")
-@setting("--batch-size", type=POSITIVE_INT, help="Parallel streams of text per step.")
+@setting("--batch-size", type=POSITIVE_INT, show_default=f"{DEFAULT_BATCH_SIZE}, fewer for a short text",
+         help="Parallel streams of text per step. When not given, a text too short for "
+              f"{DEFAULT_BATCH_SIZE} streams of {MIN_WINDOWS_PER_STREAM} windows each gets as many as it holds.")
 @setting("--lr", type=POSITIVE_FLOAT, help="Peak learning rate.")
 @setting("--optimizer", type=click.Choice(OPTIMIZERS))
 @setting("--beta2", type=click.FloatRange(0, 1, max_open=True),
@@ -211,7 +215,7 @@ def train(texts, out, resume, quiet, as_json, include, exclude, **options):
     if as_json:
         click.echo(strict_json({key: summary.get(key) for key in TRAIN_JSON_KEYS}))
     if not quiet:
-        click.echo(_training_summary(summary, texts, config.cell_file), file=stream)
+        click.echo(_training_summary(summary, texts, config.cell_file, len(corpus.vocab)), file=stream)
     if summary.get("stopped_reason") == "interrupted":
         sys.exit(EXIT_INTERRUPTED)
 
@@ -305,7 +309,7 @@ def _load_corpus(texts, config, quiet=False, include=(), exclude=()):
     return Corpus.from_files(found.files, **options)
 
 
-def _training_summary(summary: dict, texts, cell_file=None) -> str:
+def _training_summary(summary: dict, texts, cell_file=None, vocab_size=None) -> str:
     best, last = summary.get("best_val_loss_nats"), summary.get("last_val_loss_nats")
     interrupted = summary.get("stopped_reason") == "interrupted"
     lines = [
@@ -324,6 +328,12 @@ def _training_summary(summary: dict, texts, cell_file=None) -> str:
                      f"(last evaluation: {val_loss(last, summary.get('last_val_step'))})")
     lines.append(f"best val loss: {val_loss(best, summary.get('best_step'))} (the best checkpoint)"
                  if best is not None else "best val loss: not evaluated yet")
+    import math
+
+    if last is not None and vocab_size and last > math.log(vocab_size):  # nan compares False: said elsewhere
+        lines.append(f"warning: the latest val loss is worse than a uniform guess over the {vocab_size} characters "
+                     f"(ln {vocab_size} = {math.log(vocab_size):.4f}): the model has not learnt yet, or memorised its "
+                     f"training text (try a smaller --hidden, more --dropout or fewer --steps)")
     latest, best_checkpoint = summary.get("checkpoint"), summary.get("best_checkpoint")
     # A resumed run's text paths come from its checkpoint: printed like any name from a file.
     latest, best_checkpoint = (visible(path) if path else path for path in (latest, best_checkpoint))

@@ -653,9 +653,11 @@ class BatchStream:
         self.total_chars = len(ids)
         stream_length = self.total_chars // self.batch_size
         if stream_length < self.seq_len + 1:
+            fitting = self.total_chars // (self.seq_len + 1)  # the most streams of one window each
+            fix = (("try ", Setting("batch_size", fitting), " or less, or a longer text") if fitting
+                   else ("try ", Setting("seq_len", self.total_chars - 1), " or less, or a longer text"))
             raise TextError(f"the training text is too short: {self.total_chars} characters cannot make "
-                            f"{self.batch_size} streams of seq_len + 1 = {self.seq_len + 1} characters "
-                            f"(use a smaller batch size or sequence length, or a longer text)")
+                            f"{self.batch_size} streams of seq_len + 1 = {self.seq_len + 1} characters (", *fix, ")")
         self._streams = ids[:self.batch_size * stream_length].reshape(self.batch_size, stream_length)
         # The remainder (< seq_len characters per stream) is skipped: every window has the same shape.
         self.windows_per_pass = (stream_length - 1) // self.seq_len

@@ -365,6 +365,8 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
     rnn.errors.UserError.
     """
     config = replace(config).validate()  # a copy: resuming may change the architecture fields
+    if config.batch_size is None:  # what config.json and the checkpoints record is the number used
+        config = replace(config, batch_size=recipe.batch_size_for(len(corpus.train_ids), config.seq_len))
     if config.cell_file:
         load_cell_file(config.cell_file)
     folder = RunFolder.prepare(out_dir)  # a planted link or FIFO: refused before anything is written
@@ -398,8 +400,16 @@ def _choose_size(config: TrainConfig, corpus: Corpus):
     """(config with its model size, what rnn.recipe chose, or None): the size is the recipe's
     when the run has a time budget and neither layers nor hidden is set, else the default."""
     limits = config.limits()
-    if config.layers is not None or config.hidden is not None or not recipe.needs_speed(limits):
+    if config.layers is not None or config.hidden is not None:
         return config.with_size(*recipe.DEFAULT_SIZE), None
+    if not recipe.needs_speed(limits):
+        size = recipe.size_for_text(len(corpus.train_ids), config.embed, len(get_cell(config.cell).gates),
+                                    len(corpus.vocab))
+        if size == recipe.DEFAULT_SIZE:
+            return config.with_size(*size), None
+        # Said and recorded like a choice from the speed: a short text gets a smaller model.
+        return config.with_size(*size), {"layers": size[0], "hidden": size[1], "parameters": recipe.parameter_count(
+            *size, config.embed, len(get_cell(config.cell).gates), len(corpus.vocab)), "short_text": True}
     seconds_per_step = _seconds_per_step_of_default_size(config, corpus)
     choice = recipe.choose_size(limits, seconds_per_step, config.batch_size * config.seq_len, len(corpus.train_ids),
                                 config.embed, len(get_cell(config.cell).gates), len(corpus.vocab))

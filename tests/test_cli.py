@@ -65,9 +65,12 @@ def test_train_help_shows_the_library_defaults():
     defaults = TrainConfig()
     help_text = " ".join(run_cli("train", "--help", check_exit=0).stdout.split())
     for option, field in (("--embed", "embed"), ("--seq-len", "seq_len"), ("--lr", "lr"),
-                          ("--batch-size", "batch_size"), ("--optimizer", "optimizer")):
+                          ("--optimizer", "optimizer")):
         shown = rf"{option} .{{0,300}}?\[default: {re.escape(str(getattr(defaults, field)))}[;\]]"
         assert re.search(shown, help_text), f"{option}: default {getattr(defaults, field)} not shown"
+    from rnn.config import DEFAULT_BATCH_SIZE  # the batch size's default is None: chosen for the text
+
+    assert re.search(rf"--batch-size .{{0,300}}?\[default: {DEFAULT_BATCH_SIZE}, fewer for a short text", help_text)
 
 
 def test_option_choices_are_the_librarys():

@@ -283,3 +283,73 @@ def test_info_and_sample_accept_a_run_folder_as_eval_does(trained):
     empty.mkdir()
     refused = cli("sample", empty)
     assert refused.exit_code == 2 and "holds neither latest.safetensors nor best.safetensors" in error_line(refused)
+
+
+# ---- 4. short texts -------------------------------------------------------------------------------
+
+def cjk_text(chars=2000, distinct=450, seed=0) -> str:
+    """A short text with a large vocabulary, like a Chinese article: Zipf-distributed code points."""
+    import random
+
+    rng = random.Random(seed)
+    alphabet = [chr(0x4E00 + 7 * k) for k in range(distinct)]
+    weights = [1 / (k + 1) for k in range(distinct)]
+    pieces = []
+    while sum(map(len, pieces)) < chars:
+        pieces.append("".join(rng.choices(alphabet, weights, k=rng.randint(5, 20))) + rng.choice("，。\n"))
+    return "".join(pieces)[:chars]
+
+
+def test_a_short_text_with_a_large_vocabulary_just_trains_a_model_it_can_carry(tmp_path):
+    from rnn import recipe
+    from rnn.checkpoint import load_checkpoint
+
+    text = write(tmp_path / "article.txt", cjk_text())
+    result = cli("train", text, "--steps", "3", "--eval-every", "0", "--sample-every", "0", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    train_chars, vocab = config["corpus"]["train_chars"], len(set(cjk_text()))
+    # As many streams as hold 4 windows of 65 characters each (not 32 streams of one window).
+    assert config["train"]["batch_size"] == train_chars // (4 * 65) < 32
+    model = load_checkpoint(tmp_path / "run" / "latest.safetensors").model
+    default = recipe.parameter_count(*recipe.DEFAULT_SIZE, 64, 4, vocab)
+    # The smallest size: even it has more parameters than the text has characters (its vocabulary).
+    assert model.num_parameters() == recipe.parameter_count(1, 32, 64, 4, vocab) < default / 10
+    assert "a bigger one would memorise this short text" in result.stdout
+
+
+def test_a_batch_size_the_text_is_too_short_for_gets_a_value_that_fits(tmp_path):
+    text = write(tmp_path / "article.txt", cjk_text())
+    result = cli("train", text, "--batch-size", "32", "--steps", "3", "--out", tmp_path / "run")
+    assert result.exit_code == 1
+    assert "cannot make 32 streams" in error_line(result) and "try --batch-size 27 or less" in error_line(result)
+    result = cli("train", text, "--seq-len", "5000", "--steps", "3", "--out", tmp_path / "run")
+    assert "try --seq-len 1799 or less" in error_line(result)
+
+
+def test_the_size_for_a_text_is_the_largest_its_length_can_carry():
+    from rnn import recipe
+
+    for layers, hidden in recipe.SHORT_TEXT_SIZES[1:] + recipe.SIZES[:2]:
+        chars = math.ceil(recipe.parameter_count(layers, hidden, 64, 4, 65) / recipe.MAX_PARAMETERS_PER_CHAR)
+        assert recipe.size_for_text(chars, 64, 4, 65) == (layers, hidden)
+        assert recipe.size_for_text(chars - 1, 64, 4, 65) < (layers, hidden)
+    assert recipe.size_for_text(10, 64, 4, 65) == recipe.SHORT_TEXT_SIZES[0]  # the smallest at least
+    assert recipe.size_for_text(10 ** 9, 64, 4, 65) == recipe.DEFAULT_SIZE  # never above the default
+
+
+def test_a_validation_loss_worse_than_a_uniform_guess_is_said_at_the_end(tmp_path):
+    # Trained on a's, validated on b's: the model is sure of the wrong character.
+    text = write(tmp_path / "ab.txt", "a" * 1800 + "b" * 200)
+    result = cli("train", text, *TINY_MODEL, "--steps", "30", "--warmup", "0", "--eval-every", "0", "--sample-every", "0",
+                 "--out", tmp_path / "run", "--val-frac", "0.1")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stdout.splitlines() if "worse than a uniform guess" in line]
+    assert warnings == [f"warning: the latest val loss is worse than a uniform guess over the 2 characters "
+                        f"(ln 2 = {math.log(2):.4f}): the model has not learnt yet, or memorised its training "
+                        f"text (try a smaller --hidden, more --dropout or fewer --steps)"]
+    words = write(tmp_path / "words.txt", make_text(3000))
+    learnt = cli("train", words, *TINY_MODEL, "--steps", "30", "--warmup", "0", "--eval-every", "0",
+                 "--sample-every", "0", "--out", tmp_path / "run2", "--json")
+    assert json.loads(learnt.stdout)["last_val_loss_nats"] < math.log(len(set(words.read_text())))
+    assert "uniform guess" not in learnt.stderr and "done:" in learnt.stderr
