@@ -70,7 +70,7 @@ def test_train_help_shows_the_library_defaults():
         assert re.search(shown, help_text), f"{option}: default {getattr(defaults, field)} not shown"
     from rnn.config import DEFAULT_BATCH_SIZE  # the batch size's default is None: chosen for the text
 
-    assert re.search(rf"--batch-size .{{0,300}}?\[default: {DEFAULT_BATCH_SIZE}, fewer for a short text", help_text)
+    assert re.search(rf"--batch-size .{{0,300}}?\[default: \({DEFAULT_BATCH_SIZE}, fewer for a short text\)", help_text)
 
 
 def test_option_choices_are_the_librarys():
