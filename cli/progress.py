@@ -159,8 +159,10 @@ class TrainingDisplay:
         parts.append(f"loss {format_loss(data.get('train_loss'))}")
         parts.append(f"val {format_loss(self.last_val_loss)}")
         parts.append(f"{format_rate(data.get('chars_per_sec'))} chars/s")
-        if data.get("eta") is not None:
-            parts.append(f"ETA {format_duration(data['eta'])}")
+        eta, left = data.get("eta"), data.get("time_left")
+        # With a time budget that ends first, the ETA is the time left, already shown.
+        if eta is not None and not (left is not None and format_duration(eta) == format_duration(left)):
+            parts.append(f"ETA {format_duration(eta)}")
         return " | ".join(parts)
 
     # ---- output -------------------------------------------------------------------------

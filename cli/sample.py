@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from cli.app import LibraryCommand, flag
-from cli.options import (CHECKPOINT_OR_RUN, POSITIVE_FLOAT, POSITIVE_INT, cell_file_option, load_checkpoint,
+from cli.options import (CHECKPOINT_OR_RUN, POSITIVE_INT, cell_file_option, load_checkpoint,
                          run_checkpoints, unknown_option)
 from cli.output import TextWriter, is_terminal
 
@@ -14,8 +14,9 @@ from cli.output import TextWriter, is_terminal
 @click.command(cls=LibraryCommand, short_help="Generate text from a checkpoint.")
 @click.argument("checkpoint", type=CHECKPOINT_OR_RUN, metavar="CHECKPOINT|RUN")
 @click.option("--length", "-n", type=POSITIVE_INT, default=500, help="Characters to generate.")
-@click.option("--temperature", "-t", type=POSITIVE_FLOAT, default=1.0,
-              help="Below 1: safer, more repetitive text; above 1: more surprising.")
+@click.option("--temperature", "-t", type=float, default=1.0, callback=lambda ctx, param, t: _check_temperature(t),
+              help="Above 0. Below 1: safer, more repetitive text; above 1: more surprising "
+                   "(--argmax is the limit at 0).")
 @click.option("--top-k", type=POSITIVE_INT, default=None, help="Sample only among the k likeliest characters.")
 @click.option("--top-p", type=float, default=None, metavar="P", callback=lambda ctx, param, p: _check_top_p(p),
               help="Nucleus sampling: only among the likeliest characters whose probabilities first add up "
@@ -65,6 +66,13 @@ def _write_text(writer, prime, characters):
     writer.write(prime)
     for character in characters:
         writer.write(character)
+
+
+def _check_temperature(value):
+    if not value > 0:  # also NaN
+        raise click.BadParameter(f"{value} is not above 0 (to take the likeliest character every time, "
+                                 f"the limit at temperature 0, use --argmax)")
+    return value
 
 
 def _check_top_p(value):

@@ -193,6 +193,8 @@ def train(texts, out, resume, quiet, as_json, include, exclude, **options):
     checkpoint = load_checkpoint(resume, given.get("cell_file")) if resume else None
     resumed = checkpoint.meta if checkpoint else {}
     config = _train_config(given, resumed.get("train_config") or {}, checkpoint.config if checkpoint else None)
+    if checkpoint:
+        _exit_if_nothing_to_do(resumed, given, resume)
     if given.get("val_frac") is not None and config.val_file is not None:  # a resumed run's --val-file, replaced
         config = dataclasses.replace(config, val_file=None)
     texts_given = bool(texts)
@@ -258,6 +260,25 @@ def _train_config(given: dict, saved: dict, saved_model=None):
         return TrainConfig.from_meta(saved, **given)
     except UserError as error:  # a combination the option types alone cannot rule out
         raise click.UsageError(error.render(flag)) from None
+
+
+def _exit_if_nothing_to_do(meta: dict, given: dict, resume):
+    """A --steps or --time-budget typed on resume that the run has already reached: say so in one
+    line and exit 0, as `make` does with nothing to remake (the run is already as far as asked;
+    nothing is evaluated or written), instead of a summary of 0 steps."""
+    from rnn.checkpoint import finite_number, is_count
+
+    step, seconds = meta.get("step"), finite_number(meta.get("train_seconds"))
+    reached = None
+    if given.get("steps") is not None and is_count(step) and step >= given["steps"]:
+        reached = f"it is at step {step}, --steps {given['steps']} is reached"
+    elif given.get("time_budget") is not None and seconds is not None and seconds >= given["time_budget"]:
+        reached = (f"it has trained {format_duration(seconds)}, --time-budget {given['time_budget']:g} "
+                   f"is reached")
+    if reached:
+        click.echo(f"nothing to do: {visible(resume)}: {reached} (the limits count the run's earlier training: "
+                   f"give a larger one to train on)", err=True)
+        sys.exit(0)
 
 
 def _resumed_texts(meta: dict, resume) -> tuple:

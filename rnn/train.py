@@ -56,6 +56,9 @@ LOG_EVERY = 10
 # evaluate_ids): on a large file one stream would take minutes per evaluation; the parts
 # cost a few thousandths of a nat of lost context at their cuts.
 EVAL_STREAMS = 16
+# The ETA leaves out the first steps of a session (kernels load or compile there) and waits
+# for a few steps timed after them (see _Run.eta).
+ETA_SKIP_STEPS, ETA_MIN_STEPS = 2, 3
 
 
 def _config_record(run_id, config: TrainConfig, model: CharLM, corpus: Corpus, corpus_record: dict,
@@ -92,6 +95,7 @@ class _Run:
         self.session_chars = 0
         self.session_seconds = 0.0
         self.probe_seconds = None  # session_seconds when the speed probe started (rnn.recipe)
+        self.eta_mark = None  # (session_steps, session_seconds) the ETA's timing starts from
         # What rnn.recipe chose and why: the size (before the run), the dropout (once chosen).
         self.recipe = {"size": size_choice} if size_choice else None
         self.recent_losses = []
@@ -122,11 +126,15 @@ class _Run:
         return None
 
     def eta(self):
-        """Seconds of training left until the nearest limit (None before the first step)."""
-        if not self.session_chars:
+        """Seconds of training left until the nearest limit: None until ETA_MIN_STEPS steps are
+        timed after the first ETA_SKIP_STEPS of this session, which may load or compile
+        kernels (a 30-step run's first step once planned 4m16s for the other 29)."""
+        if self.eta_mark is None and self.session_steps >= ETA_SKIP_STEPS:
+            self.eta_mark = (self.session_steps, self.session_seconds)
+        if self.eta_mark is None or self.session_steps - self.eta_mark[0] < ETA_MIN_STEPS:
             return None
         limits = self.config.limits()
-        seconds_per_step = self.session_seconds / (self.session_chars / (self.config.batch_size * self.config.seq_len))
+        seconds_per_step = (self.session_seconds - self.eta_mark[1]) / (self.session_steps - self.eta_mark[0])
         left = []
         if limits["steps"] is not None:
             left.append((limits["steps"] - self.step) * seconds_per_step)

@@ -353,3 +353,57 @@ def test_a_validation_loss_worse_than_a_uniform_guess_is_said_at_the_end(tmp_pat
                  "--sample-every", "0", "--out", tmp_path / "run2", "--json")
     assert json.loads(learnt.stdout)["last_val_loss_nats"] < math.log(len(set(words.read_text())))
     assert "uniform guess" not in learnt.stderr and "done:" in learnt.stderr
+
+
+# ---- 7. small things ------------------------------------------------------------------------------
+
+def test_no_eta_before_a_few_steps_are_timed_after_the_first(tmp_path):
+    from rnn.config import TrainConfig
+    from rnn.train import ETA_MIN_STEPS, ETA_SKIP_STEPS, train
+
+    corpus = Corpus.from_text(make_text(3000, seed=7), val_frac=0.1)
+    config = TrainConfig(cell="gru", layers=1, hidden=8, embed=4, seq_len=8, batch_size=4, steps=12,
+                         warmup=0, eval_every=0, sample_every=0)
+    events = []
+    train(config, corpus, tmp_path / "run", on_event=lambda kind, data: events.append((kind, data)))
+    etas = [data["eta"] for kind, data in events if kind == "step"]
+    first = ETA_SKIP_STEPS + ETA_MIN_STEPS  # the first step with an ETA (1-based)
+    assert etas[:first - 1] == [None] * (first - 1)  # step 1 used to say minutes for a 12-step run
+    assert all(eta is not None and eta >= 0 for eta in etas[first - 1:])
+    assert etas[-1] == 0
+
+
+def test_the_progress_line_shows_the_time_left_once_in_budget_mode():
+    import io
+
+    from cli.progress import TrainingDisplay
+
+    display = TrainingDisplay(io.StringIO(), live=False, width=200)
+    step = {"step": 40, "total_steps": None, "train_loss": 2.0, "chars_per_sec": 1000.0}
+    budget = display.progress_line({**step, "time_left": 100.2, "eta": 100.2})
+    assert "1m40s left" in budget and "ETA" not in budget
+    steps_first = display.progress_line({**step, "total_steps": 50, "time_left": 100.2, "eta": 12.0})
+    assert "1m40s left" in steps_first and "ETA 12s" in steps_first  # another limit ends first: both say something
+
+
+def test_resuming_to_a_step_the_run_has_passed_says_there_is_nothing_to_do(trained):
+    run, text = trained
+    before = {path.name: path.stat().st_mtime_ns for path in run.iterdir()}
+    result = cli("train", text, "--resume", run / "latest.safetensors", "--steps", "3")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert result.stderr.strip() == (f"nothing to do: {run / 'latest.safetensors'}: it is at step 5, --steps 3 is "
+                                     f"reached (the limits count the run's earlier training: give a larger one to "
+                                     f"train on)")
+    assert {path.name: path.stat().st_mtime_ns for path in run.iterdir()} == before  # nothing written
+    equal = cli("train", text, "--resume", run / "latest.safetensors", "--steps", "5")
+    assert equal.exit_code == 0 and "nothing to do" in equal.stderr and "done:" not in equal.stdout
+    onward = cli("train", text, "--resume", run / "latest.safetensors", "--steps", "6")
+    assert onward.exit_code == 0 and "done: 6 steps" in onward.stdout
+
+
+def test_temperature_zero_is_refused_naming_argmax(trained):
+    run, _ = trained
+    for value in ("0", "-1", "nan"):
+        result = cli("sample", run / "latest.safetensors", "--temperature", value)
+        assert result.exit_code == 2 and "--argmax" in error_line(result) and "--temperature" in error_line(result)
+    assert cli("sample", run / "latest.safetensors", "--temperature", "0.5", "-n", "3").exit_code == 0
