@@ -209,6 +209,8 @@ def train(texts, out, resume, quiet, as_json, include, exclude, **options):
     stream = sys.stderr if as_json else sys.stdout
     live = stream.isatty() and os.environ.get("TERM") != "dumb"
     display = TrainingDisplay(stream, live=live, quiet=quiet)
+    if not quiet and _cold_start():
+        click.echo("compiling kernels (first run only: later runs load them from the cache)", file=stream)
     try:
         summary = run_training(config, corpus, out, resume=resume, on_event=display)
     finally:
@@ -225,6 +227,15 @@ def train(texts, out, resume, quiet, as_json, include, exclude, **options):
 TRAIN_JSON_KEYS = ("steps", "seconds", "chars_per_sec", "best_val_loss_nats", "last_val_loss_nats",
                    "best_step", "last_val_step", "latest_step",
                    "checkpoint", "best_checkpoint", "out_dir", "stopped_reason")
+
+
+def _cold_start() -> bool:
+    """Whether the engine's kernels are not in the cache yet: the first steps then compile them
+    for seconds, without a word otherwise."""
+    import minigrad.kernels
+    from minigrad._jit import kernels_are_cached
+
+    return not kernels_are_cached(minigrad.kernels.__file__)
 
 
 def _check_cell_name(name):

@@ -407,3 +407,26 @@ def test_temperature_zero_is_refused_naming_argmax(trained):
         result = cli("sample", run / "latest.safetensors", "--temperature", value)
         assert result.exit_code == 2 and "--argmax" in error_line(result) and "--temperature" in error_line(result)
     assert cli("sample", run / "latest.safetensors", "--temperature", "0.5", "-n", "3").exit_code == 0
+
+
+def test_a_cold_kernel_cache_is_told_apart_from_a_warm_one(tmp_path, monkeypatch):
+    import minigrad.kernels
+    from minigrad._jit import kernels_are_cached
+
+    source = minigrad.kernels.__file__
+    cli("train", write(tmp_path / "t.txt", make_text(2000)), *QUICK_RUN, "--out", tmp_path / "run")
+    assert kernels_are_cached(source)  # after a run, in the cache this process uses
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("MINIGRAD_CACHE_DIR", str(tmp_path / "fresh_cache"))
+    assert not kernels_are_cached(source)
+
+
+@pytest.mark.parametrize("cold", [True, False])
+def test_train_says_it_is_compiling_kernels_on_a_cold_start_only(tmp_path, monkeypatch, cold):
+    import cli.train as train_command
+
+    monkeypatch.setattr(train_command, "_cold_start", lambda: cold)
+    result = cli("train", write(tmp_path / "t.txt", make_text(2000)), *QUICK_RUN, "--out", tmp_path / "run")
+    assert result.exit_code == 0
+    line = "compiling kernels (first run only: later runs load them from the cache)"
+    assert (line in result.stdout.splitlines()) == cold
