@@ -9,6 +9,7 @@ commands say and do, not the process around them (tests/test_cli.py runs the rea
 
 import json
 import math
+import re
 import os
 import sys
 from pathlib import Path
@@ -430,3 +431,50 @@ def test_train_says_it_is_compiling_kernels_on_a_cold_start_only(tmp_path, monke
     assert result.exit_code == 0
     line = "compiling kernels (first run only: later runs load them from the cache)"
     assert (line in result.stdout.splitlines()) == cold
+
+
+def test_named_leaves_are_labelled_by_name_in_print_graph():
+    import io
+
+    import minigrad as mg
+
+    x = mg.tensor([1.0, 2.0], requires_grad=True, name="x")
+    w = mg.tensor([3.0, 4.0], requires_grad=True, name="w")
+    out = io.StringIO()
+    mg.viz.print_graph((x * w).sum(), file=out)
+    assert out.getvalue().splitlines()[2:] == ["    x  (2,) float32  requires_grad", "    w  (2,) float32  requires_grad"]
+    assert x.name == "x" and mg.tensor([1.0]).name is None
+
+
+def test_the_cell_graph_names_each_gate_slice():
+    from cli_support import run_cli
+
+    shown = cli("graph", "--cell", "lstm").stdout
+    for gate in "ifgo":
+        for source in "xh":
+            assert f"  {source}.{gate}  (1, 3) float32" in shown, f"{source}.{gate} not shown"
+
+
+@pytest.mark.parametrize("fn, values, element", [
+    (lambda t: t.relu(), [0.0, 1.0, -2.0], "(0,)"),
+    (lambda t: t.max(axis=1), [[1.0, 1.0, 0.5]], "(0, 1)"),
+])
+def test_gradcheck_at_a_kink_says_the_point_may_not_be_differentiable(fn, values, element):
+    import minigrad as mg
+    from minigrad.gradcheck import GradcheckError
+
+    x = mg.tensor(np.array(values), requires_grad=True, dtype=np.float64)
+    with pytest.raises(GradcheckError, match=rf"note: at element {re.escape(element)} of input 0 .* may not be "
+                                             rf"differentiable there \(a kink"):
+        mg.gradcheck(fn, [x])
+
+
+def test_gradcheck_failing_at_a_smooth_point_gives_no_kink_note():
+    import minigrad as mg
+    from minigrad.gradcheck import GradcheckError
+
+    x = mg.tensor(np.array([0.3, 1.0]), requires_grad=True, dtype=np.float64)
+    with pytest.raises(GradcheckError) as failure:  # central differences with a huge eps: wrong, but smooth
+        mg.gradcheck(lambda t: t.exp(), [x], eps=1e-1, atol=1e-9, rtol=1e-9)
+    assert "kink" not in str(failure.value)
+    assert mg.gradcheck(lambda t: t.relu(), [mg.tensor(np.array([0.5, -1.0]), requires_grad=True, dtype=np.float64)])
