@@ -331,10 +331,14 @@ def _load_corpus(texts, config, quiet=False, include=(), exclude=()):
 
     options = dict(val_frac=config.val_frac, separator=config.separator, val_file=config.val_file)
     if not texts:
+        if include or exclude:
+            raise click.UsageError("--include and --exclude select the files of a TEXT folder, and no TEXT was given")
         import importlib.resources
 
         with importlib.resources.as_file(_shipped_corpus()) as path:
             return Corpus.from_files([path], **options)
+    if (include or exclude) and not any(Path(text).is_dir() for text in texts):
+        raise click.UsageError("--include and --exclude select the files of a TEXT folder, and no folder was given")
     found = find_text_files(texts, include=include, exclude=exclude)
     if found.skipped and not quiet:
         click.echo(f"note: {describe_skipped(found.skipped)}", err=True)

@@ -125,6 +125,13 @@ def test_include_and_exclude_through_train_and_its_help(tmp_path):
     assert "--include" in readme and "--exclude" in readme
 
 
+def test_include_without_a_folder_is_a_usage_error(tmp_path):
+    text = write(tmp_path / "a.py", make_text(2000))
+    for arguments in ([text, "--include", "*.py"], ["--exclude", "tests/*"]):
+        result = cli("train", *arguments, *QUICK_RUN, "--out", tmp_path / "run")
+        assert result.exit_code == 2 and "select the files of a TEXT folder" in error_line(result)
+
+
 def test_a_folder_with_nothing_to_read_says_what_it_skipped(tmp_path):
     folder = tmp_path / "compiled"
     (folder / "__pycache__").mkdir(parents=True)
