@@ -48,9 +48,10 @@ from . import nn, optim, runtime  # noqa: E402
 __version__ = "0.1.0"
 
 
-def tensor(data, requires_grad=False, dtype=None) -> Tensor:
-    """A new leaf tensor: float32 unless `data` is float64 or `dtype` says otherwise."""
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+def tensor(data, requires_grad=False, dtype=None, name=None) -> Tensor:
+    """A new leaf tensor: float32 unless `data` is float64 or `dtype` says otherwise; `name`
+    labels it in drawings of the graph (mg.viz.print_graph, to_dot)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, name=name)
 
 
 def zeros(*shape, dtype=DEFAULT_DTYPE, requires_grad=False) -> Tensor:

@@ -34,10 +34,10 @@ def _as_array(data, dtype=None) -> np.ndarray:
 class Tensor:
     """An array that remembers how it was computed, so gradients can flow back to it."""
 
-    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "_hooks", "_retains_grad", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "name", "_hooks", "_retains_grad", "__weakref__")
     __array_priority__ = 1000  # so `numpy_array * tensor` calls Tensor.__rmul__
 
-    def __init__(self, data, requires_grad=False, dtype=None):
+    def __init__(self, data, requires_grad=False, dtype=None, name=None):
         if dtype is None and type(data) is np.ndarray and data.dtype.char in "fd" and data.flags.c_contiguous:
             self.data = data  # already what _as_array would make (every op's output): no checks to pay
         else:
@@ -47,6 +47,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self.grad = None  # filled by backward() for leaves (tensors no op made)
         self.grad_fn = None  # the op node that produced this tensor, or None for a leaf
+        self.name = name  # what drawings of the graph call it (minigrad.viz), e.g. "x" or "W"
         self._hooks = []
         self._retains_grad = False
 

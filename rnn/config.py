@@ -25,6 +25,10 @@ ENGINES = ("fused", "eager")  # rnn.layers: a compiled kernel per step, or a gra
 # (layers, hidden) when the size is not given and not chosen by rnn.recipe (which reads it
 # from here: this module must stay light).
 DEFAULT_SIZE = (2, 256)
+# Streams per step when --batch-size is not given and the text is long enough (rnn.recipe.batch_size_for).
+DEFAULT_BATCH_SIZE = 32
+# ...and each stream at least this many windows long, or fewer streams (a short text).
+MIN_WINDOWS_PER_STREAM = 4
 # Used when none of steps / epochs / time_budget is given.
 DEFAULT_TIME_BUDGET = 300.0
 # The cosine schedule ends at this fraction of the peak learning rate (see TrainConfig: the
@@ -68,7 +72,7 @@ class TrainConfig:
     #   and with lr 3e-3 / 4e-3 / 1e-2 instead of 6e-3: 1.477 / 1.479 / 1.481
     dropout: float = None  # None: chosen from the passes over the text the run will make (rnn.recipe)
     seq_len: int = 64
-    batch_size: int = 32
+    batch_size: int = None  # None: DEFAULT_BATCH_SIZE, fewer for a short text (rnn.recipe.batch_size_for)
     lr: float = 6e-3
     optimizer: str = "adamw"
     beta2: float = 0.99  # Adam/AdamW's decay of the squared-gradient average (PyTorch's default: 0.999)
@@ -95,8 +99,10 @@ class TrainConfig:
         for name in ("layers", "hidden"):
             if getattr(self, name) is not None:
                 _require_int(name, getattr(self, name), minimum=1)
-        for name in ("embed", "seq_len", "batch_size", "sample_length"):
+        for name in ("embed", "seq_len", "sample_length"):
             _require_int(name, getattr(self, name), minimum=1)
+        if self.batch_size is not None:
+            _require_int("batch_size", self.batch_size, minimum=1)
         for name in ("warmup", "eval_every", "sample_every", "seed"):
             _require_int(name, getattr(self, name), minimum=0)
         if self.steps is not None:

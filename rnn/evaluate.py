@@ -17,7 +17,7 @@ import numpy as np
 import minigrad as mg
 from minigrad.threads import ThreadChooser
 
-from .data import TextError, encoded_chunks
+from .data import TextError, apply_unknown_policy, encoded_chunks
 
 # Characters per forward call: long enough that Python overhead is small, short enough
 # that the logits of one chunk stay small.
@@ -143,27 +143,33 @@ def evaluate_chunks(model, chunks, chunk_size: int = EVAL_CHUNK, threads=None, o
     return metrics_from_nats(total_nats / (count - 1), count - 1)
 
 
-def evaluate_file(model, vocab, path) -> dict:
-    """evaluate() of the text of the UTF-8 file `path`, streamed from the file in chunks (never
-    held whole). TextError for a file that cannot be read as text, or characters not in `vocab`."""
+def evaluate_file(model, vocab, path, unknown: str = "refuse") -> dict:
+    """evaluate(model, vocab, text, unknown) of the text of the UTF-8 file `path`, streamed from
+    the file in chunks (never held whole). TextError for a file that cannot be read as text, or
+    (under unknown="refuse") characters not in `vocab`."""
     if len(vocab) != model.config.vocab_size:
         raise ValueError(f"the vocabulary has {len(vocab)} characters, the model {model.config.vocab_size}")
-    count, chunks = encoded_chunks(path, vocab)
+    count, chunks = encoded_chunks(path, vocab, unknown)
     if count < 2:
         raise TextError(f"evaluation needs a text of at least 2 characters, got {count}")
-    return evaluate_chunks(model, chunks, total=count)
+    result = evaluate_chunks(model, chunks, total=count)  # TextError if fewer than 2 are left
+    return dict(result, unknown_chars=count - (result["chars"] + 1))
 
 
-def evaluate(model, vocab, text: str) -> dict:
-    """{"loss_nats", "bpc", "perplexity", "chars"} of `model` on `text`, read as one stream.
+def evaluate(model, vocab, text: str, unknown: str = "refuse") -> dict:
+    """{"loss_nats", "bpc", "perplexity", "chars", "unknown_chars"} of `model` on `text`, read
+    as one stream.
 
-    `chars` is the number of predicted characters, len(text) - 1. TextError names any
-    character of `text` that is not in `vocab`.
+    `chars` is the number of predicted characters. A character of `text` that is not in
+    `vocab` is a TextError naming it (`unknown="refuse"`), or, with `unknown="skip"`, left
+    out of the stream (neither predicted nor fed): `unknown_chars` counts them.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if len(vocab) != model.config.vocab_size:
         raise ValueError(f"the vocabulary has {len(vocab)} characters, the model {model.config.vocab_size}")
+    text, skipped = apply_unknown_policy(vocab, text, unknown)
     if len(text) < 2:
-        raise TextError(f"evaluation needs a text of at least 2 characters, got {len(text)}")
-    return evaluate_ids(model, vocab.encode(text))
+        left = f" once {skipped} unknown characters are left out" if skipped else ""
+        raise TextError(f"evaluation needs a text of at least 2 characters, got {len(text)}{left}")
+    return dict(evaluate_ids(model, vocab.encode(text)), unknown_chars=skipped)

@@ -50,8 +50,9 @@ def eager_step(cell: Cell, x_projection, h_projection, states, hidden: int):
     values = {}
     for k, gate in enumerate(cell.gates):
         columns = slice(k * hidden, (k + 1) * hidden)
-        values[f"x.{gate}"] = x_projection[:, columns]
-        values[f"{cell.state[0]}.{gate}"] = h_projection[:, columns]
+        for name, projection in ((f"x.{gate}", x_projection), (f"{cell.state[0]}.{gate}", h_projection)):
+            values[name] = projection[:, columns]
+            values[name].name = name  # drawings of the graph show the gate, not only the slice's columns
     values.update(zip(cell.state, states))
 
     computed = {}

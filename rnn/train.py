@@ -61,6 +61,9 @@ LOG_EVERY = 10
 # evaluate_ids): on a large file one stream would take minutes per evaluation; the parts
 # cost a few thousandths of a nat of lost context at their cuts.
 EVAL_STREAMS = 16
+# The ETA leaves out the first steps of a session (kernels load or compile there) and waits
+# for a few steps timed after them (see _Run.eta).
+ETA_SKIP_STEPS, ETA_MIN_STEPS = 2, 3
 
 
 def _all_finite(array) -> bool:
@@ -101,6 +104,7 @@ class _Run:
         self.session_chars = 0
         self.session_seconds = 0.0
         self.probe_seconds = None  # session_seconds when the speed probe started (rnn.recipe)
+        self.eta_mark = None  # (session_steps, session_seconds) the ETA's timing starts from
         # What rnn.recipe chose and why: the size (before the run), the dropout (once chosen).
         self.recipe = {"size": size_choice} if size_choice else None
         self.recent_losses = []
@@ -146,11 +150,15 @@ class _Run:
         return None
 
     def eta(self):
-        """Seconds of training left until the nearest limit (None before the first step)."""
-        if not self.session_chars:
+        """Seconds of training left until the nearest limit: None until ETA_MIN_STEPS steps are
+        timed after the first ETA_SKIP_STEPS of this session, which may load or compile
+        kernels (a 30-step run's first step once planned 4m16s for the other 29)."""
+        if self.eta_mark is None and self.session_steps >= ETA_SKIP_STEPS:
+            self.eta_mark = (self.session_steps, self.session_seconds)
+        if self.eta_mark is None or self.session_steps - self.eta_mark[0] < ETA_MIN_STEPS:
             return None
         limits = self.config.limits()
-        seconds_per_step = self.session_seconds / (self.session_chars / (self.config.batch_size * self.config.seq_len))
+        seconds_per_step = (self.session_seconds - self.eta_mark[1]) / (self.session_steps - self.eta_mark[0])
         left = []
         if limits["steps"] is not None:
             left.append((limits["steps"] - self.step) * seconds_per_step)
@@ -463,6 +471,8 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
     """
     started = time.perf_counter()
     config = replace(config).validate()  # a copy: resuming may change the architecture fields
+    if config.batch_size is None:  # what config.json and the checkpoints record is the number used
+        config = replace(config, batch_size=recipe.batch_size_for(len(corpus.train_ids), config.seq_len))
     if config.cell_file:
         load_cell_file(config.cell_file)
     folder = RunFolder.prepare(out_dir)  # a planted link or FIFO: refused before anything is written
@@ -502,8 +512,16 @@ def _choose_size(config: TrainConfig, corpus: Corpus):
     """(config with its model size, what rnn.recipe chose, or None): the size is the recipe's
     when the run has a time budget and neither layers nor hidden is set, else the default."""
     limits = config.limits()
-    if config.layers is not None or config.hidden is not None or not recipe.needs_speed(limits):
+    if config.layers is not None or config.hidden is not None:
         return config.with_size(*recipe.DEFAULT_SIZE), None
+    if not recipe.needs_speed(limits):
+        size = recipe.size_for_text(len(corpus.train_ids), config.embed, len(get_cell(config.cell).gates),
+                                    len(corpus.vocab))
+        if size == recipe.DEFAULT_SIZE:
+            return config.with_size(*size), None
+        # Said and recorded like a choice from the speed: a short text gets a smaller model.
+        return config.with_size(*size), {"layers": size[0], "hidden": size[1], "parameters": recipe.parameter_count(
+            *size, config.embed, len(get_cell(config.cell).gates), len(corpus.vocab)), "short_text": True}
     seconds_per_step = _seconds_per_step_of_default_size(config, corpus)
     choice = recipe.choose_size(limits, seconds_per_step, config.batch_size * config.seq_len, len(corpus.train_ids),
                                 config.embed, len(get_cell(config.cell).gates), len(corpus.vocab))

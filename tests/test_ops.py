@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from helpers import MODES, away_from_zero, check, positive
+from helpers import MODES, TORCH_MISSING, away_from_zero, check, positive
 
 try:
     import torch
@@ -17,6 +17,11 @@ except ImportError:  # the "torch" mode skips itself; the lambdas below are then
     torch = F = None
 
 modes = pytest.mark.parametrize("mode", MODES)
+
+if "torch" not in MODES:
+    def test_ops_against_pytorch():
+        """Stands for the "torch" mode of every op test, which needs PyTorch."""
+        pytest.skip(TORCH_MISSING)
 
 
 def T(index):
