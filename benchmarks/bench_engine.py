@@ -357,5 +357,5 @@ def main():
 
 
 if __name__ == "__main__":
-    with mg.runtime.configured_for_training():  # as rnn.train.train and the CLI train (OpenBLAS threads, malloc)
+    with mg.runtime.configured_for_training():  # as rnn.training.loop.train and the CLI train (OpenBLAS threads, malloc)
         main()

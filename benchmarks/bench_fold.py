@@ -1,4 +1,4 @@
-"""The char-LM's folded first projection (rnn.model.CharLM.folds_embedding), on and off.
+"""The char-LM's folded first projection (rnn.model.charlm.CharLM.folds_embedding), on and off.
 
     python benchmarks/bench_fold.py                          # S-lstm S-gru M-lstm M-gru L-lstm
     python benchmarks/bench_fold.py --cases M-lstm --rounds 40 --block 5 --threads 2

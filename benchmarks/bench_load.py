@@ -47,11 +47,11 @@ def text_path():
 
 def minigrad_worker(task, seconds):
     from minigrad.runtime import configured_for_training
-    from rnn.data import Corpus
+    from rnn.data.corpus import Corpus
     from rnn.evaluate import evaluate_ids
-    from rnn.model import CharLM
+    from rnn.model.charlm import CharLM
     from rnn.sample import sample
-    from rnn.train import TrainConfig, train
+    from rnn.training.loop import TrainConfig, train
 
     corpus = Corpus.from_files([text_path()], val_frac=0.1)
     if task.startswith("train"):

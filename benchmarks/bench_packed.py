@@ -1,4 +1,4 @@
-"""The packed per-step product (rnn/packed_gemm.py) against numpy's OpenBLAS, interleaved A/B.
+"""The packed per-step product (rnn/fused/packed_gemm.py) against numpy's OpenBLAS, interleaved A/B.
 
     python benchmarks/bench_packed.py                       # GEMM shapes, then whole steps S, M, L
     python benchmarks/bench_packed.py --steps-only --cases M L --rounds 10
@@ -8,7 +8,7 @@
    and the strided rows of d hp), in a compiled loop with W resident: OpenBLAS (the
    loops' matmul_into) against packed_matmul_into; GFLOP/s, the best of 5 samples each,
    the two alternating.
-2. Whole training steps of the same model (Adam, clip 5) with rnn.recurrence.USE_PANELS
+2. Whole training steps of the same model (Adam, clip 5) with rnn.fused.recurrence.USE_PANELS
    switched off and on between blocks of steps; medians, and blas/panels (>1: panels win).
 """
 
@@ -23,7 +23,8 @@ import numpy as np
 
 import minigrad as mg
 from minigrad.blas import matmul_into
-from rnn import CharLM, ModelConfig, packed_gemm, recurrence
+from rnn import CharLM, ModelConfig
+from rnn.fused import packed_gemm, recurrence
 
 from machine import EMBED, SEQ, VOCAB, header_lines, minigrad_training_step
 

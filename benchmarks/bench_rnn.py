@@ -161,7 +161,7 @@ from rnn import CharLM, ModelConfig, cell, sigmoid, tanh  # noqa: E402
 
 
 def minigrad_training_context():
-    """The process-wide settings minigrad trains under (minigrad.runtime, as rnn.train.train
+    """The process-wide settings minigrad trains under (minigrad.runtime, as rnn.training.loop.train
     and the CLI enter them: OpenBLAS at one thread, malloc keeping freed memory), entered
     around every timed block of minigrad steps; PyTorch's blocks run outside it (but for
     malloc's setting, which stays once made)."""

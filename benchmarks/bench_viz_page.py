@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import minigrad as mg  # noqa: E402
-from rnn.layers import Recurrent  # noqa: E402
+from rnn.model.layers import Recurrent  # noqa: E402
 from browser_support import start_chromium  # noqa: E402
 
 

@@ -7,7 +7,7 @@ Measured on this machine:
 - the whole training step and the time inside the fused window loops (forward and
   backward), on one core and on two (numba's thread count);
 - on one core, the per-step recurrent GEMMs a core does for every way of cutting the work
-  over p cores, with the product the loops use (rnn/packed_gemm.py where its panels fit,
+  over p cores, with the product the loops use (rnn/fused/packed_gemm.py where its panels fit,
   else BLAS): by rows, (B/p x H) @ (H x G*H) forward and (B/p x G*H) @ (G*H x H) backward;
   by units, (B x H) @ (H x G*H/p) and (B x G*H) @ (G*H x H/p) -- in a compiled loop, W resident;
 - on two cores, the cost of one meeting of the cores (a parallel loop of empty parts).
@@ -22,7 +22,7 @@ log2(p) (a tree of meetings). Not modelled: contention for L3 and memory when ev
 reads all of W_hh (rows), frequency changes, OpenBLAS's own threads.
 The model's value for 2 cores is printed beside the measured two-core step as a check
 (it uses the two-core rest, so the check is of the loops' part).
-Also printed: rnn.recurrence.split_of_work's choice for each core count.
+Also printed: rnn.fused.recurrence.split_of_work's choice for each core count.
 """
 
 import argparse
@@ -39,7 +39,8 @@ import numpy as np  # noqa: E402
 
 import minigrad as mg  # noqa: E402
 from minigrad.blas import matmul_into  # noqa: E402
-from rnn import CharLM, ModelConfig, packed_gemm, recurrence  # noqa: E402
+from rnn import CharLM, ModelConfig  # noqa: E402
+from rnn.fused import packed_gemm, recurrence  # noqa: E402
 
 from machine import CASES, EMBED, SEQ, VOCAB, header_lines, minigrad_training_step  # noqa: E402
 
@@ -159,7 +160,7 @@ def step_costs(case, threads, steps):
 
 
 def split_choice(batch, hidden, gates, core_count):
-    """rnn.recurrence.split_of_work's (row parts, unit parts) on a machine of `core_count` cores."""
+    """rnn.fused.recurrence.split_of_work's (row parts, unit parts) on a machine of `core_count` cores."""
     original = recurrence.cores
     recurrence.cores = lambda: core_count
     try:

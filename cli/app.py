@@ -30,7 +30,7 @@ THREADS_VARIABLE = "NUMBA_NUM_THREADS"  # read by Numba when it is imported
 
 
 def flag(setting: str) -> str:
-    """This CLI's flag for a setting of rnn (a TrainConfig field or an argument of rnn.train.train)."""
+    """This CLI's flag for a setting of rnn (a TrainConfig field or an argument of rnn.training.loop.train)."""
     return "--" + setting.replace("_", "-")
 
 

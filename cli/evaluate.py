@@ -49,9 +49,9 @@ RESULT_KEYS = ("loss_nats", "bpc", "perplexity", "chars", "unknown_chars")
 
 def _evaluate_checkpoint(checkpoint, text, cell_file, unknown="refuse", follow=True) -> dict:
     """evaluate()'s metrics of one checkpoint on a text file, with its step (`follow`: see
-    rnn.checkpoint.load_checkpoint)."""
+    rnn.checkpoint.format.load_checkpoint)."""
     loaded = load_checkpoint(checkpoint, cell_file, follow=follow)
-    from rnn.data import TextError
+    from rnn.data.corpus import TextError
     from rnn.evaluate import evaluate_file
 
     try:

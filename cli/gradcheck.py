@@ -19,7 +19,7 @@ def gradcheck(cell_name, op_name, cell_file):
     state. Prints one row per check and exits with 1 if any check fails.
     """
     load_cell_file(cell_file)
-    from rnn import checks
+    from rnn.model import checks
 
     cases = _selected_cases(checks, cell_name, op_name)
     header = f"{'check':<24} {'kind':<5} {'shape':<32} {'max abs err':>12} {'max rel err':>12}  ok"
@@ -43,7 +43,7 @@ def gradcheck(cell_name, op_name, cell_file):
 
 
 def _selected_cases(checks, cell_name, op_name) -> list:
-    from rnn.cells import CellError
+    from rnn.cells.registry import CellError
 
     if cell_name is None and op_name is None:
         return list(checks.gradcheck_cases())

@@ -1,7 +1,7 @@
 """`minigrad-rnn graph`: show the autograd graph of a recurrent cell unrolled for a few steps.
 
 Argument parsing and printing only: the graph comes from `minigrad.viz`, the kernel
-source from `rnn.compiler`. numpy, minigrad and rnn are imported inside the command so
+source from `rnn.fused.compiler`. numpy, minigrad and rnn are imported inside the command so
 that `minigrad-rnn --help` stays fast.
 """
 
@@ -16,7 +16,7 @@ def _unrolled_cell(cell, steps, hidden, engine="eager"):
     import numpy as np
 
     import minigrad as mg
-    from rnn.layers import Recurrent
+    from rnn.model.layers import Recurrent
 
     layer = Recurrent(cell, INPUT_SIZE, hidden, engine=engine)
     # The values do not show in the graph, only shapes do: any input will do.
@@ -52,8 +52,8 @@ def graph(cell_name, cell_file, steps, hidden, dot_path, html_path, fused, kerne
     opens from disk in a browser; it shows the graph of the outputs' sum after one backward pass.
     """
     import minigrad as mg
-    from rnn.cells import CellError, get_cell, load_cell_file
-    from rnn.compiler import generate_source
+    from rnn.cells.registry import CellError, get_cell, load_cell_file
+    from rnn.fused.compiler import generate_source
 
     try:
         if cell_file:

@@ -33,7 +33,7 @@ def info(checkpoint, as_json, cell_file):
 
 
 def _details(checkpoint, follow=True) -> dict:
-    from rnn.checkpoint import describe_checkpoint
+    from rnn.checkpoint.format import describe_checkpoint
 
     summary = describe_checkpoint(checkpoint, follow=follow)
     meta = summary.meta

@@ -6,7 +6,7 @@ one line and where process-wide settings change is cli/app.py.
 
 Start-up must stay fast (`minigrad-rnn --help` well under half a second), so nothing heavy
 is imported at module level: numpy, numba and minigrad are imported inside the command
-functions. Of rnn, only the light rnn.config and rnn.errors load here (the choices and
+functions. Of rnn, only the light rnn.training.config and rnn.errors load here (the choices and
 defaults `train --help` shows).
 """
 

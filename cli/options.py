@@ -29,12 +29,12 @@ CHECKPOINT_OR_RUN = click.Path(exists=True, path_type=Path)
 def run_checkpoints(path: Path) -> dict:
     """{"latest": file, "best": file} of a run folder, those it holds (at least one: else a
     usage error); a checkpoint file given as such is {"checkpoint": path}. A run folder's
-    entries are read by its rules (rnn.runfiles): a planted link or FIFO is refused in one
+    entries are read by its rules (rnn.runs.files): a planted link or FIFO is refused in one
     line, and its checkpoints are to be loaded with follow=False."""
     if not path.is_dir():
         return {"checkpoint": path}
-    from rnn.runfiles import exists
-    from rnn.runfolder import BEST, LATEST
+    from rnn.runs.files import exists
+    from rnn.runs.folder import BEST, LATEST
 
     found = {name: path / file_name for name, file_name in (("latest", LATEST), ("best", BEST))
              if exists(path / file_name)}
@@ -54,20 +54,20 @@ def cell_file_option(function):
 def load_cell_file(path):
     """Run the user's --cell-file, if one was given (its cells get registered)."""
     if path is not None:
-        from rnn.cells import load_cell_file as load
+        from rnn.cells.registry import load_cell_file as load
 
         load(path)
 
 
 def load_checkpoint(path, cell_file=None, follow=True):
-    from rnn.checkpoint import load_checkpoint as load
+    from rnn.checkpoint.format import load_checkpoint as load
 
     return load(path, cell_file=cell_file, follow=follow)
 
 
 def unknown_option(function):
     return click.option(
-        # rnn.data.UNKNOWN_POLICIES, spelt out: importing rnn.data (numpy) would slow down --help.
+        # rnn.data.corpus.UNKNOWN_POLICIES, spelt out: importing rnn.data.corpus (numpy) would slow down --help.
         "--unknown", type=click.Choice(("refuse", "skip")), default="refuse",
         help="Characters the model's vocabulary lacks: refuse the text (naming them), or skip them "
              "(neither predicted nor fed; the count is reported).",

@@ -5,7 +5,7 @@ The curves go to a PNG drawn with matplotlib (an optional extra: `pip install
 which needs nothing beyond the standard library. The comparison table is printed in
 every case.
 
-Printing and drawing only: reading run folders is `rnn.runs`' job. Every name printed
+Printing and drawing only: reading run folders is `rnn.runs.reader`' job. Every name printed
 from a run folder (folder names, config.json's fields) goes through `cli.output.visible`.
 matplotlib is imported inside the command so that `minigrad-rnn --help` stays fast.
 """
@@ -18,7 +18,7 @@ import click
 
 from cli.output import visible
 from cli.progress import format_duration, format_rate
-from rnn.config import X_AXES  # light: no numpy, no minigrad
+from rnn.training.config import X_AXES  # light: no numpy, no minigrad
 
 DEFAULT_OUTPUT = "loss.png"
 INSTALL_HINT = "pip install 'minigrad-rnn[plot]'"
@@ -52,7 +52,7 @@ def plot(run_dirs, output, x_axis, log_scale, as_text):
     A RUN_DIR is the --out folder of `minigrad-rnn train` (it holds metrics.jsonl and
     config.json). A run still training, or killed mid-write, can be plotted too.
     """
-    from rnn.runs import RunError, read_run
+    from rnn.runs.reader import RunError, read_run
 
     try:
         runs = [read_run(path) for path in run_dirs]

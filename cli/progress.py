@@ -1,6 +1,6 @@
 """What `minigrad-rnn train` shows while it runs: a live progress line or plain log lines.
 
-`TrainingDisplay` is the `on_event(kind, data)` callback given to `rnn.train.train`.
+`TrainingDisplay` is the `on_event(kind, data)` callback given to `rnn.training.loop.train`.
 On a terminal it keeps one progress line up to date in place (step/total or time left,
 train loss, last val loss, chars/s, ETA) and prints evaluations and samples above it;
 anywhere else (a pipe, a log file, CI) it writes plain, complete lines, a few of them.
@@ -15,7 +15,7 @@ import shutil
 import time
 
 from cli.output import is_terminal, visible_text
-from rnn.config import DEFAULT_SIZE
+from rnn.training.config import DEFAULT_SIZE
 
 # A terminal line is redrawn at most this often; a log gets a progress line at most this often.
 REDRAW_SECONDS = 0.1

@@ -1,9 +1,9 @@
 """`minigrad-rnn train`: the options of a training run, resuming, and the summary printed at the end.
 
 The options default to None ("not given"), so that only what the user typed overrides
-rnn.config's defaults, or a resumed run's own settings; `--help` shows rnn.config's
+rnn.training.config's defaults, or a resumed run's own settings; `--help` shows rnn.training.config's
 defaults (SettingOption) and offers its choice lists as they are. The training itself is
-rnn.train.train.
+rnn.training.loop.train.
 """
 
 import dataclasses
@@ -18,14 +18,14 @@ from cli.options import (CHECKPOINT, EXISTING_FILE, NON_NEGATIVE_INT, POSITIVE_F
                          load_cell_file, load_checkpoint)
 from cli.output import GuardedOutput, strict_json, visible
 from cli.progress import TrainingDisplay, bits_per_char, format_duration, format_loss, format_rate
-# rnn.config and rnn.errors are light (no numpy, no minigrad): --help reads the defaults and choices there.
-from rnn.config import (DEFAULT_BATCH_SIZE, DEFAULT_TIME_BUDGET, DTYPE_NAMES, ENGINES, LIMITS,
+# rnn.training.config and rnn.errors are light (no numpy, no minigrad): --help reads the defaults and choices there.
+from rnn.training.config import (DEFAULT_BATCH_SIZE, DEFAULT_TIME_BUDGET, DTYPE_NAMES, ENGINES, LIMITS,
                         MIN_WINDOWS_PER_STREAM, MODEL_OPTIONS, OPTIMIZERS, SCHEDULES, TrainConfig)
 from rnn.errors import UserError
 
 
 class SettingOption(click.Option):
-    """An option of a TrainConfig setting: None when not given; its help shows rnn.config's default."""
+    """An option of a TrainConfig setting: None when not given; its help shows rnn.training.config's default."""
 
     def get_help_extra(self, ctx):
         extra = super().get_help_extra(ctx)
@@ -53,10 +53,10 @@ def _default_run_dir() -> Path:
 
 
 def _shipped_corpus():
-    """The tiny-shakespeare text shipped inside the package (rnn/data/tinyshakespeare.txt)."""
+    """The tiny-shakespeare text shipped inside the package (rnn/corpora/tinyshakespeare.txt)."""
     import importlib.resources
 
-    return importlib.resources.files("rnn") / "data" / "tinyshakespeare.txt"
+    return importlib.resources.files("rnn") / "corpora" / "tinyshakespeare.txt"
 
 
 class EscapedText(click.ParamType):
@@ -190,7 +190,7 @@ def train(texts, out, resume, rewind, quiet, as_json, include, exclude, **option
     if given.get("cell") is not None:
         _check_cell_name(given["cell"])
 
-    from rnn.train import train as run_training
+    from rnn.training.loop import train as run_training
 
     checkpoint = load_checkpoint(resume, given.get("cell_file")) if resume else None
     resumed = checkpoint.meta if checkpoint else {}
@@ -247,7 +247,7 @@ def _cold_start() -> bool:
 
 
 def _check_cell_name(name):
-    from rnn.cells import CellError, get_cell
+    from rnn.cells.registry import CellError, get_cell
     try:
         get_cell(name)
     except CellError as error:
@@ -288,7 +288,7 @@ def _exit_if_nothing_to_do(meta: dict, given: dict, resume):
     """A --steps or --time-budget typed on resume that the run has already reached: say so in one
     line and exit 0, as `make` does with nothing to remake (the run is already as far as asked;
     nothing is evaluated or written), instead of a summary of 0 steps."""
-    from rnn.checkpoint import finite_number, is_count
+    from rnn.checkpoint.format import finite_number, is_count
 
     step, seconds = meta.get("step"), finite_number(meta.get("train_seconds"))
     reached = None
@@ -321,7 +321,7 @@ def _load_resumed_corpus(texts, config, given: dict, meta: dict, resume, quiet, 
     find the run's own text and validation file, each used only if it matches the fingerprint the
     checkpoint records, and nothing of a file the user did not name is ever printed. TEXT and
     --val-file typed are the user's choice."""
-    from rnn.data import TextContentError, TextError
+    from rnn.data.corpus import TextContentError, TextError
 
     saved = _saved_corpus(meta)
     texts_given = bool(texts)
@@ -387,7 +387,7 @@ def _check_same_text(meta: dict, corpus, texts, texts_given: bool, resume):
 
 
 def _load_corpus(texts, config, quiet=False, include=(), exclude=()):
-    from rnn.data import Corpus, describe_skipped, find_text_files
+    from rnn.data.corpus import Corpus, describe_skipped, find_text_files
 
     options = dict(val_frac=config.val_frac, separator=config.separator, val_file=config.val_file)
     if not texts:

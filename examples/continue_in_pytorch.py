@@ -33,8 +33,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from rnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from rnn.data import TextError
+from rnn.checkpoint.format import CheckpointError, load_checkpoint, save_checkpoint
+from rnn.data.corpus import TextError
 
 # minigrad-rnn's built-in cells that PyTorch has, with the same equations and weight layout.
 TORCH_CELLS = {
@@ -47,7 +47,7 @@ TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class CharLM(nn.Module):
-    """PyTorch's twin of rnn.model.CharLM: the same parameter names, the same forward."""
+    """PyTorch's twin of rnn.model.charlm.CharLM: the same parameter names, the same forward."""
 
     def __init__(self, config):
         super().__init__()
@@ -89,7 +89,7 @@ def parse_args(argv):
 def check_out(out, source) -> None:
     """SystemExit (one line) before any training if the checkpoint cannot or must not be written
     to `out`: the source itself, a file of the source's run folder, a folder, an unwritable place."""
-    from rnn.runfolder import RUN_FILES
+    from rnn.runs.folder import RUN_FILES
 
     out, source = os.path.realpath(out), os.path.realpath(source)
     if out == source:

@@ -25,8 +25,8 @@ import sys
 import numpy as np
 
 import minigrad as mg
-from rnn.cells import CellError
-from rnn.layers import Recurrent
+from rnn.cells.registry import CellError
+from rnn.model.layers import Recurrent
 
 DEFAULT_CELLS = ("rnn", "lstm", "gru")
 

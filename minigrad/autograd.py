@@ -138,7 +138,7 @@ def toposort(roots: Iterable, parents: Callable) -> list:
     """Every node reachable from `roots` through `parents(node)`, each after all of its parents.
 
     The one topological sort of the project: the backward walk, the cell tracer
-    (`rnn.expr`), the fused-cell compiler and `viz` all use it. Depth-first search with an
+    (`rnn.cells.expr`), the fused-cell compiler and `viz` all use it. Depth-first search with an
     explicit stack (no recursion, so a 100,000-op chain is fine): a node is appended once
     all of its parents have been; parents are visited in the order `parents` gives them.
     """

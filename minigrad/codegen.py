@@ -4,7 +4,7 @@ Kernels are generated as Python source, written once to a file in the private us
 cache directory (see minigrad.kernel_cache), and run from the generated text itself. A real
 file is what lets Numba keep the compiled code between runs, and it lets a reader open
 (or print) exactly what runs. The same functions serve the eager elementwise kernels (below) and the
-fused recurrent-cell compiler in `rnn.compiler`.
+fused recurrent-cell compiler in `rnn.fused.compiler`.
 """
 
 import ast

@@ -11,7 +11,7 @@ folder is fsynced. A rename replaces a link, it never writes through one; a read
 old file or the new one, never half of one. Any exception (KeyboardInterrupt included)
 removes the temporary file and leaves the target as it was.
 
-`create` lets a caller open the temporary file its own way (rnn.runfiles adds its checks
+`create` lets a caller open the temporary file its own way (rnn.runs.files adds its checks
 for untrusted folders); it gets the path and returns a descriptor open for writing.
 `durable=False` skips the fsyncs, for files that are checked when read and rebuilt when
 wrong (caches, generated kernels): atomic still, but not worth a disk flush.

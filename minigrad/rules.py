@@ -10,7 +10,7 @@ A rule is written on scalars, as Python expression text:
 One table, four uses:
 - eager kernels: each rule is compiled into a forward kernel and one backward kernel
   per input (`minigrad.kernels`), one autograd node per op;
-- fused kernels: the fused-cell compiler (`rnn.compiler`) inlines the same expressions
+- fused kernels: the fused-cell compiler (`rnn.fused.compiler`) inlines the same expressions
   into a single kernel for a whole recurrent step;
 - small arrays and higher order: `as_function` makes a rule's text a Python function that
   runs on whole numpy arrays (below the size where a kernel call pays) or on Tensors, so

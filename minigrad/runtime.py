@@ -1,6 +1,6 @@
 """Process-wide settings that make training fast, switched on only while training runs.
 
-Importing minigrad changes nothing outside it. Training (rnn.train.train, and every
+Importing minigrad changes nothing outside it. Training (rnn.training.loop.train, and every
 command of the `minigrad-rnn` CLI) runs inside `configured_for_training()`, which for its
 duration:
 

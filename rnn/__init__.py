@@ -8,9 +8,9 @@ generated from a cell; `loops` holds the time loops they run in), `layers` (the 
 `runfolder` (what a run writes), `runs` (reading run folders), `runfiles` (safe file
 access inside a run folder), `errors` (UserError), `sample`, `evaluate`.
 
-The names below are loaded when first used (PEP 562), so that `import rnn.config` (what
+The names below are loaded when first used (PEP 562), so that `import rnn.training.config` (what
 `minigrad-rnn --help` reads) does not load the engine. train / sample / evaluate are not
-among them: the functions would hide their modules; import them from rnn.train, rnn.sample,
+among them: the functions would hide their modules; import them from rnn.training.loop, rnn.sample,
 rnn.evaluate.
 """
 
@@ -18,15 +18,15 @@ import importlib
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "Cell": "cells", "CellError": "cells", "available_cells": "cells", "cell": "cells", "get_cell": "cells",
-    "load_cell_file": "cells", "register": "cells",
-    "exp": "expr", "log": "expr", "relu": "expr", "sigmoid": "expr", "tanh": "expr",
-    "Recurrent": "layers",
-    "CharLM": "model", "ModelConfig": "model", "detach_state": "model",
-    "BatchStream": "data", "Corpus": "data", "TextError": "data", "Vocab": "data",
-    "FORMAT_VERSION": "checkpoint", "Checkpoint": "checkpoint", "CheckpointError": "checkpoint",
-    "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
-    "TrainConfig": "config", "UserError": "errors", "TrainingDiverged": "errors", "RunLockedError": "runfolder",
+    "Cell": "cells.registry", "CellError": "cells.registry", "available_cells": "cells.registry", "cell": "cells.registry", "get_cell": "cells.registry",
+    "load_cell_file": "cells.registry", "register": "cells.registry",
+    "exp": "cells.expr", "log": "cells.expr", "relu": "cells.expr", "sigmoid": "cells.expr", "tanh": "cells.expr",
+    "Recurrent": "model.layers",
+    "CharLM": "model.charlm", "ModelConfig": "model.charlm", "detach_state": "model.charlm",
+    "BatchStream": "data.corpus", "Corpus": "data.corpus", "TextError": "data.corpus", "Vocab": "data.corpus",
+    "FORMAT_VERSION": "checkpoint.format", "Checkpoint": "checkpoint.format", "CheckpointError": "checkpoint.format",
+    "load_checkpoint": "checkpoint.format", "save_checkpoint": "checkpoint.format",
+    "TrainConfig": "training.config", "UserError": "errors", "TrainingDiverged": "errors", "RunLockedError": "runs.folder",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Setting:
     """A setting named inside a UserError's message: `name` as rnn calls it (a TrainConfig
-    field, or an argument of rnn.train.train such as "resume"), and the value suggested, if any."""
+    field, or an argument of rnn.training.loop.train such as "resume"), and the value suggested, if any."""
 
     name: str
     value: object = None

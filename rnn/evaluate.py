@@ -17,7 +17,7 @@ import numpy as np
 import minigrad as mg
 from minigrad.threads import ThreadChooser
 
-from .data import TextError, apply_unknown_policy, encoded_chunks
+from rnn.data.corpus import TextError, apply_unknown_policy, encoded_chunks
 
 # Characters per forward call: long enough that Python overhead is small, short enough
 # that the logits of one chunk stay small.

@@ -14,8 +14,8 @@ Drawing a character and feeding it back is a chain of matrix-vector products ove
 megabytes of weights with a little arithmetic between them. Run from Python, the calls
 cost more than the arithmetic; so the whole loop -- draw, look up, one fused cell step
 per layer, the products, the logits -- is one Numba function (the template
-rnn/loops/sampling.py, bound to the cell's `step_inference` kernel by
-rnn.compiler.compile_loops), and Python only collects the characters.
+rnn/fused/loops/sampling.py, bound to the cell's `step_inference` kernel by
+rnn.fused.compiler.compile_loops), and Python only collects the characters.
 
 The products are where the time goes: at batch 1 a product reads a whole weight matrix
 to do two flops per weight, so its speed is the speed of reading memory, and two cores
@@ -45,9 +45,9 @@ import minigrad as mg
 from minigrad.jit import cores, parallel_available
 from minigrad.threads import ThreadChooser
 
-from .compiler import compile_cell, compile_loops
-from .errors import ModelDiverged
-from .evaluate import rows_per_call
+from rnn.fused.compiler import compile_cell, compile_loops
+from rnn.errors import ModelDiverged
+from rnn.evaluate import rows_per_call
 
 # The prime is fed in pieces of this many characters (only the last logits are needed),
 # fewer where the vocabulary is so large that their logits would pass LOGITS_BUDGET.

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 
 import minigrad
 from cli.main import main
-from rnn.cells import cell, sigmoid, tanh
-from rnn.checkpoint import save_checkpoint
-from rnn.data import Vocab
-from rnn.model import CharLM, ModelConfig
+from rnn.cells.registry import cell, sigmoid, tanh
+from rnn.checkpoint.format import save_checkpoint
+from rnn.data.corpus import Vocab
+from rnn.model.charlm import CharLM, ModelConfig
 
 ROOT = Path(minigrad.__file__).resolve().parent.parent  # the code under test (PYTHONPATH)
 TEXT = "abc cab bca " * 4

@@ -1,4 +1,4 @@
-"""The char-LM's folded first projection (rnn.model.CharLM.projected_embedding): layer 0
+"""The char-LM's folded first projection (rnn.model.charlm.CharLM.projected_embedding): layer 0
 reads W_ih e_c + b_ih from a table of the vocabulary's rows, and its gradient is added
 into those rows by character. It must equal embedding -> projection of every (b, t) in
 loss and in every gradient, on both engines, for built-in and user cells, with dropout on
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from rnn.cells import cell, sigmoid, tanh
-from rnn.model import CharLM, ModelConfig
+from rnn.cells.registry import cell, sigmoid, tanh
+from rnn.model.charlm import CharLM, ModelConfig
 
 VOCAB = 7
 

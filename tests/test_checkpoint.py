@@ -9,11 +9,11 @@ from safetensors.numpy import load_file, save_file
 from safetensors.numpy import save as safetensors_bytes
 
 import minigrad as mg
-import rnn.checkpoint as checkpoint_module
-from rnn.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
-from rnn.data import Vocab
+import rnn.checkpoint.format as checkpoint_module
+from rnn.checkpoint.format import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
+from rnn.data.corpus import Vocab
 from rnn.evaluate import EVAL_CHUNK, evaluate
-from rnn.model import CharLM, ModelConfig
+from rnn.model.charlm import CharLM, ModelConfig
 
 from helpers import torch_or_skip
 

@@ -56,11 +56,11 @@ def test_start_up_imports_nothing_heavy():
     probe = ("import sys, cli.main; "
              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'numba', 'minigrad', 'rnn')))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert set(eval(result.stdout)) <= {"rnn", "rnn.config", "rnn.errors"}
+    assert set(eval(result.stdout)) <= {"rnn", "rnn.training.config", "rnn.errors"}
 
 
 def test_train_help_shows_the_library_defaults():
-    from rnn.train import TrainConfig
+    from rnn.training.loop import TrainConfig
 
     defaults = TrainConfig()
     help_text = " ".join(run_cli("train", "--help", check_exit=0).stdout.split())
@@ -68,28 +68,28 @@ def test_train_help_shows_the_library_defaults():
                           ("--optimizer", "optimizer")):
         shown = rf"{option} .{{0,300}}?\[default: {re.escape(str(getattr(defaults, field)))}[;\]]"
         assert re.search(shown, help_text), f"{option}: default {getattr(defaults, field)} not shown"
-    from rnn.config import DEFAULT_BATCH_SIZE  # the batch size's default is None: chosen for the text
+    from rnn.training.config import DEFAULT_BATCH_SIZE  # the batch size's default is None: chosen for the text
 
     assert re.search(rf"--batch-size .{{0,300}}?\[default: \({DEFAULT_BATCH_SIZE}, fewer for a short text\)", help_text)
 
 
 def test_option_choices_are_the_librarys():
-    """The CLI offers rnn.config's choice lists themselves, not copies that could drift."""
+    """The CLI offers rnn.training.config's choice lists themselves, not copies that could drift."""
     import click
 
-    import rnn.config
-    import rnn.model
+    import rnn.training.config
+    import rnn.model.charlm
     from cli.main import main
 
     choices = {param.name: param.type.choices for param in main.commands["train"].params
                if isinstance(param.type, click.Choice)}
-    assert choices == {"optimizer": rnn.config.OPTIMIZERS, "schedule": rnn.config.SCHEDULES,
-                       "dtype": rnn.config.DTYPE_NAMES, "engine": rnn.config.ENGINES}
-    assert tuple(rnn.model.DTYPES) == rnn.config.DTYPE_NAMES
+    assert choices == {"optimizer": rnn.training.config.OPTIMIZERS, "schedule": rnn.training.config.SCHEDULES,
+                       "dtype": rnn.training.config.DTYPE_NAMES, "engine": rnn.training.config.ENGINES}
+    assert tuple(rnn.model.charlm.DTYPES) == rnn.training.config.DTYPE_NAMES
 
 
 def test_help_leaves_the_option_defaults_alone(monkeypatch):
-    """train --help shows rnn.config's defaults without setting any option's default, even
+    """train --help shows rnn.training.config's defaults without setting any option's default, even
     while it renders (the options stay None, "not given", so a resumed run keeps its settings)."""
     import click
     from click.testing import CliRunner
@@ -321,7 +321,7 @@ def test_gradcheck_of_one_op():
 
 def test_every_public_op_has_a_gradcheck_case():
     import minigrad as mg
-    from rnn.checks import op_cases
+    from rnn.model.checks import op_cases
 
     public_ops = {name for name, value in vars(mg).items()
                   if callable(value) and getattr(value, "__module__", "") == "minigrad.ops"}
@@ -336,7 +336,7 @@ def test_gradcheck_failure_exits_1(monkeypatch):
     import minigrad as mg
     from cli.main import main
     from minigrad.autograd import Function
-    from rnn import checks
+    from rnn.model import checks
 
     class WrongSquare(Function):
         def forward(self, x):

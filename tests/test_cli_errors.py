@@ -24,9 +24,9 @@ TEXT = make_text(2000, seed=4)
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A folder of good and bad inputs, and a real (untrained) checkpoint of a tiny model."""
-    from rnn.checkpoint import save_checkpoint
-    from rnn.data import Vocab
-    from rnn.model import CharLM, ModelConfig
+    from rnn.checkpoint.format import save_checkpoint
+    from rnn.data.corpus import Vocab
+    from rnn.model.charlm import CharLM, ModelConfig
 
     folder = tmp_path_factory.mktemp("inputs")
     (folder / "good.txt").write_text(TEXT, encoding="utf-8")
@@ -183,12 +183,12 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(files, tmp_path, 
 
 def test_unexpected_errors_are_one_line_too(files, monkeypatch):
     """A bug (not a user error) still ends in one line, pointing at the debug variable."""
-    import rnn.checkpoint
+    import rnn.checkpoint.format
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(rnn.checkpoint, "describe_checkpoint", broken)
+    monkeypatch.setattr(rnn.checkpoint.format, "describe_checkpoint", broken)
     result = _invoke(["info", files / "model.safetensors"])
     assert result.exit_code == RUNTIME
     assert_one_error_line(result.stderr, "ZeroDivisionError", "MINIGRAD_RNN_DEBUG")
@@ -197,12 +197,12 @@ def test_unexpected_errors_are_one_line_too(files, monkeypatch):
 def test_a_plain_value_error_from_the_library_is_a_bug_not_a_user_error(files, monkeypatch):
     """Only rnn.errors.UserError is the user's situation: a ValueError from inside the library
     is reported as a bug (and shows its traceback with MINIGRAD_RNN_DEBUG set)."""
-    import rnn.checkpoint
+    import rnn.checkpoint.format
 
     def broken(*args, **kwargs):
         raise ValueError("an internal invariant broke")
 
-    monkeypatch.setattr(rnn.checkpoint, "describe_checkpoint", broken)
+    monkeypatch.setattr(rnn.checkpoint.format, "describe_checkpoint", broken)
     result = _invoke(["info", files / "model.safetensors"])
     assert result.exit_code == RUNTIME
     assert_one_error_line(result.stderr, "unexpected ValueError", "this is a bug", "MINIGRAD_RNN_DEBUG")
@@ -213,13 +213,13 @@ def test_a_plain_value_error_from_the_library_is_a_bug_not_a_user_error(files, m
 
 def test_a_user_error_names_the_clis_flags(files, monkeypatch):
     """The library names its settings (grad_clip); the CLI's line names its flags (--grad-clip)."""
-    import rnn.checkpoint
+    import rnn.checkpoint.format
     from rnn.errors import Setting, TrainingDiverged
 
     def diverged(*args, **kwargs):
         raise TrainingDiverged("it diverged. Try ", Setting("grad_clip", 1), " or a lower ", Setting("lr"), ".")
 
-    monkeypatch.setattr(rnn.checkpoint, "describe_checkpoint", diverged)
+    monkeypatch.setattr(rnn.checkpoint.format, "describe_checkpoint", diverged)
     result = _invoke(["info", files / "model.safetensors"])
     assert result.exit_code == RUNTIME
     assert_one_error_line(result.stderr, "it diverged. Try --grad-clip 1 or a lower --lr.")

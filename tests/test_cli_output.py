@@ -31,10 +31,10 @@ import rnn.evaluate as evaluate_module
 from cli.output import TextWriter, strict_json, visible, visible_text
 from cli.progress import TrainingDisplay
 from cli_support import TINY_RUN, assert_one_error_line, console_script, make_text, run_cli
-from rnn.checkpoint import save_checkpoint
-from rnn.data import Vocab
+from rnn.checkpoint.format import save_checkpoint
+from rnn.data.corpus import Vocab
 from rnn.evaluate import LOGITS_BUDGET, evaluate_ids
-from rnn.model import CharLM, ModelConfig
+from rnn.model.charlm import CharLM, ModelConfig
 from rnn.sample import sample
 
 ESC, CSI, BIDI_OVERRIDE = "\x1b", "\x9b", "\u202e"
@@ -353,9 +353,9 @@ MEMORY_SCRIPT = textwrap.dedent("""
     import json, resource
     import numpy as np
     import minigrad as mg
-    from rnn.data import Vocab
+    from rnn.data.corpus import Vocab
     from rnn.evaluate import evaluate
-    from rnn.model import CharLM, ModelConfig
+    from rnn.model.charlm import CharLM, ModelConfig
     from rnn.sample import sample
 
     def peak_mb():

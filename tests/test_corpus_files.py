@@ -1,4 +1,4 @@
-"""A text of several files or folders, and a separate validation file (rnn.data and
+"""A text of several files or folders, and a separate validation file (rnn.data.corpus and
 `minigrad-rnn train`): which files are read and in what order, what is skipped, the
 joined text against one built by hand, the separator and its escapes, --val-file in the
 training vocabulary, and what the run folder records (and resume keeps)."""
@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from rnn import data
-from rnn.data import Corpus, TextError, find_text_files
+from rnn.data import corpus as data
+from rnn.data.corpus import Corpus, TextError, find_text_files
 
 from cli_support import TINY_RUN, assert_one_error_line, make_text, run_cli
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import rnn.data as data
-from rnn.data import BatchStream, Corpus, TextError, Vocab
+import rnn.data.corpus as data
+from rnn.data.corpus import BatchStream, Corpus, TextError, Vocab
 
 TEXT = "Grüße, 世界! naïve café — ok?\nLine two: ünïcödé.\n" * 20
 

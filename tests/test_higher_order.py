@@ -14,8 +14,8 @@ import pytest
 
 import minigrad as mg
 from minigrad.autograd import unbroadcast
-from rnn.cells import get_cell
-from rnn.layers import Recurrent, eager_step
+from rnn.cells.registry import get_cell
+from rnn.model.layers import Recurrent, eager_step
 
 from helpers import TORCH_MISSING
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from rnn.cells import Cell, log, tanh
-from rnn.layers import Recurrent
+from rnn.cells.registry import Cell, log, tanh
+from rnn.model.layers import Recurrent
 
 from helpers import torch_or_skip
 

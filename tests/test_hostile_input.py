@@ -27,12 +27,12 @@ from safetensors import safe_open
 from safetensors.numpy import save as safetensors_bytes
 
 import minigrad as mg
-import rnn.checkpoint as checkpoint_module
-import rnn.data as data_module
-from rnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from rnn.data import Corpus, TextError, Vocab
-from rnn.model import CharLM, ModelConfig
-from rnn.train import TrainConfig, train
+import rnn.checkpoint.format as checkpoint_module
+import rnn.data.corpus as data_module
+from rnn.checkpoint.format import CheckpointError, load_checkpoint, save_checkpoint
+from rnn.data.corpus import Corpus, TextError, Vocab
+from rnn.model.charlm import CharLM, ModelConfig
+from rnn.training.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
 BOM = "\ufeff"
@@ -403,9 +403,9 @@ DAMAGE_LOOP = """
     from pathlib import Path
     import numpy as np
     import minigrad as mg
-    from rnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-    from rnn.data import Vocab
-    from rnn.model import CharLM, ModelConfig
+    from rnn.checkpoint.format import CheckpointError, load_checkpoint, save_checkpoint
+    from rnn.data.corpus import Vocab
+    from rnn.model.charlm import CharLM, ModelConfig
 
     folder = Path(sys.argv[1])
     vocab = Vocab.from_text("truncate me.\\n")
@@ -456,7 +456,7 @@ def test_truncations_and_byte_flips_never_crash_the_interpreter(tmp_path):
 MEMORY_LIMITED_LOADS = """
     import json, resource, sys
     from pathlib import Path
-    from rnn.checkpoint import CheckpointError, load_checkpoint
+    from rnn.checkpoint.format import CheckpointError, load_checkpoint
 
     paths = [Path(p) for p in json.loads(sys.argv[1])]
     control = Path(sys.argv[2])

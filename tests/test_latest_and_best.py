@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from rnn.checkpoint import load_checkpoint
-from rnn.data import Corpus
-from rnn.train import TrainConfig, train
+from rnn.checkpoint.format import load_checkpoint
+from rnn.data.corpus import Corpus
+from rnn.training.loop import TrainConfig, train
 
 from cli_support import TINY_MODEL, make_text, run_cli
 

@@ -104,11 +104,11 @@ import importlib, json, pkgutil, sys, tempfile, types
 from pathlib import Path
 
 import minigrad, rnn, cli.main
-from rnn.checkpoint import load_checkpoint
-from rnn.data import Corpus
+from rnn.checkpoint.format import load_checkpoint
+from rnn.data.corpus import Corpus
 from rnn.evaluate import evaluate
 from rnn.sample import sample
-from rnn.train import TrainConfig, train
+from rnn.training.loop import TrainConfig, train
 
 # Import every product module, so that none escapes the inspection below.
 for package in (minigrad, rnn, importlib.import_module("cli")):
@@ -148,6 +148,6 @@ def test_a_full_run_holds_no_reference_to_pickle():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     # The run really happened and really covered the product.
     assert len(report["sample"]) == 20 and report["loss"] > 0
-    for expected in ("minigrad.tensor", "minigrad.optim", "rnn.checkpoint", "rnn.data", "rnn.train", "cli.main"):
+    for expected in ("minigrad.tensor", "minigrad.optim", "rnn.checkpoint.format", "rnn.data.corpus", "rnn.training.loop", "cli.main"):
         assert expected in report["modules"]
     assert report["references"] == []

@@ -1,4 +1,4 @@
-"""The recurrent layers' packed per-step product (rnn.packed_gemm): equal to numpy's product
+"""The recurrent layers' packed per-step product (rnn.fused.packed_gemm): equal to numpy's product
 for every row count (the 8/4/2/1-row microkernels), depths across the L1 slices, column
 offsets, strided operands and accumulation; and a fused layer gives the same outputs and
 gradients with W packed as with BLAS, for both ways of cutting a window between cores."""
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-import rnn.recurrence
-from rnn import packed_gemm
-from rnn.layers import Recurrent
+import rnn.fused.recurrence
+from rnn.fused import packed_gemm
+from rnn.model.layers import Recurrent
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 7, 8, 13, 17])
@@ -45,7 +45,7 @@ def test_panels_only_where_every_cut_falls_on_a_panel(monkeypatch):
 @pytest.mark.parametrize("cell_name", ["lstm", "gru"])
 def test_fused_layer_is_the_same_with_packed_weights(cell_name, split, monkeypatch):
     monkeypatch.setattr(packed_gemm, "HOST_HAS_AVX512", True)  # (the microkernel is correct anywhere, if slow)
-    monkeypatch.setattr(rnn.recurrence, "split_of_work",
+    monkeypatch.setattr(rnn.fused.recurrence, "split_of_work",
                         lambda batch, hidden, gates: tuple(np.array(b, np.int64) for b in split))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 6, 3)).astype(np.float32)
@@ -55,7 +55,7 @@ def test_fused_layer_is_the_same_with_packed_weights(cell_name, split, monkeypat
     monkeypatch.setattr(packed_gemm, "pack_panels", lambda w: packed.append(w.shape) or original_pack(w))
     results = []
     for use_panels in (False, True):
-        monkeypatch.setattr(rnn.recurrence, "USE_PANELS", use_panels)
+        monkeypatch.setattr(rnn.fused.recurrence, "USE_PANELS", use_panels)
         mg.random.manual_seed(0)
         layer = Recurrent(cell_name, 3, 64, num_layers=2, engine="fused", dtype=np.float32)
         inputs = mg.tensor(x, requires_grad=True)

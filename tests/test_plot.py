@@ -1,6 +1,6 @@
-"""`minigrad-rnn plot` and `rnn.runs`: loss curves and the comparison of real (tiny) training runs.
+"""`minigrad-rnn plot` and `rnn.runs.reader`: loss curves and the comparison of real (tiny) training runs.
 
-Two runs are trained once per module with `rnn.train.train`; every expected number is
+Two runs are trained once per module with `rnn.training.loop.train`; every expected number is
 computed here from their metrics.jsonl (or from the model's shape), never taken from the
 code under test.
 """
@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from cli.main import main
 from cli_support import assert_one_error_line, make_text, run_cli
-from rnn.data import Corpus
-from rnn.runs import RunError, read_run
-from rnn.train import TrainConfig, train
+from rnn.data.corpus import Corpus
+from rnn.runs.reader import RunError, read_run
+from rnn.training.loop import TrainConfig, train
 
 TEXT = make_text(4000)
 HIDDEN, EMBED, SEQ_LEN, BATCH_SIZE, STEPS = 16, 8, 16, 4, 30

@@ -78,9 +78,9 @@ def test_a_failed_helper_leaves_the_kernel_to_compile_here(kernel_module, traini
 
 @pytest.mark.skipif(cores() < 2, reason="the helper is only started with two or more cores")
 def test_on_a_cold_cache_the_backward_loop_comes_from_the_helper(tmp_path, monkeypatch, training_setup):
-    import rnn.recurrence
-    from rnn.cells import cell, sigmoid, tanh
-    from rnn.layers import Recurrent
+    import rnn.fused.recurrence
+    from rnn.cells.registry import cell, sigmoid, tanh
+    from rnn.model.layers import Recurrent
 
     monkeypatch.setenv("MINIGRAD_CACHE_DIR", str(tmp_path))  # a cold cache for the generated modules
 
@@ -90,7 +90,7 @@ def test_on_a_cold_cache_the_backward_loop_comes_from_the_helper(tmp_path, monke
         return (f * h + (1 - f) * tanh(x.n + h.n),)
 
     layer = Recurrent("test_precompile_cell", 5, 64, engine="fused")  # 64 units: two blocks, parallel loops
-    jobs = [name for name in rnn.recurrence._backward_compiles if "test_precompile_cell" in name]
+    jobs = [name for name in rnn.fused.recurrence._backward_compiles if "test_precompile_cell" in name]
     assert len(jobs) == 1
     x = mg.tensor(np.random.default_rng(0).standard_normal((3, 4, 5)).astype(np.float32), requires_grad=True)
     outputs, _ = layer(x)

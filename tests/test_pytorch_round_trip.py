@@ -17,9 +17,9 @@ from click.testing import CliRunner
 
 from cli.main import main
 
-from rnn.checkpoint import load_checkpoint
-from rnn.data import Corpus
-from rnn.train import TrainConfig, train
+from rnn.checkpoint.format import load_checkpoint
+from rnn.data.corpus import Corpus
+from rnn.training.loop import TrainConfig, train
 
 from cli_support import make_text, run_cli
 

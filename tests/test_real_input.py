@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rnn import data
-from rnn.data import Corpus, TextError, find_text_files
+from rnn.data import corpus as data
+from rnn.data.corpus import Corpus, TextError, find_text_files
 
 from cli_support import TINY_MODEL, TINY_RUN, make_text
 
@@ -275,7 +275,7 @@ def test_info_describes_a_custom_cell_checkpoint_without_its_cell_file(custom_ru
 
 
 def test_info_and_sample_accept_a_run_folder_as_eval_does(trained):
-    from rnn.checkpoint import load_checkpoint
+    from rnn.checkpoint.format import load_checkpoint
 
     run, _ = trained
     described = json.loads(cli("info", run, "--json").stdout)
@@ -309,8 +309,8 @@ def cjk_text(chars=2000, distinct=450, seed=0) -> str:
 
 
 def test_a_short_text_with_a_large_vocabulary_just_trains_a_model_it_can_carry(tmp_path):
-    from rnn import recipe
-    from rnn.checkpoint import load_checkpoint
+    from rnn.training import recipe
+    from rnn.checkpoint.format import load_checkpoint
 
     text = write(tmp_path / "article.txt", cjk_text())
     result = cli("train", text, "--steps", "3", "--eval-every", "0", "--sample-every", "0", "--out", tmp_path / "run")
@@ -336,7 +336,7 @@ def test_a_batch_size_the_text_is_too_short_for_gets_a_value_that_fits(tmp_path)
 
 
 def test_the_size_for_a_text_is_the_largest_its_length_can_carry():
-    from rnn import recipe
+    from rnn.training import recipe
 
     for layers, hidden in recipe.SHORT_TEXT_SIZES[1:] + recipe.SIZES[:2]:
         chars = math.ceil(recipe.parameter_count(layers, hidden, 64, 4, 65) / recipe.MAX_PARAMETERS_PER_CHAR)
@@ -366,8 +366,8 @@ def test_a_validation_loss_worse_than_a_uniform_guess_is_said_at_the_end(tmp_pat
 # ---- 7. small things ------------------------------------------------------------------------------
 
 def test_no_eta_before_a_few_steps_are_timed_after_the_first(tmp_path):
-    from rnn.config import TrainConfig
-    from rnn.train import ETA_MIN_STEPS, ETA_SKIP_STEPS, train
+    from rnn.training.config import TrainConfig
+    from rnn.training.loop import ETA_MIN_STEPS, ETA_SKIP_STEPS, train
 
     corpus = Corpus.from_text(make_text(3000, seed=7), val_frac=0.1)
     config = TrainConfig(cell="gru", layers=1, hidden=8, embed=4, seq_len=8, batch_size=4, steps=12,

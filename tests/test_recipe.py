@@ -1,4 +1,4 @@
-"""The trainer's one choice (rnn.recipe): dropout from the passes over the text the run will
+"""The trainer's one choice (rnn.training.recipe): dropout from the passes over the text the run will
 make. The choice is a function of the limits, the text's length and, for a time budget, the
 speed measured over the first steps; it is recorded, printed, and an explicit --dropout wins."""
 
@@ -7,12 +7,12 @@ import math
 
 import pytest
 
-import rnn.train as train_module
+import rnn.training.loop as train_module
 from cli_support import make_text, run_cli
-from rnn import recipe
-from rnn.checkpoint import load_checkpoint
-from rnn.data import Corpus
-from rnn.train import TrainConfig, train
+from rnn.training import recipe
+from rnn.checkpoint.format import load_checkpoint
+from rnn.data.corpus import Corpus
+from rnn.training.loop import TrainConfig, train
 
 CHARS_PER_STEP = 4 * 8  # batch_size x seq_len of tiny_config
 
@@ -172,7 +172,7 @@ def test_a_step_limit_reached_first_plans_the_passes():
 
 
 def test_parameter_count_is_the_models():
-    from rnn.model import CharLM, ModelConfig
+    from rnn.model.charlm import CharLM, ModelConfig
 
     for layers, hidden, cell, gates in ((1, 16, "lstm", 4), (2, 12, "gru", 3), (3, 8, "rnn", 1)):
         model = CharLM(ModelConfig(vocab_size=11, cell=cell, embed=5, hidden=hidden, layers=layers))
@@ -235,8 +235,8 @@ def test_a_given_size_or_no_time_budget_is_not_chosen(tmp_path, monkeypatch, giv
 
 def test_timing_the_default_size_leaves_the_run_as_it_was(tmp_path):
     import minigrad as mg
-    from rnn.data import BatchStream
-    from rnn.resume import fresh_start
+    from rnn.data.corpus import BatchStream
+    from rnn.training.resume import fresh_start
 
     corpus = Corpus.from_text(make_text(3000, seed=1), val_frac=0.1)
     config = _size_config(layers=1, hidden=16, steps=2)
@@ -276,7 +276,7 @@ def test_the_cli_prints_the_size_it_chose_before_the_first_step(tmp_path):
 
 
 def test_train_help_states_the_recipes_own_sizes_and_threshold():
-    # The help is built without loading rnn.recipe (it must stay light): its text must follow the constants.
+    # The help is built without loading rnn.training.recipe (it must stay light): its text must follow the constants.
     help_text = " ".join(run_cli("train", "--help", check_exit=0).stdout.split())
     sizes = [f"{layers}x{hidden}" for layers, hidden in recipe.SIZES]
     assert f"{', '.join(sizes[:-1])} and {sizes[-1]}" in help_text

@@ -32,15 +32,15 @@ import pytest
 from click.testing import CliRunner
 
 import minigrad as mg
-import rnn.checkpoint
-import rnn.model
-import rnn.runfiles
-import rnn.runfolder
-import rnn.train
+import rnn.checkpoint.format
+import rnn.model.charlm
+import rnn.runs.files
+import rnn.runs.folder
+import rnn.training.loop
 from cli_support import assert_one_error_line, console_script, make_text, run_cli
-from rnn.checkpoint import CheckpointError, load_checkpoint
-from rnn.data import Corpus
-from rnn.train import RunLock, RunLockedError, TrainConfig, TrainingDiverged, train
+from rnn.checkpoint.format import CheckpointError, load_checkpoint
+from rnn.data.corpus import Corpus
+from rnn.training.loop import RunLock, RunLockedError, TrainConfig, TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = make_text(3000, seed=21)
@@ -159,7 +159,7 @@ import numpy as np
 
 import cli.main
 import minigrad as mg
-from rnn.model import CharLM, ModelConfig
+from rnn.model.charlm import CharLM, ModelConfig
 
 # Warm the kernels the runs use (loading them from numba's cache costs most of a start).
 model = CharLM(ModelConfig(vocab_size=5, cell="lstm", embed=8, hidden=16, layers=1, dtype="float64", dropout=0.1))
@@ -329,7 +329,7 @@ def test_sigkill_at_random_moments_never_loses_the_latest_checkpoint(text_file, 
 def permission_lost_after(monkeypatch, good_saves: int):
     """From the (good_saves + 1)-th checkpoint on, creating the temporary file is refused,
     as when the folder turned read-only (tests run as root, so chmod would not stop them)."""
-    real_create_new = rnn.runfiles.create_new
+    real_create_new = rnn.runs.files.create_new
     calls = []
 
     def create_new(path):
@@ -339,7 +339,7 @@ def permission_lost_after(monkeypatch, good_saves: int):
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
         return real_create_new(path)
 
-    monkeypatch.setattr(rnn.runfiles, "create_new", create_new)
+    monkeypatch.setattr(rnn.runs.files, "create_new", create_new)
 
 
 def test_permission_lost_during_training_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -376,7 +376,7 @@ def test_a_full_disk_while_writing_metrics_is_one_error_line(text_file, tmp_path
     message, and the checkpoint of step 2 is intact."""
     from cli.main import main
 
-    real_open = rnn.runfolder.open_for_appending
+    real_open = rnn.runs.folder.open_for_appending
 
     class FillsUp:
         def __init__(self, file):
@@ -401,7 +401,7 @@ def test_a_full_disk_while_writing_metrics_is_one_error_line(text_file, tmp_path
         file = real_open(path)
         return FillsUp(file) if str(path).endswith("metrics.jsonl") else file
 
-    monkeypatch.setattr(rnn.runfolder, "open_for_appending", open_metrics)
+    monkeypatch.setattr(rnn.runs.folder, "open_for_appending", open_metrics)
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", str(text_file), "--cell", "gru", "--hidden", "8", "--embed", "4",
                                        "--layers", "1", "--seq-len", "8", "--batch-size", "4", "--steps", "10",
@@ -442,7 +442,7 @@ def test_the_cli_divergence_line_names_the_step_the_checkpoint_and_both_remedies
                                                                                    monkeypatch):
     from cli.main import main
 
-    real_loss = rnn.model.CharLM.loss
+    real_loss = rnn.model.charlm.CharLM.loss
     training_calls = []
 
     def loss_that_turns_inf(model, ids, targets, state=None):
@@ -453,7 +453,7 @@ def test_the_cli_divergence_line_names_the_step_the_checkpoint_and_both_remedies
                 loss = loss * float("inf")
         return loss, state
 
-    monkeypatch.setattr(rnn.model.CharLM, "loss", loss_that_turns_inf)
+    monkeypatch.setattr(rnn.model.charlm.CharLM, "loss", loss_that_turns_inf)
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", str(text_file), "--cell", "gru", "--hidden", "8", "--embed", "4",
                                        "--layers", "1", "--seq-len", "8", "--batch-size", "4", "--steps", "10",

@@ -22,12 +22,12 @@ from safetensors import safe_open
 from safetensors.numpy import save as safetensors_bytes
 
 import minigrad as mg
-import rnn.checkpoint as checkpoint_module
+import rnn.checkpoint.format as checkpoint_module
 from cli.main import main
 from cli_support import assert_one_error_line, console_script, make_text, run_cli
-import rnn.data
-from rnn.data import TextError, Vocab
-from rnn.model import CharLM, ModelConfig
+import rnn.data.corpus
+from rnn.data.corpus import TextError, Vocab
+from rnn.model.charlm import CharLM, ModelConfig
 
 HANG_GUARD = 240  # seconds: only ever reached by a hang; the fixed commands take a few seconds
 
@@ -83,7 +83,7 @@ def one_error_line(result, *fragments):
 # ---- 12: the vocabulary checks are linear, and its size is bounded ------------------------------
 
 def test_12_a_vocabulary_longer_than_unicode_is_refused_before_its_entries_are_looked_at():
-    entries = [None] * (rnn.data.MAX_VOCAB + 1)  # not even characters: the length alone decides
+    entries = [None] * (rnn.data.corpus.MAX_VOCAB + 1)  # not even characters: the length alone decides
     with pytest.raises(TextError, match="Unicode has 1,112,064 characters"):
         Vocab(entries)
 
@@ -100,7 +100,7 @@ def test_12_a_checkpoint_of_two_million_repeated_characters_is_one_line_not_hour
 
 def test_12_repeated_characters_are_found_in_one_pass(tmp_path):
     # 400,000 entries: list.count per entry took minutes; one pass takes a fraction of a second.
-    code = ("from rnn.data import Vocab, TextError\n"
+    code = ("from rnn.data.corpus import Vocab, TextError\n"
             "try:\n    Vocab(['a'] * 200_000 + ['b'] * 200_000)\n"
             "except TextError as error:\n    print(error)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD,
@@ -202,7 +202,7 @@ def peak_bytes_of(function):
 
 
 def test_15_nested_empty_objects_cost_what_the_kept_fields_cost(tmp_path):
-    from rnn.runs import read_run
+    from rnn.runs.reader import read_run
 
     # 1000 lines of 2 KB of empty objects (each parses into ~20x its size) and one line of 2 MB.
     nested = ",".join(["{}"] * 680)
@@ -217,9 +217,9 @@ def test_15_nested_empty_objects_cost_what_the_kept_fields_cost(tmp_path):
 
 
 def test_15_a_run_keeps_at_most_max_records_and_says_what_it_skipped(tmp_path, monkeypatch):
-    import rnn.runs
+    import rnn.runs.reader
 
-    monkeypatch.setattr(rnn.runs, "MAX_RECORDS", 3)
+    monkeypatch.setattr(rnn.runs.reader, "MAX_RECORDS", 3)
     folder = write_metrics(tmp_path / "run", [json.dumps({"step": s, "train_loss": 2.0}) for s in range(10)])
     result = invoke("plot", folder, "--text")
     assert result.exit_code == 0, result.output
@@ -227,7 +227,7 @@ def test_15_a_run_keeps_at_most_max_records_and_says_what_it_skipped(tmp_path, m
 
 
 def test_15_many_unreadable_lines_are_counted_not_listed(tmp_path):
-    from rnn.runs import read_run
+    from rnn.runs.reader import read_run
 
     folder = write_metrics(tmp_path / "run", ['{"step": 1, "train_loss": 2.0}'] + ["garbage"] * 50_000
                            + ['{"step": 2, "train_loss": 1.0}'])
@@ -268,7 +268,7 @@ def test_19_extreme_losses_plot_as_text_and_image(extreme_run, tmp_path, x_axis,
                                          ("batch_size", 2 ** 40), ("layers", 10 ** 6), ("seed", 2 ** 64),
                                          ("eval_every", 10 ** 100000)], ids=lambda value: value if isinstance(value, str) else f"2**{value.bit_length()}")
 def test_13_every_integer_setting_read_from_a_record_is_bounded(name, value):
-    from rnn.config import ConfigError, TrainConfig
+    from rnn.training.config import ConfigError, TrainConfig
 
     with pytest.raises(ConfigError, match=f"^{name} must be an? .*(up to|to) [0-9,]+, got") as raised:
         TrainConfig.from_meta({name: value})
@@ -317,12 +317,12 @@ def test_13_the_first_signal_stops_a_sample_or_an_evaluation_and_saves(text_file
                                                                         phase, signal_number):
     import threading
 
-    import rnn.train
-    from rnn.data import Corpus
-    from rnn.train import TrainConfig, train
+    import rnn.training.loop
+    from rnn.data.corpus import Corpus
+    from rnn.training.loop import TrainConfig, train
 
     started = threading.Event()
-    monkeypatch.setattr(rnn.train, phase, endless(started, phase))
+    monkeypatch.setattr(rnn.training.loop, phase, endless(started, phase))
     config = TrainConfig(cell="lstm", hidden=8, embed=4, layers=1, seq_len=8, batch_size=2, steps=50,
                          eval_every=3 if phase == "evaluate_ids" else 0, sample_every=3, dropout=0.0)
     sender = kill_when(started, signal_number)
@@ -340,7 +340,7 @@ def loaded(checkpoint):
 
 
 def test_16_streamed_in_tiny_chunks_the_loss_is_exactly_the_unstreamed_one(loaded, text_file, monkeypatch):
-    import rnn.data
+    import rnn.data.corpus
     from rnn.evaluate import evaluate, evaluate_file
 
     text = text_file.read_text(encoding="utf-8")[:700] + "é"  # a 2-byte character, cut by 7-byte chunks
@@ -350,7 +350,7 @@ def test_16_streamed_in_tiny_chunks_the_loss_is_exactly_the_unstreamed_one(loade
     path = text_file.parent / "small.txt"
     path.write_text(text, encoding="utf-8")
     unstreamed = evaluate(model, vocab, text)
-    monkeypatch.setattr(rnn.data, "CHUNK_BYTES", 7)
+    monkeypatch.setattr(rnn.data.corpus, "CHUNK_BYTES", 7)
     streamed = evaluate_file(model, vocab, path)
     assert streamed == unstreamed and streamed["chars"] == len(text) - 1
     # And both are the mean over one forward pass of the whole text (up to rounding).
@@ -371,14 +371,14 @@ def test_16_the_evaluation_windows_do_not_depend_on_the_chunks(loaded, text_file
 
 
 def test_16_eval_holds_a_chunk_of_the_text_not_the_text(loaded, text_file, tmp_path, monkeypatch):
-    import rnn.data
+    import rnn.data.corpus
     from rnn.evaluate import evaluate_file
 
     big = tmp_path / "big.txt"
     text = text_file.read_text(encoding="utf-8")
     big.write_text(text * (400_000 // len(text)), encoding="utf-8")
     evaluate_file(loaded.model, loaded.vocab, text_file)  # compiled (and its memory counted) before
-    monkeypatch.setattr(rnn.data, "CHUNK_BYTES", 8 << 10)
+    monkeypatch.setattr(rnn.data.corpus, "CHUNK_BYTES", 8 << 10)
     result, peak = peak_bytes_of(lambda: evaluate_file(loaded.model, loaded.vocab, big))
     assert result["chars"] == big.stat().st_size - 1
     # 0.4 MB of text: held as a string and its ids it took 7 MB; streamed, 1.2 MB (of which

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from rnn.cells import load_cell_file
+from rnn.cells.registry import load_cell_file
 from tests.cli_support import TINY_RUN, assert_one_error_line, console_script, make_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CELL_SOURCE = '''
 import dataclasses
-from rnn.cells import cell, sigmoid, tanh
+from rnn.cells.registry import cell, sigmoid, tanh
 
 @dataclasses.dataclass
 class Sizes:  # dataclasses look the module up in sys.modules: the file runs as a registered module
@@ -60,7 +60,7 @@ def test_cell_file_writes_nothing_beside_the_file(tmp_path, monkeypatch):
 def test_cell_file_error_names_the_file_and_line(tmp_path):
     source = tmp_path / "broken_cells.py"
     source.write_text("x = 1\nraise RuntimeError('boom')\n")
-    from rnn.cells import CellError
+    from rnn.cells.registry import CellError
     with pytest.raises(CellError, match="broken_cells.py.*RuntimeError: boom"):
         load_cell_file(source)
 
@@ -69,8 +69,8 @@ def test_cell_file_error_names_the_file_and_line(tmp_path):
 
 @pytest.mark.parametrize("name", ["train.lock", "metrics.jsonl"])
 def test_a_hard_link_in_the_run_folder_is_refused(tmp_path, name):
-    from rnn.runfiles import RunFileError
-    from rnn.runfolder import RunFolder
+    from rnn.runs.files import RunFileError
+    from rnn.runs.folder import RunFolder
 
     outside = tmp_path / "notes.txt"
     outside.write_text("my notes\n")
@@ -120,7 +120,7 @@ def _tiny_run(tmp_path, steps=5, extra=()):
 def _checkpoint_state(path):
     import numpy as np
 
-    from rnn.checkpoint import load_checkpoint
+    from rnn.checkpoint.format import load_checkpoint
 
     loaded = load_checkpoint(path)
     finite = all(np.isfinite(p.data).all() for p in loaded.model.parameters())
@@ -146,9 +146,9 @@ def test_a_nan_model_never_replaces_the_latest_checkpoint(tmp_path, eval_every, 
 def _nan_checkpoint(tmp_path):
     import numpy as np
 
-    from rnn.checkpoint import save_checkpoint
-    from rnn.data import Vocab
-    from rnn.model import CharLM, ModelConfig
+    from rnn.checkpoint.format import save_checkpoint
+    from rnn.data.corpus import Vocab
+    from rnn.model.charlm import CharLM, ModelConfig
 
     vocab = Vocab.from_text("abc ")
     model = CharLM(ModelConfig(vocab_size=len(vocab), cell="lstm", embed=3, hidden=4, layers=1))
@@ -224,7 +224,7 @@ def _run_with_stdout(how, *args):
 @pytest.mark.parametrize("how", ["closed", "broken pipe"])
 @pytest.mark.parametrize("quiet", [False, True])
 def test_train_goes_on_when_stdout_is_closed(tmp_path, how, quiet):
-    from rnn.checkpoint import read_meta
+    from rnn.checkpoint.format import read_meta
 
     text = tmp_path / "text.txt"
     text.write_text(make_text(3000))
@@ -263,7 +263,7 @@ def test_eval_of_a_run_folder_refuses_a_planted_link(tmp_path):
 
 
 def test_a_run_folders_checkpoint_is_read_without_following_links(tmp_path):
-    from rnn.checkpoint import CheckpointError, load_checkpoint, read_meta
+    from rnn.checkpoint.format import CheckpointError, load_checkpoint, read_meta
 
     run, _ = _tiny_run(tmp_path)
     link = run / "planted.safetensors"
@@ -279,7 +279,7 @@ def test_a_run_folders_checkpoint_is_read_without_following_links(tmp_path):
 def _run_with_best_before_latest(tmp_path):
     """A run whose best checkpoint (step 2) is earlier than its latest (step 6), as when the
     later evaluations were worse (made so here by putting the step-2 best back)."""
-    from rnn.checkpoint import read_meta
+    from rnn.checkpoint.format import read_meta
 
     run, text = _tiny_run(tmp_path, steps=2, extra=["--eval-every", "2"])
     best_at_2 = (run / "best.safetensors").read_bytes()
@@ -293,7 +293,7 @@ def _run_with_best_before_latest(tmp_path):
 
 
 def test_resuming_from_best_refuses_to_rewind_the_run(tmp_path):
-    from rnn.checkpoint import read_meta
+    from rnn.checkpoint.format import read_meta
 
     run, text = _run_with_best_before_latest(tmp_path)
     best_step = read_meta(run / "best.safetensors")["step"]
@@ -307,7 +307,7 @@ def test_resuming_from_best_refuses_to_rewind_the_run(tmp_path):
 
 
 def test_rewind_says_what_it_discards(tmp_path):
-    from rnn.checkpoint import read_meta
+    from rnn.checkpoint.format import read_meta
 
     run, text = _run_with_best_before_latest(tmp_path)
     best_step = read_meta(run / "best.safetensors")["step"]
@@ -326,9 +326,9 @@ def test_a_folder_file_swapped_after_listing_is_not_read(tmp_path, monkeypatch, 
     the folder was listed: the file read must be the one listed, or none."""
     import types
 
-    import rnn.data
+    import rnn.data.corpus
     from cli.train import _load_corpus
-    from rnn.data import TextError
+    from rnn.data.corpus import TextError
 
     secret = tmp_path / "secret.txt"
     secret.write_text("SECRET KEY 1234\n" * 100)
@@ -336,7 +336,7 @@ def test_a_folder_file_swapped_after_listing_is_not_read(tmp_path, monkeypatch, 
     folder.mkdir()
     (folder / "a.txt").write_text(make_text(2000))
     (folder / "b.txt").write_text(make_text(2000, seed=1))
-    listing = rnn.data.find_text_files
+    listing = rnn.data.corpus.find_text_files
 
     def listing_then_swap(paths):
         found = listing(paths)
@@ -347,7 +347,7 @@ def test_a_folder_file_swapped_after_listing_is_not_read(tmp_path, monkeypatch, 
             os.link(secret, folder / "b.txt")
         return found
 
-    monkeypatch.setattr(rnn.data, "find_text_files", listing_then_swap)
+    monkeypatch.setattr(rnn.data.corpus, "find_text_files", listing_then_swap)
     config = types.SimpleNamespace(val_frac=0.1, separator="\n", val_file=None)
     with pytest.raises(TextError, match="b.txt") as error:
         _load_corpus([folder], config, quiet=True)
@@ -362,7 +362,7 @@ SECRET_TEXT = "ZQX#@!~ private 0987\n" * 50
 def _crafted(run, tmp_path, edit):
     """A copy of the run's latest checkpoint, with its meta changed by `edit(meta)` (re-checksummed:
     a hostile checkpoint is as valid as any)."""
-    from rnn.checkpoint import load_checkpoint, save_checkpoint
+    from rnn.checkpoint.format import load_checkpoint, save_checkpoint
 
     loaded = load_checkpoint(run / "latest.safetensors")
     meta = dict(loaded.meta)

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from cli.main import main, train as train_command
 from cli_support import assert_one_error_line, make_text
-from rnn.checkpoint import load_checkpoint
+from rnn.checkpoint.format import load_checkpoint
 
 BASE = ["--cell", "gru", "--hidden", "8", "--embed", "4", "--layers", "1", "--seq-len", "8", "--batch-size", "4",
         "--steps", "2", "--eval-every", "0", "--sample-every", "0", "--warmup", "0", "--val-frac", "0.1",
@@ -147,7 +147,7 @@ def test_a_cell_file_given_on_resume_is_loaded_and_recorded(first_run, tmp_path)
     result, out = resume(first_run, tmp_path, "--cell-file", str(cell_file))
     assert result.exit_code == 0, result.output
     assert json.loads((out / "config.json").read_text())["train"]["cell_file"] == str(cell_file)
-    from rnn.cells import get_cell
+    from rnn.cells.registry import get_cell
     get_cell("resume_test_cell")  # it was loaded
 
 
@@ -166,8 +166,8 @@ def test_a_val_file_given_on_resume_takes_effect_and_is_recorded(first_run, tmp_
 def test_the_library_refuses_a_config_whose_model_differs_from_the_checkpoint(first_run, tmp_path):
     from dataclasses import replace
 
-    from rnn.data import Corpus
-    from rnn.train import TrainConfig, train
+    from rnn.data.corpus import Corpus
+    from rnn.training.loop import TrainConfig, train
 
     text, run = first_run
     first = load_checkpoint(run / "latest.safetensors")

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-import rnn.recurrence
-from rnn import checks
-from rnn.cells import CellError, available_cells, cell, get_cell, relu, sigmoid, tanh
-from rnn.compiler import merged_projections
-from rnn.layers import Recurrent
+import rnn.fused.recurrence
+from rnn.model import checks
+from rnn.cells.registry import CellError, available_cells, cell, get_cell, relu, sigmoid, tanh
+from rnn.fused.compiler import merged_projections
+from rnn.model.layers import Recurrent
 
 from helpers import torch_or_skip
 
@@ -46,7 +46,7 @@ def test_every_cell_passes_gradcheck_through_5_steps_and_2_layers(case):
 
 
 def test_merged_projections_are_found_where_each_gate_adds_its_two_projections_first():
-    # then the fused backward writes d xp once and uses it as d hp (rnn.compiler)
+    # then the fused backward writes d xp once and uses it as d hp (rnn.fused.compiler)
     merged = {name: merged_projections(get_cell(name)) for name in ALL_CELLS}
     not_merged = {"gru", "mgu", "test_rnn_unmerged_cell"}  # (their h.n, h.u is scaled or squashed first)
     assert merged == {name: name not in not_merged for name in ALL_CELLS}
@@ -70,7 +70,7 @@ def run_windows(layer, inputs, state, probes):
     return total, state
 
 
-# How the cores share a window (rnn.recurrence.split_of_work), whatever the machine has:
+# How the cores share a window (rnn.fused.recurrence.split_of_work), whatever the machine has:
 # (row bounds, unit bounds) for a batch of 3 rows and 5 units; None: the machine's own.
 SPLITS = {"own": None, "rows 1+2": ([0, 1, 3], [0, 5]), "rows 1+1+1": ([0, 1, 2, 3], [0, 5]),
           "units 2+3": ([0, 3], [0, 2, 5]), "units 1+1+1+1+1": ([0, 3], [0, 1, 2, 3, 4, 5]),
@@ -78,16 +78,16 @@ SPLITS = {"own": None, "rows 1+2": ([0, 1, 3], [0, 5]), "rows 1+1+1": ([0, 1, 2,
 
 
 def force_split(monkeypatch, rows, units):
-    monkeypatch.setattr(rnn.recurrence, "split_of_work",
+    monkeypatch.setattr(rnn.fused.recurrence, "split_of_work",
                         lambda batch, hidden, gates: (np.array(rows, np.int64), np.array(units, np.int64)))
 
 
 @pytest.mark.parametrize("core_count", [1, 2, 3, 8])
 def test_split_of_work_covers_every_row_and_unit_once(core_count, monkeypatch):
-    monkeypatch.setattr(rnn.recurrence, "cores", lambda: core_count)
+    monkeypatch.setattr(rnn.fused.recurrence, "cores", lambda: core_count)
     for batch in (1, 3, 16, 31, 32, 64, 100):
         for hidden in (1, 5, 64, 128, 256, 512):
-            rows, units = rnn.recurrence.split_of_work(batch, hidden, 4)
+            rows, units = rnn.fused.recurrence.split_of_work(batch, hidden, 4)
             for bounds, end in ((rows, batch), (units, hidden)):
                 assert bounds[0] == 0 and bounds[-1] == end and np.all(np.diff(bounds) > 0)
                 assert len(bounds) - 1 <= core_count
@@ -101,8 +101,8 @@ def test_split_of_work_covers_every_row_and_unit_once(core_count, monkeypatch):
     (4, 32, 256, "units"),   # rows would leave two of the four cores idle
     (4, 64, 128, "rows")])
 def test_split_of_work_takes_rows_when_they_keep_every_core_busy(core_count, batch, hidden, by, monkeypatch):
-    monkeypatch.setattr(rnn.recurrence, "cores", lambda: core_count)
-    rows, units = rnn.recurrence.split_of_work(batch, hidden, 4)
+    monkeypatch.setattr(rnn.fused.recurrence, "cores", lambda: core_count)
+    rows, units = rnn.fused.recurrence.split_of_work(batch, hidden, 4)
     assert (len(rows) - 1, len(units) - 1) == ((core_count, 1) if by == "rows" else (1, core_count))
 
 
@@ -155,9 +155,9 @@ def test_gate_and_state_names_may_be_the_generated_kernels_own_names():
 def test_a_loop_template_is_a_module_whose_stand_in_import_is_bound_to_the_cell(template):
     import importlib
 
-    from rnn import compiler
+    from rnn.fused import compiler
 
-    importlib.import_module(f"rnn.loops.{template}")  # plain Python: it imports (and compiles nothing)
+    importlib.import_module(f"rnn.fused.loops.{template}")  # plain Python: it imports (and compiles nothing)
     fused = compiler.compile_cell(get_cell("gru"), np.float64)
     source = compiler.bind_loop_template(template, fused, parallel=False)
     assert f"from {compiler.STAND_INS} import" not in source

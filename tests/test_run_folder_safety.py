@@ -30,10 +30,10 @@ from click.testing import CliRunner
 
 from cli.main import main
 from cli_support import TINY_MODEL, assert_one_error_line, console_script, make_text, run_cli
-from rnn.checkpoint import CheckpointError, load_checkpoint
-from rnn.data import Corpus
-from rnn.runfiles import RunFileError, entry
-from rnn.train import RUN_FILES, RunExistsError, TrainConfig, train
+from rnn.checkpoint.format import CheckpointError, load_checkpoint
+from rnn.data.corpus import Corpus
+from rnn.runs.files import RunFileError, entry
+from rnn.training.loop import RUN_FILES, RunExistsError, TrainConfig, train
 from test_hostile_input import read_raw, write_signed
 
 TEXT = make_text(1500, seed=11)
@@ -235,12 +235,12 @@ def test_a_fifo_as_the_text_of_a_resumed_run_is_one_line(tmp_path):
 
 
 def test_an_oversized_metrics_file_is_refused_without_reading_it(tmp_path, monkeypatch):
-    import rnn.runs
-    from rnn.runs import RunError, read_run
+    import rnn.runs.reader
+    from rnn.runs.reader import RunError, read_run
 
     out = tmp_path / "run"
     train(tiny_config(steps=20), Corpus.from_text(TEXT, val_frac=0.1), out)
-    monkeypatch.setattr(rnn.runs, "MAX_METRICS_BYTES", 64)
+    monkeypatch.setattr(rnn.runs.reader, "MAX_METRICS_BYTES", 64)
     with pytest.raises(RunError, match="too large"):
         read_run(out)
 
@@ -368,7 +368,7 @@ def test_hostile_optimizer_numbers_are_one_line(tmp_path, case):
 
 DEEP = "[" * 100000 + "]" * 100000
 HOSTILE_LINES = {
-    "deep nesting": (DEEP, "longer than 4096 bytes"),  # skipped unparsed (rnn.runs.MAX_LINE_BYTES)
+    "deep nesting": (DEEP, "longer than 4096 bytes"),  # skipped unparsed (rnn.runs.reader.MAX_LINE_BYTES)
     "deep nesting in a short line": ("[" * 2000 + "]" * 2000, "not JSON"),
     "negative step": ('{"step": -3, "train_loss": 1.0}', "step"),
     "huge step": ('{"step": 1' + "0" * 40 + ', "train_loss": 1.0}', "step"),

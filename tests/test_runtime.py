@@ -63,8 +63,8 @@ threads_before = openblas_threads()
 cache = os.environ["MINIGRAD_CACHE_DIR"]
 import minigrad, rnn
 cache_after_import = sorted(os.listdir(cache)) if os.path.exists(cache) else None
-from rnn.cells import cell, sigmoid, tanh
-from rnn.layers import Recurrent
+from rnn.cells.registry import cell, sigmoid, tanh
+from rnn.model.layers import Recurrent
 report = {"threads_before": threads_before, "threads_after_import": openblas_threads(),
           "environment_changed": sorted(k for k in set(environment_before) | set(os.environ)
                                         if environment_before.get(k) != os.environ.get(k)),

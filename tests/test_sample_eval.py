@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from rnn.data import TextError, Vocab
+from rnn.data.corpus import TextError, Vocab
 from rnn.evaluate import evaluate, evaluate_ids
-from rnn.model import CharLM, ModelConfig
+from rnn.model.charlm import CharLM, ModelConfig
 from rnn.sample import sample
 
 TEXT = "abracadabra, alakazam! the rain in spain.\n"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from rnn.cells import available_cells, cell, sigmoid, tanh
-from rnn.data import Vocab
-from rnn.model import CharLM, ModelConfig
+from rnn.cells.registry import available_cells, cell, sigmoid, tanh
+from rnn.data.corpus import Vocab
+from rnn.model.charlm import CharLM, ModelConfig
 from rnn.sample import Sampler, sample
 
 

@@ -17,7 +17,7 @@ import pytest
 
 import minigrad as mg
 from cli_support import make_text, run_cli
-from rnn import checks
+from rnn.model import checks
 
 pytestmark = pytest.mark.smoke
 

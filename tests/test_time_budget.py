@@ -1,14 +1,14 @@
 """`--time-budget` bounds the wall time: the final evaluation and saves are planned inside it
-(rnn.time_plan), on a bounded first part of the validation text where the whole would not fit."""
+(rnn.training.time_plan), on a bounded first part of the validation text where the whole would not fit."""
 
 import json
 
 import pytest
 
-from rnn import time_plan
-from rnn.data import Corpus
-from rnn.time_plan import EVAL_SHARE, PROBE_CHARS, TimePlan
-from rnn.train import TrainConfig, train
+from rnn.training import time_plan
+from rnn.data.corpus import Corpus
+from rnn.training.time_plan import EVAL_SHARE, PROBE_CHARS, TimePlan
+from rnn.training.loop import TrainConfig, train
 
 
 class FakeClock:

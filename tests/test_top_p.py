@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from rnn.checkpoint import save_checkpoint
-from rnn.data import Vocab
-from rnn.model import CharLM, ModelConfig
+from rnn.checkpoint.format import save_checkpoint
+from rnn.data.corpus import Vocab
+from rnn.model.charlm import CharLM, ModelConfig
 from rnn.sample import Sampler, sample
 
 from cli_support import assert_one_error_line, run_cli

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-import rnn.model
-import rnn.train as train_module
-from rnn.checkpoint import load_checkpoint
-from rnn.data import Corpus, TextError
+import rnn.model.charlm
+import rnn.training.loop as train_module
+from rnn.checkpoint.format import load_checkpoint
+from rnn.data.corpus import Corpus, TextError
 from rnn.errors import UserError
-from rnn.train import (LR_FLOOR, RunExistsError, RunLock, RunLockedError, TrainConfig, TrainingDiverged, learning_rate,
+from rnn.training.loop import (LR_FLOOR, RunExistsError, RunLock, RunLockedError, TrainConfig, TrainingDiverged, learning_rate,
                        train)
 
 SUBJECTS = ["the cat", "a dog", "my friend", "the old man", "her sister"]
@@ -183,7 +183,7 @@ def test_interrupt_saves_a_checkpoint(tmp_path):
 
 def test_divergence_stops_with_advice_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     corpus = Corpus.from_text(CORPUS_TEXT, val_frac=0.1)
-    real_loss = rnn.model.CharLM.loss
+    real_loss = rnn.model.charlm.CharLM.loss
     training_calls = []
 
     def loss_that_turns_nan(model, ids, targets, state=None):
@@ -194,7 +194,7 @@ def test_divergence_stops_with_advice_and_keeps_the_last_good_checkpoint(tmp_pat
                 loss = loss * float("nan")
         return loss, state
 
-    monkeypatch.setattr(rnn.model.CharLM, "loss", loss_that_turns_nan)
+    monkeypatch.setattr(rnn.model.charlm.CharLM, "loss", loss_that_turns_nan)
     with pytest.raises(TrainingDiverged) as error:
         train(tiny_config(steps=20), corpus, tmp_path)
     message = str(error.value)
@@ -300,7 +300,7 @@ def test_ctrl_c_stops_after_the_step_and_saves(tmp_path):
 
 
 def test_resuming_on_a_text_with_another_vocabulary_is_refused(tmp_path):
-    from rnn.checkpoint import CheckpointError
+    from rnn.checkpoint.format import CheckpointError
 
     train(tiny_config(steps=2), Corpus.from_text(CORPUS_TEXT, val_frac=0.1), tmp_path)
     other = Corpus.from_text(CORPUS_TEXT.upper(), val_frac=0.1)

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 import minigrad as mg
 from cli.graph import graph
-from rnn.layers import Recurrent
+from rnn.model.layers import Recurrent
 
 # Inputs per op, by op name: the in-degree each op node must have in the DOT graph.
 ARITY = {"Add": 2, "Sub": 2, "Mul": 2, "MatMul": 2, "Linear": 3, "Sigmoid": 1, "Tanh": 1,

@@ -16,7 +16,7 @@ import pytest
 
 import minigrad as mg
 from minigrad import autograd, viz
-from rnn.layers import Recurrent
+from rnn.model.layers import Recurrent
 from browser_support import start_chromium
 
 HOSTILE = "</script><script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">'\""

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import minigrad as mg
 from cli.graph import graph as graph_command
 from minigrad import autograd, viz, viz_layout
-from rnn.layers import Recurrent
+from rnn.model.layers import Recurrent
 from browser_support import require
 
 DATA = re.compile(r'<script type="application/json" id="graph-data">(.*?)</script>', re.S)

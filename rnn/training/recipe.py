@@ -31,12 +31,12 @@ A faster machine or a longer budget then gets a model sized and regularised for 
 it will really do, instead of a more memorised one. The choices are printed at the start and
 recorded in config.json and in the checkpoints; --layers, --hidden, --batch-size and
 --dropout, when given, always win. Nothing else is chosen: learning rate and weight decay
-keep their defaults (rnn.config.TrainConfig).
+keep their defaults (rnn.training.config.TrainConfig).
 """
 
 import math
 
-from . import config
+from rnn.training import config
 
 # ---- size -----------------------------------------------------------------------------------------
 

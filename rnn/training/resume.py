@@ -4,11 +4,11 @@
     start = resumed_start(config, corpus, stream, "runs/a/latest.safetensors", folder)
 
 Resuming takes the model, the optimizer's per-parameter state, minigrad's RNG, the data
-position and the carried hidden state from the checkpoint (checked by rnn.training_state),
+position and the carried hidden state from the checkpoint (checked by rnn.training.state),
 and every setting from the config: the model options (MODEL_OPTIONS) must match the
 checkpoint's model (ConfigError if not); the optimizer's hyperparameters, dropout, engine,
 seed, batch size and window may change (a new batch size or window restarts the streams).
-What this module must not hold: the step loop (rnn.train) or the run folder's files (rnn.runfolder).
+What this module must not hold: the step loop (rnn.training.loop) or the run folder's files (rnn.runs.folder).
 """
 
 from dataclasses import dataclass
@@ -16,14 +16,14 @@ from pathlib import Path
 
 import minigrad as mg
 
-from .checkpoint import CheckpointError, load_checkpoint
-from .config import MODEL_OPTIONS, TrainConfig
-from .data import BatchStream, Corpus
-from .errors import ConfigError
-from .model import CharLM
-from .optimizers import optimizer_for
-from .runfolder import RunFolder, new_run_id
-from .training_state import TrainingState, carried_state_from_arrays
+from rnn.checkpoint.format import CheckpointError, load_checkpoint
+from rnn.training.config import MODEL_OPTIONS, TrainConfig
+from rnn.data.corpus import BatchStream, Corpus
+from rnn.errors import ConfigError
+from rnn.model.charlm import CharLM
+from rnn.training.optimizers import optimizer_for
+from rnn.runs.folder import RunFolder, new_run_id
+from rnn.training.state import TrainingState, carried_state_from_arrays
 
 
 @dataclass

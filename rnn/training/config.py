@@ -8,24 +8,24 @@ Also the choice lists of the settings (OPTIMIZERS, SCHEDULES, DTYPE_NAMES, ENGIN
 X_AXES of a run's curves), which the CLI's options offer as they are. This module is light
 on purpose: it imports neither numpy nor minigrad, so that `minigrad-rnn train --help` can
 read the defaults and choices from here without loading the engine.
-What this module must not hold: the training itself (rnn.train), building models or
-optimizers (rnn.model, rnn.optimizers), or command-line flags (the CLI's).
+What this module must not hold: the training itself (rnn.training.loop), building models or
+optimizers (rnn.model.charlm, rnn.training.optimizers), or command-line flags (the CLI's).
 """
 
 import math
 import numbers
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 
-from .errors import ConfigError, Setting
+from rnn.errors import ConfigError, Setting
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine")
-DTYPE_NAMES = ("float32", "float64")  # rnn.model.DTYPES maps them to numpy's types
-ENGINES = ("fused", "eager")  # rnn.layers: a compiled kernel per step, or a graph node per gate op
-# (layers, hidden) when the size is not given and not chosen by rnn.recipe (which reads it
+DTYPE_NAMES = ("float32", "float64")  # rnn.model.charlm.DTYPES maps them to numpy's types
+ENGINES = ("fused", "eager")  # rnn.model.layers: a compiled kernel per step, or a graph node per gate op
+# (layers, hidden) when the size is not given and not chosen by rnn.training.recipe (which reads it
 # from here: this module must stay light).
 DEFAULT_SIZE = (2, 256)
-# Streams per step when --batch-size is not given and the text is long enough (rnn.recipe.batch_size_for).
+# Streams per step when --batch-size is not given and the text is long enough (rnn.training.recipe.batch_size_for).
 DEFAULT_BATCH_SIZE = 32
 # ...and each stream at least this many windows long, or fewer streams (a short text).
 MIN_WINDOWS_PER_STREAM = 4
@@ -46,7 +46,7 @@ LIMITS = ("steps", "epochs", "time_budget")
 MAXIMA = {"layers": 1024, "hidden": 1 << 16, "embed": 1 << 16, "seq_len": 1 << 20, "batch_size": 1 << 16,
           "sample_length": 1_000_000, "steps": 2 ** 53, "warmup": 2 ** 53, "eval_every": 2 ** 53,
           "sample_every": 2 ** 53, "seed": 2 ** 63 - 1}
-# What a run's loss curve can be drawn against (rnn.runs): optimizer steps, seconds of training,
+# What a run's loss curve can be drawn against (rnn.runs.reader): optimizer steps, seconds of training,
 # characters seen.
 X_AXES = ("steps", "seconds", "chars")
 
@@ -57,8 +57,8 @@ class TrainConfig:
     on a laptop CPU for character-level text."""
 
     cell: str = "lstm"
-    # None: chosen by rnn.recipe from the time budget and this machine's speed (1x256, 2x256 or
-    # 2x384); rnn.recipe.DEFAULT_SIZE (2x256) for runs limited by steps or epochs.
+    # None: chosen by rnn.training.recipe from the time budget and this machine's speed (1x256, 2x256 or
+    # 2x384); rnn.training.recipe.DEFAULT_SIZE (2x256) for runs limited by steps or epochs.
     layers: int = None
     hidden: int = None
     embed: int = 64
@@ -70,9 +70,9 @@ class TrainConfig:
     #   Adam with dropout 0.1: 1.457; batch 16 with lr 5e-3: 1.470
     #   the earlier defaults (Adam, beta2 0.999, dropout 0.1, cosine to 0.1 * lr): 1.466,
     #   and with lr 3e-3 / 4e-3 / 1e-2 instead of 6e-3: 1.477 / 1.479 / 1.481
-    dropout: float = None  # None: chosen from the passes over the text the run will make (rnn.recipe)
+    dropout: float = None  # None: chosen from the passes over the text the run will make (rnn.training.recipe)
     seq_len: int = 64
-    batch_size: int = None  # None: DEFAULT_BATCH_SIZE, fewer for a short text (rnn.recipe.batch_size_for)
+    batch_size: int = None  # None: DEFAULT_BATCH_SIZE, fewer for a short text (rnn.training.recipe.batch_size_for)
     lr: float = 6e-3
     optimizer: str = "adamw"
     beta2: float = 0.99  # Adam/AdamW's decay of the squared-gradient average (PyTorch's default: 0.999)
@@ -163,9 +163,9 @@ class TrainConfig:
                        hidden=self.hidden if self.hidden is not None else hidden)
 
     def model_config(self, vocab_size: int):
-        """The rnn.model.ModelConfig of this run's model, for a vocabulary of `vocab_size`
+        """The rnn.model.charlm.ModelConfig of this run's model, for a vocabulary of `vocab_size`
         (a size left to the recipe is DEFAULT_SIZE's)."""
-        from .model import ModelConfig  # here: rnn.model loads the engine, which this module must not
+        from rnn.model.charlm import ModelConfig  # here: rnn.model.charlm loads the engine, which this module must not
 
         config = self.with_size(*DEFAULT_SIZE)
         return ModelConfig(vocab_size=vocab_size, cell=self.cell, embed=self.embed, hidden=config.hidden,

@@ -1,4 +1,4 @@
-"""Reading the run folders that `rnn.train.train` writes: loss curves and one summary per run.
+"""Reading the run folders that `rnn.training.loop.train` writes: loss curves and one summary per run.
 
     run = read_run("runs/lstm")
     run.curve("val_loss", x="steps")       # [(step, val loss in nats/char), ...]
@@ -9,7 +9,7 @@ chars_per_sec, train_loss; val_loss on evaluation lines) and `config.json` (trai
 model config, parameter count). A run killed mid-write, or still being written while it
 is read, leaves a torn last line: that line is skipped, the rest is used.
 
-Nothing read here is trusted: both files are opened through rnn.runfiles (regular files
+Nothing read here is trusted: both files are opened through rnn.runs.files (regular files
 only, no links, a size bound), and a metrics line counts only if its step is an integer
 in [0, MAX_STEP] and every known numeric field is a finite number within +-MAX_MAGNITUDE; any
 other line is reported as unreadable, with the field that is wrong. The file is streamed:
@@ -25,14 +25,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import X_AXES
-from .errors import Setting, UserError
-from .runfiles import RunFileError, exists, open_regular, read_bytes
+from rnn.training.config import X_AXES
+from rnn.errors import Setting, UserError
+from rnn.runs.files import RunFileError, exists, open_regular, read_bytes
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 LOSSES = ("train_loss", "val_loss")
-# The fields of a metrics line that must be numbers when present (rnn.train writes them).
+# The fields of a metrics line that must be numbers when present (rnn.training.loop writes them).
 NUMERIC_FIELDS = ("time", "lr", "chars", "epoch", "chars_per_sec", "train_loss", "val_loss", "val_bpc")
 # Larger steps are not from a real run (and would lose precision as floats on a plot's axis).
 MAX_STEP = 2 ** 53

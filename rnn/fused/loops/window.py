@@ -1,15 +1,15 @@
-"""The loops over a window of time steps of a fused recurrent layer (see rnn.recurrence).
+"""The loops over a window of time steps of a fused recurrent layer (see rnn.fused.recurrence).
 
-A template: rnn.compiler.compile_loops binds the cell's kernels (the import from
-rnn.loops.cell_kernels below) and loads a copy of this module per cell.
+A template: rnn.fused.compiler.compile_loops binds the cell's kernels (the import from
+rnn.fused.loops.cell_kernels below) and loads a copy of this module per cell.
 window_forward and window_backward run a whole window without returning to Python; the
-cores share it by rows or by hidden units (rnn.recurrence.split_of_work).
+cores share it by rows or by hidden units (rnn.fused.recurrence.split_of_work).
 """
 
 from minigrad.jit import kernel, prange
 from minigrad.blas import matmul_into
-from rnn.loops.cell_kernels import loop_kernel, step_backward, step_forward
-from rnn.packed_gemm import PANEL, packed_matmul_into
+from rnn.fused.loops.cell_kernels import loop_kernel, step_backward, step_forward
+from rnn.fused.packed_gemm import PANEL, packed_matmul_into
 
 
 @kernel

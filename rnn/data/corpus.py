@@ -29,7 +29,7 @@ import numpy as np
 
 from minigrad.files import atomic_replacement, write_atomically
 
-from .errors import Setting, UserError
+from rnn.errors import Setting, UserError
 
 # Files are read this many bytes at a time (both passes).
 CHUNK_BYTES = 4 << 20

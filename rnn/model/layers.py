@@ -9,7 +9,7 @@ Two engines compute the same thing:
 - "eager": the cell's gate expressions are interpreted with minigrad ops, step by
   step; every gate op is a node of the autograd graph (readable, gradcheckable);
 - "fused": one GEMM projects the inputs of all steps (a `linear` node), then the
-  recurrence over the window is one autograd node (`rnn.recurrence.FusedRecurrence`):
+  recurrence over the window is one autograd node (`rnn.fused.recurrence.FusedRecurrence`):
   per step one GEMM for W_hh h and one generated kernel for the gates, in a compiled
   loop; backward runs the same way in reverse and gets the W_hh gradient with a single
   GEMM at the end.
@@ -23,11 +23,11 @@ import minigrad as mg
 from minigrad import elementwise
 from minigrad.nn import Dropout, Module, Parameter
 
-from .cells import Cell, get_cell
-from .compiler import compile_cell
-from . import recurrence
-from .config import ENGINES
-from .recurrence import compile_backward_elsewhere
+from rnn.cells.registry import Cell, get_cell
+from rnn.fused.compiler import compile_cell
+from rnn.fused import recurrence
+from rnn.training.config import ENGINES
+from rnn.fused.recurrence import compile_backward_elsewhere
 
 
 class FusedRecurrence(recurrence.FusedRecurrence):

@@ -7,7 +7,7 @@ A cell's step is written once, in ordinary Python arithmetic on these values:
 Calling the step on `Expr` leaves records a small graph (a DAG of elementwise ops of
 the rule table `minigrad.rules`), instead of computing anything. That graph is then
 either *interpreted* with minigrad ops (the eager engine: every gate op is an autograd
-node) or *compiled* into one Numba kernel per step (`rnn.compiler`). Both read the
+node) or *compiled* into one Numba kernel per step (`rnn.fused.compiler`). Both read the
 same graph, so both compute the same function.
 
 The vocabulary (`sigmoid`, `tanh`, `relu`, `exp`, `log`, + - * / **, unary -) is

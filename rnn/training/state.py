@@ -10,16 +10,16 @@ state), train_seconds (a finite number >= 0), the val losses (finite numbers or 
 best_step) are forgotten when unusable, and an unusable data_position makes the streams
 start afresh. The carried hidden state travels as tensors beside it (`carried_state_arrays`,
 `carried_state_from_arrays`).
-What this module must not hold: the step loop (rnn.train) or how files are written (rnn.checkpoint).
+What this module must not hold: the step loop (rnn.training.loop) or how files are written (rnn.checkpoint.format).
 """
 
 from dataclasses import asdict, dataclass
 
 import minigrad as mg
 
-from .checkpoint import MAX_COUNT, CheckpointError, finite_number, is_count, shown
+from rnn.checkpoint.format import MAX_COUNT, CheckpointError, finite_number, is_count, shown
 
-# The fields of a data position (rnn.data.BatchStream.position) that must be counts.
+# The fields of a data position (rnn.data.corpus.BatchStream.position) that must be counts.
 POSITION_FIELDS = ("pass", "window", "batch_size", "seq_len", "train_chars")
 
 
@@ -31,14 +31,14 @@ class TrainingState:
     epoch: float = 0.0  # passes over the training text (for readers: resuming uses data_position)
     train_seconds: float = 0.0  # wall time of training steps, over all resumed runs
     rng_state: dict = None  # minigrad's random generator
-    data_position: dict = None  # rnn.data.BatchStream.position; None: the streams start afresh
+    data_position: dict = None  # rnn.data.corpus.BatchStream.position; None: the streams start afresh
     train_config: dict = None  # TrainConfig.to_meta() of the run that saved it
     best_val_loss: float = None
     last_val_loss: float = None
     last_val_step: int = None  # the step last_val_loss was measured at
     best_step: int = None  # the step best_val_loss was measured at
     run_id: str = None
-    corpus: dict = None  # rnn.data.Corpus.record(): the text's paths and fingerprint
+    corpus: dict = None  # rnn.data.corpus.Corpus.record(): the text's paths and fingerprint
 
     def to_meta(self) -> dict:
         return asdict(self)

@@ -6,11 +6,11 @@
         folder.write_config({...})
         with folder.open_metrics() as metrics: ...
 
-Files: latest.safetensors, best.safetensors (written by rnn.checkpoint), metrics.jsonl,
-config.json, train.lock, all opened through rnn.runfiles (no links followed, regular files
+Files: latest.safetensors, best.safetensors (written by rnn.checkpoint.format), metrics.jsonl,
+config.json, train.lock, all opened through rnn.runs.files (no links followed, regular files
 only). A run has a random `run_id`, recorded in config.json and in every checkpoint:
 resuming into a folder that holds another run is refused.
-What this module must not hold: the training itself (rnn.train), or reading runs for plots (rnn.runs).
+What this module must not hold: the training itself (rnn.training.loop), or reading runs for plots (rnn.runs.reader).
 """
 
 import json
@@ -18,11 +18,11 @@ import os
 import secrets
 from pathlib import Path
 
-from .checkpoint import read_meta
-from .errors import Setting, UserError
-from .runfiles import (check_entries, create_new, exists, open_for_appending, open_for_update, prepare_folder,
+from rnn.checkpoint.format import read_meta
+from rnn.errors import Setting, UserError
+from rnn.runs.files import (check_entries, create_new, exists, open_for_appending, open_for_update, prepare_folder,
                        read_bytes, remove_temporaries, write_atomically)
-from .runs import CONFIG_FILE, MAX_METRICS_BYTES, METRICS_FILE, parse_record, read_config
+from rnn.runs.reader import CONFIG_FILE, MAX_METRICS_BYTES, METRICS_FILE, parse_record, read_config
 
 LATEST, BEST = "latest.safetensors", "best.safetensors"
 LOCK_FILE = "train.lock"

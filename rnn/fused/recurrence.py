@@ -6,8 +6,8 @@ Backward, for t = T-1 .. 0:   the cell's backward kernel gives d xp_t, d hp_t an
                               part of d states_t; the path through W_hh adds d hp_t W_hh to d h_t.
 At the end one GEMM gives d W_hh = sum_t d hp_t^T h_t over all steps at once.
 
-The loops over time are compiled too (the template rnn/loops/window.py, bound to each
-cell's kernels by rnn.compiler.compile_loops), so a window never returns to Python between
+The loops over time are compiled too (the template rnn/fused/loops/window.py, bound to each
+cell's kernels by rnn.fused.compiler.compile_loops), so a window never returns to Python between
 steps. The cores share a window in one of two ways (split_of_work):
 - by rows of the batch: the rows of a batch do not depend on each other, so each core
   runs its rows through all the steps, with no waiting. Each core reads all of W_hh at
@@ -19,10 +19,10 @@ To make a block's part of the product one GEMM call, the forward pass works on W
 (h_t @ W_hh^T: a GEMM without a transposed operand, faster here) with its columns
 reordered, "blocked": for each block, the G gates' columns of that block's units (with
 one block, that is PyTorch's order). hp uses the same column order, which the generated
-kernels know (rnn.compiler). The backward pass needs no such order (a block's part of
+kernels know (rnn.fused.compiler). The backward pass needs no such order (a block's part of
 d hp_t W_hh is all of d hp_t times some columns of W_hh), so d xp, d hp and the
 gradients are in PyTorch's order. For most cells d hp is d xp (see
-rnn.compiler.merged_projections): the kernel writes it once, into one array.
+rnn.fused.compiler.merged_projections): the kernel writes it once, into one array.
 
 On a cold kernel cache, building a layer during training (minigrad.runtime) starts
 compiling window_backward in a helper process (compile_backward_elsewhere,
@@ -38,10 +38,10 @@ from minigrad.jit import cores, parallel_available
 from minigrad.autograd import Function
 from minigrad.precompile import compile_elsewhere
 
-from . import packed_gemm
-from .compiler import compile_loops
+from rnn.fused import packed_gemm
+from rnn.fused.compiler import compile_loops
 
-# The per-step products run on W packed once per window (rnn.packed_gemm) where they can.
+# The per-step products run on W packed once per window (rnn.fused.packed_gemm) where they can.
 USE_PANELS = True
 
 # Fewer rows than this in a core's part, or units in its block, make its GEMMs too thin
@@ -150,7 +150,7 @@ class FusedRecurrence(Function):
         w_blocked_t = np.ascontiguousarray(w_blocked.T)
         gates = len(fused.cell.gates)
         # W_hh^T (forward) and W_hh (backward) packed once for the whole window, when each core's
-        # columns fall on panel boundaries (see rnn.packed_gemm); else the loops call BLAS
+        # columns fall on panel boundaries (see rnn.fused.packed_gemm); else the loops call BLAS
         self.w_panels = (packed_gemm.pack_panels(w_blocked_t) if USE_PANELS and packed_gemm.panels_fit(
             dtype, gates * self.unit_bounds) else packed_gemm.no_panels(dtype))
         self.w_hh_panels = (packed_gemm.pack_panels(self.w_hh) if USE_PANELS and packed_gemm.panels_fit(
@@ -176,7 +176,7 @@ class FusedRecurrence(Function):
         dtype = self.w_hh.dtype
         g_states = np.array(g_final, dtype=dtype)  # (S, B, H), updated step by step
         g_xp = np.empty((batch, steps, gate_rows), dtype)  # d xp of every batch row and step
-        g_hp = g_xp if self.merged else np.empty_like(g_xp)  # (see rnn.compiler.merged_projections)
+        g_hp = g_xp if self.merged else np.empty_like(g_xp)  # (see rnn.fused.compiler.merged_projections)
         g_b_hh = np.zeros((len(self.row_bounds) - 1, gate_rows), dtype)  # a row per part of the rows
         self.loops.window_backward(np.ascontiguousarray(g_outputs, dtype=dtype), self.xp, self.ids, self.w_hh,
                                    self.w_hh_panels, self.b_hh, self.states, self.saved, self.hp, g_states, g_xp,

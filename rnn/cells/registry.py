@@ -25,9 +25,9 @@ import types
 import unicodedata
 from pathlib import Path
 
-from . import expr
-from .errors import UserError
-from .expr import Expr, Projected, exp, log, relu, sigmoid, tanh  # noqa: F401  (the vocabulary)
+from rnn.cells import expr
+from rnn.errors import UserError
+from rnn.cells.expr import Expr, Projected, exp, log, relu, sigmoid, tanh  # noqa: F401  (the vocabulary)
 
 
 class CellError(UserError, ValueError):
@@ -49,7 +49,7 @@ class Cell:
     def _validate(self):
         # The generated kernels cannot collide with these names: every variable they derive
         # from the cell starts with a prefix of their own (_x_, _h_, _prev_, _v, _g_; see
-        # rnn.compiler). What stays reserved is what Python and the expression API need.
+        # rnn.fused.compiler). What stays reserved is what Python and the expression API need.
         for kind, names in (("gate", self.gates), ("state", self.state)):
             if not names:
                 raise CellError(f"cell {self.name}: needs at least one {kind} name")

@@ -4,21 +4,21 @@
 
 One step: next window of B streams -> loss (state carried from the previous window) ->
 backward -> gradient-norm clipping -> optimizer step -> state detached (truncated BPTT).
-The learning rate follows a schedule (rnn.optimizers). Every `eval_every` steps, and at the
+The learning rate follows a schedule (rnn.training.optimizers). Every `eval_every` steps, and at the
 end, the model is evaluated on the whole validation split and checkpoints are written:
 `latest.safetensors` always, `best.safetensors` when the val loss is the lowest.
 
 Resuming restores the model, the optimizer state, minigrad's RNG, the data position, the
-carried hidden state, the step, the training time and the best val loss (rnn.training_state),
+carried hidden state, the step, the training time and the best val loss (rnn.training.state),
 so that training N steps, stopping, resuming and training M more is bit-identical to N + M
 straight. Evaluation and sampling never draw from the training's random stream. On resume
 the model options (MODEL_OPTIONS) must match the checkpoint's model; every training option
 of the config takes effect, the optimizer's hyperparameters included.
 
-The pieces live beside it: the settings in rnn.config, the optimizer and schedule in
-rnn.optimizers, the run folder (lock, config.json, metrics.jsonl) in rnn.runfolder, what a
-checkpoint holds for resuming in rnn.training_state, and where a run starts (fresh, or
-from a checkpoint) in rnn.resume.
+The pieces live beside it: the settings in rnn.training.config, the optimizer and schedule in
+rnn.training.optimizers, the run folder (lock, config.json, metrics.jsonl) in rnn.runs.folder, what a
+checkpoint holds for resuming in rnn.training.state, and where a run starts (fresh, or
+from a checkpoint) in rnn.training.resume.
 What this module must not hold: printing or argument parsing (that is the CLI's).
 """
 
@@ -36,24 +36,24 @@ import numpy as np
 from minigrad.runtime import configured_for_training
 from minigrad.threads import ThreadChooser
 
-from . import recipe
-from .cells import get_cell, load_cell_file
-from .checkpoint import save_checkpoint
-# Re-exported: rnn.train has always been where these names are imported from.
-from .config import (DEFAULT_TIME_BUDGET, DEFAULT_WEIGHT_DECAY, LR_FLOOR, MODEL_OPTIONS, OPTIMIZERS,  # noqa: F401
+from rnn.training import recipe
+from rnn.cells.registry import get_cell, load_cell_file
+from rnn.checkpoint.format import save_checkpoint
+# Re-exported: rnn.training.loop has always been where these names are imported from.
+from rnn.training.config import (DEFAULT_TIME_BUDGET, DEFAULT_WEIGHT_DECAY, LR_FLOOR, MODEL_OPTIONS, OPTIMIZERS,  # noqa: F401
                      SCHEDULES, TrainConfig)
-from .data import BatchStream, Corpus
-from .errors import Setting, TrainingDiverged
-from .evaluate import evaluate_ids
-from .model import CharLM, detach_state
-from .optimizers import learning_rate, make_optimizer, optimizer_for  # noqa: F401
-from .runfolder import (BEST, LATEST, RUN_FILES, RunExistsError, RunFolder, RunLock, RunLockedError,  # noqa: F401
+from rnn.data.corpus import BatchStream, Corpus
+from rnn.errors import Setting, TrainingDiverged
+from rnn.evaluate import evaluate_ids
+from rnn.model.charlm import CharLM, detach_state
+from rnn.training.optimizers import learning_rate, make_optimizer, optimizer_for  # noqa: F401
+from rnn.runs.folder import (BEST, LATEST, RUN_FILES, RunExistsError, RunFolder, RunLock, RunLockedError,  # noqa: F401
                         RunRewindError)
-from .runfolder import new_run_id
-from .resume import Start, fresh_start, resumed_start
-from .sample import sample
-from .time_plan import TimePlan
-from .training_state import TrainingState, carried_state_arrays
+from rnn.runs.folder import new_run_id
+from rnn.training.resume import Start, fresh_start, resumed_start
+from rnn.sample import sample
+from rnn.training.time_plan import TimePlan
+from rnn.training.state import TrainingState, carried_state_arrays
 
 # A metrics line (mean train loss of the last steps) every this many steps.
 LOG_EVERY = 10
@@ -103,9 +103,9 @@ class _Run:
         self.session_steps = 0
         self.session_chars = 0
         self.session_seconds = 0.0
-        self.probe_seconds = None  # session_seconds when the speed probe started (rnn.recipe)
+        self.probe_seconds = None  # session_seconds when the speed probe started (rnn.training.recipe)
         self.eta_mark = None  # (session_steps, session_seconds) the ETA's timing starts from
-        # What rnn.recipe chose and why: the size (before the run), the dropout (once chosen).
+        # What rnn.training.recipe chose and why: the size (before the run), the dropout (once chosen).
         self.recipe = {"size": size_choice} if size_choice else None
         self.recent_losses = []
         # Thread counts, measured and re-measured as the machine's load changes (minigrad.threads):
@@ -115,7 +115,7 @@ class _Run:
         self.sample_threads = ThreadChooser.for_this_machine()
         self.threads_reported = False
         # The wall time of everything after start-up, evaluations and saves included, against
-        # the time budget (rnn.time_plan); None without one.
+        # the time budget (rnn.training.time_plan); None without one.
         budget = config.limits()["time_budget"]
         self.plan = TimePlan(budget, self.train_seconds, len(corpus.val_ids), self.model.num_parameters(),
                              self.model.config.dtype) if budget is not None else None
@@ -395,7 +395,7 @@ class _Run:
         self.write_config()
 
     def choose_dropout(self):
-        """Set the dropout rnn.recipe gives for the passes this run will make, as soon as they
+        """Set the dropout rnn.training.recipe gives for the passes this run will make, as soon as they
         can be planned: at once, or with a time budget once the speed probe has run."""
         limits = self.config.limits()
         seconds_per_step = None
@@ -509,7 +509,7 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
 
 
 def _choose_size(config: TrainConfig, corpus: Corpus):
-    """(config with its model size, what rnn.recipe chose, or None): the size is the recipe's
+    """(config with its model size, what rnn.training.recipe chose, or None): the size is the recipe's
     when the run has a time budget and neither layers nor hidden is set, else the default."""
     limits = config.limits()
     if config.layers is not None or config.hidden is not None:

@@ -14,9 +14,9 @@ import minigrad as mg
 from minigrad import ops
 from minigrad.nn import Dropout, Embedding, Linear, Module
 
-from .cells import get_cell
-from .config import DTYPE_NAMES, ENGINES
-from .layers import Recurrent
+from rnn.cells.registry import get_cell
+from rnn.training.config import DTYPE_NAMES, ENGINES
+from rnn.model.layers import Recurrent
 
 DTYPES = {name: getattr(np, name) for name in DTYPE_NAMES}  # name -> numpy type
 
@@ -114,7 +114,7 @@ class CharLM(Module):
         (V, E) @ (E, G*H) product instead of a (B*T, E) one (65 rows instead of 2048 for
         tiny-shakespeare at batch 32 x 64 steps), in backward too. The fused layer picks
         the rows inside its loop over the steps, and adds the gradients of the steps into
-        their characters' rows (rnn.recurrence.FusedRecurrence); this linear node's backward
+        their characters' rows (rnn.fused.recurrence.FusedRecurrence); this linear node's backward
         then makes d W_ih, d b_ih and d embedding from those V rows. Used when it is the
         smaller product (folds_embedding).
         """

@@ -22,8 +22,8 @@ import numpy as np
 import minigrad as mg
 from minigrad.gradcheck import gradcheck_report
 
-from .cells import available_cells, get_cell
-from .layers import ENGINES, Recurrent
+from rnn.cells.registry import available_cells, get_cell
+from rnn.model.layers import ENGINES, Recurrent
 
 # Sizes of the cell checks: small enough for finite differences over every weight.
 CELL_BATCH, CELL_STEPS, CELL_INPUT, CELL_HIDDEN, CELL_LAYERS = 2, 5, 3, 3, 2

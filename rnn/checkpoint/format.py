@@ -18,9 +18,9 @@ it checks the header's declared length against the file size before reading it, 
 file cannot make it allocate unbounded memory; the file must be a regular file (a FIFO or a
 device is refused before anything is read). The numbers that resuming reads from `meta` and
 `optimizer` (steps, step counts, RNG state, times, losses, data position) are checked by
-rnn.training_state and `_optimizer_state` as strictly as the tensors are. Every problem is a
+rnn.training.state and `_optimizer_state` as strictly as the tensors are. Every problem is a
 `CheckpointError` with one line naming the file and the field.
-Writing is atomic (rnn.runfiles.write_atomically, on minigrad.files: a new temporary file
+Writing is atomic (rnn.runs.files.write_atomically, on minigrad.files: a new temporary file
 beside it, fsync, rename, fsync the directory); an interrupted write leaves the previous checkpoint as it was.
 """
 
@@ -37,11 +37,11 @@ from safetensors.numpy import save as safetensors_bytes
 
 import minigrad as mg
 
-from .cells import CellError, get_cell, load_cell_file
-from .data import TextError, Vocab
-from .errors import Setting, UserError
-from .model import DTYPES, CharLM, ModelConfig
-from .runfiles import RunFileError, open_regular, write_atomically
+from rnn.cells.registry import CellError, get_cell, load_cell_file
+from rnn.data.corpus import TextError, Vocab
+from rnn.errors import Setting, UserError
+from rnn.model.charlm import DTYPES, CharLM, ModelConfig
+from rnn.runs.files import RunFileError, open_regular, write_atomically
 
 FORMAT_VERSION = 1
 PROGRAM = "minigrad-rnn"
@@ -352,7 +352,7 @@ def load_checkpoint(path, cell_file=None, *, follow: bool = True) -> Checkpoint:
     `cell_file`: a Python file declaring the checkpoint's cell, when it is not a built-in one
     (the checkpoint itself holds no code, and none is ever run from it). `follow=False` for
     an entry of a run folder (latest.safetensors...): a symbolic link there is refused, as
-    every reader of a run folder does (rnn.runfiles).
+    every reader of a run folder does (rnn.runs.files).
     """
     path = Path(path)
     if not path.exists() and not path.is_symlink():
@@ -447,7 +447,7 @@ def describe_checkpoint(path, *, follow: bool = True) -> CheckpointSummary:
                              optimizer_name=name)
 
 
-# ---- checks of the numbers a checkpoint's JSON holds (here and in rnn.training_state) ---------
+# ---- checks of the numbers a checkpoint's JSON holds (here and in rnn.training.state) ---------
 
 def is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT

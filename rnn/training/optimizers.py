@@ -5,15 +5,15 @@
 
 The schedule: a linear warmup over `config.warmup` steps, then either constant or a cosine
 decaying to LR_FLOOR * lr as the run progresses (by whichever limit is nearest).
-What this module must not hold: the step loop (rnn.train) or the settings' defaults (rnn.config).
+What this module must not hold: the step loop (rnn.training.loop) or the settings' defaults (rnn.training.config).
 """
 
 import math
 
 import minigrad as mg
 
-from .config import DEFAULT_WEIGHT_DECAY, LR_FLOOR, OPTIMIZERS, TrainConfig
-from .errors import ConfigError, Setting
+from rnn.training.config import DEFAULT_WEIGHT_DECAY, LR_FLOOR, OPTIMIZERS, TrainConfig
+from rnn.errors import ConfigError, Setting
 
 
 def make_optimizer(name: str, parameters, lr: float, beta2: float = 0.999, weight_decay: float = None):

@@ -1,14 +1,14 @@
 """The compiled sampling loop: draw a character, feed it back through every layer, repeat
 (see rnn.sample for why the products are laid out as they are).
 
-A template: rnn.compiler.compile_loops binds the cell's step_inference kernel (the import
-from rnn.loops.cell_kernels below) and loads a copy of this module per cell.
+A template: rnn.fused.compiler.compile_loops binds the cell's step_inference kernel (the import
+from rnn.fused.loops.cell_kernels below) and loads a copy of this module per cell.
 """
 
 import numpy as np
 
 from minigrad.jit import kernel, prange, summing_kernel
-from rnn.loops.cell_kernels import loop_kernel, step_inference
+from rnn.fused.loops.cell_kernels import loop_kernel, step_inference
 
 
 @summing_kernel

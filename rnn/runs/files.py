@@ -33,7 +33,7 @@ from pathlib import Path
 
 from minigrad import files
 
-from .errors import UserError
+from rnn.errors import UserError
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)

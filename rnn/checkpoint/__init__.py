@@ -1,0 +1,1 @@
+"""Checkpoints: the file format and the checks of every untrusted value it holds (`format`)."""

@@ -1,0 +1,1 @@
+"""Data: text files, the corpus and its vocabulary, batches (`corpus`)."""
