@@ -15,7 +15,7 @@ from minigrad import ops
 from minigrad.nn import Dropout, Embedding, Linear, Module
 
 from rnn.cells.registry import get_cell
-from rnn.training.config import DTYPE_NAMES, ENGINES
+from rnn.model.options import DTYPE_NAMES, ENGINES
 from rnn.model.layers import Recurrent
 
 DTYPES = {name: getattr(np, name) for name in DTYPE_NAMES}  # name -> numpy type

@@ -26,7 +26,7 @@ from minigrad.nn import Dropout, Module, Parameter
 from rnn.cells.registry import Cell, get_cell
 from rnn.fused.compiler import compile_cell
 from rnn.fused import recurrence
-from rnn.training.config import ENGINES
+from rnn.model.options import ENGINES
 from rnn.fused.recurrence import compile_backward_elsewhere
 
 

@@ -9,7 +9,7 @@ X_AXES of a run's curves), which the CLI's options offer as they are. This modul
 on purpose: it imports neither numpy nor minigrad, so that `minigrad-rnn train --help` can
 read the defaults and choices from here without loading the engine.
 What this module must not hold: the training itself (rnn.training.loop), building models or
-optimizers (rnn.model.charlm, rnn.training.optimizers), or command-line flags (the CLI's).
+optimizers (rnn.training.resume, rnn.training.optimizers), or command-line flags (the CLI's).
 """
 
 import math
@@ -17,11 +17,10 @@ import numbers
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 
 from rnn.errors import ConfigError, Setting
+from rnn.model.options import DTYPE_NAMES, ENGINES  # noqa: F401  (the CLI offers them from here)
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine")
-DTYPE_NAMES = ("float32", "float64")  # rnn.model.charlm.DTYPES maps them to numpy's types
-ENGINES = ("fused", "eager")  # rnn.model.layers: a compiled kernel per step, or a graph node per gate op
 # (layers, hidden) when the size is not given and not chosen by rnn.training.recipe (which reads it
 # from here: this module must stay light).
 DEFAULT_SIZE = (2, 256)
@@ -161,16 +160,6 @@ class TrainConfig:
         """This config with the model size given where it was left to the recipe (None)."""
         return replace(self, layers=self.layers if self.layers is not None else layers,
                        hidden=self.hidden if self.hidden is not None else hidden)
-
-    def model_config(self, vocab_size: int):
-        """The rnn.model.charlm.ModelConfig of this run's model, for a vocabulary of `vocab_size`
-        (a size left to the recipe is DEFAULT_SIZE's)."""
-        from rnn.model.charlm import ModelConfig  # here: rnn.model.charlm loads the engine, which this module must not
-
-        config = self.with_size(*DEFAULT_SIZE)
-        return ModelConfig(vocab_size=vocab_size, cell=self.cell, embed=self.embed, hidden=config.hidden,
-                           layers=config.layers, dropout=0.0 if self.dropout is None else self.dropout,
-                           dtype=self.dtype, engine=self.engine)
 
 
 def _is_number(value) -> bool:

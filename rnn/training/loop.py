@@ -50,7 +50,7 @@ from rnn.training.optimizers import learning_rate, make_optimizer, optimizer_for
 from rnn.runs.folder import (BEST, LATEST, RUN_FILES, RunExistsError, RunFolder, RunLock, RunLockedError,  # noqa: F401
                         RunRewindError)
 from rnn.runs.folder import new_run_id
-from rnn.training.resume import Start, fresh_start, resumed_start
+from rnn.training.resume import Start, fresh_start, model_config, resumed_start
 from rnn.sample import sample
 from rnn.training.time_plan import TimePlan
 from rnn.training.state import TrainingState, carried_state_arrays
@@ -535,7 +535,7 @@ def _seconds_per_step_of_default_size(config: TrainConfig, corpus: Corpus) -> fl
     the kernels and are not timed). The run's own model is seeded afterwards: the timing
     leaves the run as it would be without it."""
     probe = config.with_size(*recipe.DEFAULT_SIZE)
-    model = CharLM(probe.model_config(len(corpus.vocab)))
+    model = CharLM(model_config(probe, len(corpus.vocab)))
     model.train()
     optimizer = optimizer_for(probe, model.parameters())
     inputs, targets = BatchStream(corpus.train_ids, config.batch_size, config.seq_len).next_batch()

@@ -17,10 +17,10 @@ from pathlib import Path
 import minigrad as mg
 
 from rnn.checkpoint.format import CheckpointError, load_checkpoint
-from rnn.training.config import MODEL_OPTIONS, TrainConfig
+from rnn.training.config import DEFAULT_SIZE, MODEL_OPTIONS, TrainConfig
 from rnn.data.corpus import BatchStream, Corpus
 from rnn.errors import ConfigError
-from rnn.model.charlm import CharLM
+from rnn.model.charlm import CharLM, ModelConfig
 from rnn.training.optimizers import optimizer_for
 from rnn.runs.folder import RunFolder, new_run_id
 from rnn.training.state import TrainingState, carried_state_from_arrays
@@ -38,9 +38,18 @@ class Start:
     saved_step: int = None  # the step of the latest checkpoint already in the run folder
 
 
+def model_config(config: TrainConfig, vocab_size: int) -> ModelConfig:
+    """The ModelConfig of the run `config` describes, for a vocabulary of `vocab_size` (a size
+    left to the recipe is DEFAULT_SIZE's)."""
+    sized = config.with_size(*DEFAULT_SIZE)
+    return ModelConfig(vocab_size=vocab_size, cell=config.cell, embed=config.embed, hidden=sized.hidden,
+                       layers=sized.layers, dropout=0.0 if config.dropout is None else config.dropout,
+                       dtype=config.dtype, engine=config.engine)
+
+
 def fresh_start(config: TrainConfig, corpus: Corpus, stream: BatchStream) -> Start:
     mg.random.manual_seed(config.seed)
-    model = CharLM(config.model_config(len(corpus.vocab)))
+    model = CharLM(model_config(config, len(corpus.vocab)))
     model.train()
     return Start(model, optimizer_for(config, model.parameters()), TrainingState(run_id=new_run_id()), stream)
 
@@ -61,11 +70,11 @@ def resumed_start(config: TrainConfig, corpus: Corpus, stream: BatchStream, path
         raise ConfigError(f"{path} holds a model with " + ", ".join(f"{n}={getattr(saved, n)}" for n in different)
                           + "; the settings say " + ", ".join(f"{n}={getattr(config, n)}" for n in different)
                           + ": a resumed run keeps its model (start a new run to change it)")
-    model_config = config.model_config(len(corpus.vocab))
-    if model_config == saved:
+    wanted = model_config(config, len(corpus.vocab))
+    if wanted == saved:
         model = checkpoint.model
     else:  # another dropout or engine: the same tensors in a model built with the new settings
-        model = CharLM(model_config)
+        model = CharLM(wanted)
         model.load_state_dict(checkpoint.model.state_dict())
     model.train()
     optimizer = optimizer_for(config, model.parameters())
