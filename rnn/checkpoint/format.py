@@ -26,7 +26,6 @@ beside it, fsync, rename, fsync the directory); an interrupted write leaves the 
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,25 +38,15 @@ import minigrad as mg
 
 from rnn.cells.registry import CellError, get_cell, load_cell_file
 from rnn.data.corpus import TextError, Vocab
-from rnn.errors import Setting, UserError
+from rnn.errors import Setting
 from rnn.model.charlm import DTYPES, CharLM, ModelConfig
-from rnn.runs.files import RunFileError, open_regular, write_atomically
+from rnn.checkpoint.header import (FORMAT_VERSION, PROGRAM, CheckpointError, check_program_and_version,  # noqa: F401
+                                   json_field, read_header, read_meta)
+from rnn.checkpoint.values import finite_number, is_count, shown
+from rnn.runs.files import RunFileError, write_atomically
 
-FORMAT_VERSION = 1
-PROGRAM = "minigrad-rnn"
 OPTIMIZER_PREFIX = "optimizer."
 TRAIN_STATE_PREFIX = "train_state."
-# No real header comes near this; a larger declared length means "not a checkpoint".
-MAX_HEADER_BYTES = 16 << 20
-# Steps and step counts above this are not from a real run (2**53: still exact as a float).
-MAX_COUNT = 2 ** 53
-
-_SAFETENSORS_DTYPES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "I8": 1, "U8": 1, "I16": 2, "U16": 2,
-                       "I32": 4, "U32": 4, "I64": 8, "U64": 8, "BOOL": 1}
-
-
-class CheckpointError(UserError, ValueError):
-    """A checkpoint file that cannot be used (the message is one clear line)."""
 
 
 @dataclass
@@ -163,78 +152,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 # ---- loading --------------------------------------------------------------------------------
 
-def _read_header(path: Path, follow: bool = True) -> dict:
-    """The safetensors JSON header, after checking its length and entries against the file.
-    `follow`: whether `path` may be a symbolic link (one the user typed, not a run folder's entry)."""
-    not_safetensors = f"{path} is not a minigrad-rnn checkpoint (not a safetensors file)"
-    try:
-        # The path the user gave may be their own link; a FIFO or a device is refused unread.
-        with os.fdopen(open_regular(path, follow=follow), "rb") as file:
-            status = os.fstat(file.fileno())
-            size = status.st_size
-            if size < 8:
-                raise CheckpointError(f"{path} is truncated or not a checkpoint ({size} bytes)")
-            header_length = int.from_bytes(file.read(8), "little")
-            if header_length < 2 or header_length > MAX_HEADER_BYTES:
-                raise CheckpointError(not_safetensors)
-            if header_length > size - 8:
-                raise CheckpointError(f"{path} is truncated (its header alone should be {header_length} bytes)")
-            raw = file.read(header_length)
-    except RunFileError as error:
-        raise CheckpointError(f"{path} is not a checkpoint file ({error})") from None
-    except OSError as error:
-        raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror or error}") from None
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: hostile nesting ([[[[...)
-        raise CheckpointError(not_safetensors) from None
-    if not isinstance(header, dict):
-        raise CheckpointError(not_safetensors)
-    _check_tensor_entries(path, header, data_size=size - 8 - header_length)
-    return header, (status.st_dev, status.st_ino)
-
-
-def _check_tensor_entries(path: Path, header: dict, data_size: int) -> None:
-    """Every tensor's dtype, shape and byte range must be sane and lie inside the file."""
-    corrupted = f"{path} is corrupted (bad safetensors header)"
-    end_of_data = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
-                raise CheckpointError(corrupted)
-            continue
-        if not isinstance(entry, dict) or entry.get("dtype") not in _SAFETENSORS_DTYPES:
-            raise CheckpointError(corrupted)
-        shape, offsets = entry.get("shape"), entry.get("data_offsets")
-        if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)
-                or not isinstance(offsets, list) or len(offsets) != 2
-                or not all(isinstance(o, int) and o >= 0 for o in offsets)):
-            raise CheckpointError(corrupted)
-        begin, end = offsets
-        if end - begin != math.prod(shape) * _SAFETENSORS_DTYPES[entry["dtype"]]:
-            raise CheckpointError(corrupted)
-        end_of_data = max(end_of_data, end)
-    if end_of_data > data_size:
-        raise CheckpointError(f"{path} is truncated ({data_size} bytes of tensor data, {end_of_data} expected)")
-    if end_of_data < data_size:
-        raise CheckpointError(f"{path} is corrupted ({data_size - end_of_data} unexpected bytes after the tensors)")
-
-
-def _check_program_and_version(path: Path, metadata: dict) -> int:
-    if metadata.get("program") != PROGRAM:
-        raise CheckpointError(f"{path} was not written by {PROGRAM} (a safetensors file from another program)")
-    try:
-        version = int(metadata.get("format_version"))
-    except (TypeError, ValueError):
-        raise CheckpointError(f"{path} is corrupted (bad format version)") from None
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {version}, newer than this {PROGRAM} "
-                              f"reads ({FORMAT_VERSION}): upgrade {PROGRAM}")
-    if version < 1:
-        raise CheckpointError(f"{path} is corrupted (format version {version})")
-    return version
-
-
 def _read_tensors(path: Path) -> dict:
     try:
         with safe_open(str(path), framework="np") as file:
@@ -243,20 +160,8 @@ def _read_tensors(path: Path) -> dict:
         raise CheckpointError(f"{path} is corrupted ({type(error).__name__})") from None
 
 
-def _json_field(path: Path, metadata: dict, key: str, expected_type):
-    if key not in metadata:
-        raise CheckpointError(f"{path} is corrupted (no {key} in its metadata)")
-    try:
-        value = json.loads(metadata[key])
-    except (ValueError, RecursionError):  # RecursionError: hostile nesting ([[[[...)
-        raise CheckpointError(f"{path} is corrupted ({key} is not valid JSON)") from None
-    if not isinstance(value, expected_type):
-        raise CheckpointError(f"{path} is corrupted ({key} is not a JSON {expected_type.__name__})")
-    return value
-
-
 def _model_config(path: Path, metadata: dict) -> ModelConfig:
-    data = _json_field(path, metadata, "model_config", dict)
+    data = json_field(path, metadata, "model_config", dict)
     try:
         return ModelConfig.from_dict(data)
     except CellError:
@@ -319,7 +224,7 @@ def _optimizer_state(path: Path, metadata: dict, model: CharLM, tensors: dict):
         if arrays:
             raise CheckpointError(f"{path} is corrupted (optimizer tensors without an optimizer description)")
         return None, None
-    description = _json_field(path, metadata, "optimizer", dict)
+    description = json_field(path, metadata, "optimizer", dict)
     hyperparameters, scalars = description.get("hyperparameters"), description.get("scalars")
     if not isinstance(description.get("type"), str) or not isinstance(hyperparameters, dict) \
             or not isinstance(scalars, dict):
@@ -359,9 +264,9 @@ def load_checkpoint(path, cell_file=None, *, follow: bool = True) -> Checkpoint:
         raise CheckpointError(f"no such checkpoint: {path}")
     if follow and not path.is_file():
         raise CheckpointError(f"{path} is not a checkpoint file")
-    header, identity = _read_header(path, follow)
+    header, identity = read_header(path, follow)
     metadata = header.get("__metadata__") or {}
-    version = _check_program_and_version(path, metadata)
+    version = check_program_and_version(path, metadata)
     tensors = _read_tensors(path)
     if not follow and _identity(path) != identity:  # swapped between the two reads
         raise CheckpointError(f"{path} changed while it was being read")
@@ -378,7 +283,7 @@ def load_checkpoint(path, cell_file=None, *, follow: bool = True) -> Checkpoint:
     if len(vocab) != config.vocab_size:
         raise CheckpointError(f"{path}: the vocabulary has {len(vocab)} characters but the embedding "
                               f"has {config.vocab_size} rows")
-    meta = _json_field(path, metadata, "meta", dict)
+    meta = json_field(path, metadata, "meta", dict)
 
     _check_model_tensors(path, config, tensors)
     model = _model_without_touching_the_rng(config)
@@ -415,15 +320,15 @@ def describe_checkpoint(path, *, follow: bool = True) -> CheckpointSummary:
         raise CheckpointError(f"no such checkpoint: {path}")
     if follow and not path.is_file():
         raise CheckpointError(f"{path} is not a checkpoint file")
-    header, identity = _read_header(path, follow)
+    header, identity = read_header(path, follow)
     metadata = header.get("__metadata__") or {}
-    _check_program_and_version(path, metadata)
+    check_program_and_version(path, metadata)
     tensors = _read_tensors(path)
     if not follow and _identity(path) != identity:  # swapped between the two reads
         raise CheckpointError(f"{path} changed while it was being read")
     if metadata.get("checksum") != _checksum(metadata, tensors):
         raise CheckpointError(f"{path} is corrupted (checksum mismatch)")
-    data = _json_field(path, metadata, "model_config", dict)
+    data = json_field(path, metadata, "model_config", dict)
     try:
         config = ModelConfig.from_dict(data, check_cell=False)
     except (TypeError, ValueError) as error:
@@ -439,11 +344,11 @@ def describe_checkpoint(path, *, follow: bool = True) -> CheckpointSummary:
         vocab = Vocab.from_json(metadata.get("vocab", ""))
     except TextError as error:
         raise CheckpointError(f"{path} has an invalid vocabulary: {error}") from None
-    optimizer = _json_field(path, metadata, "optimizer", dict) if "optimizer" in metadata else {}
+    optimizer = json_field(path, metadata, "optimizer", dict) if "optimizer" in metadata else {}
     name = optimizer.get("type") if isinstance(optimizer.get("type"), str) else None
     parameters = sum(int(tensors[name_].size) for name_ in model_tensor_names(tensors))
     return CheckpointSummary(path=path, config=config, cell_registered=registered, vocab=vocab,
-                             meta=_json_field(path, metadata, "meta", dict), parameters=parameters,
+                             meta=json_field(path, metadata, "meta", dict), parameters=parameters,
                              optimizer_name=name)
 
 
@@ -480,15 +385,6 @@ def _identity(path: Path):
     except OSError:
         return None
     return status.st_dev, status.st_ino
-
-
-def read_meta(path, *, follow: bool = True) -> dict:
-    """A checkpoint's `meta`, from its checked header alone (no tensors read, no checksum):
-    to tell which run a file belongs to, not to resume from it. `follow`: see load_checkpoint."""
-    path = Path(path)
-    metadata = _read_header(path, follow)[0].get("__metadata__") or {}
-    _check_program_and_version(path, metadata)
-    return _json_field(path, metadata, "meta", dict)
 
 
 def model_tensor_names(names) -> list:

@@ -18,7 +18,7 @@ import os
 import secrets
 from pathlib import Path
 
-from rnn.checkpoint.format import read_meta
+from rnn.checkpoint.header import read_meta
 from rnn.errors import Setting, UserError
 from rnn.runs.files import (check_entries, create_new, exists, open_for_appending, open_for_update, prepare_folder,
                        read_bytes, remove_temporaries, write_atomically)

@@ -11,7 +11,7 @@ is read, leaves a torn last line: that line is skipped, the rest is used.
 
 Nothing read here is trusted: both files are opened through rnn.runs.files (regular files
 only, no links, a size bound), and a metrics line counts only if its step is an integer
-in [0, MAX_STEP] and every known numeric field is a finite number within +-MAX_MAGNITUDE; any
+in [0, MAX_COUNT] and every known numeric field is a finite number within +-MAX_MAGNITUDE; any
 other line is reported as unreadable, with the field that is wrong. The file is streamed:
 one line and one run cost bounded memory whatever their shape (MAX_LINE_BYTES, MAX_RECORDS,
 and only KEPT_FIELDS of a record are kept).
@@ -25,6 +25,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# (steps above MAX_COUNT are not from a real run, and would lose precision as floats on a plot's axis)
+from rnn.checkpoint.values import MAX_COUNT, finite_number, is_count
 from rnn.training.config import X_AXES
 from rnn.errors import Setting, UserError
 from rnn.runs.files import RunFileError, exists, open_regular, read_bytes
@@ -34,8 +36,6 @@ CONFIG_FILE = "config.json"
 LOSSES = ("train_loss", "val_loss")
 # The fields of a metrics line that must be numbers when present (rnn.training.loop writes them).
 NUMERIC_FIELDS = ("time", "lr", "chars", "epoch", "chars_per_sec", "train_loss", "val_loss", "val_bpc")
-# Larger steps are not from a real run (and would lose precision as floats on a plot's axis).
-MAX_STEP = 2 ** 53
 # Size bounds: far above what a real run writes (a metrics line per 10 steps is ~200 bytes,
 # so 256 MB is months of training), far below what would exhaust memory.
 MAX_METRICS_BYTES = 256 << 20
@@ -114,7 +114,7 @@ class Run:
         value = self.train_config.get(name) if value is None else value
         if name == "cell":
             return value if isinstance(value, str) else None
-        return value if _count(value) else None
+        return value if is_count(value, minimum=1) else None
 
     def curve(self, loss: str, x: str = "steps") -> list:
         """[(x, loss)] for `loss` in LOSSES, against `x` in X_AXES; lines without either are left out."""
@@ -124,7 +124,7 @@ class Run:
             raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
         points = []
         for record in self.records:
-            x_value, y_value = self._x_value(record, x), _finite(record.get(loss))
+            x_value, y_value = self._x_value(record, x), finite_number(record.get(loss))
             if x_value is not None and y_value is not None:
                 points.append((x_value, y_value))
         return points
@@ -133,48 +133,32 @@ class Run:
         if x == "steps":
             return record["step"]
         if x == "seconds":
-            return _finite(record.get("time"))
-        chars = _finite(record.get("chars"))
+            return finite_number(record.get("time"))
+        chars = finite_number(record.get("chars"))
         if chars is None:  # metrics written before the "chars" field: steps x batch x window
             batch_size, seq_len = self.train_config.get("batch_size"), self.train_config.get("seq_len")
-            if _count(batch_size) and _count(seq_len):
+            if is_count(batch_size, minimum=1) and is_count(seq_len, minimum=1):
                 chars = float(record["step"] * batch_size * seq_len)
         return chars
 
     def summary(self) -> RunSummary:
         last = self.records[-1] if self.records else {}
-        seconds = _finite(last.get("time"))
+        seconds = finite_number(last.get("time"))
         chars = self._x_value(last, "chars") if last else None
         # The rate over the whole run (resumed sessions included); else the trainer's own figure.
         if chars is not None and seconds:
             chars_per_sec = chars / seconds
         else:
-            chars_per_sec = _finite(last.get("chars_per_sec"))
+            chars_per_sec = finite_number(last.get("chars_per_sec"))
         val_losses = [loss for _, loss in self.curve("val_loss")]
         parameters = self.config.get("parameters")
         return RunSummary(
             name=self.name, cell=self.setting("cell"), layers=self.setting("layers"),
             hidden=self.setting("hidden"),
-            parameters=parameters if _count(parameters) else None,
+            parameters=parameters if is_count(parameters, minimum=1) else None,
             steps=last.get("step", 0), seconds=seconds, chars_per_sec=chars_per_sec,
             best_val_loss_nats=min(val_losses) if val_losses else None,
         )
-
-
-def _finite(value):
-    """`value` as a float if it is a finite number (not a bool), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        value = float(value)  # an int beyond the float range raises OverflowError
-    except OverflowError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _count(value) -> bool:
-    """Whether `value` is a plausible size or count: an int (not a bool) in [1, MAX_STEP]."""
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_STEP
 
 
 def parse_record(line: str):
@@ -188,11 +172,11 @@ def parse_record(line: str):
     step = record.get("step")
     if isinstance(step, bool) or not isinstance(step, int):
         return None, "no integer step" if step is None else f"step is {type(step).__name__}, not an integer"
-    if not 0 <= step <= MAX_STEP:
+    if not 0 <= step <= MAX_COUNT:
         return None, f"step {step if abs(step) < 10 ** 20 else 'of ' + str(len(str(step))) + ' digits'} is out of range"
     for name in NUMERIC_FIELDS:
         value = record.get(name)
-        if value is not None and _finite(value) is None:
+        if value is not None and finite_number(value) is None:
             return None, f"{name} is not a finite number"
         if value is not None and abs(value) > MAX_MAGNITUDE:
             return None, f"{name} is out of range (beyond {MAX_MAGNITUDE:g})"

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 
 import minigrad as mg
 
-from rnn.checkpoint.format import MAX_COUNT, CheckpointError, finite_number, is_count, shown
+from rnn.checkpoint.header import CheckpointError
+from rnn.checkpoint.values import MAX_COUNT, finite_number, is_count, shown
 
 # The fields of a data position (rnn.data.corpus.BatchStream.position) that must be counts.
 POSITION_FIELDS = ("pass", "window", "batch_size", "seq_len", "train_chars")
