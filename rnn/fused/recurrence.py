@@ -121,6 +121,10 @@ class FusedRecurrence(Function):
     rows (R,G*H) from which step t of batch row b takes row ids[b, t]. (The char-LM's
     first layer: its input projection is one row per character, read straight from the
     table instead of being copied out for every step.)
+
+    Its backward is a compiled loop on arrays: there is no differentiable backward and no
+    forward-mode rule, and asking for either is refused in one clear line (the eager engine,
+    every gate op a node, has both).
     """
 
     def forward(self, xp, w_hh, b_hh, *initial, fused, ids=None):
@@ -167,6 +171,14 @@ class FusedRecurrence(Function):
     def kernel_source(self) -> str:
         """The generated source of the cell kernels this node runs (what mg.viz pages show)."""
         return self.options["fused"].source
+
+    def graph_backward(self, *output_grads):
+        raise RuntimeError('a fused recurrent layer cannot be differentiated twice (create_graph=True): '
+                           'build it with engine="eager" (CLI: --engine eager)')
+
+    def jvp(self, out, *tangents):
+        raise RuntimeError('a fused recurrent layer has no forward mode (jvp): '
+                           'build it with engine="eager" (CLI: --engine eager)')
 
     def backward(self, g_outputs, *g_final):
         job = _backward_compiles.get(self.loops.__name__)

@@ -30,19 +30,6 @@ from rnn.model.options import ENGINES
 from rnn.fused.recurrence import compile_backward_elsewhere
 
 
-class FusedRecurrence(recurrence.FusedRecurrence):
-    """The fused recurrence node, refusing higher-order and forward mode in one clear line:
-    its backward is a compiled loop on arrays, so it has no differentiable backward and no
-    forward-mode rule. The eager engine (every gate op a node) has both."""
-
-    def graph_backward(self, *output_grads):
-        raise RuntimeError('a fused recurrent layer cannot be differentiated twice (create_graph=True): '
-                           'build it with engine="eager" (CLI: --engine eager)')
-
-    def jvp(self, out, *tangents):
-        raise RuntimeError('a fused recurrent layer has no forward mode (jvp): '
-                           'build it with engine="eager" (CLI: --engine eager)')
-
 # ---- eager: interpret the traced step with minigrad ops ---------------------------------
 
 def eager_step(cell: Cell, x_projection, h_projection, states, hidden: int):
@@ -140,7 +127,7 @@ class Recurrent(Module):
     def _fused_layer(self, k, projection, states, ids):
         _, w_hh, _, b_hh = self.layer_parameters(k)
         fused = compile_cell(self.cell, projection.dtype)
-        results = FusedRecurrence.apply(projection, w_hh, b_hh, *states, fused=fused, ids=ids)
+        results = recurrence.FusedRecurrence.apply(projection, w_hh, b_hh, *states, fused=fused, ids=ids)
         return results[0], tuple(results[1:])
 
     def _eager_layer(self, k, projection, states, ids):
