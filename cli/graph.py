@@ -7,6 +7,8 @@ that `minigrad-rnn --help` stays fast.
 
 import click
 
+from cli.options import cell_file_option, load_cell_file
+
 INPUT_SIZE = 2  # tiny on purpose: the graph's structure, not its size, is what one reads
 BATCH_SIZE = 1
 
@@ -31,8 +33,7 @@ def _unrolled_cell(cell, steps, hidden, engine="eager"):
 @click.command("graph")
 @click.option("--cell", "cell_name", default="lstm", show_default=True,
               help="Built-in cell name, or one declared in --cell-file.")
-@click.option("--cell-file", type=click.Path(dir_okay=False), default=None,
-              help="A Python file declaring cells with @cell.")
+@cell_file_option
 @click.option("--steps", type=click.IntRange(1, 100), default=2, show_default=True,
               help="Time steps to unroll.")
 @click.option("--hidden", type=click.IntRange(1, 64), default=3, show_default=True,
@@ -52,12 +53,11 @@ def graph(cell_name, cell_file, steps, hidden, dot_path, html_path, fused, kerne
     opens from disk in a browser; it shows the graph of the outputs' sum after one backward pass.
     """
     import minigrad as mg
-    from rnn.cells.registry import CellError, get_cell, load_cell_file
+    from rnn.cells.registry import CellError, get_cell
     from rnn.fused.compiler import generate_source
 
     try:
-        if cell_file:
-            load_cell_file(cell_file)
+        load_cell_file(cell_file)
         cell = get_cell(cell_name)
     except CellError as error:
         raise click.ClickException(str(error)) from None

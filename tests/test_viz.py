@@ -324,7 +324,6 @@ def test_graph_kernel_comments_every_generated_line_with_the_gate_it_computes():
 
 @pytest.mark.parametrize("args, message", [
     (["--cell", "no_such_cell"], "unknown cell 'no_such_cell'"),
-    (["--cell-file", "/nonexistent/cells.py"], "cell file not found"),
     (["--dot", "/nonexistent/dir/out.dot"], "cannot write /nonexistent/dir/out.dot"),
 ])
 def test_graph_command_errors_are_one_line_and_exit_1(args, message):
@@ -333,6 +332,18 @@ def test_graph_command_errors_are_one_line_and_exit_1(args, message):
     assert result.stdout == ""
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert message in result.stderr
+
+
+def test_graph_takes_the_shared_cell_file_option():
+    """graph's --cell-file is the other commands' (cli.options): the same help, a missing file a usage error."""
+    from cli.main import main
+
+    helps = {command: main.commands[command].params for command in ("graph", "sample", "gradcheck")}
+    cell_file = {command: next(p for p in params if p.name == "cell_file") for command, params in helps.items()}
+    assert len({(option.help, repr(option.type)) for option in cell_file.values()}) == 1
+    result = run_graph("--cell-file", "/nonexistent/cells.py")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "Invalid value for '--cell-file'" in result.stderr and "does not exist" in result.stderr
 
 
 def test_graph_command_through_the_console_script_with_a_cell_file(tmp_path):
