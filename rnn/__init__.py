@@ -1,12 +1,18 @@
 """rnn: recurrent cells as gate expressions, and a character-level language model on minigrad.
 
-Modules: `expr` (the gate-expression vocabulary and tracing), `cells` (the @cell
-declaration, the registry and the built-in cells), `compiler` (fused Numba kernels
-generated from a cell; `loops` holds the time loops they run in), `layers` (the recurrent stack, eager or fused), `model`
-(the char-LM), `data`, `config` (TrainConfig and the settings' choices), `optimizers`, `resume`,
-`train` (the step loop), `training_state` and `checkpoint` (what resuming reads),
-`runfolder` (what a run writes), `runs` (reading run folders), `runfiles` (safe file
-access inside a run folder), `errors` (UserError), `sample`, `evaluate`.
+Sub-packages, bottom to top (tests/test_layering.py holds the exact order):
+- `cells`: the cell language: gate expressions (`expr`), @cell, the registry, the built-in cells (`registry`);
+- `fused`: the fused engine: a cell compiled to Numba kernels (`compiler`), the recurrence
+  that runs them (`recurrence`), the packed per-step GEMM, the loop templates (`loops`);
+- `model`: the choice lists (`options`), the recurrent stack, eager or fused (`layers`), the
+  char-LM (`charlm`), the checks that the engines agree (`checks`);
+- `data`: text files (`text`), the vocabulary (`vocab`), the corpus (`corpus`), batches (`batches`);
+- `checkpoint`: untrusted-value checks (`values`), the header (`header`), the file format (`format`);
+- `runs`: safe files in a run folder (`files`), reading runs back (`reader`), the folder a run
+  writes, with its lock (`folder`);
+- `training`: the settings (`config`), recipe, optimizers, state, resuming (`resume`), the
+  step loop (`loop`).
+Beside them: `errors` (UserError), `sample`, `evaluate`; the shipped text is in `corpora/`.
 
 The names below are loaded when first used (PEP 562), so that `import rnn.training.config` (what
 `minigrad-rnn --help` reads) does not load the engine. train / sample / evaluate are not
