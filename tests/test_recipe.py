@@ -9,7 +9,7 @@ import pytest
 
 import rnn.training.loop as train_module
 from cli_support import make_text, run_cli
-from rnn.training import recipe
+from rnn.training import recipe, sizing
 from rnn.checkpoint.format import load_checkpoint
 from rnn.data.corpus import Corpus
 from rnn.training.loop import TrainConfig, train
@@ -187,7 +187,7 @@ def _size_config(**changes):
 
 
 def test_the_trainer_takes_the_recipes_size_for_the_speed_it_measured(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "_seconds_per_step_of_default_size", lambda config, corpus: 0.001)
+    monkeypatch.setattr(sizing, "seconds_per_step_of_default_size", lambda config, corpus: 0.001)
     corpus = Corpus.from_text(make_text(3000, seed=1), val_frac=0.1)
     # A short text that is taken to be long enough for the default size (not for 2x384): the
     # choice from the speed is what is tested here.
@@ -222,7 +222,7 @@ def test_a_given_size_or_no_time_budget_is_not_chosen(tmp_path, monkeypatch, giv
     def must_not_time(config, corpus):
         raise AssertionError("the default size was timed although the recipe does not choose")
 
-    monkeypatch.setattr(train_module, "_seconds_per_step_of_default_size", must_not_time)
+    monkeypatch.setattr(sizing, "seconds_per_step_of_default_size", must_not_time)
     monkeypatch.setattr(recipe, "MAX_PARAMETERS_PER_CHAR", math.inf)  # no short-text size either
     corpus = Corpus.from_text(make_text(3000, seed=1), val_frac=0.1)
     settings = {"steps": 2, "time_budget": 10.0, **given}
@@ -243,7 +243,7 @@ def test_timing_the_default_size_leaves_the_run_as_it_was(tmp_path):
     stream = BatchStream(corpus.train_ids, config.batch_size, config.seq_len)
     plain = fresh_start(config, corpus, stream).model.state_dict()
     mg.random.manual_seed(99)  # the timing draws from the RNG: the run must not see it
-    seconds = train_module._seconds_per_step_of_default_size(config, corpus)
+    seconds = sizing.seconds_per_step_of_default_size(config, corpus)
     assert seconds > 0
     after = fresh_start(config, corpus, stream).model.state_dict()
     assert plain.keys() == after.keys()

@@ -36,8 +36,8 @@ import numpy as np
 from minigrad.runtime import configured_for_training
 from minigrad.threads import ThreadChooser
 
-from rnn.training import recipe
-from rnn.cells.registry import get_cell, load_cell_file
+from rnn.training import recipe, sizing
+from rnn.cells.registry import load_cell_file
 from rnn.checkpoint.format import save_checkpoint
 # Re-exported: rnn.training.loop has always been where these names are imported from.
 from rnn.training.config import (DEFAULT_TIME_BUDGET, DEFAULT_WEIGHT_DECAY, LR_FLOOR, MODEL_OPTIONS, OPTIMIZERS,  # noqa: F401
@@ -50,7 +50,7 @@ from rnn.training.optimizers import learning_rate, make_optimizer, optimizer_for
 from rnn.runs.folder import (BEST, LATEST, RUN_FILES, RunExistsError, RunFolder, RunLock, RunLockedError,  # noqa: F401
                         RunRewindError)
 from rnn.runs.folder import new_run_id
-from rnn.training.resume import Start, fresh_start, model_config, resumed_start
+from rnn.training.resume import Start, fresh_start, resumed_start
 from rnn.sample import sample
 from rnn.training.time_plan import TimePlan
 from rnn.training.state import TrainingState, carried_state_arrays
@@ -482,7 +482,7 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
         size_choice = None
         if resume is None:
             folder.check_new_run()
-            config, size_choice = _choose_size(config, corpus)
+            config, size_choice = sizing.choose_size(config, corpus)
             start = fresh_start(config, corpus, stream)
         else:
             start = resumed_start(config, corpus, stream, resume, folder)
@@ -506,53 +506,3 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
             run.write_config()
             with _GracefulInterrupt(run):
                 return run.run()
-
-
-def _choose_size(config: TrainConfig, corpus: Corpus):
-    """(config with its model size, what rnn.training.recipe chose, or None): the size is the recipe's
-    when the run has a time budget and neither layers nor hidden is set, else the default."""
-    limits = config.limits()
-    if config.layers is not None or config.hidden is not None:
-        return config.with_size(*recipe.DEFAULT_SIZE), None
-    if not recipe.needs_speed(limits):
-        size = recipe.size_for_text(len(corpus.train_ids), config.embed, len(get_cell(config.cell).gates),
-                                    len(corpus.vocab))
-        if size == recipe.DEFAULT_SIZE:
-            return config.with_size(*size), None
-        # Said and recorded like a choice from the speed: a short text gets a smaller model.
-        return config.with_size(*size), {"layers": size[0], "hidden": size[1], "parameters": recipe.parameter_count(
-            *size, config.embed, len(get_cell(config.cell).gates), len(corpus.vocab)), "short_text": True}
-    seconds_per_step = _seconds_per_step_of_default_size(config, corpus)
-    choice = recipe.choose_size(limits, seconds_per_step, config.batch_size * config.seq_len, len(corpus.train_ids),
-                                config.embed, len(get_cell(config.cell).gates), len(corpus.vocab))
-    choice["default_seconds_per_step"] = round(seconds_per_step, 5)
-    return config.with_size(choice["layers"], choice["hidden"]), choice
-
-
-def _seconds_per_step_of_default_size(config: TrainConfig, corpus: Corpus) -> float:
-    """This machine's seconds per training step of the default size, timed on a throwaway
-    model and optimizer over the first batch (recipe.CALIBRATION_STEPS; the first steps load
-    the kernels and are not timed). The run's own model is seeded afterwards: the timing
-    leaves the run as it would be without it."""
-    probe = config.with_size(*recipe.DEFAULT_SIZE)
-    model = CharLM(model_config(probe, len(corpus.vocab)))
-    model.train()
-    optimizer = optimizer_for(probe, model.parameters())
-    inputs, targets = BatchStream(corpus.train_ids, config.batch_size, config.seq_len).next_batch()
-    untimed, steps = recipe.CALIBRATION_STEPS
-    # On the thread count that wins on this machine now (minigrad.threads): its own probe
-    # takes the steps it needs, and the time of a step is that of the count it chose.
-    threads = ThreadChooser.for_this_machine()
-    step = 0
-    while step < steps or not threads.decided:
-        if step == untimed:
-            started = time.perf_counter()
-        with threads.unit():
-            loss, _ = model.loss(inputs, targets)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        step += 1
-    if threads.reference:
-        return threads.reference[threads.chosen]
-    return (time.perf_counter() - started) / (steps - untimed)
