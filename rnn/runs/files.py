@@ -31,8 +31,6 @@ import secrets
 import stat
 from pathlib import Path
 
-from minigrad import files
-
 from rnn.errors import UserError
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -165,6 +163,10 @@ def write_atomically(path, data: bytes) -> None:
     created by create_new (a plain name inside the folder, O_EXCL, no link, a regular file).
     An interruption at any point leaves the previous file as it was (and no temporary file)."""
     path = Path(path)
+    # Imported here, not at the top: `import minigrad` loads the engine (Numba), which taking a
+    # lock or reading config.json must not (tests/test_layering.py).
+    from minigrad import files
+
     entry(path.parent, path.name)  # one plain component: the temporary file stays beside it
     files.write_atomically(path, data, create=create_new)
 
