@@ -42,7 +42,7 @@ RNN_LAYERS = ["errors", "cells.expr", "cells.registry",
               "training.loop",
               "__init__"]
 # cli, bottom to top: printing, the app, shared options, progress lines, the commands, main.
-CLI_LAYERS = ["output", "app", "options", "progress",
+CLI_LAYERS = ["output", "output_file", "app", "options", "progress",
               "evaluate", "gradcheck", "graph", "info", "plot", "sample", "train", "main", "__init__"]
 # The whole project, bottom to top, as dotted names (a package's __init__ under the package's name).
 ORDER = [f"{package}.{module}".removesuffix(".__init__")
