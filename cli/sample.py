@@ -1,6 +1,7 @@
 """`minigrad-rnn sample`: generate text from a checkpoint, printed as it is made or written to a file."""
 
 import io
+import math
 import sys
 from pathlib import Path
 
@@ -88,6 +89,8 @@ def _check_temperature(value):
     if not value > 0:  # also NaN
         raise click.BadParameter(f"{value} is not above 0 (to take the likeliest character every time, "
                                  f"the limit at temperature 0, use --argmax)")
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
     return value
 
 

@@ -35,7 +35,8 @@ import numba.core.caching as caching
 owner, _, name = {missing!r}.rpartition(".")
 delattr(getattr(caching, owner) if owner else caching, name)
 """
-RUN_CLI = "import sys\nfrom cli.main import main\nsys.argv[0] = 'minigrad-rnn'\nmain()\n"
+# (small arrays on the kernels, not numpy: the kernel cache is under test)
+RUN_CLI = "import sys\nimport minigrad.elementwise\nminigrad.elementwise.NUMPY_BELOW = 0\nfrom cli.main import main\nsys.argv[0] = 'minigrad-rnn'\nmain()\n"
 
 
 @pytest.mark.parametrize("missing", ["_SourceFileBackedLocatorMixin", "_CacheLocator.get_suitable_cache_subpath"])
@@ -87,6 +88,7 @@ builtins.open, os.open = full_open, full_os_open
 # Elementwise kernels (a generated module), package kernels, and a fused cell's generated ones.
 COMPUTE = """
 import numpy as np, minigrad as mg
+mg.elementwise.NUMPY_BELOW = 0  # the kernels (and so their cache) are under test: no numpy path for small arrays
 x = mg.tensor(np.array([1.0, 2.0, 3.0], np.float32), requires_grad=True)
 y = (x * x).tanh().sum()
 y.backward()

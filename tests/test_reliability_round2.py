@@ -338,8 +338,8 @@ def test_a_folder_file_swapped_after_listing_is_not_read(tmp_path, monkeypatch, 
     (folder / "b.txt").write_text(make_text(2000, seed=1))
     listing = rnn.data.corpus.find_text_files
 
-    def listing_then_swap(paths):
-        found = listing(paths)
+    def listing_then_swap(paths, **options):
+        found = listing(paths, **options)
         (folder / "b.txt").unlink()
         if swap == "link":
             (folder / "b.txt").symlink_to(secret)
