@@ -7,6 +7,7 @@ rnn.training.loop.train.
 """
 
 import dataclasses
+import math
 import os
 import sys
 from pathlib import Path
@@ -288,7 +289,7 @@ def _exit_if_nothing_to_do(meta: dict, given: dict, resume):
     """A --steps or --time-budget typed on resume that the run has already reached: say so in one
     line and exit 0, as `make` does with nothing to remake (the run is already as far as asked;
     nothing is evaluated or written), instead of a summary of 0 steps."""
-    from rnn.checkpoint.format import finite_number, is_count
+    from rnn.checkpoint.values import finite_number, is_count
 
     step, seconds = meta.get("step"), finite_number(meta.get("train_seconds"))
     reached = None

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import kernels
 from .autograd import Function, unbroadcast
-from .elementwise import NUMPY_BELOW
+from . import elementwise
 
 
 def _contiguous(data, dtype=None) -> np.ndarray:
@@ -74,7 +74,7 @@ class Sum(_Reduction):
     jvp_is_forward = True
 
     def forward(self, x, axis=None, keepdims=False):
-        if x.size < NUMPY_BELOW:  # numpy's own sum, with the kernel's float64 accumulator
+        if x.size < elementwise.NUMPY_BELOW:  # numpy's own sum, with the kernel's float64 accumulator
             self._shapes(x, axis, keepdims)
             self.count = x.size if axis is None else math.prod(x.shape[a] for a in self.axes)
             return np.asarray(np.add.reduce(x, self.axes, np.float64, keepdims=keepdims), x.dtype)

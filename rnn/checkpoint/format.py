@@ -26,6 +26,7 @@ beside it, fsync, rename, fsync the directory); an interrupted write leaves the 
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,33 +351,6 @@ def describe_checkpoint(path, *, follow: bool = True) -> CheckpointSummary:
     return CheckpointSummary(path=path, config=config, cell_registered=registered, vocab=vocab,
                              meta=json_field(path, metadata, "meta", dict), parameters=parameters,
                              optimizer_name=name)
-
-
-# ---- checks of the numbers a checkpoint's JSON holds (here and in rnn.training.state) ---------
-
-def is_count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
-
-
-def finite_number(value):
-    """`value` as a float if it is a finite number (not a bool), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        value = float(value)
-    except OverflowError:  # an int beyond the float range
-        return None
-    return value if math.isfinite(value) else None
-
-
-def shown(value) -> str:
-    """A short description of a bad value for an error line (never the whole of a hostile value)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 18:
-        return f"an integer of {len(str(abs(value)))} digits"
-    if isinstance(value, (list, dict)):
-        return f"a JSON {'list' if isinstance(value, list) else 'object'}"
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _identity(path: Path):
