@@ -86,11 +86,9 @@ def _write_text(writer, prime, characters, stop=lambda: False):
 
 
 def _check_temperature(value):
-    if not math.isfinite(value):
-        raise click.BadParameter(f"{value} is not a finite number")
-    if not value > 0:
-        raise click.BadParameter(f"{value} is not above 0 (to take the likeliest character every time, "
-                                 f"the limit at temperature 0, use --argmax)")
+    if not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value} is not a finite number above 0 (to take the likeliest character every "
+                                 f"time, the limit at temperature 0, use --argmax)")
     return value
 
 
