@@ -69,7 +69,7 @@ for _ in range(STEPS):
 MINIGRAD_SAMPLE = COMMON + MINIGRAD_SETUP + """
 import time
 from rnn import CharLM, ModelConfig
-from rnn.data.corpus import Vocab
+from rnn.data.vocab import Vocab
 from rnn.sample import sample
 model = CharLM(ModelConfig(vocab_size=VOCAB, embed=EMBED, hidden=HIDDEN, layers=LAYERS)).eval()
 vocab = Vocab.from_text("".join(chr(33 + i) for i in range(VOCAB)))

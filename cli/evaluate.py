@@ -51,7 +51,7 @@ def _evaluate_checkpoint(checkpoint, text, cell_file, unknown="refuse", follow=T
     """evaluate()'s metrics of one checkpoint on a text file, with its step (`follow`: see
     rnn.checkpoint.format.load_checkpoint)."""
     loaded = load_checkpoint(checkpoint, cell_file, follow=follow)
-    from rnn.data.corpus import TextError
+    from rnn.data.text import TextError
     from rnn.evaluate import evaluate_file
 
     try:

@@ -67,7 +67,7 @@ def load_checkpoint(path, cell_file=None, follow=True):
 
 def unknown_option(function):
     return click.option(
-        # rnn.data.corpus.UNKNOWN_POLICIES, spelt out: importing rnn.data.corpus (numpy) would slow down --help.
+        # rnn.data.vocab.UNKNOWN_POLICIES, spelt out: importing rnn.data.vocab (numpy) would slow down --help.
         "--unknown", type=click.Choice(("refuse", "skip")), default="refuse",
         help="Characters the model's vocabulary lacks: refuse the text (naming them), or skip them "
              "(neither predicted nor fed; the count is reported).",

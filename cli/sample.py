@@ -51,7 +51,8 @@ def sample(checkpoint, length, temperature, top_k, top_p, prime, seed, argmax, o
         loaded = load_checkpoint(checkpoint, cell_file)
     else:  # a run folder's entry: read by its rules, no link followed
         loaded = load_checkpoint(checkpoints.get("best") or checkpoints["latest"], cell_file, follow=False)
-    from rnn.data.corpus import TextError, apply_unknown_policy
+    from rnn.data.text import TextError
+    from rnn.data.vocab import apply_unknown_policy
     from rnn.sample import sample as generate
 
     try:  # the prime is printed as given; under --unknown skip, what the model lacks is not fed to it

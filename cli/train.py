@@ -322,7 +322,7 @@ def _load_resumed_corpus(texts, config, given: dict, meta: dict, resume, quiet, 
     find the run's own text and validation file, each used only if it matches the fingerprint the
     checkpoint records, and nothing of a file the user did not name is ever printed. TEXT and
     --val-file typed are the user's choice."""
-    from rnn.data.corpus import TextContentError, TextError
+    from rnn.data.text import TextContentError, TextError
 
     saved = _saved_corpus(meta)
     texts_given = bool(texts)
@@ -388,7 +388,8 @@ def _check_same_text(meta: dict, corpus, texts, texts_given: bool, resume):
 
 
 def _load_corpus(texts, config, quiet=False, include=(), exclude=()):
-    from rnn.data.corpus import Corpus, describe_skipped, find_text_files
+    from rnn.data.corpus import Corpus
+    from rnn.data.text import describe_skipped, find_text_files
 
     options = dict(val_frac=config.val_frac, separator=config.separator, val_file=config.val_file)
     if not texts:

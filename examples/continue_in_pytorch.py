@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from rnn.checkpoint.format import CheckpointError, load_checkpoint, save_checkpoint
-from rnn.data.corpus import TextError
+from rnn.data.text import TextError
 
 # minigrad-rnn's built-in cells that PyTorch has, with the same equations and weight layout.
 TORCH_CELLS = {

@@ -6,7 +6,8 @@ Sub-packages, bottom to top (tests/test_layering.py holds the exact order):
   that runs them (`recurrence`), the packed per-step GEMM, the loop templates (`loops`);
 - `model`: the choice lists (`options`), the recurrent stack, eager or fused (`layers`), the
   char-LM (`charlm`), the checks that the engines agree (`checks`);
-- `data`: text files (`text`), the vocabulary (`vocab`), the corpus (`corpus`), batches (`batches`);
+- `data`: text files (`text`), the vocabulary (`vocab`), a file's ids and their cache (`ids`),
+  the corpus (`corpus`), batches (`batches`);
 - `checkpoint`: untrusted-value checks (`values`), the header (`header`), the file format (`format`);
 - `runs`: safe files in a run folder (`files`), reading runs back (`reader`), the folder a run
   writes, with its lock (`folder`);
@@ -29,7 +30,7 @@ _EXPORTS = {
     "exp": "cells.expr", "log": "cells.expr", "relu": "cells.expr", "sigmoid": "cells.expr", "tanh": "cells.expr",
     "Recurrent": "model.layers",
     "CharLM": "model.charlm", "ModelConfig": "model.charlm", "detach_state": "model.charlm",
-    "BatchStream": "data.corpus", "Corpus": "data.corpus", "TextError": "data.corpus", "Vocab": "data.corpus",
+    "BatchStream": "data.batches", "Corpus": "data.corpus", "TextError": "data.text", "Vocab": "data.vocab",
     "FORMAT_VERSION": "checkpoint.format", "Checkpoint": "checkpoint.format", "CheckpointError": "checkpoint.format",
     "load_checkpoint": "checkpoint.format", "save_checkpoint": "checkpoint.format",
     "TrainConfig": "training.config", "UserError": "errors", "TrainingDiverged": "errors", "RunLockedError": "runs.folder",

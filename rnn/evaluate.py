@@ -17,7 +17,9 @@ import numpy as np
 import minigrad as mg
 from minigrad.threads import ThreadChooser
 
-from rnn.data.corpus import TextError, apply_unknown_policy, encoded_chunks
+from rnn.data.ids import encoded_chunks
+from rnn.data.text import TextError
+from rnn.data.vocab import apply_unknown_policy
 
 # Characters per forward call: long enough that Python overhead is small, short enough
 # that the logits of one chunk stay small.

@@ -13,7 +13,7 @@ import minigrad
 from cli.main import main
 from rnn.cells.registry import cell, sigmoid, tanh
 from rnn.checkpoint.format import save_checkpoint
-from rnn.data.corpus import Vocab
+from rnn.data.vocab import Vocab
 from rnn.model.charlm import CharLM, ModelConfig
 
 ROOT = Path(minigrad.__file__).resolve().parent.parent  # the code under test (PYTHONPATH)

@@ -11,7 +11,7 @@ from safetensors.numpy import save as safetensors_bytes
 import minigrad as mg
 import rnn.checkpoint.format as checkpoint_module
 from rnn.checkpoint.format import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
-from rnn.data.corpus import Vocab
+from rnn.data.vocab import Vocab
 from rnn.evaluate import EVAL_CHUNK, evaluate
 from rnn.model.charlm import CharLM, ModelConfig
 

@@ -25,7 +25,7 @@ TEXT = make_text(2000, seed=4)
 def files(tmp_path_factory):
     """A folder of good and bad inputs, and a real (untrained) checkpoint of a tiny model."""
     from rnn.checkpoint.format import save_checkpoint
-    from rnn.data.corpus import Vocab
+    from rnn.data.vocab import Vocab
     from rnn.model.charlm import CharLM, ModelConfig
 
     folder = tmp_path_factory.mktemp("inputs")

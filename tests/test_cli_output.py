@@ -32,7 +32,7 @@ from cli.output import TextWriter, strict_json, visible, visible_text
 from cli.progress import TrainingDisplay
 from cli_support import TINY_RUN, assert_one_error_line, console_script, make_text, run_cli
 from rnn.checkpoint.format import save_checkpoint
-from rnn.data.corpus import Vocab
+from rnn.data.vocab import Vocab
 from rnn.evaluate import LOGITS_BUDGET, evaluate_ids
 from rnn.model.charlm import CharLM, ModelConfig
 from rnn.sample import sample
@@ -353,7 +353,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
     import json, resource
     import numpy as np
     import minigrad as mg
-    from rnn.data.corpus import Vocab
+    from rnn.data.vocab import Vocab
     from rnn.evaluate import evaluate
     from rnn.model.charlm import CharLM, ModelConfig
     from rnn.sample import sample

@@ -1,4 +1,4 @@
-"""A text of several files or folders, and a separate validation file (rnn.data.corpus and
+"""A text of several files or folders, and a separate validation file (rnn.data.text, rnn.data.corpus and
 `minigrad-rnn train`): which files are read and in what order, what is skipped, the
 joined text against one built by hand, the separator and its escapes, --val-file in the
 training vocabulary, and what the run folder records (and resume keeps)."""
@@ -9,8 +9,9 @@ import os
 import numpy as np
 import pytest
 
-from rnn.data import corpus as data
-from rnn.data.corpus import Corpus, TextError, find_text_files
+from rnn.data import ids
+from rnn.data.corpus import Corpus
+from rnn.data.text import TextError, find_text_files
 
 from cli_support import TINY_RUN, assert_one_error_line, make_text, run_cli
 
@@ -113,7 +114,7 @@ def test_large_files_joined_through_the_ids_cache_equal_the_in_memory_join(tmp_p
     texts = ["abc\n" * 50, "xyz ü\n" * 40, "q"]
     paths = [write(tmp_path / f"{i}.txt", text) for i, text in enumerate(texts)]
     in_memory = Corpus.from_files(paths, separator="-")
-    monkeypatch.setattr(data, "IN_MEMORY_BYTES", 0)  # every file through the memmap cache
+    monkeypatch.setattr(ids, "IN_MEMORY_BYTES", 0)  # every file through the memmap cache
     cached = Corpus.from_files(paths, separator="-")
     assert cached.vocab == in_memory.vocab
     np.testing.assert_array_equal(cached.ids, in_memory.ids)

@@ -8,8 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import rnn.data.corpus as data
-from rnn.data.corpus import BatchStream, Corpus, TextError, Vocab
+import rnn.data.ids
+import rnn.data.text
+from rnn.data.batches import BatchStream
+from rnn.data.corpus import Corpus
+from rnn.data.text import TextError
+from rnn.data.vocab import Vocab
 
 TEXT = "Grüße, 世界! naïve café — ok?\nLine two: ünïcödé.\n" * 20
 
@@ -89,7 +93,7 @@ def test_too_short_texts_are_refused():
 @pytest.mark.parametrize("chunk_bytes", [5, 7, 64, 1 << 20])
 def test_file_read_in_chunks_equals_the_text(tmp_path, monkeypatch, chunk_bytes):
     # Small chunks cut multi-byte characters in two: the incremental decoder must join them.
-    monkeypatch.setattr(data, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(rnn.data.text, "CHUNK_BYTES", chunk_bytes)
     path = tmp_path / "input.txt"
     path.write_text(TEXT, encoding="utf-8")
     corpus = Corpus.from_file(path, val_frac=0.2)
@@ -109,8 +113,8 @@ def test_a_utf8_byte_order_mark_is_not_text(tmp_path):
 
 
 def test_large_files_are_encoded_into_a_reused_memmap_cache(tmp_path, monkeypatch, cache_dir):
-    monkeypatch.setattr(data, "IN_MEMORY_BYTES", 0)  # treat every file as large
-    monkeypatch.setattr(data, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(rnn.data.ids, "IN_MEMORY_BYTES", 0)  # treat every file as large
+    monkeypatch.setattr(rnn.data.text, "CHUNK_BYTES", 64)
     path = tmp_path / "big.txt"
     path.write_text(TEXT, encoding="utf-8")
     first = Corpus.from_file(path)
@@ -124,14 +128,14 @@ def test_large_files_are_encoded_into_a_reused_memmap_cache(tmp_path, monkeypatc
     def no_second_scan(*args):
         raise AssertionError("the cached encoding should have been reused")
 
-    monkeypatch.setattr(data, "_scan_vocab", no_second_scan)
+    monkeypatch.setattr(rnn.data.ids, "_scan_vocab", no_second_scan)
     second = Corpus.from_file(path)
     assert np.array_equal(second.val_ids, reference.val_ids)
     monkeypatch.undo()
 
     # A changed file gets a new entry, and the old one is removed.
     monkeypatch.setenv("MINIGRAD_CACHE_DIR", str(cache_dir))
-    monkeypatch.setattr(data, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(rnn.data.ids, "IN_MEMORY_BYTES", 0)
     path.write_text(TEXT + "more text\n", encoding="utf-8")
     os.utime(path, ns=(1, 10**18))  # a different mtime even on coarse-clock filesystems
     third = Corpus.from_file(path)
@@ -140,7 +144,7 @@ def test_large_files_are_encoded_into_a_reused_memmap_cache(tmp_path, monkeypatc
 
 
 def test_a_damaged_cache_entry_is_rebuilt(tmp_path, monkeypatch, cache_dir):
-    monkeypatch.setattr(data, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(rnn.data.ids, "IN_MEMORY_BYTES", 0)
     path = tmp_path / "big.txt"
     path.write_text(TEXT, encoding="utf-8")
     Corpus.from_file(path)
@@ -170,7 +174,7 @@ def test_invalid_utf8_names_the_byte_offset(tmp_path):
 @pytest.mark.parametrize("chunk_bytes", [3, 5, 6, 4096])
 def test_invalid_utf8_offset_across_a_chunk_boundary(tmp_path, monkeypatch, chunk_bytes):
     # "é" starts at offset 4 but is followed by "x" instead of its continuation byte.
-    monkeypatch.setattr(data, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(rnn.data.text, "CHUNK_BYTES", chunk_bytes)
     path = tmp_path / "bad.txt"
     path.write_bytes(b"abcd\xc3xyz and more")
     with pytest.raises(TextError, match=r"byte 0xc3 at byte offset 4"):

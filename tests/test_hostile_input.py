@@ -28,9 +28,11 @@ from safetensors.numpy import save as safetensors_bytes
 
 import minigrad as mg
 import rnn.checkpoint.format as checkpoint_module
-import rnn.data.corpus as data_module
+import rnn.data.text as text_module
 from rnn.checkpoint.format import CheckpointError, load_checkpoint, save_checkpoint
-from rnn.data.corpus import Corpus, TextError, Vocab
+from rnn.data.corpus import Corpus
+from rnn.data.text import TextError
+from rnn.data.vocab import Vocab
 from rnn.model.charlm import CharLM, ModelConfig
 from rnn.training.loop import TrainConfig, train
 
@@ -113,7 +115,7 @@ def test_any_bytes_load_as_utf8_would_or_raise_text_error(content, chunk_bytes):
         oracle = content.decode("utf-8")
     except UnicodeDecodeError:
         oracle = None
-    with tempfile.TemporaryDirectory() as folder, mock.patch.object(data_module, "CHUNK_BYTES", chunk_bytes):
+    with tempfile.TemporaryDirectory() as folder, mock.patch.object(text_module, "CHUNK_BYTES", chunk_bytes):
         path = write_bytes(folder, content)
         try:
             corpus = Corpus.from_file(path, val_frac=0.25)
@@ -404,7 +406,7 @@ DAMAGE_LOOP = """
     import numpy as np
     import minigrad as mg
     from rnn.checkpoint.format import CheckpointError, load_checkpoint, save_checkpoint
-    from rnn.data.corpus import Vocab
+    from rnn.data.vocab import Vocab
     from rnn.model.charlm import CharLM, ModelConfig
 
     folder = Path(sys.argv[1])

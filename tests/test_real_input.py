@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rnn.data import corpus as data
-from rnn.data.corpus import Corpus, TextError, find_text_files
+from rnn.data.corpus import Corpus
+from rnn.data.text import TextError, describe_skipped, find_text_files
 
 from cli_support import TINY_MODEL, TINY_RUN, make_text
 
@@ -78,7 +78,7 @@ def test_a_folder_skips_binary_and_empty_files_and_sums_them_up_in_one_line(tmp_
     folder = package_like_folder(tmp_path)
     found = find_text_files([folder])
     assert [path.name for path in found.files] == ["decoder.py", "encoder.py", "tool.py"]
-    assert data.describe_skipped(found.skipped) == "skipped 4 files: 3 binary (.pyc, .png), 1 empty"
+    assert describe_skipped(found.skipped) == "skipped 4 files: 3 binary (.pyc, .png), 1 empty"
     Corpus.from_files(found.files)  # the files kept are all readable text
 
 

@@ -235,7 +235,7 @@ def test_a_given_size_or_no_time_budget_is_not_chosen(tmp_path, monkeypatch, giv
 
 def test_timing_the_default_size_leaves_the_run_as_it_was(tmp_path):
     import minigrad as mg
-    from rnn.data.corpus import BatchStream
+    from rnn.data.batches import BatchStream
     from rnn.training.resume import fresh_start
 
     corpus = Corpus.from_text(make_text(3000, seed=1), val_frac=0.1)

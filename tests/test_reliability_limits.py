@@ -25,8 +25,9 @@ import minigrad as mg
 import rnn.checkpoint.format as checkpoint_module
 from cli.main import main
 from cli_support import assert_one_error_line, console_script, make_text, run_cli
-import rnn.data.corpus
-from rnn.data.corpus import TextError, Vocab
+import rnn.data.vocab
+from rnn.data.text import TextError
+from rnn.data.vocab import Vocab
 from rnn.model.charlm import CharLM, ModelConfig
 
 HANG_GUARD = 240  # seconds: only ever reached by a hang; the fixed commands take a few seconds
@@ -83,7 +84,7 @@ def one_error_line(result, *fragments):
 # ---- 12: the vocabulary checks are linear, and its size is bounded ------------------------------
 
 def test_12_a_vocabulary_longer_than_unicode_is_refused_before_its_entries_are_looked_at():
-    entries = [None] * (rnn.data.corpus.MAX_VOCAB + 1)  # not even characters: the length alone decides
+    entries = [None] * (rnn.data.vocab.MAX_VOCAB + 1)  # not even characters: the length alone decides
     with pytest.raises(TextError, match="Unicode has 1,112,064 characters"):
         Vocab(entries)
 
@@ -100,7 +101,7 @@ def test_12_a_checkpoint_of_two_million_repeated_characters_is_one_line_not_hour
 
 def test_12_repeated_characters_are_found_in_one_pass(tmp_path):
     # 400,000 entries: list.count per entry took minutes; one pass takes a fraction of a second.
-    code = ("from rnn.data.corpus import Vocab, TextError\n"
+    code = ("from rnn.data.text import TextError\nfrom rnn.data.vocab import Vocab\n"
             "try:\n    Vocab(['a'] * 200_000 + ['b'] * 200_000)\n"
             "except TextError as error:\n    print(error)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD,
@@ -340,7 +341,7 @@ def loaded(checkpoint):
 
 
 def test_16_streamed_in_tiny_chunks_the_loss_is_exactly_the_unstreamed_one(loaded, text_file, monkeypatch):
-    import rnn.data.corpus
+    import rnn.data.text
     from rnn.evaluate import evaluate, evaluate_file
 
     text = text_file.read_text(encoding="utf-8")[:700] + "é"  # a 2-byte character, cut by 7-byte chunks
@@ -350,7 +351,7 @@ def test_16_streamed_in_tiny_chunks_the_loss_is_exactly_the_unstreamed_one(loade
     path = text_file.parent / "small.txt"
     path.write_text(text, encoding="utf-8")
     unstreamed = evaluate(model, vocab, text)
-    monkeypatch.setattr(rnn.data.corpus, "CHUNK_BYTES", 7)
+    monkeypatch.setattr(rnn.data.text, "CHUNK_BYTES", 7)
     streamed = evaluate_file(model, vocab, path)
     assert streamed == unstreamed and streamed["chars"] == len(text) - 1
     # And both are the mean over one forward pass of the whole text (up to rounding).
@@ -371,14 +372,14 @@ def test_16_the_evaluation_windows_do_not_depend_on_the_chunks(loaded, text_file
 
 
 def test_16_eval_holds_a_chunk_of_the_text_not_the_text(loaded, text_file, tmp_path, monkeypatch):
-    import rnn.data.corpus
+    import rnn.data.text
     from rnn.evaluate import evaluate_file
 
     big = tmp_path / "big.txt"
     text = text_file.read_text(encoding="utf-8")
     big.write_text(text * (400_000 // len(text)), encoding="utf-8")
     evaluate_file(loaded.model, loaded.vocab, text_file)  # compiled (and its memory counted) before
-    monkeypatch.setattr(rnn.data.corpus, "CHUNK_BYTES", 8 << 10)
+    monkeypatch.setattr(rnn.data.text, "CHUNK_BYTES", 8 << 10)
     result, peak = peak_bytes_of(lambda: evaluate_file(loaded.model, loaded.vocab, big))
     assert result["chars"] == big.stat().st_size - 1
     # 0.4 MB of text: held as a string and its ids it took 7 MB; streamed, 1.2 MB (of which

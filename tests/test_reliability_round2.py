@@ -147,7 +147,7 @@ def _nan_checkpoint(tmp_path):
     import numpy as np
 
     from rnn.checkpoint.format import save_checkpoint
-    from rnn.data.corpus import Vocab
+    from rnn.data.vocab import Vocab
     from rnn.model.charlm import CharLM, ModelConfig
 
     vocab = Vocab.from_text("abc ")
@@ -326,9 +326,9 @@ def test_a_folder_file_swapped_after_listing_is_not_read(tmp_path, monkeypatch, 
     the folder was listed: the file read must be the one listed, or none."""
     import types
 
-    import rnn.data.corpus
+    import rnn.data.text
     from cli.train import _load_corpus
-    from rnn.data.corpus import TextError
+    from rnn.data.text import TextError
 
     secret = tmp_path / "secret.txt"
     secret.write_text("SECRET KEY 1234\n" * 100)
@@ -336,7 +336,7 @@ def test_a_folder_file_swapped_after_listing_is_not_read(tmp_path, monkeypatch, 
     folder.mkdir()
     (folder / "a.txt").write_text(make_text(2000))
     (folder / "b.txt").write_text(make_text(2000, seed=1))
-    listing = rnn.data.corpus.find_text_files
+    listing = rnn.data.text.find_text_files
 
     def listing_then_swap(paths, **options):
         found = listing(paths, **options)
@@ -347,7 +347,7 @@ def test_a_folder_file_swapped_after_listing_is_not_read(tmp_path, monkeypatch, 
             os.link(secret, folder / "b.txt")
         return found
 
-    monkeypatch.setattr(rnn.data.corpus, "find_text_files", listing_then_swap)
+    monkeypatch.setattr(rnn.data.text, "find_text_files", listing_then_swap)
     config = types.SimpleNamespace(val_frac=0.1, separator="\n", val_file=None)
     with pytest.raises(TextError, match="b.txt") as error:
         _load_corpus([folder], config, quiet=True)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from rnn.data.corpus import TextError, Vocab
+from rnn.data.text import TextError
+from rnn.data.vocab import Vocab
 from rnn.evaluate import evaluate, evaluate_ids
 from rnn.model.charlm import CharLM, ModelConfig
 from rnn.sample import sample

@@ -7,7 +7,7 @@ import pytest
 
 import minigrad as mg
 from rnn.cells.registry import available_cells, cell, sigmoid, tanh
-from rnn.data.corpus import Vocab
+from rnn.data.vocab import Vocab
 from rnn.model.charlm import CharLM, ModelConfig
 from rnn.sample import Sampler, sample
 

@@ -8,7 +8,7 @@ import pytest
 
 import minigrad as mg
 from rnn.checkpoint.format import save_checkpoint
-from rnn.data.corpus import Vocab
+from rnn.data.vocab import Vocab
 from rnn.model.charlm import CharLM, ModelConfig
 from rnn.sample import Sampler, sample
 

@@ -13,7 +13,8 @@ import minigrad as mg
 import rnn.model.charlm
 import rnn.training.loop as train_module
 from rnn.checkpoint.format import load_checkpoint
-from rnn.data.corpus import Corpus, TextError
+from rnn.data.corpus import Corpus
+from rnn.data.text import TextError
 from rnn.errors import UserError
 from rnn.training.loop import (LR_FLOOR, RunExistsError, RunLock, RunLockedError, TrainConfig, TrainingDiverged, learning_rate,
                        train)

@@ -38,7 +38,8 @@ from safetensors.numpy import save as safetensors_bytes
 import minigrad as mg
 
 from rnn.cells.registry import CellError, get_cell, load_cell_file
-from rnn.data.corpus import TextError, Vocab
+from rnn.data.text import TextError
+from rnn.data.vocab import Vocab
 from rnn.errors import Setting
 from rnn.model.charlm import DTYPES, CharLM, ModelConfig
 from rnn.checkpoint.header import (FORMAT_VERSION, PROGRAM, CheckpointError, check_program_and_version,  # noqa: F401

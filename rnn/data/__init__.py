@@ -1,1 +1,2 @@
-"""Data: text files, the corpus and its vocabulary, batches (`corpus`)."""
+"""Data: text files (`text`), the vocabulary (`vocab`), a file's ids and their cache (`ids`), the corpus (`corpus`),
+batches (`batches`)."""

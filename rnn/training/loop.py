@@ -42,7 +42,8 @@ from rnn.checkpoint.format import save_checkpoint
 # Re-exported: rnn.training.loop has always been where these names are imported from.
 from rnn.training.config import (DEFAULT_TIME_BUDGET, DEFAULT_WEIGHT_DECAY, LR_FLOOR, MODEL_OPTIONS, OPTIMIZERS,  # noqa: F401
                      SCHEDULES, TrainConfig)
-from rnn.data.corpus import BatchStream, Corpus
+from rnn.data.batches import BatchStream
+from rnn.data.corpus import Corpus
 from rnn.errors import Setting, TrainingDiverged
 from rnn.evaluate import evaluate_ids
 from rnn.model.charlm import CharLM, detach_state

@@ -18,7 +18,8 @@ import minigrad as mg
 
 from rnn.checkpoint.format import CheckpointError, load_checkpoint
 from rnn.training.config import DEFAULT_SIZE, MODEL_OPTIONS, TrainConfig
-from rnn.data.corpus import BatchStream, Corpus
+from rnn.data.batches import BatchStream
+from rnn.data.corpus import Corpus
 from rnn.errors import ConfigError
 from rnn.model.charlm import CharLM, ModelConfig
 from rnn.training.optimizers import optimizer_for

@@ -8,7 +8,8 @@ import time
 from minigrad.threads import ThreadChooser
 
 from rnn.cells.registry import get_cell
-from rnn.data.corpus import BatchStream, Corpus
+from rnn.data.batches import BatchStream
+from rnn.data.corpus import Corpus
 from rnn.model.charlm import CharLM
 from rnn.training import recipe
 from rnn.training.config import TrainConfig

@@ -20,7 +20,7 @@ import minigrad as mg
 from rnn.checkpoint.header import CheckpointError
 from rnn.checkpoint.values import MAX_COUNT, finite_number, is_count, shown
 
-# The fields of a data position (rnn.data.corpus.BatchStream.position) that must be counts.
+# The fields of a data position (rnn.data.batches.BatchStream.position) that must be counts.
 POSITION_FIELDS = ("pass", "window", "batch_size", "seq_len", "train_chars")
 
 
@@ -32,7 +32,7 @@ class TrainingState:
     epoch: float = 0.0  # passes over the training text (for readers: resuming uses data_position)
     train_seconds: float = 0.0  # wall time of training steps, over all resumed runs
     rng_state: dict = None  # minigrad's random generator
-    data_position: dict = None  # rnn.data.corpus.BatchStream.position; None: the streams start afresh
+    data_position: dict = None  # rnn.data.batches.BatchStream.position; None: the streams start afresh
     train_config: dict = None  # TrainConfig.to_meta() of the run that saved it
     best_val_loss: float = None
     last_val_loss: float = None
