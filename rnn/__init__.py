@@ -11,8 +11,8 @@ Sub-packages, bottom to top (tests/test_layering.py holds the exact order):
 - `checkpoint`: untrusted-value checks (`values`), the header (`header`), the file format (`format`);
 - `runs`: safe files in a run folder (`files`), reading runs back (`reader`), the folder a run
   writes, with its lock (`folder`);
-- `training`: the settings (`config`), recipe, optimizers, state, resuming (`resume`), the
-  step loop (`loop`).
+- `training`: the settings (`config`), recipe, optimizers, state, resuming (`resume`), Ctrl-C
+  while training (`interrupt`), the step loop (`loop`).
 Beside them: `errors` (UserError), `sample`, `evaluate`; the shipped text is in `corpora/`.
 
 The names below are loaded when first used (PEP 562), so that `import rnn.training.config` (what

@@ -39,7 +39,7 @@ RNN_LAYERS = ["errors", "cells.expr", "cells.registry",
               "runs.files", "checkpoint.values", "checkpoint.header", "runs.reader", "runs.folder",
               "checkpoint.format", "evaluate", "sample",
               "training.recipe", "training.optimizers", "training.state", "training.resume", "training.sizing", "training.time_plan",
-              "training.loop",
+              "training.interrupt", "training.loop",
               "__init__"]
 # cli, bottom to top: printing, the app, shared options, progress lines, the commands, main.
 CLI_LAYERS = ["output", "output_file", "app", "options", "progress",

@@ -25,8 +25,6 @@ What this module must not hold: printing or argument parsing (that is the CLI's)
 import contextlib
 import json
 import math
-import signal
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -55,6 +53,7 @@ from rnn.training.resume import Start, fresh_start, resumed_start
 from rnn.sample import sample
 from rnn.training.time_plan import TimePlan
 from rnn.training.state import TrainingState, carried_state_arrays
+from rnn.training.interrupt import _GracefulInterrupt
 
 # A metrics line (mean train loss of the last steps) every this many steps.
 LOG_EVERY = 10
@@ -425,31 +424,6 @@ class _Run:
         return {"step": self.step, "total_steps": limits["steps"], "time_left": time_left,
                 "epoch": self.stream.epoch, "train_loss": loss, "lr": lr, "chars_per_sec": self.chars_per_sec(),
                 "eta": self.eta(), "val_loss": self.last_val_loss}
-
-
-class _GracefulInterrupt:
-    """While training: the first Ctrl-C (or SIGTERM) asks the loop to stop after the current step
-    (and save), or stops an evaluation or a sample at once (_Run.interruptible); a second one
-    interrupts at once. Only in the main thread, where signals are delivered."""
-
-    def __init__(self, run: _Run):
-        self.run, self.previous = run, None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            # SIGTERM (kill, a container stopping) saves like Ctrl-C does.
-            self.previous = {number: signal.signal(number, self._handle) for number in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _handle(self, signum, frame):
-        if self.run.stop_requested or self.run.phase == "interruptible":
-            raise KeyboardInterrupt
-        self.run.stop_requested = True
-
-    def __exit__(self, *exc):
-        for number, handler in (self.previous or {}).items():
-            signal.signal(number, handler)
-        return False
 
 
 @configured_for_training()  # BLAS threads, malloc, compile helper: set for training only (minigrad.runtime)
