@@ -28,6 +28,7 @@ from safetensors.numpy import save as safetensors_bytes
 
 import minigrad as mg
 import rnn.checkpoint.format as checkpoint_module
+import rnn.checkpoint.header as checkpoint_header
 import rnn.data.text as text_module
 from rnn.checkpoint.format import CheckpointError, load_checkpoint, save_checkpoint
 from rnn.data.corpus import Corpus
@@ -284,7 +285,7 @@ def test_hostile_safetensors_headers(tmp_path, case):
     path = raw_file(tmp_path / "hostile.safetensors", header, data)
     if case == "header longer than the file":
         content = bytearray(path.read_bytes())
-        content[:8] = (checkpoint_module.MAX_HEADER_BYTES - 1).to_bytes(8, "little")
+        content[:8] = (checkpoint_header.MAX_HEADER_BYTES - 1).to_bytes(8, "little")
         path.write_bytes(bytes(content))
     with pytest.raises(CheckpointError) as error:
         load_checkpoint(path)
@@ -505,7 +506,7 @@ def test_hostile_headers_cannot_make_the_loader_allocate_without_bound(tmp_path)
         raw_file(tmp_path / "terabyte-tensor.safetensors", {**OURS, "a": _entry("F64", [2 ** 37], 0, 2 ** 40)}, bytes(64)),
         raw_file(tmp_path / "deep-header.safetensors", b"[" * DEEP + b"]" * DEEP),
     ]
-    for path, declared in ((hostile[0], 2 ** 62), (hostile[1], checkpoint_module.MAX_HEADER_BYTES)):
+    for path, declared in ((hostile[0], 2 ** 62), (hostile[1], checkpoint_header.MAX_HEADER_BYTES)):
         content = bytearray(path.read_bytes())
         content[:8] = declared.to_bytes(8, "little")
         path.write_bytes(bytes(content))
