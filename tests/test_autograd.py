@@ -7,12 +7,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-
-from helpers import torch_or_skip
-
-
-def leaf(values, dtype=np.float64):
-    return mg.tensor(np.array(values, dtype=dtype), requires_grad=True)
+from helpers import leaf, torch_or_skip
 
 
 # ---------------------------------------------------------------------------------------

@@ -13,15 +13,12 @@ from rnn import recipe
 from rnn.checkpoint import load_checkpoint
 from rnn.data import Corpus
 from rnn.train import TrainConfig, train
+from train_support import tiny_configs
 
 CHARS_PER_STEP = 4 * 8  # batch_size x seq_len of tiny_config
 
 
-def tiny_config(**changes):
-    settings = dict(cell="lstm", layers=2, hidden=8, embed=4, seq_len=8, batch_size=4, warmup=0, eval_every=0,
-                    sample_every=0, dtype="float64", seed=3)
-    settings.update(changes)
-    return TrainConfig(**settings)
+tiny_config = tiny_configs(cell="lstm", layers=2, seed=3)
 
 
 # ---- the rule -----------------------------------------------------------------------------------

@@ -33,17 +33,14 @@ from cli_support import TINY_MODEL, assert_one_error_line, console_script, make_
 from rnn.checkpoint import CheckpointError, load_checkpoint
 from rnn.data import Corpus
 from rnn.runfiles import RunFileError, entry
-from rnn.train import RUN_FILES, RunExistsError, TrainConfig, train
+from rnn.train import RUN_FILES, RunExistsError, train
 from test_hostile_input import read_raw, write_signed
+from train_support import tiny_configs
 
 TEXT = make_text(1500, seed=11)
 
 
-def tiny_config(**changes):
-    settings = dict(cell="gru", layers=1, hidden=6, embed=4, seq_len=8, batch_size=4, warmup=0, eval_every=0,
-                    sample_every=0, steps=2, seed=5)
-    settings.update(changes)
-    return TrainConfig(**settings)
+tiny_config = tiny_configs(cell="gru", hidden=6, dtype="float32", steps=2, seed=5)
 
 
 @pytest.fixture

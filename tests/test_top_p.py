@@ -10,7 +10,7 @@ import minigrad as mg
 from rnn.checkpoint import save_checkpoint
 from rnn.data import Vocab
 from rnn.model import CharLM, ModelConfig
-from rnn.sample import Sampler, sample
+from rnn.sample import sample
 
 from cli_support import assert_one_error_line, run_cli
 
@@ -44,13 +44,6 @@ def test_the_reference_itself_on_a_hand_worked_case():
     np.testing.assert_allclose(nucleus_distribution(logits, top_p=0.6), [0.375, 0.625, 0])
     np.testing.assert_allclose(nucleus_distribution(logits, top_p=0.81), [0.3, 0.5, 0.2])
     np.testing.assert_allclose(nucleus_distribution(logits, top_k=1, top_p=1.0), [0, 1, 0])
-
-
-@pytest.fixture(scope="module")
-def draw_id():
-    mg.random.manual_seed(0)
-    model = CharLM(ModelConfig(vocab_size=7, cell="rnn", embed=3, hidden=4, layers=1, dtype="float64"))
-    return Sampler(model, model.initial_state(1)).loop.draw_id
 
 
 @pytest.mark.parametrize("temperature, top_k, top_p", [
