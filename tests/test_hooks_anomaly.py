@@ -234,7 +234,7 @@ def test_anomaly_mode_changes_no_value_and_no_gradient():
 def test_anomaly_mode_is_off_again_after_the_block_and_after_an_error_inside_it():
     with mg.detect_anomaly():
         pass
-    assert not mg.autograd.is_anomaly_enabled()
+    assert not mg.anomaly.is_anomaly_enabled()
     with pytest.raises(mg.AnomalyError):
         with mg.detect_anomaly():
             mg.tensor([-1.0]).log()
