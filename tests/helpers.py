@@ -13,6 +13,8 @@ standard-normal values of that shape; `positive(shape)` and `away_from_zero(shap
 inputs for log, pow(0.5), relu and division. Integer arguments (indices, targets) are
 constants captured by `mg_fn` / `torch_fn`. `torch_fn` defaults to `mg_fn`, for ops that
 are spelled the same in both libraries (`a + b`, `x.exp()`, `a @ b`, ...).
+
+`leaf(values)` makes one tensor that requires grad, for the autograd and gradcheck tests.
 """
 
 import numpy as np
@@ -69,6 +71,11 @@ def make_arrays(inputs, seed=0) -> list:
         else:
             arrays.append(np.array(spec, dtype=np.float64))
     return arrays
+
+
+def leaf(values, dtype=np.float64):
+    """A tensor of `values` that requires grad."""
+    return mg.tensor(np.array(values, dtype=dtype), requires_grad=True)
 
 
 def leaves(arrays, dtype=np.float64) -> list:

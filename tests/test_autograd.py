@@ -1,26 +1,13 @@
 """The reverse-mode machinery: graph walking, accumulation, recording switches, hooks,
-clear errors for bad input, and anomaly mode."""
+and clear errors for bad input (anomaly mode: test_hooks_anomaly.py)."""
 
-import inspect
-import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import minigrad as mg
-
-from helpers import torch_or_skip
-
-
-def leaf(values, dtype=np.float64):
-    return mg.tensor(np.array(values, dtype=dtype), requires_grad=True)
-
-
-def line_of_next_statement() -> int:
-    """The line number just after the caller's current line."""
-    return inspect.currentframe().f_back.f_lineno + 1
+from helpers import leaf, torch_or_skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -302,46 +289,3 @@ def test_integer_tensor_cannot_require_grad():
 def test_pow_rejects_a_tensor_exponent():
     with pytest.raises(TypeError, match="exponent"):
         mg.pow(leaf([1.0]), mg.tensor([2.0]))
-
-
-# ---------------------------------------------------------------------------------------
-# Anomaly mode
-# ---------------------------------------------------------------------------------------
-def test_detect_anomaly_names_the_op_and_the_line_that_created_it():
-    x = leaf([-1.0, 2.0])
-    with mg.detect_anomaly():
-        with pytest.raises(mg.AnomalyError) as error:
-            line = line_of_next_statement()
-            x.log()
-    message = str(error.value)
-    assert "Log" in message and "NaN" in message and "forward" in message
-    assert f'{Path(__file__).name}", line {line}' in message
-    assert "x.log()" in message
-
-
-@pytest.mark.parametrize("kind, upstream", [("inf", 1.0), ("NaN", 0.0)])
-def test_detect_anomaly_catches_nan_that_appears_only_in_backward(kind, upstream):
-    x = leaf([0.0, 4.0])
-    with mg.detect_anomaly():
-        line = line_of_next_statement()
-        root = x ** 0.5  # forward is finite: sqrt(0) = 0
-        y = (root * upstream).sum()
-        assert math.isfinite(y.item())
-        with pytest.raises(mg.AnomalyError) as error:
-            y.backward()  # d sqrt(x)/dx = inf at 0; times a zero upstream gradient, NaN
-    message = str(error.value)
-    assert "Pow" in message and kind in message and "backward" in message and "gradient of input 0" in message
-    assert f'{Path(__file__).name}", line {line}' in message
-
-
-def test_without_anomaly_mode_nan_passes_silently():
-    x = leaf([0.0, 4.0])
-    (x ** 0.5).sum().backward()
-    assert np.isinf(x.grad[0]) and x.grad[1] == pytest.approx(0.25)
-    assert np.isnan(mg.log(mg.tensor(np.array([-1.0]))).item())
-
-
-def test_detect_anomaly_is_off_after_the_block():
-    with mg.detect_anomaly():
-        pass
-    assert np.isnan(mg.tensor(np.array([-1.0])).log().item())

@@ -6,11 +6,8 @@ import numpy as np
 import pytest
 
 import minigrad as mg
+from helpers import leaf
 from minigrad.gradcheck import gradcheck_report
-
-
-def leaf(values, dtype=np.float64):
-    return mg.tensor(np.array(values, dtype=dtype), requires_grad=True)
 
 
 class SquareWithWrongBackward(mg.Function):

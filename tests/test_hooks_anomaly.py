@@ -167,19 +167,27 @@ def test_anomaly_reports_inf_too():
             mg.tensor(np.array([100.0], np.float32), requires_grad=True).exp()  # overflows float32
 
 
-def test_anomaly_in_backward_names_the_op_where_it_was_created_not_where_backward_ran():
+@pytest.mark.parametrize("kind, upstream", [("inf", 1.0), ("NaN", 0.0)])
+def test_anomaly_in_backward_names_the_op_where_it_was_created_not_where_backward_ran(kind, upstream):
     v = mg.tensor([0.0, 0.0], requires_grad=True)
     with mg.detect_anomaly():
         line = line_of_next_statement()
-        norm = (v * v).sum() ** 0.5  # sqrt(0) = 0 is fine; its derivative is not
+        norm = (v * v).sum() ** 0.5  # sqrt(0) = 0 is fine; its derivative is not (inf; times 0, NaN)
         assert norm.item() == 0.0
         with pytest.raises(mg.AnomalyError) as error:
-            norm.backward()
+            (norm * upstream).backward()
     message = str(error.value)
-    assert message.startswith("Pow produced inf in its backward (gradient of input 0)")
+    assert message.startswith(f"Pow produced {kind} in its backward (gradient of input 0)")
     assert f'{THIS_FILE}", line {line}' in message
     assert "** 0.5" in message
     assert v.grad is None  # stopped before anything reached the leaf
+
+
+def test_without_anomaly_mode_nan_and_inf_pass_silently():
+    x = mg.tensor([0.0, 4.0], requires_grad=True)
+    (x ** 0.5).sum().backward()
+    assert np.isinf(x.grad[0]) and x.grad[1] == pytest.approx(0.25)
+    assert np.isnan(mg.log(mg.tensor(np.array([-1.0]))).item())
 
 
 def test_anomaly_stops_an_eager_rnn_at_the_step_that_made_the_nan():
@@ -223,7 +231,10 @@ def test_anomaly_mode_changes_no_value_and_no_gradient():
         np.testing.assert_array_equal(plain, checked)
 
 
-def test_anomaly_mode_is_off_again_after_an_error_inside_the_block():
+def test_anomaly_mode_is_off_again_after_the_block_and_after_an_error_inside_it():
+    with mg.detect_anomaly():
+        pass
+    assert not mg.anomaly.is_anomaly_enabled()
     with pytest.raises(mg.AnomalyError):
         with mg.detect_anomaly():
             mg.tensor([-1.0]).log()

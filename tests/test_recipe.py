@@ -13,15 +13,12 @@ from rnn.training import recipe, sizing
 from rnn.checkpoint.format import load_checkpoint
 from rnn.data.corpus import Corpus
 from rnn.training.loop import TrainConfig, train
+from train_support import tiny_configs
 
 CHARS_PER_STEP = 4 * 8  # batch_size x seq_len of tiny_config
 
 
-def tiny_config(**changes):
-    settings = dict(cell="lstm", layers=2, hidden=8, embed=4, seq_len=8, batch_size=4, warmup=0, eval_every=0,
-                    sample_every=0, dtype="float64", seed=3)
-    settings.update(changes)
-    return TrainConfig(**settings)
+tiny_config = tiny_configs(cell="lstm", layers=2, seed=3)
 
 
 # ---- the rule -----------------------------------------------------------------------------------
@@ -65,8 +62,8 @@ def test_planned_passes_take_the_first_limit_reached():
 # ---- the trainer uses it --------------------------------------------------------------------------
 
 def test_with_a_step_limit_the_choice_is_made_at_once_and_recorded(tmp_path):
-    corpus = Corpus.from_text(make_text(3000, seed=1), val_frac=0.1)
-    steps = 400  # 400 x 32 characters over ~2,700: about 4.7 passes
+    corpus = Corpus.from_text(make_text(600, seed=1), val_frac=0.1)
+    steps = 80  # 80 x 32 characters over ~540: about 4.7 passes
     passes = steps * CHARS_PER_STEP / len(corpus.train_ids)
     expected = recipe.dropout_for(passes)
     assert expected > 0, "the case must exercise a non-zero choice"
@@ -85,9 +82,9 @@ def test_with_a_step_limit_the_choice_is_made_at_once_and_recorded(tmp_path):
 
 
 def test_an_explicit_dropout_wins(tmp_path):
-    corpus = Corpus.from_text(make_text(3000, seed=1), val_frac=0.1)
+    corpus = Corpus.from_text(make_text(600, seed=1), val_frac=0.1)
     events = []
-    train(tiny_config(steps=400, dropout=0.05), corpus, tmp_path / "run", on_event=lambda k, d: events.append(k))
+    train(tiny_config(steps=80, dropout=0.05), corpus, tmp_path / "run", on_event=lambda k, d: events.append(k))
     assert "recipe" not in events
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["train"]["dropout"] == 0.05 and config["recipe"] is None
@@ -113,14 +110,14 @@ def test_with_a_time_budget_the_choice_follows_the_measured_speed(tmp_path, monk
 
 def test_the_cli_prints_the_choice_and_resume_keeps_it(tmp_path):
     text = tmp_path / "text.txt"
-    text.write_text(make_text(3000, seed=2))
+    text.write_text(make_text(600, seed=2))  # 80 steps of 32 characters: about 4.7 passes, a dropout chosen
     options = ["--layers", "1", "--hidden", "8", "--embed", "4", "--seq-len", "8", "--batch-size", "4",
                "--eval-every", "0", "--sample-every", "0", "--warmup", "0"]
-    result = run_cli("train", text, *options, "--steps", "400", "--out", tmp_path / "run", check_exit=0)
+    result = run_cli("train", text, *options, "--steps", "80", "--out", tmp_path / "run", check_exit=0)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     dropout = config["train"]["dropout"]
     assert dropout > 0 and f"dropout {dropout} for about" in result.stdout
-    resumed = run_cli("train", "--resume", tmp_path / "run" / "latest.safetensors", "--steps", "420", check_exit=0)
+    resumed = run_cli("train", "--resume", tmp_path / "run" / "latest.safetensors", "--steps", "84", check_exit=0)
     assert "for about" not in resumed.stdout  # the run's own choice, not a new one
     assert load_checkpoint(tmp_path / "run" / "latest.safetensors").config.dropout == dropout
 

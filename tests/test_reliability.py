@@ -41,6 +41,7 @@ from cli_support import assert_one_error_line, console_script, make_text, run_cl
 from rnn.checkpoint.format import CheckpointError, load_checkpoint
 from rnn.data.corpus import Corpus
 from rnn.training.loop import RunLock, RunLockedError, TrainConfig, TrainingDiverged, train
+from train_support import tiny_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = make_text(3000, seed=21)
@@ -58,11 +59,7 @@ def text_file(tmp_path) -> Path:
     return path
 
 
-def tiny_config(**changes) -> TrainConfig:
-    settings = dict(cell="gru", layers=1, hidden=8, embed=4, seq_len=8, batch_size=4, lr=1e-2, warmup=0,
-                    eval_every=2, sample_every=0, dtype="float64", seed=3, steps=6)
-    settings.update(changes)
-    return TrainConfig(**settings)
+tiny_config = tiny_configs(cell="gru", lr=1e-2, eval_every=2, seed=3, steps=6)
 
 
 def assert_same_training_state(a, b):

@@ -35,15 +35,12 @@ from rnn.data.corpus import Corpus
 from rnn.runs.files import RunFileError, entry
 from rnn.training.loop import RUN_FILES, RunExistsError, TrainConfig, train
 from test_hostile_input import read_raw, write_signed
+from train_support import tiny_configs
 
 TEXT = make_text(1500, seed=11)
 
 
-def tiny_config(**changes):
-    settings = dict(cell="gru", layers=1, hidden=6, embed=4, seq_len=8, batch_size=4, warmup=0, eval_every=0,
-                    sample_every=0, steps=2, seed=5)
-    settings.update(changes)
-    return TrainConfig(**settings)
+tiny_config = tiny_configs(cell="gru", hidden=6, dtype="float32", steps=2, seed=5)
 
 
 @pytest.fixture

@@ -89,13 +89,30 @@ def test_temperature_sharpens_towards_argmax(model_and_vocab):
 
 
 def test_sample_frequencies_follow_the_softmax(model_and_vocab):
+    """One long sample at T=2: at every step the model gives the softmax the draw should follow
+    (re-read with one forward call over the whole text), so each character's count must match the
+    sum of its probabilities over the steps, within a few standard errors. One sample() call with
+    a new context per draw tests as much as thousands of calls from one context."""
     model, vocab = model_and_vocab
-    probabilities = np.exp(last_logits(model, vocab.encode("abra")) / 2.0)
-    probabilities /= probabilities.sum()
-    draws = [vocab.chars.index(next(sample(model, vocab, prime="abra", length=1, temperature=2.0, seed=s)))
-             for s in range(3000)]
-    frequencies = np.bincount(draws, minlength=len(vocab)) / len(draws)
-    assert np.abs(frequencies - probabilities).max() < 0.02  # ~4.5 standard errors; T=1 would be off by 0.05
+    prime, draws = "abra", 3000
+    generated = "".join(sample(model, vocab, prime=prime, length=draws, temperature=2.0, seed=0))
+    ids = vocab.encode(prime + generated)
+    with mg.no_grad():
+        logits, _ = model(np.asarray(ids[:-1], dtype=np.int64)[None, :])
+    logits = logits.data[0, len(prime) - 1:].astype(np.float64)  # the logits each draw came from
+    counts = np.bincount(ids[len(prime):], minlength=len(vocab))
+
+    def largest_z(temperature):
+        """The largest |count - expected| / standard deviation over the characters."""
+        probabilities = np.exp((logits - logits.max(axis=1, keepdims=True)) / temperature)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        expected = probabilities.sum(axis=0)
+        spread = np.sqrt((probabilities * (1 - probabilities)).sum(axis=0))
+        return np.max(np.abs(counts - expected) / np.maximum(spread, 1e-12))
+
+    bound = 4.5  # standard errors
+    assert largest_z(2.0) < bound
+    assert largest_z(1.0) > bound  # the check tells the temperatures apart: T=1 would fail it
 
 
 def test_bad_sampling_options(model_and_vocab):

@@ -83,11 +83,6 @@ def test_the_sampler_copies_what_it_is_given():
         Sampler(model, model.initial_state(2))
 
 
-@pytest.fixture(scope="module")
-def draw_id():
-    return Sampler(make_model("rnn"), make_model("rnn").initial_state(1)).loop.draw_id
-
-
 def test_top_k_keeps_the_k_largest_and_breaks_ties_by_id(draw_id):
     logits = np.array([0.0, 2.0, 2.0, 1.0, 2.0], np.float32)
     rng = np.random.default_rng(0)

@@ -46,13 +46,6 @@ def test_the_reference_itself_on_a_hand_worked_case():
     np.testing.assert_allclose(nucleus_distribution(logits, top_k=1, top_p=1.0), [0, 1, 0])
 
 
-@pytest.fixture(scope="module")
-def draw_id():
-    mg.random.manual_seed(0)
-    model = CharLM(ModelConfig(vocab_size=7, cell="rnn", embed=3, hidden=4, layers=1, dtype="float64"))
-    return Sampler(model, model.initial_state(1)).loop.draw_id
-
-
 @pytest.mark.parametrize("temperature, top_k, top_p", [
     (1.0, None, 0.5), (1.0, None, 0.9), (0.7, None, 0.75), (2.0, None, 0.6), (1.0, 4, 0.7), (1.5, 3, 0.95),
 ])

@@ -18,6 +18,7 @@ from rnn.data.text import TextError
 from rnn.errors import UserError
 from rnn.training.loop import (LR_FLOOR, RunExistsError, RunLock, RunLockedError, TrainConfig, TrainingDiverged, learning_rate,
                        train)
+from train_support import tiny_configs
 
 SUBJECTS = ["the cat", "a dog", "my friend", "the old man", "her sister"]
 VERBS = ["sees", "likes", "finds", "follows", "draws"]
@@ -42,11 +43,8 @@ def unigram_entropy(text):
     return float(-(p * np.log(p)).sum())
 
 
-def tiny_config(**changes):
-    settings = dict(cell="lstm", layers=1, hidden=16, embed=8, seq_len=8, batch_size=4, lr=1e-2,
-                    warmup=3, eval_every=5, sample_every=3, sample_length=20, dtype="float64", seed=7)
-    settings.update(changes)
-    return TrainConfig(**settings)
+tiny_config = tiny_configs(cell="lstm", hidden=16, embed=8, lr=1e-2, warmup=3, eval_every=5, sample_every=3,
+                           sample_length=20, seed=7)
 
 
 def read_metrics(out_dir):
