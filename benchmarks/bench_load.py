@@ -19,7 +19,7 @@ default under load no slower than one thread, and within 1.3x of the quiet defau
 times the share of the machine left to it ((cores - 1) / cores beside one busy process).
 
 The text is /work/shared/data/tinyshakespeare.txt if present, else the copy shipped in
-rnn/data. Run on a machine where nothing else runs: the "quiet" figures are only quiet then.
+rnn/corpora. Run on a machine where nothing else runs: the "quiet" figures are only quiet then.
 """
 
 import argparse
@@ -40,7 +40,7 @@ TASKS = ("train S", "train M", "train default", "eval", "sample")
 
 
 def text_path():
-    return SHARED_TEXT if os.path.exists(SHARED_TEXT) else os.path.join(ROOT, "rnn", "data", "tinyshakespeare.txt")
+    return SHARED_TEXT if os.path.exists(SHARED_TEXT) else os.path.join(ROOT, "rnn", "corpora", "tinyshakespeare.txt")
 
 
 # ---- workers: one figure each, run in a fresh process ----------------------------------------
