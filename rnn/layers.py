@@ -3,7 +3,8 @@
 Parameters are named and shaped like PyTorch's nn.RNN / nn.LSTM / nn.GRU:
 weight_ih_l{k} (G*H, input), weight_hh_l{k} (G*H, H), bias_ih_l{k}, bias_hh_l{k},
 with the G gates stacked in the cell's declared order, so weights move between the
-two frameworks without reshuffling.
+two frameworks without reshuffling. A cell that reads no h.<gate> (mingru, qrnn, sru)
+has only weight_ih_l{k} and bias_ih_l{k}: it has no W_hh to multiply by.
 
 Two engines compute the same thing:
 - "eager": the cell's gate expressions are interpreted with minigrad ops, step by
@@ -12,7 +13,8 @@ Two engines compute the same thing:
   recurrence over the window is one autograd node (`rnn.recurrence.FusedRecurrence`):
   per step one GEMM for W_hh h and one generated kernel for the gates, in a compiled
   loop; backward runs the same way in reverse and gets the W_hh gradient with a single
-  GEMM at the end.
+  GEMM at the end. A cell without h.<gate> runs its recurrence as an elementwise loop
+  with no GEMM at all, forward or backward (`rnn.elementwise.ElementwiseRecurrence`).
 """
 
 import math
@@ -25,13 +27,13 @@ from minigrad.nn import Dropout, Module, Parameter
 
 from .cells import Cell, get_cell
 from .compiler import compile_cell
-from . import recurrence
+from . import elementwise, recurrence
 from .config import ENGINES
 from .recurrence import compile_backward_elsewhere
 
 
-class FusedRecurrence(recurrence.FusedRecurrence):
-    """The fused recurrence node, refusing higher-order and forward mode in one clear line:
+class _FirstOrderOnly:
+    """A fused recurrence node refuses higher-order and forward mode in one clear line:
     its backward is a compiled loop on arrays, so it has no differentiable backward and no
     forward-mode rule. The eager engine (every gate op a node) has both."""
 
@@ -43,6 +45,15 @@ class FusedRecurrence(recurrence.FusedRecurrence):
         raise RuntimeError('a fused recurrent layer has no forward mode (jvp): '
                            'build it with engine="eager" (CLI: --engine eager)')
 
+
+class FusedRecurrence(_FirstOrderOnly, recurrence.FusedRecurrence):
+    """The fused recurrence of a cell with W_hh (first order only)."""
+
+
+class ElementwiseRecurrence(_FirstOrderOnly, elementwise.ElementwiseRecurrence):
+    """The fused recurrence of a cell without h.<gate> (first order only)."""
+
+
 # ---- eager: interpret the traced step with minigrad ops ---------------------------------
 
 def eager_step(cell: Cell, x_projection, h_projection, states, hidden: int):
@@ -51,7 +62,8 @@ def eager_step(cell: Cell, x_projection, h_projection, states, hidden: int):
     for k, gate in enumerate(cell.gates):
         columns = slice(k * hidden, (k + 1) * hidden)
         values[f"x.{gate}"] = x_projection[:, columns]
-        values[f"{cell.state[0]}.{gate}"] = h_projection[:, columns]
+        if h_projection is not None:  # (None: a cell without h.<gate>, which never reads it)
+            values[f"{cell.state[0]}.{gate}"] = h_projection[:, columns]
     values.update(zip(cell.state, states))
 
     computed = {}
@@ -95,15 +107,19 @@ class Recurrent(Module):
             fan_in = input_size if k == 0 else hidden_size
             for name, shape in (("weight_ih", (gates, fan_in)), ("weight_hh", (gates, hidden_size)),
                                 ("bias_ih", (gates,)), ("bias_hh", (gates,))):
+                if name.endswith("_hh") and not self.cell.recurrent_projection:
+                    continue  # nothing would read it: no parameter that gets no gradient
                 setattr(self, f"{name}_l{k}", Parameter(rng.uniform(-bound, bound, shape).astype(dtype)))
-        if engine == "fused":  # (on a cold kernel cache, a head start for the first backward pass)
-            compile_backward_elsewhere(compile_cell(self.cell, dtype), dtype)
+        if engine == "fused" and self.cell.recurrent_projection:  # (on a cold kernel cache, a head start
+            compile_backward_elsewhere(compile_cell(self.cell, dtype), dtype)  # for the first backward pass)
 
     def layer_parameters(self, k):
-        return tuple(getattr(self, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        """(weight_ih, weight_hh, bias_ih, bias_hh) of layer k; the _hh ones None for a cell
+        without h.<gate>."""
+        return tuple(getattr(self, f"{name}_l{k}", None) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
     def initial_state(self, batch_size, dtype=None):
-        dtype = dtype or self.weight_hh_l0.dtype
+        dtype = dtype or self.weight_ih_l0.dtype
         return [tuple(mg.tensor(np.zeros((batch_size, self.hidden_size), dtype)) for _ in self.cell.state)
                 for _ in range(self.num_layers)]
 
@@ -139,7 +155,10 @@ class Recurrent(Module):
     def _fused_layer(self, k, projection, states, ids):
         _, w_hh, _, b_hh = self.layer_parameters(k)
         fused = compile_cell(self.cell, projection.dtype)
-        results = FusedRecurrence.apply(projection, w_hh, b_hh, *states, fused=fused, ids=ids)
+        if w_hh is None:
+            results = ElementwiseRecurrence.apply(projection, *states, fused=fused, ids=ids)
+        else:
+            results = FusedRecurrence.apply(projection, w_hh, b_hh, *states, fused=fused, ids=ids)
         return results[0], tuple(results[1:])
 
     def _eager_layer(self, k, projection, states, ids):
@@ -148,7 +167,7 @@ class Recurrent(Module):
             projection = mg.embedding(projection, ids)
         outputs = []
         for t in range(projection.shape[1]):
-            h_projection = states[0] @ w_hh.T + b_hh
+            h_projection = None if w_hh is None else states[0] @ w_hh.T + b_hh
             states = eager_step(self.cell, projection[:, t], h_projection, states, self.hidden_size)
             outputs.append(states[0])
         if not outputs:  # a window of no steps: no outputs, the state unchanged
