@@ -14,6 +14,8 @@ from cli.progress import bits_per_char, format_duration, format_loss
 @cell_file_option
 def info(checkpoint, as_json, cell_file):
     """What a CHECKPOINT holds: model config, vocab size, parameters, step, val loss."""
+    from rnn.cells import pytorch_module
+
     loaded = load_checkpoint(checkpoint, cell_file)
     meta = loaded.meta
     corpus = meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
@@ -31,6 +33,7 @@ def info(checkpoint, as_json, cell_file):
         "optimizer": loaded.optimizer_name,
         "text": corpus.get("path") or corpus.get("files"),  # one file, or the list of a several-file text
         "train_config": meta.get("train_config"),
+        "pytorch_module": pytorch_module(loaded.config.cell),  # None: no torch.nn module loads the weights
     }
     if as_json:
         click.echo(strict_json(details))
@@ -48,9 +51,16 @@ def info(checkpoint, as_json, cell_file):
                      f"{_at_step(details['val_step'])}, best {format_loss(best)}{_at_step(details['best_step'])}"),
         ("optimizer", details["optimizer"] or "-"),
         ("trained on", _files_line(details["text"])),
+        ("PyTorch", _pytorch_line(details["pytorch_module"], config.cell)),
     ]
     # visible(): every value but the counts came from the checkpoint (or is a path).
     click.echo("\n".join(f"{label:<12}{visible(value)}" for label, value in rows))
+
+
+def _pytorch_line(module, cell) -> str:
+    if module:
+        return f"loads into Embedding -> {module} (batch_first=True) -> Linear"
+    return f"no torch.nn module computes the {cell} cell: write its step in PyTorch to use the weights"
 
 
 def _at_step(step) -> str:

@@ -189,6 +189,17 @@ def available_cells() -> list:
     return sorted(_REGISTRY)
 
 
+# The built-in cells whose equations and weight layout are a torch.nn module's: a checkpoint of
+# one loads into Embedding -> that module (batch_first=True) -> Linear. No other cell's does
+# (mingru, qrnn, sru have no W_hh at all); a user's cell cannot take these names.
+PYTORCH_MODULES = {"rnn": "nn.RNN", "rnn_relu": "nn.RNN(nonlinearity='relu')", "lstm": "nn.LSTM", "gru": "nn.GRU"}
+
+
+def pytorch_module(name: str):
+    """The torch.nn module that computes the built-in cell `name`, or None."""
+    return PYTORCH_MODULES.get(name)
+
+
 def load_cell_file(path) -> list:
     """Run a user's Python file that declares cells with @cell; returns their names.
 
