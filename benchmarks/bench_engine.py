@@ -7,7 +7,11 @@ environment, set before they are imported; torch through torch.set_num_threads),
 with the two frameworks' runs interleaved so that drift (turbo, other load) hits both:
   (a) a float32 MLP training step: batch 64, 512-512-512-65, tanh, cross-entropy, Adam;
   (b) elementwise ops on (32, 512) float32, forward + backward, per op;
-  (c) per-op overhead: a 4x4 add, forward + backward.
+  (c) per-op overhead: a 4x4 add, forward + backward;
+  (d) the eager engine's cost per graph, torch on 1 thread (torch.set_num_threads(1) for
+      this part), best of 5 repeats of 3000 calls (100 calls for 512x512): the graphs
+      `(a + b).sum().backward()`, `a + b` under no_grad and
+      `((a * b).tanh() + a).sum().backward()`, on 4x4 and on 512x512 float32.
 The numbers are medians over the repeats (the best repeat is shown beside them). If
 `mg.optim.Adam` does not exist, (a) uses a plain SGD update for BOTH and says so.
 """
@@ -19,7 +23,7 @@ import sys
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=2, help="threads for BLAS, numba and torch (default 2)")
 parser.add_argument("--repeats", type=int, default=15, help="timed repeats per measurement (default 15)")
-parser.add_argument("--only", default="abc", help="which parts to run, e.g. 'a' or 'bc' (default abc)")
+parser.add_argument("--only", default="abcd", help="which parts to run, e.g. 'a' or 'bd' (default abcd)")
 args = parser.parse_args()
 
 # Must happen before numpy / numba / torch are imported: their thread pools read these once.
@@ -261,6 +265,70 @@ def bench_overhead():
     rule()
 
 
+def graph_pair(graph, shape):
+    """Two closures running `graph` once in minigrad and once in torch, on the same float32 data."""
+    rng = np.random.default_rng(2)
+    a_np, b_np = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    a_mg, b_mg = mg.tensor(a_np, requires_grad=True), mg.tensor(b_np, requires_grad=True)
+    a_t, b_t = torch.tensor(a_np, requires_grad=True), torch.tensor(b_np, requires_grad=True)
+
+    def run_minigrad():
+        a_mg.grad = b_mg.grad = None
+        graph(a_mg, b_mg, mg.no_grad)
+
+    def run_torch():
+        a_t.grad = b_t.grad = None
+        graph(a_t, b_t, torch.no_grad)
+
+    run_minigrad()
+    run_torch()
+    if a_t.grad is not None:  # sanity: the same gradients
+        np.testing.assert_allclose(a_mg.grad, a_t.grad.numpy(), rtol=1e-4, atol=1e-4)
+    return run_minigrad, run_torch
+
+
+def _sum_backward(a, b, no_grad):
+    (a + b).sum().backward()
+
+
+def _add_no_grad(a, b, no_grad):
+    with no_grad():
+        a + b
+
+
+def _tanh_graph(a, b, no_grad):
+    ((a * b).tanh() + a).sum().backward()
+
+
+GRAPHS = {
+    "(a + b).sum().backward()": _sum_backward,
+    "a + b under no_grad": _add_no_grad,
+    "((a*b).tanh() + a).sum().backward()": _tanh_graph,
+}
+
+
+def bench_graphs():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for shape, calls in (((4, 4), 3000), ((512, 512), 100)):
+            print(f"(d) eager graphs on {shape[0]}x{shape[1]} float32, torch on 1 thread, "
+                  f"microseconds per graph, best of 5 x {calls} calls")
+            rule()
+            print(f"    {'graph':<38}{'minigrad':>10}{'torch':>10}{'mg/torch':>10}")
+            for label, graph in GRAPHS.items():
+                run_mg, run_t = graph_pair(graph, shape)
+                for _ in range(calls // 10):  # warm-up
+                    run_mg()
+                    run_t()
+                t_mg, t_torch = interleaved(run_mg, run_t, iterations=calls, repeats=5)
+                print(f"    {label:<38}{t_mg.best * 1e6:>10.1f}{t_torch.best * 1e6:>10.1f}"
+                      f"{t_mg.best / t_torch.best:>9.2f}x")
+            rule()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def main():
     gc.collect()
     gc.freeze()  # the imported modules' objects need no scanning: keeps each block's gc.collect() cheap
@@ -278,7 +346,7 @@ def main():
         pass
     print(f"numbers: medians of {REPEATS} interleaved repeats (best of them on the right)")
     rule()
-    for part, bench in (("a", bench_mlp), ("b", bench_elementwise), ("c", bench_overhead)):
+    for part, bench in (("a", bench_mlp), ("b", bench_elementwise), ("c", bench_overhead), ("d", bench_graphs)):
         if part in args.only:
             bench()
     load_after = os.getloadavg()[0]

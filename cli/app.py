@@ -8,8 +8,9 @@ where process-wide settings change.
   run folder) shows its message, with the settings it names written as this CLI's flags
   (`grad_clip` -> `--grad-clip`); an OSError its reason; an ImportError (a package missing,
   or one whose version does not fit, e.g. a Numba that moved what minigrad's kernel cache
-  uses) its message; anything else is a bug, reported
-  as such in one line, with its traceback when MINIGRAD_RNN_DEBUG is set;
+  uses) its message; anything else is a bug, reported as such in one line, with its
+  traceback when MINIGRAD_RNN_DEBUG is set; a NUMBA_NUM_THREADS that Numba would fail on is
+  refused before any command runs (exit 2), and so is a deleted working folder (exit 1);
 - `LibraryCommand` runs a command inside minigrad.runtime.configured_for_training().
 Nothing heavy is imported here: numpy, numba and minigrad load inside the commands.
 """
@@ -25,6 +26,7 @@ from cli.output import use_replacement_for_unencodable_output, visible
 PROGRAM = "minigrad-rnn"
 EXIT_RUNTIME_ERROR, EXIT_USAGE_ERROR, EXIT_INTERRUPTED = 1, 2, 130
 DEBUG_VARIABLE = "MINIGRAD_RNN_DEBUG"  # set it to see the traceback of an unexpected error
+THREADS_VARIABLE = "NUMBA_NUM_THREADS"  # read by Numba when it is imported
 
 
 def flag(setting: str) -> str:
@@ -56,8 +58,40 @@ def _describe_os_error(error: OSError) -> str:
     return what
 
 
+def check_thread_count():
+    """Refuse a NUMBA_NUM_THREADS that Numba would fail on (0: an error at import) or die of
+    (100000: SIGSEGV when its thread pool starts): a whole number from 1 to the CPU count."""
+    given = os.environ.get(THREADS_VARIABLE)
+    if given is None:
+        return
+    cpus = os.cpu_count() or 1
+    digits = given.strip()
+    if not (digits.isdecimal() and len(digits) <= 9 and 1 <= int(digits) <= cpus):  # 9: int() of any length is slow
+        error = click.ClickException(f"{THREADS_VARIABLE} must be a whole number from 1 to {cpus} "
+                                     f"(this machine's CPUs), got {given[:20]!r}{'...' if len(given) > 20 else ''}")
+        error.exit_code = EXIT_USAGE_ERROR
+        raise error
+
+
+def check_working_folder():
+    """Refuse to run in a working folder that was deleted: Numba cannot compile there (it asks
+    for the current folder to name source files) and a relative path cannot mean any file."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        shown = os.environ.get("PWD") or "the current folder"  # the shell's record: the kernel has none left
+        raise click.ClickException(f"the working folder {shown} no longer exists (was it deleted?): "
+                                   f"cd to a folder that exists and run the command again") from None
+
+
 class App(click.Group):
     """The command group, with error reporting of its own (see the module docstring)."""
+
+    def invoke(self, ctx):
+        # Here, not in main(): --help and --version need neither threads nor a working folder.
+        check_thread_count()
+        check_working_folder()
+        return super().invoke(ctx)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         use_replacement_for_unencodable_output(sys.stdout)  # `?`, not a crash, where stdout's encoding ends

@@ -3,47 +3,69 @@
 import click
 
 from cli.app import LibraryCommand
-from cli.options import CHECKPOINT, cell_file_option, load_checkpoint
+from cli.options import CHECKPOINT_OR_RUN, cell_file_option, load_cell_file, run_checkpoints
 from cli.output import strict_json, visible
 from cli.progress import bits_per_char, format_duration, format_loss
 
 
-@click.command(cls=LibraryCommand, short_help="Show what a checkpoint holds.")
-@click.argument("checkpoint", type=CHECKPOINT)
+@click.command(cls=LibraryCommand, short_help="Show what a checkpoint (or a run's checkpoints) holds.")
+@click.argument("checkpoint", type=CHECKPOINT_OR_RUN, metavar="CHECKPOINT|RUN")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @cell_file_option
 def info(checkpoint, as_json, cell_file):
-    """What a CHECKPOINT holds: model config, vocab size, parameters, step, val loss."""
-    from rnn.cells import pytorch_module
+    """What a CHECKPOINT holds: model config, vocab size, parameters, step, val loss.
 
-    loaded = load_checkpoint(checkpoint, cell_file)
-    meta = loaded.meta
+    It reads the checkpoint's records only: no model is built, and a checkpoint of a
+    custom cell is described without its --cell-file. Given a RUN folder, its latest and
+    best checkpoints are described (--json: {"latest": {...}, "best": {...}}).
+    """
+    load_cell_file(cell_file)  # given or not, the description is the same: it names the cell
+    checkpoints = run_checkpoints(checkpoint)
+    # A run folder's entries are read by its rules: no link followed (a file named as such is the user's).
+    described = {name: _details(path, follow=name == "checkpoint") for name, path in checkpoints.items()}
+    if as_json:
+        click.echo(strict_json(described.get("checkpoint") or described))
+        return
+    if "checkpoint" in described:
+        click.echo(_rows(described["checkpoint"]))
+        return
+    click.echo("\n".join(f"{name}\n" + _rows(details, indent="  ") for name, details in described.items()))
+
+
+def _details(checkpoint, follow=True) -> dict:
+    from rnn.cells import pytorch_module
+    from rnn.checkpoint import describe_checkpoint
+
+    summary = describe_checkpoint(checkpoint, follow=follow)
+    meta = summary.meta
     corpus = meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
-    details = {
+    return {
         "checkpoint": str(checkpoint),
-        "model_config": loaded.config.to_dict(),
-        "vocab_size": len(loaded.vocab),
-        "parameters": loaded.model.num_parameters(),
+        "model_config": summary.config.to_dict(),
+        "custom_cell": not summary.cell_registered,  # its --cell-file was not given: no code was run
+        "vocab_size": len(summary.vocab),
+        "parameters": summary.parameters,
         "step": meta.get("step"),
         "train_seconds": meta.get("train_seconds"),
         "val_loss_nats": meta.get("last_val_loss"),
         "best_val_loss_nats": meta.get("best_val_loss"),
         "val_step": meta.get("last_val_step"),  # the step val_loss_nats was measured at
         "best_step": meta.get("best_step"),
-        "optimizer": loaded.optimizer_name,
+        "optimizer": summary.optimizer_name,
         "text": corpus.get("path") or corpus.get("files"),  # one file, or the list of a several-file text
         "train_config": meta.get("train_config"),
-        "pytorch_module": pytorch_module(loaded.config.cell),  # None: no torch.nn module loads the weights
+        "pytorch_module": pytorch_module(summary.config.cell),  # None: no torch.nn module loads the weights
     }
-    if as_json:
-        click.echo(strict_json(details))
-        return
-    config = loaded.config
+
+
+def _rows(details: dict, indent="") -> str:
+    config = details["model_config"]
     val_loss, best = details["val_loss_nats"], details["best_val_loss_nats"]
+    cell = config["cell"] + (" (from a --cell-file, not loaded: none is needed here)" if details["custom_cell"] else "")
     rows = [
-        ("checkpoint", checkpoint),
-        ("model", f"{config.cell}, {config.layers} layer(s), hidden {config.hidden}, embed {config.embed}, "
-                  f"dropout {config.dropout}, {config.dtype}, {config.engine} engine"),
+        ("checkpoint", details["checkpoint"]),
+        ("model", f"{cell}, {config['layers']} layer(s), hidden {config['hidden']}, embed {config['embed']}, "
+                  f"dropout {config['dropout']}, {config['dtype']}, {config['engine']} engine"),
         ("vocab", f"{details['vocab_size']} characters"),
         ("parameters", f"{details['parameters']:,}"),
         ("step", f"{details['step']} ({format_duration(details['train_seconds'])} of training)"),
@@ -51,10 +73,10 @@ def info(checkpoint, as_json, cell_file):
                      f"{_at_step(details['val_step'])}, best {format_loss(best)}{_at_step(details['best_step'])}"),
         ("optimizer", details["optimizer"] or "-"),
         ("trained on", _files_line(details["text"])),
-        ("PyTorch", _pytorch_line(details["pytorch_module"], config.cell)),
+        ("PyTorch", _pytorch_line(details["pytorch_module"], config["cell"])),
     ]
     # visible(): every value but the counts came from the checkpoint (or is a path).
-    click.echo("\n".join(f"{label:<12}{visible(value)}" for label, value in rows))
+    return "\n".join(f"{indent}{label:<12}{visible(value)}" for label, value in rows)
 
 
 def _pytorch_line(module, cell) -> str:

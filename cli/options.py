@@ -1,14 +1,46 @@
 """Option types and helpers that several commands share (argument parsing only, no maths)."""
 
+import math
 from pathlib import Path
 
 import click
 
 POSITIVE_INT = click.IntRange(min=1)
 NON_NEGATIVE_INT = click.IntRange(min=0)
-POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that refuses nan and inf: a range check alone lets nan through (every
+    comparison with it is False), and no setting here means anything at infinity."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number", param, ctx)
+        return number
+
+
+POSITIVE_FLOAT = FiniteFloatRange(min=0, min_open=True)
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 CHECKPOINT = click.Path(exists=True, dir_okay=False, path_type=Path)
+CHECKPOINT_OR_RUN = click.Path(exists=True, path_type=Path)
+
+
+def run_checkpoints(path: Path) -> dict:
+    """{"latest": file, "best": file} of a run folder, those it holds (at least one: else a
+    usage error); a checkpoint file given as such is {"checkpoint": path}. A run folder's
+    entries are read by its rules (rnn.runfiles): a planted link or FIFO is refused in one
+    line, and its checkpoints are to be loaded with follow=False."""
+    if not path.is_dir():
+        return {"checkpoint": path}
+    from rnn.runfiles import exists
+    from rnn.runfolder import BEST, LATEST
+
+    found = {name: path / file_name for name, file_name in (("latest", LATEST), ("best", BEST))
+             if exists(path / file_name)}
+    if not found:
+        raise click.BadParameter(f"{path} holds neither {LATEST} nor {BEST}", param_hint="'CHECKPOINT|RUN'")
+    return found
 
 
 def cell_file_option(function):
@@ -31,3 +63,12 @@ def load_checkpoint(path, cell_file=None, follow=True):
     from rnn.checkpoint import load_checkpoint as load
 
     return load(path, cell_file=cell_file, follow=follow)
+
+
+def unknown_option(function):
+    return click.option(
+        # rnn.data.UNKNOWN_POLICIES, spelt out: importing rnn.data (numpy) would slow down --help.
+        "--unknown", type=click.Choice(("refuse", "skip")), default="refuse",
+        help="Characters the model's vocabulary lacks: refuse the text (naming them), or skip them "
+             "(neither predicted nor fed; the count is reported).",
+    )(function)

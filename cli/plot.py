@@ -11,6 +11,7 @@ matplotlib is imported inside the command so that `minigrad-rnn --help` stays fa
 """
 
 import math
+import warnings
 from pathlib import Path
 
 import click
@@ -85,11 +86,14 @@ def _require_matplotlib():
 def _warn_about_bad_lines(runs):
     # A torn last line is normal (a run killed, or still writing); garbage before it is not.
     for run in runs:
-        if run.bad_lines:
+        if run.bad_line_count:
             numbers = ", ".join(str(number) for number in run.bad_lines[:5])
-            more = ", ..." if len(run.bad_lines) > 5 else ""
-            click.echo(f"warning: {visible(run.path)}/metrics.jsonl: skipped {len(run.bad_lines)} unreadable "
+            more = ", ..." if run.bad_line_count > 5 else ""
+            click.echo(f"warning: {visible(run.path)}/metrics.jsonl: skipped {run.bad_line_count:,} unreadable "
                        f"line(s) ({numbers}{more}); first: {visible(run.first_problem)}", err=True)
+        if run.records_left_out:
+            click.echo(f"warning: {visible(run.path)}/metrics.jsonl: read the first {len(run.records):,} "
+                       f"records only, skipped {run.records_left_out:,} more", err=True)
 
 
 def _run_names(runs) -> list:
@@ -105,6 +109,14 @@ def _model_size(run) -> str:
 
 # ---- the image ----------------------------------------------------------------------------
 def _draw_image(runs, labels, x_axis, log_scale, output: Path):
+    # Values near the float range (a metrics file is not trusted) make matplotlib warn of overflow
+    # as it places ticks: noise to a user, whose image is drawn all the same.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _draw_curves(runs, labels, x_axis, log_scale, output)
+
+
+def _draw_curves(runs, labels, x_axis, log_scale, output: Path):
     # The Agg canvas, and no pyplot: no GUI backend, no screen, no global state.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -240,7 +252,8 @@ def _y_label(row, y_range, log_scale) -> str:
         return ""
     low, high = y_range
     value = high - row / (CHART_HEIGHT - 1) * (high - low)
-    return f"{math.exp(value) if log_scale else value:.3f}"
+    value = math.exp(value) if log_scale else value
+    return f"{value:.3f}" if abs(value) < 1e4 else f"{value:.3g}"  # a hostile 1e300 in 7 characters
 
 
 def _x_axis_lines(x_range, x_axis) -> list:
@@ -262,6 +275,8 @@ def _x_axis_lines(x_range, x_axis) -> list:
 
 
 def _format_x(value, x_axis) -> str:
+    if abs(value) >= 1e12:  # no real run is this long: a hostile value, kept short
+        return f"{value:.3g}"
     if x_axis == "seconds":
         return format_duration(value)
     if x_axis == "chars":

@@ -145,6 +145,10 @@ class TrainingDisplay:
 
     def on_recipe(self, data):
         size = data.get("size")
+        if isinstance(size, dict) and size.get("short_text"):
+            self._print(f"model {size.get('layers')}x{size.get('hidden')} ({size.get('parameters')} parameters): "
+                        f"a bigger one would memorise this short text; --layers/--hidden set it yourself")
+            return
         if isinstance(size, dict):
             seconds = size.get("default_seconds_per_step")
             default = "x".join(map(str, DEFAULT_SIZE))
@@ -186,8 +190,10 @@ class TrainingDisplay:
         parts.append(f"loss {format_loss(data.get('train_loss'))}")
         parts.append(f"val {format_loss(self.last_val_loss)}")
         parts.append(f"{format_rate(data.get('chars_per_sec'))} chars/s")
-        if data.get("eta") is not None:
-            parts.append(f"ETA {format_duration(data['eta'])}")
+        eta, left = data.get("eta"), data.get("time_left")
+        # With a time budget that ends first, the ETA is the time left, already shown.
+        if eta is not None and not (left is not None and format_duration(eta) == format_duration(left)):
+            parts.append(f"ETA {format_duration(eta)}")
         return " | ".join(parts)
 
     # ---- output -------------------------------------------------------------------------

@@ -6,32 +6,38 @@ from pathlib import Path
 
 import click
 
-from cli.app import LibraryCommand
-from cli.options import CHECKPOINT, POSITIVE_FLOAT, POSITIVE_INT, cell_file_option, load_checkpoint
+from cli.app import LibraryCommand, flag
+from cli.options import (CHECKPOINT_OR_RUN, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, cell_file_option,
+                         load_checkpoint, run_checkpoints, unknown_option)
 from cli.output import GuardedOutput, TextWriter, is_terminal
 from cli.output_file import checked_output_file, replacing
 
 
 @click.command(cls=LibraryCommand, short_help="Generate text from a checkpoint.")
-@click.argument("checkpoint", type=CHECKPOINT)
+@click.argument("checkpoint", type=CHECKPOINT_OR_RUN, metavar="CHECKPOINT|RUN")
 @click.option("--length", "-n", type=POSITIVE_INT, default=500, help="Characters to generate.")
-@click.option("--temperature", "-t", type=POSITIVE_FLOAT, default=1.0,
-              help="Below 1: safer, more repetitive text; above 1: more surprising.")
+@click.option("--temperature", "-t", type=float, default=1.0, callback=lambda ctx, param, t: _check_temperature(t),
+              help="Above 0. Below 1: safer, more repetitive text; above 1: more surprising "
+                   "(--argmax is the limit at 0).")
 @click.option("--top-k", type=POSITIVE_INT, default=None, help="Sample only among the k likeliest characters.")
 @click.option("--top-p", type=float, default=None, metavar="P", callback=lambda ctx, param, p: _check_top_p(p),
               help="Nucleus sampling: only among the likeliest characters whose probabilities first add up "
                    "to P (after --top-k if both are given).")
 @click.option("--prime", "-p", default="", help="Text to start from (printed first).")
-@click.option("--seed", type=int, default=None, help="Seed for a reproducible sample.")
+@click.option("--seed", type=NON_NEGATIVE_INT, default=None, help="Seed for a reproducible sample.")
 @click.option("--argmax", is_flag=True, help="Always take the likeliest character (no randomness).")
 @click.option("--out", "-o", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the text (the prime, then the sample) to this file, exactly, in UTF-8, "
                    "instead of printing it. The file changes only once the whole text is made; a file "
                    "that is not plain text (a checkpoint...) is replaced only with --overwrite.")
 @click.option("--overwrite", is_flag=True, help="Let --out replace a file that is not plain text.")
+@unknown_option
 @cell_file_option
-def sample(checkpoint, length, temperature, top_k, top_p, prime, seed, argmax, out_file, overwrite, cell_file):
+def sample(checkpoint, length, temperature, top_k, top_p, prime, seed, argmax, out_file, overwrite, unknown,
+           cell_file):
     """Generate text from a CHECKPOINT, printing characters as they are made.
+
+    Given a RUN folder, its best checkpoint is used (its latest if it has no best).
 
     On a terminal, control characters in the text (other than line breaks and tabs) are
     shown as escapes such as \\x1b: the checkpoint chose the characters. Piped or written
@@ -39,16 +45,19 @@ def sample(checkpoint, length, temperature, top_k, top_p, prime, seed, argmax, o
     """
     if out_file is not None:  # before any work: a refusal costs nothing
         out_file = checked_output_file(out_file, overwrite)
-    loaded = load_checkpoint(checkpoint, cell_file)
-    from rnn.data import TextError
+    checkpoints = run_checkpoints(checkpoint)
+    if "checkpoint" in checkpoints:
+        loaded = load_checkpoint(checkpoint, cell_file)
+    else:  # a run folder's entry: read by its rules, no link followed
+        loaded = load_checkpoint(checkpoints.get("best") or checkpoints["latest"], cell_file, follow=False)
+    from rnn.data import TextError, apply_unknown_policy
     from rnn.sample import sample as generate
 
-    if prime:
-        try:
-            loaded.vocab.encode(prime)
-        except TextError as error:
-            raise click.BadParameter(str(error), param_hint="'--prime'") from None
-    characters = generate(loaded.model, loaded.vocab, prime=prime, length=length, temperature=temperature,
+    try:  # the prime is printed as given; under --unknown skip, what the model lacks is not fed to it
+        fed, _ = apply_unknown_policy(loaded.vocab, prime, unknown, what="the prime")
+    except TextError as error:
+        raise click.BadParameter(error.render(flag), param_hint="'--prime'") from None
+    characters = generate(loaded.model, loaded.vocab, prime=fed, length=length, temperature=temperature,
                           top_k=top_k, top_p=top_p, seed=seed, argmax=argmax)
     if out_file is not None:
         with replacing(out_file) as binary:
@@ -73,6 +82,13 @@ def _write_text(writer, prime, characters, stop=lambda: False):
         if stop():
             return
         writer.write(character)
+
+
+def _check_temperature(value):
+    if not value > 0:  # also NaN
+        raise click.BadParameter(f"{value} is not above 0 (to take the likeliest character every time, "
+                                 f"the limit at temperature 0, use --argmax)")
+    return value
 
 
 def _check_top_p(value):

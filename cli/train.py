@@ -19,8 +19,8 @@ from cli.options import (CHECKPOINT, EXISTING_FILE, NON_NEGATIVE_INT, POSITIVE_F
 from cli.output import GuardedOutput, strict_json, visible
 from cli.progress import TrainingDisplay, bits_per_char, format_duration, format_loss, format_rate
 # rnn.config and rnn.errors are light (no numpy, no minigrad): --help reads the defaults and choices there.
-from rnn.config import (DEFAULT_TIME_BUDGET, DTYPE_NAMES, ENGINES, LIMITS, MODEL_OPTIONS, OPTIMIZERS, SCHEDULES,
-                        TrainConfig)
+from rnn.config import (DEFAULT_BATCH_SIZE, DEFAULT_TIME_BUDGET, DTYPE_NAMES, ENGINES, LIMITS,
+                        MIN_WINDOWS_PER_STREAM, MODEL_OPTIONS, OPTIMIZERS, SCHEDULES, TrainConfig)
 from rnn.errors import UserError
 
 
@@ -100,11 +100,13 @@ class EscapedText(click.ParamType):
 @cell_file_option
 @setting("--layers", type=POSITIVE_INT, show_default="chosen, see --hidden",
          help="Number of recurrent layers.")
-@setting("--hidden", type=POSITIVE_INT, show_default="chosen: 2x256 without a time budget",
+@setting("--hidden", type=POSITIVE_INT, show_default="chosen: 2x256 without a time budget, smaller for a short text",
          help="Hidden size of each layer. When neither --layers nor --hidden is given and the run has a "
               "time budget, the trainer times a few steps of a 2x256 model first and takes the largest of "
               "1x256, 2x256 and 2x384 that will read the text at least 3 times in the budget (2x384 only "
-              "for texts of 0.76 MB or more); it prints the choice and records it in config.json.")
+              "for texts of 0.76 MB or more); it prints the choice and records it in config.json. A short "
+              "text gets a smaller model (at most 2.5 parameters per character of text, down to 1x32), "
+              "with or without a time budget.")
 @setting("--embed", type=POSITIVE_INT, help="Size of the character embedding.")
 @setting("--dropout", type=click.FloatRange(0, 1, max_open=True),
          help="Dropout between layers and before the output layer. When not given, the trainer "
@@ -112,7 +114,9 @@ class EscapedText(click.ParamType):
               "more for many; with --time-budget it measures its speed over the first steps), "
               "prints the choice and records it in config.json.")
 @setting("--seq-len", type=POSITIVE_INT, help="Characters per truncated-BPTT window.")
-@setting("--batch-size", type=POSITIVE_INT, help="Parallel streams of text per step.")
+@setting("--batch-size", type=POSITIVE_INT, show_default=f"{DEFAULT_BATCH_SIZE}, fewer for a short text",
+         help="Parallel streams of text per step. When not given, a text too short for "
+              f"{DEFAULT_BATCH_SIZE} streams of {MIN_WINDOWS_PER_STREAM} windows each gets as many as it holds.")
 @setting("--lr", type=POSITIVE_FLOAT, help="Peak learning rate.")
 @setting("--optimizer", type=click.Choice(OPTIMIZERS))
 @setting("--beta2", type=click.FloatRange(0, 1, max_open=True),
@@ -143,6 +147,11 @@ class EscapedText(click.ParamType):
 @setting("--dtype", type=click.Choice(DTYPE_NAMES))
 @setting("--engine", type=click.Choice(ENGINES),
          help="fused: one compiled kernel per step; eager: one graph node per gate op.")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="Read only the files of a TEXT folder that match GLOB (the path inside the folder or the "
+                   "file name; * matches / too; repeat for several, e.g. --include '*.py').")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Leave out the files of a TEXT folder that match GLOB (as --include; repeat for several).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder for checkpoints and metrics  [default: runs/<date_time>, or the folder of --resume]")
 @click.option("--resume", type=CHECKPOINT, default=None,
@@ -153,13 +162,15 @@ class EscapedText(click.ParamType):
                    "its later latest checkpoint and metrics are replaced. Without it that is refused.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing while training.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results at the end.")
-def train(texts, out, resume, rewind, quiet, as_json, **options):
+def train(texts, out, resume, rewind, quiet, as_json, include, exclude, **options):
     """Train a character-level language model on TEXT (UTF-8 files or folders).
 
     Without TEXT it trains on tiny-shakespeare, which ships with the package. Several
     TEXTs are read as one text, in the order given, with --separator between two files;
     a folder stands for the files under it, sorted by their path inside it (code point
-    order; hidden files, links and files that are not regular are skipped, with a note).
+    order; hidden, empty and binary files, links and files that are not regular are
+    skipped, with a one-line note; --include and --exclude select among them). An empty
+    file named as TEXT is skipped too.
     The last --val-frac of the whole is held out for validation, unless --val-file is
     given. The run folder gets latest.safetensors, best.safetensors, metrics.jsonl and
     config.json. Ctrl-C saves a checkpoint and stops; --resume continues from it.
@@ -184,12 +195,14 @@ def train(texts, out, resume, rewind, quiet, as_json, **options):
     checkpoint = load_checkpoint(resume, given.get("cell_file")) if resume else None
     resumed = checkpoint.meta if checkpoint else {}
     config = _train_config(given, resumed.get("train_config") or {}, checkpoint.config if checkpoint else None)
+    if checkpoint:
+        _exit_if_nothing_to_do(resumed, given, resume)
     if given.get("val_frac") is not None and config.val_file is not None:  # a resumed run's --val-file, replaced
         config = dataclasses.replace(config, val_file=None)
     if resume:
-        corpus, config, texts = _load_resumed_corpus(texts, config, given, resumed, resume, quiet)
+        corpus, config, texts = _load_resumed_corpus(texts, config, given, resumed, resume, quiet, include, exclude)
     else:
-        corpus = _load_corpus(texts, config, quiet)
+        corpus = _load_corpus(texts, config, quiet, include, exclude)
     out = out or (resume.parent if resume else _default_run_dir())
 
     # Progress goes to stdout, unless stdout is reserved for the --json result. A closed stdout
@@ -198,6 +211,8 @@ def train(texts, out, resume, rewind, quiet, as_json, **options):
     stream = GuardedOutput(sys.stderr) if as_json else stdout
     live = stream.isatty() and os.environ.get("TERM") != "dumb"
     display = TrainingDisplay(stream, live=live, quiet=quiet)
+    if not quiet and _cold_start():
+        click.echo("compiling kernels (first run only: later runs load them from the cache)", file=stream)
     try:
         summary = run_training(config, corpus, out, resume=resume, on_event=display, rewind=rewind)
     finally:
@@ -206,7 +221,7 @@ def train(texts, out, resume, rewind, quiet, as_json, **options):
     if as_json:
         stdout.write(strict_json({key: summary.get(key) for key in TRAIN_JSON_KEYS}) + "\n")
     if not quiet:
-        stream.write(_training_summary(summary, texts) + "\n")
+        stream.write(_training_summary(summary, texts, config.cell_file, len(corpus.vocab)) + "\n")
     stdout.flush()
     if stdout.lost:
         latest = summary.get("checkpoint")
@@ -220,6 +235,15 @@ TRAIN_JSON_KEYS = ("steps", "seconds", "chars_per_sec", "best_val_loss_nats", "l
                    "best_step", "last_val_step", "latest_step",
                    "checkpoint", "best_checkpoint", "out_dir", "stopped_reason", "wall_seconds", "val_chars",
                    "val_total_chars", "threads")
+
+
+def _cold_start() -> bool:
+    """Whether the engine's kernels are not in the cache yet: the first steps then compile them
+    for seconds, without a word otherwise."""
+    import minigrad.kernels
+    from minigrad.kernel_cache import kernels_are_cached
+
+    return not kernels_are_cached(minigrad.kernels.__file__)
 
 
 def _check_cell_name(name):
@@ -254,7 +278,29 @@ def _train_config(given: dict, saved: dict, saved_model=None):
         # file it names would be executed. Only a --cell-file the user typed (in `given`) is loaded.
         return TrainConfig.from_meta(saved, **given)
     except UserError as error:  # a combination the option types alone cannot rule out
+        if error.option in saved and given.get(error.option) is None:  # the checkpoint's value, not a typed one
+            raise click.ClickException(f"the checkpoint's train config is not usable: {error} "
+                                       f"(give {flag(error.option)} to replace it)") from None
         raise click.UsageError(error.render(flag)) from None
+
+
+def _exit_if_nothing_to_do(meta: dict, given: dict, resume):
+    """A --steps or --time-budget typed on resume that the run has already reached: say so in one
+    line and exit 0, as `make` does with nothing to remake (the run is already as far as asked;
+    nothing is evaluated or written), instead of a summary of 0 steps."""
+    from rnn.checkpoint import finite_number, is_count
+
+    step, seconds = meta.get("step"), finite_number(meta.get("train_seconds"))
+    reached = None
+    if given.get("steps") is not None and is_count(step) and step >= given["steps"]:
+        reached = f"it is at step {step}, --steps {given['steps']} is reached"
+    elif given.get("time_budget") is not None and seconds is not None and seconds >= given["time_budget"]:
+        reached = (f"it has trained {format_duration(seconds)}, --time-budget {given['time_budget']:g} "
+                   f"is reached")
+    if reached:
+        click.echo(f"nothing to do: {visible(resume)}: {reached} (the limits count the run's earlier training: "
+                   f"give a larger one to train on)", err=True)
+        sys.exit(0)
 
 
 def _resumed_texts(meta: dict, resume) -> tuple:
@@ -270,7 +316,7 @@ def _resumed_texts(meta: dict, resume) -> tuple:
     return tuple(Path(path) for path in files)
 
 
-def _load_resumed_corpus(texts, config, given: dict, meta: dict, resume, quiet):
+def _load_resumed_corpus(texts, config, given: dict, meta: dict, resume, quiet, include=(), exclude=()):
     """(corpus, config, texts) of a resumed run. Paths read from the checkpoint are data: they only
     find the run's own text and validation file, each used only if it matches the fingerprint the
     checkpoint records, and nothing of a file the user did not name is ever printed. TEXT and
@@ -288,7 +334,7 @@ def _load_resumed_corpus(texts, config, given: dict, meta: dict, resume, quiet):
     val_file = config.val_file if given.get("val_file") is None else None  # the checkpoint's choice
     if val_file is not None:
         try:
-            corpus = _load_corpus(texts, config, quiet)
+            corpus = _load_corpus(texts, config, quiet, include, exclude)
         except TextError:
             corpus = None  # said below, without what the file holds
         if corpus is not None and corpus.record()["val_ids_sha256"] != saved.get("val_ids_sha256"):
@@ -300,7 +346,7 @@ def _load_resumed_corpus(texts, config, given: dict, meta: dict, resume, quiet):
             config = dataclasses.replace(config, val_file=None)
     if corpus is None:
         try:
-            corpus = _load_corpus(texts, config, quiet)
+            corpus = _load_corpus(texts, config, quiet, include, exclude)
         except TextContentError:  # its message quotes the file: only for a file the user named
             if texts_given:
                 raise
@@ -340,24 +386,26 @@ def _check_same_text(meta: dict, corpus, texts, texts_given: bool, resume):
                f"training continues on it", err=True)
 
 
-def _load_corpus(texts, config, quiet=False):
-    from rnn.data import Corpus, find_text_files
+def _load_corpus(texts, config, quiet=False, include=(), exclude=()):
+    from rnn.data import Corpus, describe_skipped, find_text_files
 
     options = dict(val_frac=config.val_frac, separator=config.separator, val_file=config.val_file)
     if not texts:
+        if include or exclude:
+            raise click.UsageError("--include and --exclude select the files of a TEXT folder, and no TEXT was given")
         import importlib.resources
 
         with importlib.resources.as_file(_shipped_corpus()) as path:
             return Corpus.from_files([path], **options)
-    found = find_text_files(texts)
+    if (include or exclude) and not any(Path(text).is_dir() for text in texts):
+        raise click.UsageError("--include and --exclude select the files of a TEXT folder, and no folder was given")
+    found = find_text_files(texts, include=include, exclude=exclude)
     if found.skipped and not quiet:
-        shown = ", ".join(f"{visible(path)} ({reason})" for path, reason in found.skipped[:5])
-        more = f" and {len(found.skipped) - 5} more" if len(found.skipped) > 5 else ""
-        click.echo(f"note: skipped {len(found.skipped)} file(s): {shown}{more}", err=True)
+        click.echo(f"note: {describe_skipped(found.skipped)}", err=True)
     return Corpus.from_files(found.files, listed=found.listed, **options)
 
 
-def _training_summary(summary: dict, texts) -> str:
+def _training_summary(summary: dict, texts, cell_file=None, vocab_size=None) -> str:
     best, last = summary.get("best_val_loss_nats"), summary.get("last_val_loss_nats")
     interrupted = summary.get("stopped_reason") == "interrupted"
     lines = [
@@ -380,6 +428,12 @@ def _training_summary(summary: dict, texts) -> str:
                      f"(last evaluation: {val_loss(last, summary.get('last_val_step'))})")
     lines.append(f"best val loss: {val_loss(best, summary.get('best_step'))} (the best checkpoint)"
                  if best is not None else "best val loss: not evaluated yet")
+    import math
+
+    if last is not None and vocab_size and last > math.log(vocab_size):  # nan compares False: said elsewhere
+        lines.append(f"warning: the latest val loss is worse than a uniform guess over the {vocab_size} characters "
+                     f"(ln {vocab_size} = {math.log(vocab_size):.4f}): the model has not learnt yet, or memorised its "
+                     f"training text (try a smaller --hidden, more --dropout or fewer --steps)")
     latest, best_checkpoint = summary.get("checkpoint"), summary.get("best_checkpoint")
     # A resumed run's text paths come from its checkpoint: printed like any name from a file.
     latest, best_checkpoint = (visible(path) if path else path for path in (latest, best_checkpoint))
@@ -387,12 +441,14 @@ def _training_summary(summary: dict, texts) -> str:
         lines.append("no checkpoint was saved")
         return "\n".join(lines)
     lines.append(f"checkpoints: {latest} (latest)" + (f", {best_checkpoint} (best)" if best_checkpoint else ""))
-    if interrupted:
-        import shlex
+    import shlex
 
+    # A checkpoint of a custom cell loads only with the file that declares the cell.
+    cell = f" --cell-file {visible(shlex.quote(str(cell_file)))}" if cell_file else ""
+    if interrupted:
         given = "".join(f"{visible(shlex.quote(str(text)))} " for text in texts or ())
-        lines.append(f"continue with: {PROGRAM} train {given}--resume {latest}")
+        lines.append(f"continue with: {PROGRAM} train {given}--resume {latest}{cell}")
     else:
-        lines.append(f"sample with: {PROGRAM} sample {best_checkpoint or latest}")
+        lines.append(f"sample with: {PROGRAM} sample {best_checkpoint or latest}{cell}")
     return "\n".join(lines)
 

@@ -6,13 +6,15 @@ mode) and `mg.hvp` (Hessian-vector products), with PyTorch's and JAX's signature
     out, tangent = mg.jvp(fn, (x,), (v,))               # d fn(x) . v, in one forward pass
 
 Reverse mode is `autograd.backward_walk`; with create_graph=True every node runs its
-`graph_backward`, built from Tensor ops. Forward mode is `autograd.forward_mode`: every
+`graph_backward`, built from Tensor ops. Forward mode is `forward_mode.forward_mode`: every
 op computes its output's tangent next to its value (`Function.jvp`).
 """
 
 import numpy as np
 
 from . import autograd
+from .forward_mode import forward_mode, tangent_of
+from .grad_mode import no_grad
 from .tensor import Tensor, as_tensor
 
 
@@ -74,7 +76,7 @@ def jvp(fn, primals, tangents):
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
     primals = tuple(Tensor(as_tensor(p).data) for p in primals)  # fresh leaves: no reverse graph needed
-    with autograd.no_grad(), autograd.forward_mode() as set_tangent:
+    with no_grad(), forward_mode() as set_tangent:
         for k, (primal, tangent) in enumerate(zip(primals, tangents)):
             tangent = np.asarray(tangent.data if isinstance(tangent, Tensor) else tangent, dtype=primal.dtype)
             if tangent.shape != primal.shape:
@@ -86,7 +88,7 @@ def jvp(fn, primals, tangents):
             raise TypeError(f"jvp: fn must return a Tensor or a tuple of Tensors, got {type(result).__name__}")
         output_tangents = []
         for output in outputs:
-            tangent = autograd.tangent_of(output)
+            tangent = tangent_of(output)
             output_tangents.append(Tensor(np.zeros_like(output.data) if tangent is None else tangent))
     if isinstance(result, (list, tuple)):
         return tuple(outputs), tuple(output_tangents)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .autograd import enable_grad, no_grad
+from .grad_mode import enable_grad, no_grad
 from .derivatives import grad
 from .tensor import Tensor, concat
 
@@ -31,6 +31,9 @@ class InputReport(NamedTuple):
     analytic: float
     numeric: float
     ok: bool
+    # (element, left slope, right slope) of a failing element whose one-sided differences
+    # disagree (a kink: relu at 0, max with ties, where no derivative exists); or None.
+    kink: tuple = None
 
 
 def _as_float64_leaves(inputs):
@@ -68,10 +71,12 @@ def gradcheck_report(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, create_
         gradients = [Tensor(np.zeros_like(inputs[k].data)) for k in checked]
 
     reports = []
+    centre = weighted_output()
     for k, gradient in zip(checked, gradients):
         x = inputs[k]
         analytic = gradient.data
         numeric = np.zeros_like(x.data)
+        right, left = np.zeros_like(x.data), np.zeros_like(x.data)  # one-sided differences
         flat = x.data.reshape(-1)  # a view: writing into it perturbs the input in place
         for i in range(flat.size):
             original = flat[i]
@@ -81,11 +86,13 @@ def gradcheck_report(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, create_
             below = weighted_output()
             flat[i] = original
             numeric.reshape(-1)[i] = (above - below) / (2 * eps)
+            right.reshape(-1)[i], left.reshape(-1)[i] = (above - centre) / eps, (centre - below) / eps
         error = np.abs(analytic - numeric)
         # Pass/fail per element like numpy.allclose; report the element that misses by most.
         excess = error - (atol + rtol * np.abs(numeric))
         worst = int(np.argmax(excess)) if excess.size else 0
         position = tuple(int(i) for i in np.unravel_index(worst, x.shape)) if x.size else ()
+        kink = _find_kink(flat, x.shape, excess, left, right, worst, eps, weighted_output)
         relative = error / np.maximum(np.abs(numeric), 1e-12)
         reports.append(
             InputReport(
@@ -97,9 +104,34 @@ def gradcheck_report(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, create_
                 analytic=float(analytic.reshape(-1)[worst]) if x.size else 0.0,
                 numeric=float(numeric.reshape(-1)[worst]) if x.size else 0.0,
                 ok=bool(np.all(np.isfinite(analytic)) and np.all(excess <= 0)),
+                kink=kink,
             )
         )
     return reports
+
+
+def _find_kink(flat, shape, excess, left, right, worst, eps, weighted_output, tries=8):
+    """(element, left slope, right slope) of a failing element where f has a kink, or None.
+
+    Where f is smooth its one-sided slopes differ by about eps * f'', which shrinks with eps;
+    at a kink (relu at 0, max with ties) they differ by a jump that does not. So an element
+    whose slopes disagree is checked again at eps / 10 (the worst element first, then the
+    others in order, up to `tries` of them)."""
+    disagree = (excess.reshape(-1) > 0) & (np.abs(right - left) > 0).reshape(-1)
+    candidates = [i for i in [worst] + list(np.flatnonzero(disagree)) if disagree[i]][:tries]
+    for i in candidates:
+        gap = abs(right.reshape(-1)[i] - left.reshape(-1)[i])
+        original, small = flat[i], eps / 10
+        flat[i] = original + small
+        above = weighted_output()
+        flat[i] = original - small
+        below = weighted_output()
+        flat[i] = original
+        centre = weighted_output()
+        if abs((above - centre) - (centre - below)) / small > 0.5 * gap:  # the gap did not shrink: a jump
+            position = tuple(int(k) for k in np.unravel_index(int(i), shape))
+            return position, float(left.reshape(-1)[i]), float(right.reshape(-1)[i])
+    return None
 
 
 def _raise_on_failure(reports, title, input_name=str):
@@ -112,6 +144,13 @@ def _raise_on_failure(reports, title, input_name=str):
                 f"  {input_name(r.index):>12}  {str(r.shape):<12} {str(r.worst_element):<12} "
                 f"{r.analytic:>14.8g} {r.numeric:>14.8g} {abs(r.analytic - r.numeric):>10.3g}"
             )
+        for r in failed:
+            if r.kink is not None:
+                position, left, right = r.kink
+                lines.append(f"  note: at element {position} of input {input_name(r.index)} the slope from the left "
+                             f"({left:.6g}) and from the right ({right:.6g}) differ: the function may not be "
+                             f"differentiable there (a kink, such as relu at 0 or max with ties); check at "
+                             f"another point")
         raise GradcheckError("\n".join(lines))
     return True
 

@@ -289,6 +289,16 @@ class _PrivateCacheLocator(_LocatorMixin, _Locator):
         return locator
 
 
+def kernels_are_cached(py_file) -> bool:
+    """Whether Numba's cache holds compiled kernels of the module file `py_file` (an index file
+    of one of them): if not, they compile on their first calls, seconds each (a cold start)."""
+    try:
+        folder = kernel_cache_dir() / _PrivateCacheLocator.get_suitable_cache_subpath(str(py_file))
+    except OSError:
+        return False
+    return any(folder.glob(f"{glob.escape(Path(py_file).stem)}.*.nbi"))
+
+
 class _PrivateCacheImpl(_CacheImpl):
     _locator_classes = [_PrivateCacheLocator]
 

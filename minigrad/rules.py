@@ -12,19 +12,19 @@ One table, four uses:
   per input (`minigrad.kernels`), one autograd node per op;
 - fused kernels: the fused-cell compiler (`rnn.compiler`) inlines the same expressions
   into a single kernel for a whole recurrent step;
-- higher order: `evaluate` runs a rule's text on Tensors, so the backward pass builds a
-  graph of its own and can be differentiated again (`mg.grad(..., create_graph=True)`);
+- small arrays and higher order: `as_function` makes a rule's text a Python function that
+  runs on whole numpy arrays (below the size where a kernel call pays) or on Tensors, so
+  the backward pass builds a graph of its own (`mg.grad(..., create_graph=True)`);
 - forward mode: an elementwise Jacobian is diagonal, so the tangent of `out` is the sum
   of the vjps with `g` replaced by each input's tangent (`mg.jvp`).
 
 A `None` vjp means "not differentiable in this input" (pow's exponent is a constant).
 The functions the expressions may call (exp, log, tanh, sigmoid, relu) are defined for
-the generated code in `minigrad.codegen.PRELUDE`; `evaluate` takes them as an argument.
+the generated code in `minigrad.codegen.PRELUDE`; `as_function` takes them as an argument.
 """
 
 import ast
 import functools
-import operator
 from typing import NamedTuple
 
 
@@ -68,41 +68,31 @@ def names_read(expression: str) -> tuple:
     return tuple(name for name in SAVABLE_NAMES if name in used)
 
 
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-           ast.Div: operator.truediv, ast.Pow: operator.pow}
-_COMPARE = {ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Lt: operator.lt, ast.LtE: operator.le}
+class _AsCalls(ast.NodeTransformer):
+    """`x if test else y` -> where(test, x, y), and a comparison's operands -> plain(...)."""
+
+    def visit_IfExp(self, node):
+        self.generic_visit(node)
+        return ast.Call(ast.Name("where", ast.Load()), [node.test, node.body, node.orelse], [])
+
+    def visit_Compare(self, node):
+        self.generic_visit(node)
+        node.left, node.comparators = _plain(node.left), [_plain(c) for c in node.comparators]
+        return node
 
 
-@functools.lru_cache(maxsize=None)
-def _parsed(expression: str):
-    return ast.parse(expression, mode="eval").body
+def _plain(operand):
+    return operand if isinstance(operand, ast.Constant) else ast.Call(ast.Name("plain", ast.Load()), [operand], [])
 
 
-def evaluate(expression: str, values: dict, functions: dict):
-    """Run a rule's text on whole values (numpy arrays, or Tensors to record a graph).
+def as_function(expression: str, functions: dict):
+    """A rule's text as a Python function of keyword values (g, a, b, out) on whole values:
+    numpy arrays, or Tensors to record a graph.
 
-    `values` maps the names (a, b, out, g) to values; `functions` gives exp, log, tanh,
-    sigmoid, relu for that kind of value, plus `where(mask, x, y)` for `x if test else y`
-    and `plain(value)`, the array a test is decided on (a test has no derivative: it only
-    picks a branch).
+    `functions` gives exp, log, tanh, sigmoid, relu for that kind of value, plus
+    `where(mask, x, y)` for `x if test else y` and `plain(value)`, the array a test is
+    decided on (a test has no derivative: it only picks a branch).
     """
-
-    def visit(node, plain=False):
-        if isinstance(node, ast.Name):
-            value = values[node.id]
-            return functions["plain"](value) if plain else value
-        if isinstance(node, ast.Constant):
-            return node.value
-        if isinstance(node, ast.BinOp):
-            return _BINARY[type(node.op)](visit(node.left, plain), visit(node.right, plain))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -visit(node.operand, plain)
-        if isinstance(node, ast.Call):
-            return functions[node.func.id](*(visit(arg, plain) for arg in node.args))
-        if isinstance(node, ast.Compare) and len(node.ops) == 1:
-            return _COMPARE[type(node.ops[0])](visit(node.left, True), visit(node.comparators[0], True))
-        if isinstance(node, ast.IfExp):
-            return functions["where"](visit(node.test, True), visit(node.body, plain), visit(node.orelse, plain))
-        raise ValueError(f"rules.evaluate: unsupported syntax {ast.unparse(node)!r}")
-
-    return visit(_parsed(expression))
+    body = ast.fix_missing_locations(_AsCalls().visit(ast.parse(expression, mode="eval")))
+    code = compile(f"lambda g=None, a=None, b=None, out=None: ({ast.unparse(body.body)})", "<rule>", "eval")
+    return eval(code, dict(functions))  # the text of our own rule table above, nothing from outside

@@ -5,16 +5,17 @@ were being recorded, the op node that made it (`grad_fn`). Following `grad_fn.in
 from a result leads back through the whole computation: that chain of nodes is the graph.
 `backward()` hands that graph to the walk in `minigrad.autograd`, where reverse mode is.
 
-The ops themselves (their forward and backward, on arrays) live in `minigrad.ops`; the
-functions at the end of this file turn tensors, arrays and numbers into the op's inputs
-and apply it.
+The ops themselves (their forward and backward) live in `minigrad.elementwise`,
+`minigrad.matmul` and `minigrad.ops`; the functions at the end of this file turn tensors,
+arrays and numbers into the op's inputs and apply it.
 """
 
 import html
 
 import numpy as np
 
-from . import autograd, ops
+from . import autograd, elementwise, ops
+from .matmul import Linear, MatMul
 from .ops import _contiguous
 
 DEFAULT_DTYPE = np.float32
@@ -33,16 +34,20 @@ def _as_array(data, dtype=None) -> np.ndarray:
 class Tensor:
     """An array that remembers how it was computed, so gradients can flow back to it."""
 
-    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "_hooks", "_retains_grad", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "name", "_hooks", "_retains_grad", "__weakref__")
     __array_priority__ = 1000  # so `numpy_array * tensor` calls Tensor.__rmul__
 
-    def __init__(self, data, requires_grad=False, dtype=None):
-        self.data = _as_array(data, dtype)
+    def __init__(self, data, requires_grad=False, dtype=None, name=None):
+        if dtype is None and type(data) is np.ndarray and data.dtype.char in "fd" and data.flags.c_contiguous:
+            self.data = data  # already what _as_array would make (every op's output): no checks to pay
+        else:
+            self.data = _as_array(data, dtype)
         if requires_grad and self.data.dtype.kind != "f":
             raise TypeError(f"only floating point tensors can require gradients, not {self.data.dtype}")
         self.requires_grad = bool(requires_grad)
         self.grad = None  # filled by backward() for leaves (tensors no op made)
         self.grad_fn = None  # the op node that produced this tensor, or None for a leaf
+        self.name = name  # what drawings of the graph call it (minigrad.viz), e.g. "x" or "W"
         self._hooks = []
         self._retains_grad = False
 
@@ -76,7 +81,7 @@ class Tensor:
 
     def new_tensor(self, data, requires_grad=False) -> "Tensor":
         """A new Tensor (never a subclass such as Parameter): how ops make their outputs."""
-        return Tensor(data, requires_grad=requires_grad)
+        return Tensor(data, requires_grad)
 
     def numpy(self) -> np.ndarray:
         return self.data
@@ -140,14 +145,14 @@ class Tensor:
         self.grad = grad.copy() if self.grad is None else self.grad + grad
 
     # ---- operators (the functions below) ----------------------------------------
-    def __add__(self, other): return add(self, other)
-    def __radd__(self, other): return add(other, self)
-    def __sub__(self, other): return sub(self, other)
-    def __rsub__(self, other): return sub(other, self)
-    def __mul__(self, other): return mul(self, other)
-    def __rmul__(self, other): return mul(other, self)
-    def __truediv__(self, other): return div(self, other)
-    def __rtruediv__(self, other): return div(other, self)
+    def __add__(self, other): return _binary(elementwise.Add, self, other)
+    def __radd__(self, other): return _binary(elementwise.Add, other, self)
+    def __sub__(self, other): return _binary(elementwise.Sub, self, other)
+    def __rsub__(self, other): return _binary(elementwise.Sub, other, self)
+    def __mul__(self, other): return _binary(elementwise.Mul, self, other)
+    def __rmul__(self, other): return _binary(elementwise.Mul, other, self)
+    def __truediv__(self, other): return _binary(elementwise.Div, self, other)
+    def __rtruediv__(self, other): return _binary(elementwise.Div, other, self)
     def __pow__(self, exponent): return pow(self, exponent)
     def __neg__(self): return neg(self)
     def __matmul__(self, other): return matmul(self, other)
@@ -204,32 +209,38 @@ def as_tensor(value, like: Tensor = None) -> Tensor:
     return Tensor(value)
 
 
-def _elementwise(op, *inputs) -> Tensor:
-    like = next((x for x in inputs if isinstance(x, Tensor)), None)
-    return ops.ELEMENTWISE_OPS[op].apply(*(as_tensor(x, like) for x in inputs))
+def _unary(op, x) -> Tensor:
+    return op.apply(x if isinstance(x, Tensor) else as_tensor(x))
 
 
-def add(a, b): return _elementwise("add", a, b)
-def sub(a, b): return _elementwise("sub", a, b)
-def mul(a, b): return _elementwise("mul", a, b)
-def div(a, b): return _elementwise("div", a, b)
-def neg(x): return _elementwise("neg", x)
-def exp(x): return _elementwise("exp", x)
-def log(x): return _elementwise("log", x)
-def tanh(x): return _elementwise("tanh", x)
-def sigmoid(x): return _elementwise("sigmoid", x)
-def relu(x): return _elementwise("relu", x)
+def _binary(op, a, b) -> Tensor:
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return op.apply(a, b)
+    like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
+    return op.apply(as_tensor(a, like), as_tensor(b, like))
+
+
+def add(a, b): return _binary(elementwise.Add, a, b)
+def sub(a, b): return _binary(elementwise.Sub, a, b)
+def mul(a, b): return _binary(elementwise.Mul, a, b)
+def div(a, b): return _binary(elementwise.Div, a, b)
+def neg(x): return _unary(elementwise.Neg, x)
+def exp(x): return _unary(elementwise.Exp, x)
+def log(x): return _unary(elementwise.Log, x)
+def tanh(x): return _unary(elementwise.Tanh, x)
+def sigmoid(x): return _unary(elementwise.Sigmoid, x)
+def relu(x): return _unary(elementwise.Relu, x)
 
 
 def pow(x, exponent):
     """x ** exponent for a constant (non-tensor) exponent."""
     if isinstance(exponent, Tensor):
         raise TypeError("pow: the exponent must be a number, not a Tensor")
-    return _elementwise("pow", x, exponent)
+    return _binary(elementwise.Pow, x, exponent)
 
 
 def matmul(a, b):
-    return ops.MatMul.apply(as_tensor(a), as_tensor(b))
+    return MatMul.apply(as_tensor(a), as_tensor(b))
 
 
 def linear(x, weight, bias=None):
@@ -237,7 +248,7 @@ def linear(x, weight, bias=None):
     x, weight = as_tensor(x), as_tensor(weight)
     if bias is None:
         return matmul(x, transpose(weight))
-    return ops.Linear.apply(x, weight, as_tensor(bias))
+    return Linear.apply(x, weight, as_tensor(bias))
 
 
 def sum(x, axis=None, keepdims=False):

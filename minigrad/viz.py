@@ -63,6 +63,8 @@ def _spec(shape, dtype) -> str:
 def _leaf_title(tensor: Tensor, table: dict) -> str:
     if id(tensor) in table:
         return table[id(tensor)]
+    if tensor.name:
+        return tensor.name
     if isinstance(tensor, Parameter):
         return "Parameter"
     if tensor.requires_grad:
@@ -209,7 +211,8 @@ def format_graph(tensor: Tensor, names: dict = None, params=None) -> str:
             lines.append(f"{indent}{_op_title(node)} #{numbers[id(node)]}{which} (above)")
             continue
         numbers[id(node)] = number = len(numbers) + 1
-        name = f"  {table[id(current)]}" if id(current) in table else ""
+        name = table.get(id(current)) or current.name
+        name = f"  {name}" if name else ""
         lines.append(f"{indent}{_op_title(node)} #{number}{which}{name}  {_spec(current.shape, current.dtype)}")
         # reversed, so the first input is popped (printed) first
         stack.extend((parent, depth + 1) for parent in reversed(node.inputs))

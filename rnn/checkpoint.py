@@ -394,6 +394,61 @@ def load_checkpoint(path, cell_file=None, *, follow: bool = True) -> Checkpoint:
                       train_state=train_state, format_version=version)
 
 
+@dataclass
+class CheckpointSummary:
+    """What a checkpoint says about itself (`describe_checkpoint`), with no model built."""
+
+    path: Path
+    config: ModelConfig  # its cell may be one no loaded file declares (cell_registered False)
+    cell_registered: bool
+    vocab: Vocab
+    meta: dict
+    parameters: int  # elements of the model's tensors
+    optimizer_name: str = None
+
+
+def describe_checkpoint(path, *, follow: bool = True) -> CheckpointSummary:
+    """A checkpoint's model config, vocabulary, size, optimizer and meta, checked as
+    load_checkpoint checks them (checksum included) but without building the model: a
+    checkpoint of a custom cell is described without its cell file (no code is run).
+    `follow`: see load_checkpoint."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        raise CheckpointError(f"no such checkpoint: {path}")
+    if follow and not path.is_file():
+        raise CheckpointError(f"{path} is not a checkpoint file")
+    header, identity = _read_header(path, follow)
+    metadata = header.get("__metadata__") or {}
+    _check_program_and_version(path, metadata)
+    tensors = _read_tensors(path)
+    if not follow and _identity(path) != identity:  # swapped between the two reads
+        raise CheckpointError(f"{path} changed while it was being read")
+    if metadata.get("checksum") != _checksum(metadata, tensors):
+        raise CheckpointError(f"{path} is corrupted (checksum mismatch)")
+    data = _json_field(path, metadata, "model_config", dict)
+    try:
+        config = ModelConfig.from_dict(data, check_cell=False)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has an invalid model config: {error}") from None
+    try:
+        get_cell(config.cell)
+        registered = True
+    except CellError:
+        registered = False
+    if registered:
+        _check_model_tensors(path, config, tensors)
+    try:
+        vocab = Vocab.from_json(metadata.get("vocab", ""))
+    except TextError as error:
+        raise CheckpointError(f"{path} has an invalid vocabulary: {error}") from None
+    optimizer = _json_field(path, metadata, "optimizer", dict) if "optimizer" in metadata else {}
+    name = optimizer.get("type") if isinstance(optimizer.get("type"), str) else None
+    parameters = sum(int(tensors[name_].size) for name_ in model_tensor_names(tensors))
+    return CheckpointSummary(path=path, config=config, cell_registered=registered, vocab=vocab,
+                             meta=_json_field(path, metadata, "meta", dict), parameters=parameters,
+                             optimizer_name=name)
+
+
 # ---- checks of the numbers a checkpoint's JSON holds (here and in rnn.training_state) ---------
 
 def is_count(value) -> bool:
@@ -443,5 +498,6 @@ def model_tensor_names(names) -> list:
     return [name for name in names if not name.startswith((OPTIMIZER_PREFIX, TRAIN_STATE_PREFIX))]
 
 
-__all__ = ["FORMAT_VERSION", "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint",
+__all__ = ["FORMAT_VERSION", "Checkpoint", "CheckpointError", "CheckpointSummary", "describe_checkpoint",
+           "load_checkpoint", "save_checkpoint",
            "model_tensor_names", "expected_model_shapes", "read_meta"]

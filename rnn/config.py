@@ -25,6 +25,10 @@ ENGINES = ("fused", "eager")  # rnn.layers: a compiled kernel per step, or a gra
 # (layers, hidden) when the size is not given and not chosen by rnn.recipe (which reads it
 # from here: this module must stay light).
 DEFAULT_SIZE = (2, 256)
+# Streams per step when --batch-size is not given and the text is long enough (rnn.recipe.batch_size_for).
+DEFAULT_BATCH_SIZE = 32
+# ...and each stream at least this many windows long, or fewer streams (a short text).
+MIN_WINDOWS_PER_STREAM = 4
 # Used when none of steps / epochs / time_budget is given.
 DEFAULT_TIME_BUDGET = 300.0
 # The cosine schedule ends at this fraction of the peak learning rate (see TrainConfig: the
@@ -36,6 +40,12 @@ DEFAULT_WEIGHT_DECAY = 0.1
 # resume they must be the checkpoint's. Dropout and the engine change no tensor: they may change.
 MODEL_OPTIONS = ("cell", "layers", "hidden", "embed", "dtype")
 LIMITS = ("steps", "epochs", "time_budget")
+# The largest value of each integer setting. A config may come from a file (a checkpoint's
+# train_config, config.json), so every size it holds is bounded here, far above any real run
+# and far below what would exhaust memory or never finish (a 10**15-character sample).
+MAXIMA = {"layers": 1024, "hidden": 1 << 16, "embed": 1 << 16, "seq_len": 1 << 20, "batch_size": 1 << 16,
+          "sample_length": 1_000_000, "steps": 2 ** 53, "warmup": 2 ** 53, "eval_every": 2 ** 53,
+          "sample_every": 2 ** 53, "seed": 2 ** 63 - 1}
 # What a run's loss curve can be drawn against (rnn.runs): optimizer steps, seconds of training,
 # characters seen.
 X_AXES = ("steps", "seconds", "chars")
@@ -62,7 +72,7 @@ class TrainConfig:
     #   and with lr 3e-3 / 4e-3 / 1e-2 instead of 6e-3: 1.477 / 1.479 / 1.481
     dropout: float = None  # None: chosen from the passes over the text the run will make (rnn.recipe)
     seq_len: int = 64
-    batch_size: int = 32
+    batch_size: int = None  # None: DEFAULT_BATCH_SIZE, fewer for a short text (rnn.recipe.batch_size_for)
     lr: float = 6e-3
     optimizer: str = "adamw"
     beta2: float = 0.99  # Adam/AdamW's decay of the squared-gradient average (PyTorch's default: 0.999)
@@ -89,8 +99,10 @@ class TrainConfig:
         for name in ("layers", "hidden"):
             if getattr(self, name) is not None:
                 _require_int(name, getattr(self, name), minimum=1)
-        for name in ("embed", "seq_len", "batch_size", "sample_length"):
+        for name in ("embed", "seq_len", "sample_length"):
             _require_int(name, getattr(self, name), minimum=1)
+        if self.batch_size is not None:
+            _require_int("batch_size", self.batch_size, minimum=1)
         for name in ("warmup", "eval_every", "sample_every", "seed"):
             _require_int(name, getattr(self, name), minimum=0)
         if self.steps is not None:
@@ -167,7 +179,11 @@ def _is_number(value) -> bool:
 
 
 def _bad(name: str, expected: str, value) -> ConfigError:
-    return ConfigError(Setting(name), f" must be {expected}, got {value!r}")
+    if isinstance(value, numbers.Integral) and abs(value).bit_length() > 64:  # from a file: maybe 10**100000
+        shown = f"an integer of about {int(abs(value).bit_length() * math.log10(2)) + 1:,} digits"
+    else:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    return ConfigError(Setting(name), f" must be {expected}, got {shown}")
 
 
 def _require_number(name: str, value, in_range, expected: str, optional: bool = False):
@@ -179,6 +195,7 @@ def _require_number(name: str, value, in_range, expected: str, optional: bool = 
 
 
 def _require_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    maximum = MAXIMA[name]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not minimum <= value <= maximum:
+        kind = f"a positive integer up to {maximum:,}" if minimum == 1 else f"an integer from {minimum} to {maximum:,}"
         raise _bad(name, kind, value)

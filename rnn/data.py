@@ -16,6 +16,8 @@ text is a `TextError` with a one-line message.
 """
 
 import codecs
+import collections
+import fnmatch
 import hashlib
 import json
 import os
@@ -27,7 +29,7 @@ import numpy as np
 
 from minigrad.files import atomic_replacement, write_atomically
 
-from .errors import UserError
+from .errors import Setting, UserError
 
 # Files are read this many bytes at a time (both passes).
 CHUNK_BYTES = 4 << 20
@@ -43,6 +45,8 @@ FINGERPRINT_BLOCKS, FINGERPRINT_BLOCK_CHARS = 256, 1 << 16
 _UTF8_BOM = codecs.BOM_UTF8
 _CODE_POINTS = 0x110000
 _SURROGATES = range(0xD800, 0xE000)
+# The most characters a vocabulary can hold: every code point but the surrogates.
+MAX_VOCAB = _CODE_POINTS - len(_SURROGATES)
 
 
 class TextError(UserError, ValueError):
@@ -71,13 +75,17 @@ class Vocab:
 
     def __init__(self, chars):
         chars = list(chars)
+        # Checked first: a vocabulary read from a file may be millions of entries long.
+        if len(chars) > MAX_VOCAB:
+            raise TextError(f"a vocabulary of {len(chars):,} entries is impossible: Unicode has "
+                            f"{MAX_VOCAB:,} characters")
         for c in chars:
             if not isinstance(c, str) or len(c) != 1:
                 raise TextError(f"a vocabulary entry must be one character, got {c!r}")
             if ord(c) in _SURROGATES:
                 raise TextError(f"a vocabulary cannot hold the lone surrogate U+{ord(c):04X}")
-        if len(set(chars)) != len(chars):
-            repeated = {c for c in chars if chars.count(c) > 1}
+        if len(set(chars)) != len(chars):  # counted in one pass: list.count per entry is quadratic
+            repeated = [c for c, times in collections.Counter(chars).items() if times > 1]
             raise TextError(f"repeated characters in the vocabulary: {_describe_chars(repeated)}")
         if not chars:
             raise TextError("the vocabulary is empty")
@@ -120,6 +128,18 @@ class Vocab:
             raise TextError(f"characters not in the vocabulary: {_describe_chars(unknown)}")
         return self._order[position]
 
+    def unknown_chars(self, text: str) -> dict:
+        """character -> how often it occurs in `text`, for the characters not in the vocabulary."""
+        code_points = _code_points(text)
+        position = np.minimum(np.searchsorted(self._sorted_codes, code_points), len(self._sorted_codes) - 1)
+        missing, counts = np.unique(code_points[self._sorted_codes[position] != code_points], return_counts=True)
+        return {chr(int(c)): int(n) for c, n in zip(missing, counts)}
+
+    def without_unknown(self, text: str) -> str:
+        """`text` without the characters that are not in the vocabulary."""
+        unknown = self.unknown_chars(text)
+        return "".join(c for c in text if c not in unknown) if unknown else text
+
     def decode(self, ids) -> str:
         ids = np.asarray(ids).reshape(-1)
         if ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= len(self)):
@@ -139,6 +159,28 @@ class Vocab:
         if not isinstance(chars, list):
             raise TextError("the vocabulary JSON must be a list of characters")
         return cls(chars)
+
+
+# What to do with the characters of a text that a model's vocabulary lacks (rnn.evaluate, rnn.sample):
+# refuse the text, naming them, or skip them (neither predicted nor fed to the model).
+UNKNOWN_POLICIES = ("refuse", "skip")
+
+
+def apply_unknown_policy(vocab: Vocab, text: str, policy: str, what: str = "the text"):
+    """(text to use, number of characters skipped): `text` itself under "refuse", where a
+    character outside `vocab` is a TextError naming them and the option that skips them;
+    under "skip", the text without those characters."""
+    if policy not in UNKNOWN_POLICIES:
+        raise ValueError(f"unknown must be one of {', '.join(UNKNOWN_POLICIES)}, got {policy!r}")
+    unknown = vocab.unknown_chars(text)
+    if not unknown:
+        return text, 0
+    if policy == "refuse":
+        count = sum(unknown.values())
+        raise TextError(f"{what} has {count} character{'s' if count != 1 else ''} not in the model's vocabulary: "
+                        f"{_describe_chars(unknown, limit=5)} (", Setting("unknown", "skip"),
+                        " leaves them out: neither predicted nor fed)")
+    return vocab.without_unknown(text), sum(unknown.values())
 
 
 # ---- reading a UTF-8 file in chunks ---------------------------------------------------------
@@ -226,7 +268,8 @@ def _chunks_of_text(path: Path, expected: os.stat_result, follow: bool = True):
                         raise TextContentError(f"{path} is not valid UTF-8: it ends inside a multi-byte character "
                                         f"(byte offset {at})") from None
                     bad = error.object[error.start]
-                    raise TextContentError(f"{path} is not valid UTF-8: byte 0x{bad:02x} at byte offset {at}") from None
+                    raise TextContentError(f"{path} is not valid UTF-8: byte 0x{bad:02x} at byte offset {at} "
+                                           f"(if it is Latin-1, convert it: {_conversion_command(path)})") from None
                 if text:
                     yield text
                 if at_end:
@@ -234,6 +277,13 @@ def _chunks_of_text(path: Path, expected: os.stat_result, follow: bool = True):
                 offset += len(chunk)
     except OSError as error:
         raise TextError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def _conversion_command(path: Path) -> str:
+    """The shell command that converts a Latin-1 file to UTF-8 beside it (the commonest non-UTF-8 text)."""
+    import shlex
+
+    return f"iconv -f latin1 -t utf-8 {shlex.quote(str(path))} > {shlex.quote(str(path) + '.utf8')}"
 
 
 def _scan_vocab(path: Path, expected: os.stat_result, follow: bool):
@@ -256,6 +306,27 @@ def _encode_into(path: Path, vocab: Vocab, out: np.ndarray, expected: os.stat_re
         position += len(text)
     if position != len(out):
         raise TextError(f"{path} changed while it was being read")
+
+
+def encoded_chunks(path, vocab: Vocab, unknown: str = "refuse"):
+    """(number of characters, iterator over the ids in `vocab` of the text file `path`, one
+    chunk of the file at a time): the file is never held whole. TextError for a file the
+    checks refuse (empty, binary, not UTF-8, not a regular file), and, from a first pass
+    before any id is given, for characters `vocab` lacks (each named, wherever they are),
+    unless `unknown` is "skip": those are then left out of the ids (the count is the file's)."""
+    if unknown not in UNKNOWN_POLICIES:
+        raise ValueError(f"unknown must be one of {', '.join(UNKNOWN_POLICIES)}, got {unknown!r}")
+    path = Path(path)
+    status = _check_file(path)  # a file the user named: their link followed
+    own_vocab, count = _scan_vocab(path, status, True)
+    missing = set(own_vocab.chars) - set(vocab.chars)
+    if missing and unknown == "refuse":
+        raise TextError(f"{path} has characters not in the model's vocabulary: {_describe_chars(missing, limit=5)} (",
+                        Setting("unknown", "skip"), " leaves them out: neither predicted nor fed)")
+    chunks = _chunks_of_text(path, status, True)
+    if missing:
+        chunks = (vocab.without_unknown(text) for text in chunks)
+    return count, (vocab.encode(text) for text in chunks)
 
 
 def _ids_dtype(vocab: Vocab):
@@ -453,28 +524,39 @@ def _ids_digest(ids) -> str:
 
 # ---- corpora of several files, and a separate validation file ---------------------------------
 
+# A file found in a folder is binary, and skipped, if a NUL byte is among its first bytes (as git
+# and grep tell): text in UTF-8 never holds one, compiled and image files almost always do early.
+BINARY_SNIFF_BYTES = 8192
+
+
 @dataclass
 class TextFiles:
     """The files a list of TEXT arguments stands for, in reading order, and what was left out
-    of folders (as (path, reason) pairs, for a note to the user)."""
+    (as (path, reason) pairs, for a note to the user; `describe_skipped` sums them up)."""
 
     files: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     listed: dict = field(default_factory=dict)  # file found in a folder -> its lstat when listed
 
 
-def find_text_files(paths) -> TextFiles:
+def find_text_files(paths, include=(), exclude=()) -> TextFiles:
     """Files in the order given; a folder stands for the files under it (recursively),
     sorted by their path inside it, code point by code point (the same on every machine).
 
     A file named on the command line is the user's choice: it must be a regular file
-    (a link to one is followed), or it is a TextError. Inside a folder, what a reader
+    (a link to one is followed), or it is a TextError; an empty one is skipped, as in a
+    folder (it adds nothing), unless nothing else is left. Inside a folder, what a reader
     would not count as the corpus is skipped: hidden files and folders (a leading dot:
     .git, .DS_Store), links (not followed, like tar and git: nothing outside the folder
     is read, no cycles, no file twice), files that are not regular (FIFOs, sockets,
-    devices: never opened, so nothing hangs) and empty files. A file named twice is read
-    once. Files that are not UTF-8 text are refused when read, not skipped: a corpus
-    must not silently lose a file.
+    devices: never opened, so nothing hangs), empty files and binary files (a NUL byte in
+    the first BINARY_SNIFF_BYTES: __pycache__/*.pyc, images). `include` and `exclude` are
+    glob patterns (fnmatch: `*` matches `/` too) on a folder's files, matched against the
+    path inside the folder and against the file name: with `include`, only files matching
+    one of them are read; a file matching one of `exclude` is not. A file named twice is
+    read once. A named file that is not UTF-8 text is refused when read, and so is a
+    folder's file that is not UTF-8 beyond its first bytes: a corpus must not silently
+    lose a file.
     """
     found, seen = TextFiles(), set()
 
@@ -494,24 +576,55 @@ def find_text_files(paths) -> TextFiles:
         except OSError:
             raise TextError(f"no such file or folder: {given}") from None
         if file_types.S_ISDIR(info.st_mode):
-            entries = _files_in_folder(given)
+            entries = _files_in_folder(given, include, exclude)
             if all(reason is not None for _, reason, _ in entries):
-                raise TextError(f"{given} holds no text files to read")
+                raise TextError(f"{given} holds no text files to read"
+                                + (f" ({describe_skipped([(path, reason) for path, reason, _ in entries])})"
+                                   if entries else ""))
             for path, reason, listed in entries:
                 if reason is None:
                     add(path, path, listed)
                 else:
                     found.skipped.append((path, reason))
         elif file_types.S_ISREG(info.st_mode):
-            add(given, given)
+            if info.st_size == 0:
+                found.skipped.append((given, "empty"))
+            else:
+                add(given, given)
         else:
             raise TextError(f"{given} is not a regular file")
+    if not found.files:  # only empty files were named (a folder with nothing to read is refused above)
+        if len(found.skipped) == 1:
+            raise TextError(f"{found.skipped[0][0]} is empty")
+        raise TextError(f"no text to read: {describe_skipped(found.skipped)} ({found.skipped[0][0]}, ...)")
     return found
 
 
-def _files_in_folder(folder: Path):
+# How describe_skipped names a reason of _why_skip's when it counts several.
+_SKIP_KINDS = {"a link (not followed)": "links (not followed)", "not a regular file": "not regular files",
+               "already included": "named twice"}
+
+
+def describe_skipped(skipped) -> str:
+    """One line summing up (path, reason) pairs by kind, most frequent first, binary files
+    with their suffixes: "skipped 14 files: 12 binary (.pyc), 2 empty"."""
+    from collections import Counter
+
+    kinds = Counter(_SKIP_KINDS.get(reason, reason) for _, reason in skipped)
+    suffixes = Counter(path.suffix or path.name for path, reason in skipped if reason == "binary")
+    parts = []
+    for kind, count in kinds.most_common():
+        if kind == "binary":
+            shown = ", ".join(suffix for suffix, _ in suffixes.most_common(3))
+            kind += f" ({shown}{', ...' if len(suffixes) > 3 else ''})"
+        parts.append(f"{count} {kind}")
+    total = len(skipped)
+    return f"skipped {total} file{'s' if total != 1 else ''}: " + ", ".join(parts)
+
+
+def _files_in_folder(folder: Path, include=(), exclude=()):
     """(path, None, its lstat) for each file to read under `folder`, (path, reason, None) for
-    each one skipped."""
+    each one skipped (hidden, left out by `include`/`exclude`, or see _why_skip)."""
     entries = []
     for directory, folders, files in os.walk(folder, followlinks=False, onerror=_raise_text_error):
         directory = Path(directory)
@@ -523,10 +636,24 @@ def _files_in_folder(folder: Path):
                 entries.append((path, "a link (not followed)", None))
         folders[:] = [name for name in folders if not name.startswith(".")]
         for name in files:
-            entries.append((directory / name, "hidden", None) if name.startswith(".")
-                           else (directory / name, *_why_skip(directory / name)))
+            path = directory / name
+            if name.startswith("."):
+                entries.append((path, "hidden", None))
+            elif not _selected(path.relative_to(folder), include, exclude):
+                entries.append((path, "left out by include/exclude", None))
+            else:
+                entries.append((path, *_why_skip(path)))
     entries.sort(key=lambda entry: entry[0].relative_to(folder).parts)
     return entries
+
+
+def _selected(relative: Path, include, exclude) -> bool:
+    """Whether a folder's file (its path inside the folder) is chosen by the include/exclude globs."""
+    def matches(patterns):
+        return any(fnmatch.fnmatchcase(relative.as_posix(), pattern) or fnmatch.fnmatchcase(relative.name, pattern)
+                   for pattern in patterns)
+
+    return (not include or matches(include)) and not matches(exclude)
 
 
 def _why_skip(path: Path):
@@ -541,6 +668,14 @@ def _why_skip(path: Path):
         return "not a regular file", None
     if info.st_size == 0:
         return "empty", None
+    try:
+        # A regular file (lstat said so; opened without following a link): a few bytes cannot hang.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with open(descriptor, "rb") as file:
+            if b"\0" in file.read(BINARY_SNIFF_BYTES):
+                return "binary", None
+    except OSError as error:
+        return f"cannot read it: {error.strerror or error}", None
     return None, info
 
 
@@ -611,9 +746,11 @@ class BatchStream:
         self.total_chars = len(ids)
         stream_length = self.total_chars // self.batch_size
         if stream_length < self.seq_len + 1:
+            fitting = self.total_chars // (self.seq_len + 1)  # the most streams of one window each
+            fix = (("try ", Setting("batch_size", fitting), " or less, or a longer text") if fitting
+                   else ("try ", Setting("seq_len", self.total_chars - 1), " or less, or a longer text"))
             raise TextError(f"the training text is too short: {self.total_chars} characters cannot make "
-                            f"{self.batch_size} streams of seq_len + 1 = {self.seq_len + 1} characters "
-                            f"(use a smaller batch size or sequence length, or a longer text)")
+                            f"{self.batch_size} streams of seq_len + 1 = {self.seq_len + 1} characters (", *fix, ")")
         self._streams = ids[:self.batch_size * stream_length].reshape(self.batch_size, stream_length)
         # The remainder (< seq_len characters per stream) is skipped: every window has the same shape.
         self.windows_per_pass = (stream_length - 1) // self.seq_len

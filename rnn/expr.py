@@ -17,12 +17,12 @@ used in a cell, and nothing else.
 
 import os
 
-from minigrad import autograd, rules
+from minigrad import anomaly, rules
 from minigrad.autograd import toposort
 
 # Anomaly mode names the user's line, not a line inside this package (every rnn module that
 # builds graph nodes imports this one, the gate vocabulary, first).
-autograd.internal_directories.append(os.path.dirname(os.path.abspath(__file__)))
+anomaly.internal_directories.append(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Expr:

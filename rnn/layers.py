@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 import minigrad as mg
-from minigrad import ops
+from minigrad import elementwise
 from minigrad.nn import Dropout, Module, Parameter
 
 from .cells import Cell, get_cell
@@ -61,9 +61,11 @@ def eager_step(cell: Cell, x_projection, h_projection, states, hidden: int):
     values = {}
     for k, gate in enumerate(cell.gates):
         columns = slice(k * hidden, (k + 1) * hidden)
-        values[f"x.{gate}"] = x_projection[:, columns]
-        if h_projection is not None:  # (None: a cell without h.<gate>, which never reads it)
-            values[f"{cell.state[0]}.{gate}"] = h_projection[:, columns]
+        for name, projection in ((f"x.{gate}", x_projection), (f"{cell.state[0]}.{gate}", h_projection)):
+            if projection is None:  # (h_projection: a cell without h.<gate>, which never reads it)
+                continue
+            values[name] = projection[:, columns]
+            values[name].name = name  # drawings of the graph show the gate, not only the slice's columns
     values.update(zip(cell.state, states))
 
     computed = {}
@@ -77,7 +79,7 @@ def eager_step(cell: Cell, x_projection, h_projection, states, hidden: int):
 
     for node in cell.nodes:
         args = [value_of(a) for a in node.args]
-        computed[id(node)] = ops.ELEMENTWISE_OPS[node.op].apply(*[mg.as_tensor(a, like=states[0]) for a in args])
+        computed[id(node)] = elementwise.ELEMENTWISE_OPS[node.op].apply(*[mg.as_tensor(a, like=states[0]) for a in args])
     return tuple(value_of(o) for o in cell.outputs)
 
 

@@ -32,8 +32,11 @@ class ModelConfig:
     dtype: str = "float32"
     engine: str = "fused"
 
-    def validate(self):
-        get_cell(self.cell)  # raises CellError naming the available cells
+    def validate(self, check_cell=True):
+        """Raise ValueError for an impossible value; CellError for a cell that is not registered
+        (unless `check_cell` is False: describing a checkpoint needs no cell's code)."""
+        if check_cell or not isinstance(self.cell, str):
+            get_cell(self.cell)  # raises CellError naming the available cells
         for name in ("vocab_size", "embed", "hidden", "layers"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
@@ -50,12 +53,12 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
+    def from_dict(cls, data: dict, check_cell=True) -> "ModelConfig":
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown model config keys: {', '.join(sorted(unknown))}")
-        return cls(**data).validate()
+        return cls(**data).validate(check_cell)
 
 
 class CharLM(Module):

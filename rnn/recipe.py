@@ -18,14 +18,20 @@ default model before it starts (CALIBRATION_STEPS), estimates every size in SIZE
 arithmetic per character (`cost_per_char`), and takes the largest that will still read the
 text MIN_PASSES times (`choose_size`). Sizes above the default are only taken for texts
 long enough for their parameters (MAX_PARAMETERS_PER_CHAR): on a short text a bigger model
-only memorises faster. Runs limited by steps or epochs keep the default size (DEFAULT_SIZE):
-their length does not depend on the machine.
+only memorises faster; a text too short for the smallest of them gets the largest of
+SHORT_TEXT_SIZES it can carry (`size_for_text`). Runs limited by steps or epochs keep the
+default size (DEFAULT_SIZE), or that of `size_for_text` for a text too short for it: their
+length does not depend on the machine.
+
+Batch. B streams of a text too short for B streams of a few windows each would each hold a
+window or two: when --batch-size is not given, `batch_size_for` takes DEFAULT_BATCH_SIZE, or
+fewer streams, each at least MIN_WINDOWS_PER_STREAM windows long.
 
 A faster machine or a longer budget then gets a model sized and regularised for the reading
 it will really do, instead of a more memorised one. The choices are printed at the start and
-recorded in config.json and in the checkpoints; --layers, --hidden and --dropout, when
-given, always win. Nothing else is chosen: learning rate, batch and weight decay keep their
-defaults (rnn.config.TrainConfig).
+recorded in config.json and in the checkpoints; --layers, --hidden, --batch-size and
+--dropout, when given, always win. Nothing else is chosen: learning rate and weight decay
+keep their defaults (rnn.config.TrainConfig).
 """
 
 import math
@@ -49,10 +55,16 @@ SIZES = ((1, 256), (2, 256), (2, 384))
 # there on the two sizes are close (the bigger gets more dropout as passes grow). A threshold
 # of 3 passes separates the clear case from the close one.
 MIN_PASSES = 3.0
-# Sizes above DEFAULT_SIZE only for texts of at least parameters / MAX_PARAMETERS_PER_CHAR
-# characters (2x384 has 1.9M parameters: a text of 0.76 MB or more; tiny-shakespeare's
-# training part is 1.0 MB). A judgment, not a measurement: small texts keep the default.
+# A size only for texts of at least parameters / MAX_PARAMETERS_PER_CHAR characters (2x384
+# has 1.9M parameters: a text of 0.76 MB or more; 2x256, 0.8M: 0.32 MB; tiny-shakespeare's
+# training part is 1.0 MB). A judgment, not a measurement (char-rnn's advice: parameters of
+# the order of the characters): a 2,000-character text with a 2x256 model memorises it in a
+# few hundred steps (training loss 0.002, held-out loss worse than a uniform guess).
 MAX_PARAMETERS_PER_CHAR = 2.5
+# The sizes below SIZES, smallest first, for texts too short for 1x256 (under about 150 kB):
+# the largest the text can carry is taken, or the smallest (a large vocabulary alone, in its
+# embedding and output layer, can pass the bound).
+SHORT_TEXT_SIZES = ((1, 32), (1, 64), (1, 128))
 # Steps of the default model timed before training, to measure this machine: the first ones
 # load (or compile) the kernels and are not timed.
 CALIBRATION_STEPS = (2, 8)
@@ -77,25 +89,47 @@ def parameter_count(layers: int, hidden: int, embed: int, gates: int, vocab: int
     return vocab * embed + recurrent + vocab * (hidden + 1)
 
 
+def size_for_text(train_chars: int, embed: int, gates: int, vocab: int, largest=DEFAULT_SIZE) -> tuple:
+    """(layers, hidden): the largest of SHORT_TEXT_SIZES and SIZES, up to `largest`, whose
+    parameters the text can carry (MAX_PARAMETERS_PER_CHAR), or the smallest of them."""
+    ladder = [size for size in SHORT_TEXT_SIZES + SIZES if size <= largest]
+    fitting = [size for size in ladder if fits_text(size, train_chars, embed, gates, vocab)]
+    return fitting[-1] if fitting else ladder[0]
+
+
+def fits_text(size: tuple, train_chars: int, embed: int, gates: int, vocab: int) -> bool:
+    return parameter_count(*size, embed, gates, vocab) <= MAX_PARAMETERS_PER_CHAR * train_chars
+
+
 def choose_size(limits: dict, default_seconds_per_step: float, chars_per_step: int, train_chars: int,
                 embed: int, gates: int, vocab: int) -> dict:
     """The size for a run with these `limits` (a time budget among them) on a machine where a
     step of the default size takes `default_seconds_per_step`: {"layers", "hidden",
     "planned_passes", "parameters"} of the largest of SIZES that reads the text MIN_PASSES
-    times before the first limit (the smallest if none does), sizes above the default only
-    for texts long enough for them."""
+    times before the first limit (the smallest if none does), among the sizes the text is
+    long enough for; a text too short for any of SIZES gets `size_for_text`'s."""
     default_cost = cost_per_char(*DEFAULT_SIZE, embed, gates, vocab)
     candidates = []
-    for layers, hidden in SIZES:
+    sizes = [size for size in SIZES if fits_text(size, train_chars, embed, gates, vocab)]
+    for layers, hidden in sizes or [size_for_text(train_chars, embed, gates, vocab)]:
         parameters = parameter_count(layers, hidden, embed, gates, vocab)
-        if (layers, hidden) > DEFAULT_SIZE and parameters > MAX_PARAMETERS_PER_CHAR * train_chars:
-            continue
         seconds_per_step = default_seconds_per_step * cost_per_char(layers, hidden, embed, gates, vocab) / default_cost
         passes = planned_passes(limits, chars_per_step, train_chars, seconds_per_step)
         candidates.append({"layers": layers, "hidden": hidden, "planned_passes": round(passes, 2),
                            "parameters": parameters})
     enough = [size for size in candidates if size["planned_passes"] >= MIN_PASSES]
     return enough[-1] if enough else candidates[0]
+
+
+# ---- batch ---------------------------------------------------------------------------------------
+
+DEFAULT_BATCH_SIZE = config.DEFAULT_BATCH_SIZE
+MIN_WINDOWS_PER_STREAM = config.MIN_WINDOWS_PER_STREAM
+
+
+def batch_size_for(train_chars: int, seq_len: int) -> int:
+    """DEFAULT_BATCH_SIZE streams, or as many as hold MIN_WINDOWS_PER_STREAM windows each (at least one)."""
+    return max(1, min(DEFAULT_BATCH_SIZE, train_chars // (MIN_WINDOWS_PER_STREAM * (seq_len + 1))))
 
 
 # ---- dropout --------------------------------------------------------------------------------------

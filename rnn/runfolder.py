@@ -26,6 +26,7 @@ from .runs import CONFIG_FILE, MAX_METRICS_BYTES, METRICS_FILE, parse_record, re
 
 LATEST, BEST = "latest.safetensors", "best.safetensors"
 LOCK_FILE = "train.lock"
+PID_CHARS = 20  # the most a lock holder's PID can take (a 64-bit number)
 RUN_FILES = (LATEST, BEST, METRICS_FILE, CONFIG_FILE, LOCK_FILE)
 
 
@@ -75,8 +76,9 @@ class RunLock:
             try:
                 fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                self.file.seek(0)
-                owner = self.file.read().strip() or "unknown"
+                # A bounded prefix, as bytes: the file is the folder's, and anyone may have filled it.
+                owner = os.pread(self.file.fileno(), PID_CHARS + 1, 0).strip()
+                owner = owner.decode() if owner.isdigit() and len(owner) <= PID_CHARS else "unknown"
                 self.file.close()
                 raise RunLockedError(f"{self.path.parent} is in use by another training run (pid {owner}); "
                                      f"wait for it or choose another output directory") from None

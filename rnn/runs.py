@@ -11,20 +11,23 @@ is read, leaves a torn last line: that line is skipped, the rest is used.
 
 Nothing read here is trusted: both files are opened through rnn.runfiles (regular files
 only, no links, a size bound), and a metrics line counts only if its step is an integer
-in [0, MAX_STEP] and every known numeric field is a finite number; any other line is
-reported as unreadable, with the field that is wrong.
+in [0, MAX_STEP] and every known numeric field is a finite number within +-MAX_MAGNITUDE; any
+other line is reported as unreadable, with the field that is wrong. The file is streamed:
+one line and one run cost bounded memory whatever their shape (MAX_LINE_BYTES, MAX_RECORDS,
+and only KEPT_FIELDS of a record are kept).
 
 What this module must not hold: printing or plotting (that is the CLI's, in cli/plot.py).
 """
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import X_AXES
 from .errors import Setting, UserError
-from .runfiles import RunFileError, exists, read_bytes
+from .runfiles import RunFileError, exists, open_regular, read_bytes
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
@@ -36,6 +39,16 @@ MAX_STEP = 2 ** 53
 # Size bounds: far above what a real run writes (a metrics line per 10 steps is ~200 bytes,
 # so 256 MB is months of training), far below what would exhaust memory.
 MAX_METRICS_BYTES = 256 << 20
+# What one line and one run may cost, whatever their shape: a real line is ~200 bytes, a real
+# run writes a line per 10 steps. Longer lines are skipped unparsed; records past the first
+# MAX_RECORDS are left out (and the reader says so). A kept record holds KEPT_FIELDS only.
+MAX_LINE_BYTES = 4096
+MAX_RECORDS = 200_000
+KEPT_FIELDS = ("step",) + NUMERIC_FIELDS
+SHOWN_BAD_LINES = 5  # the numbers of the first unreadable lines, for a warning
+# A loss or x value beyond this is refused: the difference of two such values (a plot's span)
+# must still be a finite float.
+MAX_MAGNITUDE = 1e300
 MAX_CONFIG_BYTES = 4 << 20
 
 
@@ -70,9 +83,15 @@ class Run:
     path: Path
     records: list  # the metrics lines, as dicts, in file order
     config: dict  # config.json ({} when the folder has none)
-    bad_lines: list = field(default_factory=list)  # 1-based numbers of unreadable lines before the last
+    bad_lines: list = field(default_factory=list)  # 1-based numbers of the first unreadable lines before the last
     torn_last_line: bool = False
     first_problem: str = None  # what is wrong with the first of bad_lines, e.g. "line 3: step is -1"
+    bad_line_count: int = None  # how many lines before the last were unreadable (None: len(bad_lines))
+    records_left_out: int = 0  # records after the first MAX_RECORDS, not read
+
+    def __post_init__(self):
+        if self.bad_line_count is None:
+            self.bad_line_count = len(self.bad_lines)
 
     @property
     def name(self) -> str:
@@ -175,6 +194,8 @@ def parse_record(line: str):
         value = record.get(name)
         if value is not None and _finite(value) is None:
             return None, f"{name} is not a finite number"
+        if value is not None and abs(value) > MAX_MAGNITUDE:
+            return None, f"{name} is out of range (beyond {MAX_MAGNITUDE:g})"
     return record, None
 
 
@@ -183,34 +204,81 @@ def read_metrics(path) -> tuple:
 
     Raises RunError if the file cannot be read, or if it has lines and none is a record.
     """
-    records, bad_lines, torn_last_line, _ = _read_metrics(Path(path))
-    return records, bad_lines, torn_last_line
+    read = _read_metrics(Path(path))
+    return read.records, read.bad_lines, read.torn_last_line
 
 
-def _read_metrics(path: Path) -> tuple:
-    """read_metrics, and what is wrong with the first bad line ("line 3: step is -1", or None)."""
+@dataclass
+class _MetricsRead:
+    """What reading one metrics file gave, and what it left out."""
+
+    records: list = field(default_factory=list)
+    bad_lines: list = field(default_factory=list)  # the first SHOWN_BAD_LINES of them
+    bad_line_count: int = 0
+    first_problem: str = None
+    torn_last_line: bool = False
+    records_left_out: int = 0  # records after the first MAX_RECORDS
+
+
+def _lines(file):
+    """(number, line as bytes) of every line; a line longer than MAX_LINE_BYTES comes as
+    None, and is read past in pieces without being held."""
+    number = 0
+    while True:
+        line = file.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_BYTES:
+            while line and not line.endswith(b"\n"):
+                line = file.readline(MAX_LINE_BYTES)
+            line = None
+        yield number, line
+
+
+def _read_metrics(path: Path) -> _MetricsRead:
+    """The records of a metrics file, streamed: one line costs at most MAX_LINE_BYTES of JSON
+    and a kept record only the known numeric fields (a line of a million nested objects
+    would otherwise parse into 25 times its size); a run keeps at most MAX_RECORDS."""
+    read, pending = _MetricsRead(), None  # pending: the last unreadable line, torn if nothing follows
     try:
-        # Replacing undecodable bytes: a torn multi-byte character must not sink the whole file.
-        text = read_bytes(path, MAX_METRICS_BYTES, what="metrics file").decode("utf-8", errors="replace")
+        with os.fdopen(open_regular(path), "rb") as file:
+            if os.fstat(file.fileno()).st_size > MAX_METRICS_BYTES:
+                raise RunError(f"{path} is too large for a metrics file (over {MAX_METRICS_BYTES >> 20} MB)")
+            for number, line in _lines(file):
+                if line is not None and not line.strip():
+                    continue
+                if pending is not None:
+                    _count_bad_line(read, *pending)
+                    pending = None
+                if line is None:
+                    pending = (number, f"longer than {MAX_LINE_BYTES} bytes")
+                    continue
+                # Replacing undecodable bytes: a torn multi-byte character must not sink the whole file.
+                record, problem = parse_record(line.decode("utf-8", errors="replace"))
+                if record is None:
+                    pending = (number, problem)
+                elif len(read.records) < MAX_RECORDS:
+                    read.records.append({name: record[name] for name in KEPT_FIELDS if name in record})
+                else:
+                    read.records_left_out += 1
     except RunFileError as error:
         raise RunError(str(error)) from None
     except OSError as error:
         raise RunError(f"cannot read {path}: {error.strerror or error}") from None
-    lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    records, unreadable = [], []
-    for number, line in lines:
-        record, problem = parse_record(line)
-        if record is None:
-            unreadable.append((number, problem))
-        else:
-            records.append(record)
-    if lines and not records:
-        number, problem = unreadable[0]
-        raise RunError(f"{path} is not a metrics file: line {number}: {problem}")
-    torn_last_line = bool(unreadable) and unreadable[-1][0] == lines[-1][0]
-    bad = unreadable[:-1] if torn_last_line else unreadable
-    first_problem = f"line {bad[0][0]}: {bad[0][1]}" if bad else None
-    return records, [number for number, _ in bad], torn_last_line, first_problem
+    if (pending or read.bad_line_count) and not read.records:
+        problem = read.first_problem or f"line {pending[0]}: {pending[1]}"
+        raise RunError(f"{path} is not a metrics file: {problem}")
+    read.torn_last_line = pending is not None
+    return read
+
+
+def _count_bad_line(read: _MetricsRead, number: int, problem: str):
+    read.bad_line_count += 1
+    if len(read.bad_lines) < SHOWN_BAD_LINES:
+        read.bad_lines.append(number)
+    if read.first_problem is None:
+        read.first_problem = f"line {number}: {problem}"
 
 
 def read_config(path) -> dict:
@@ -246,6 +314,7 @@ def read_run(path) -> Run:
         raise RunError(str(error)) from None
     if not has_metrics:
         raise RunError(f"{path} has no {METRICS_FILE}: not a training run folder, or its run has not started")
-    records, bad_lines, torn_last_line, first_problem = _read_metrics(metrics_path)
-    return Run(path=path, records=records, config=read_config(path / CONFIG_FILE),
-               bad_lines=bad_lines, torn_last_line=torn_last_line, first_problem=first_problem)
+    read = _read_metrics(metrics_path)
+    return Run(path=path, records=read.records, config=read_config(path / CONFIG_FILE), bad_lines=read.bad_lines,
+               bad_line_count=read.bad_line_count, torn_last_line=read.torn_last_line,
+               first_problem=read.first_problem, records_left_out=read.records_left_out)

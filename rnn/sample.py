@@ -129,7 +129,8 @@ class Sampler:
     def draw(self, count, rng, temperature=1.0, top_k=None, top_p=None, greedy=False):
         """Up to `count` character ids (int64 array), fewer only if the logits stop being finite."""
         ids = np.empty(count, np.int64)
-        top_k = len(self.logits) if top_k is None else int(top_k)
+        # More than the vocabulary is all of it (and a huge int would not fit the kernel's int64).
+        top_k = len(self.logits) if top_k is None else min(int(top_k), len(self.logits))
         top_p = 1.0 if top_p is None else float(top_p)
         # Blocks for the thread count now in force (minigrad.threads may change it between calls)
         blocks = 2 * cores()  # two blocks per core: evens out a core that lags

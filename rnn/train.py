@@ -22,6 +22,7 @@ from a checkpoint) in rnn.resume.
 What this module must not hold: printing or argument parsing (that is the CLI's).
 """
 
+import contextlib
 import json
 import math
 import signal
@@ -60,6 +61,9 @@ LOG_EVERY = 10
 # evaluate_ids): on a large file one stream would take minutes per evaluation; the parts
 # cost a few thousandths of a nat of lost context at their cuts.
 EVAL_STREAMS = 16
+# The ETA leaves out the first steps of a session (kernels load or compile there) and waits
+# for a few steps timed after them (see _Run.eta).
+ETA_SKIP_STEPS, ETA_MIN_STEPS = 2, 3
 
 
 def _all_finite(array) -> bool:
@@ -100,6 +104,7 @@ class _Run:
         self.session_chars = 0
         self.session_seconds = 0.0
         self.probe_seconds = None  # session_seconds when the speed probe started (rnn.recipe)
+        self.eta_mark = None  # (session_steps, session_seconds) the ETA's timing starts from
         # What rnn.recipe chose and why: the size (before the run), the dropout (once chosen).
         self.recipe = {"size": size_choice} if size_choice else None
         self.recent_losses = []
@@ -116,7 +121,8 @@ class _Run:
                              self.model.config.dtype) if budget is not None else None
         self.stop_requested = False  # set by the SIGINT handler
         # Whether an interruption now leaves things consistent: "between" steps, "computing" a
-        # step (put `snapshot` back: nothing else changed), or "updating" the weights (half-updated).
+        # step (put `snapshot` back: nothing else changed), "updating" the weights (half-updated),
+        # or in an "interruptible" evaluation or sample (stopped by the first signal).
         self.phase = "between"
         self.snapshot = None  # (data position, RNG state, carried state) before the step being computed
         self.started = time.perf_counter()  # the session's wall clock, start-up included
@@ -144,11 +150,15 @@ class _Run:
         return None
 
     def eta(self):
-        """Seconds of training left until the nearest limit (None before the first step)."""
-        if not self.session_chars:
+        """Seconds of training left until the nearest limit: None until ETA_MIN_STEPS steps are
+        timed after the first ETA_SKIP_STEPS of this session, which may load or compile
+        kernels (a 30-step run's first step once planned 4m16s for the other 29)."""
+        if self.eta_mark is None and self.session_steps >= ETA_SKIP_STEPS:
+            self.eta_mark = (self.session_steps, self.session_seconds)
+        if self.eta_mark is None or self.session_steps - self.eta_mark[0] < ETA_MIN_STEPS:
             return None
         limits = self.config.limits()
-        seconds_per_step = self.session_seconds / (self.session_chars / (self.config.batch_size * self.config.seq_len))
+        seconds_per_step = (self.session_seconds - self.eta_mark[1]) / (self.session_steps - self.eta_mark[0])
         left = []
         if limits["steps"] is not None:
             left.append((limits["steps"] - self.step) * seconds_per_step)
@@ -208,6 +218,17 @@ class _Run:
                                f"Try gradient clipping (", Setting("grad_clip", 1), ") or a lower learning rate (",
                                Setting("lr", f"{lr / 4:.2g}"), f", now {lr:.2g}).")
 
+    @contextlib.contextmanager
+    def interruptible(self):
+        """While an evaluation or a sample runs (they change nothing the run keeps), the first
+        Ctrl-C or SIGTERM stops it at once: waiting for its end could be minutes. The compiled
+        loops run in bounded chunks, so Python sees the signal between two of them."""
+        self.phase = "interruptible"
+        try:
+            yield
+        finally:
+            self.phase = "between"
+
     def undo_partial_step(self) -> bool:
         """After an interruption: True if the run is at a step boundary (restoring the data
         position, RNG and state of an unfinished step), False if weights may be half-updated."""
@@ -240,8 +261,9 @@ class _Run:
             self.emit("eval_progress", {"step": self.step, "done": done, "of": of,
                                         "seconds": time.perf_counter() - started})
 
-        result = evaluate_ids(self.model, self.corpus.val_ids[:count], streams=EVAL_STREAMS,
-                              threads=self.eval_threads, on_progress=progress)
+        with self.interruptible():
+            result = evaluate_ids(self.model, self.corpus.val_ids[:count], streams=EVAL_STREAMS,
+                                  threads=self.eval_threads, on_progress=progress)
         if self.plan is not None:
             self.plan.evaluated(count, time.perf_counter() - started)
         self.last_val_loss = result["loss_nats"]
@@ -278,8 +300,9 @@ class _Run:
         self.emit("checkpoint", {"path": str(path), "step": self.step, "best": path == self.folder.best})
 
     def emit_sample(self):
-        text = "".join(sample(self.model, self.corpus.vocab, length=self.config.sample_length,
-                              seed=self.config.seed + self.step, threads=self.sample_threads))
+        with self.interruptible():
+            text = "".join(sample(self.model, self.corpus.vocab, length=self.config.sample_length,
+                                  seed=self.config.seed + self.step, threads=self.sample_threads))
         self.emit("sample", {"step": self.step, "text": text})
 
     def write_metrics(self, val=None):
@@ -405,7 +428,8 @@ class _Run:
 
 class _GracefulInterrupt:
     """While training: the first Ctrl-C (or SIGTERM) asks the loop to stop after the current step
-    (and save); a second one interrupts at once. Only in the main thread, where signals are delivered."""
+    (and save), or stops an evaluation or a sample at once (_Run.interruptible); a second one
+    interrupts at once. Only in the main thread, where signals are delivered."""
 
     def __init__(self, run: _Run):
         self.run, self.previous = run, None
@@ -417,7 +441,7 @@ class _GracefulInterrupt:
         return self
 
     def _handle(self, signum, frame):
-        if self.run.stop_requested:
+        if self.run.stop_requested or self.run.phase == "interruptible":
             raise KeyboardInterrupt
         self.run.stop_requested = True
 
@@ -447,6 +471,8 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
     """
     started = time.perf_counter()
     config = replace(config).validate()  # a copy: resuming may change the architecture fields
+    if config.batch_size is None:  # what config.json and the checkpoints record is the number used
+        config = replace(config, batch_size=recipe.batch_size_for(len(corpus.train_ids), config.seq_len))
     if config.cell_file:
         load_cell_file(config.cell_file)
     folder = RunFolder.prepare(out_dir)  # a planted link or FIFO: refused before anything is written
@@ -486,8 +512,16 @@ def _choose_size(config: TrainConfig, corpus: Corpus):
     """(config with its model size, what rnn.recipe chose, or None): the size is the recipe's
     when the run has a time budget and neither layers nor hidden is set, else the default."""
     limits = config.limits()
-    if config.layers is not None or config.hidden is not None or not recipe.needs_speed(limits):
+    if config.layers is not None or config.hidden is not None:
         return config.with_size(*recipe.DEFAULT_SIZE), None
+    if not recipe.needs_speed(limits):
+        size = recipe.size_for_text(len(corpus.train_ids), config.embed, len(get_cell(config.cell).gates),
+                                    len(corpus.vocab))
+        if size == recipe.DEFAULT_SIZE:
+            return config.with_size(*size), None
+        # Said and recorded like a choice from the speed: a short text gets a smaller model.
+        return config.with_size(*size), {"layers": size[0], "hidden": size[1], "parameters": recipe.parameter_count(
+            *size, config.embed, len(get_cell(config.cell).gates), len(corpus.vocab)), "short_text": True}
     seconds_per_step = _seconds_per_step_of_default_size(config, corpus)
     choice = recipe.choose_size(limits, seconds_per_step, config.batch_size * config.seq_len, len(corpus.train_ids),
                                 config.embed, len(get_cell(config.cell).gates), len(corpus.vocab))

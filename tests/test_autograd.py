@@ -11,6 +11,8 @@ import pytest
 
 import minigrad as mg
 
+from helpers import torch_or_skip
+
 
 def leaf(values, dtype=np.float64):
     return mg.tensor(np.array(values, dtype=dtype), requires_grad=True)
@@ -190,7 +192,7 @@ def test_register_hook_on_an_intermediate_changes_what_flows_upstream():
 
 
 def test_register_hook_matches_torch():
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     values = np.array([0.5, -1.5, 2.0])
 
     x = leaf(values)

@@ -15,6 +15,8 @@ from rnn.data import Vocab
 from rnn.evaluate import EVAL_CHUNK, evaluate
 from rnn.model import CharLM, ModelConfig
 
+from helpers import torch_or_skip
+
 TEXT = "the quick brown fox jumps over the lazy dog.\nTHE END!\n"
 
 
@@ -267,7 +269,7 @@ def test_a_config_declaring_a_huge_model_is_refused_before_allocating(saved):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_checkpoint_loads_into_pytorch_with_the_same_eval_loss(tmp_path, dtype):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     text = TEXT * 30
     assert len(text) > EVAL_CHUNK  # evaluation streams two chunks, carrying the state between them
     model, vocab = tiny_model(dtype=dtype, hidden=16)

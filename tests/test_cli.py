@@ -65,9 +65,12 @@ def test_train_help_shows_the_library_defaults():
     defaults = TrainConfig()
     help_text = " ".join(run_cli("train", "--help", check_exit=0).stdout.split())
     for option, field in (("--embed", "embed"), ("--seq-len", "seq_len"), ("--lr", "lr"),
-                          ("--batch-size", "batch_size"), ("--optimizer", "optimizer")):
+                          ("--optimizer", "optimizer")):
         shown = rf"{option} .{{0,300}}?\[default: {re.escape(str(getattr(defaults, field)))}[;\]]"
         assert re.search(shown, help_text), f"{option}: default {getattr(defaults, field)} not shown"
+    from rnn.config import DEFAULT_BATCH_SIZE  # the batch size's default is None: chosen for the text
+
+    assert re.search(rf"--batch-size .{{0,300}}?\[default: \({DEFAULT_BATCH_SIZE}, fewer for a short text\)", help_text)
 
 
 def test_option_choices_are_the_librarys():
@@ -233,7 +236,7 @@ def test_train_a_cell_from_a_file(corpus, tmp_path):
     out = tmp_path / "run"
     run_cli("train", corpus, *TINY_RUN, "--cell-file", cell_file, "--cell", "my_cell", "--engine", "eager",
             "--steps", "3", "--out", out, "--quiet", check_exit=0)
-    without = run_cli("info", out / "latest.safetensors")
+    without = run_cli("sample", out / "latest.safetensors")
     assert without.returncode == 1
     assert_one_error_line(without.stderr, "my_cell", "--cell-file")
     details = json.loads(run_cli("info", out / "latest.safetensors", "--cell-file", cell_file, "--json",
@@ -275,7 +278,7 @@ def test_sample_argmax_and_top_k_1_agree(trained_run):
 def test_eval_json(trained_run, corpus):
     checkpoint = trained_run[0] / "best.safetensors"
     result = json.loads(run_cli("eval", checkpoint, corpus, "--json", check_exit=0).stdout)
-    assert set(result) == {"loss_nats", "bpc", "perplexity", "chars"}
+    assert set(result) == {"loss_nats", "bpc", "perplexity", "chars", "unknown_chars"}
     assert result["chars"] == TEXT_CHARS - 1  # every character but the first is predicted
     assert math.isclose(result["bpc"], result["loss_nats"] / math.log(2), rel_tol=1e-6)
     assert math.isclose(result["perplexity"], math.exp(result["loss_nats"]), rel_tol=1e-6)

@@ -188,7 +188,7 @@ def test_unexpected_errors_are_one_line_too(files, monkeypatch):
     def broken(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(rnn.checkpoint, "load_checkpoint", broken)
+    monkeypatch.setattr(rnn.checkpoint, "describe_checkpoint", broken)
     result = _invoke(["info", files / "model.safetensors"])
     assert result.exit_code == RUNTIME
     assert_one_error_line(result.stderr, "ZeroDivisionError", "MINIGRAD_RNN_DEBUG")
@@ -202,7 +202,7 @@ def test_a_plain_value_error_from_the_library_is_a_bug_not_a_user_error(files, m
     def broken(*args, **kwargs):
         raise ValueError("an internal invariant broke")
 
-    monkeypatch.setattr(rnn.checkpoint, "load_checkpoint", broken)
+    monkeypatch.setattr(rnn.checkpoint, "describe_checkpoint", broken)
     result = _invoke(["info", files / "model.safetensors"])
     assert result.exit_code == RUNTIME
     assert_one_error_line(result.stderr, "unexpected ValueError", "this is a bug", "MINIGRAD_RNN_DEBUG")
@@ -219,7 +219,7 @@ def test_a_user_error_names_the_clis_flags(files, monkeypatch):
     def diverged(*args, **kwargs):
         raise TrainingDiverged("it diverged. Try ", Setting("grad_clip", 1), " or a lower ", Setting("lr"), ".")
 
-    monkeypatch.setattr(rnn.checkpoint, "load_checkpoint", diverged)
+    monkeypatch.setattr(rnn.checkpoint, "describe_checkpoint", diverged)
     result = _invoke(["info", files / "model.safetensors"])
     assert result.exit_code == RUNTIME
     assert_one_error_line(result.stderr, "it diverged. Try --grad-clip 1 or a lower --lr.")

@@ -271,7 +271,8 @@ def test_eval_json_is_strict_for_a_loss_that_is_not_finite(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("abba\nbaab\n")
     result = run_cli("eval", checkpoint, text, "--json", check_exit=0)
-    assert strict_loads(result.stdout) == {"loss_nats": None, "bpc": None, "perplexity": None, "chars": 9}
+    assert strict_loads(result.stdout) == {"loss_nats": None, "bpc": None, "perplexity": None, "chars": 9,
+                                          "unknown_chars": 0}
     assert "not finite" in result.stderr
 
 

@@ -155,7 +155,7 @@ def test_train_on_files_and_a_folder_records_them_and_resume_keeps_the_val_file(
     out = tmp_path / "run"
     result = run_cli("train", first, tmp_path / "corpus", "--separator", "\\t", "--val-file", val,
                      *[a for a in TINY_RUN if a not in ("--val-frac", "0.1")], "--out", out, check_exit=0)
-    assert "note: skipped 1 file(s)" in result.stderr and ".notes (hidden)" in result.stderr
+    assert "note: skipped 1 file: 1 hidden" in result.stderr
     config = json.loads((out / "config.json").read_text())
     expected_files = [str(first.resolve())] + [str((tmp_path / "corpus" / n).resolve()) for n in ("1.txt", "2.txt")]
     assert config["corpus"]["files"] == expected_files

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from helpers import MODES, away_from_zero, check, positive
+from helpers import MODES, TORCH_MISSING, away_from_zero, check, positive
 
 try:
     import torch
@@ -17,6 +17,11 @@ except ImportError:  # the "torch" mode skips itself; the lambdas below are then
     torch = F = None
 
 modes = pytest.mark.parametrize("mode", MODES)
+
+if "torch" not in MODES:
+    def test_ops_against_pytorch():
+        """Stands for the "torch" mode of every op test, which needs PyTorch."""
+        pytest.skip(TORCH_MISSING)
 
 
 def T(index):
@@ -353,3 +358,30 @@ def test_mlp_composite(mode):
         return F.cross_entropy(h @ w2, torch.tensor([1, 0, 2, 2])) + (h.mean() - 1.0) ** 2
 
     check(mode, mg_fn, [(3, 6), (6, 5), (5,), (6, 3)], torch_fn)
+
+
+@pytest.mark.parametrize("op", sorted(mg.elementwise.ELEMENTWISE_OPS))
+def test_small_tensors_numpy_path_agrees_with_the_kernel_path(op):
+    """Below NUMPY_BELOW elements an elementwise op runs its rule with numpy's ufuncs, from
+    there on with the Numba kernels: the two must give the same values and gradients."""
+    cls = mg.elementwise.ELEMENTWISE_OPS[op]
+    rng = np.random.default_rng(3)
+    n = mg.elementwise.NUMPY_BELOW
+    a, b, g = rng.uniform(0.5, 2.0, n), rng.uniform(0.5, 2.0, n), rng.standard_normal(n)
+    a[::7] *= -1  # relu's both branches
+
+    def run(length):
+        x = mg.tensor(a[:length], requires_grad=True)
+        other = mg.tensor(np.array(1.5)) if op == "pow" else mg.tensor(b[:length], requires_grad=True)
+        out = cls.apply(x, other) if mg.rules.arity(op) == 2 else cls.apply(x)
+        kernel_path = out.grad_fn.shape is not None
+        out.backward(g[:length])
+        return kernel_path, out.data, x.grad, other.grad
+
+    large, small = run(n), run(16)
+    assert large[0] and not small[0]  # the two paths were really taken
+    for big, little in zip(large[1:], small[1:]):
+        if little is None:
+            assert big is None
+        else:
+            np.testing.assert_allclose(big[:16], little, rtol=1e-12, atol=1e-15)

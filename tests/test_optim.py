@@ -16,6 +16,8 @@ import minigrad as mg
 from minigrad import optim
 from minigrad.nn import Parameter
 
+from helpers import torch_or_skip
+
 STEPS = 20
 SHAPES = [(3, 4), (5,), ()]  # a matrix, a vector and a scalar parameter
 
@@ -141,7 +143,7 @@ def _assert_same_trajectory(ours, theirs, rtol, atol):
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_trajectory_matches_torch_float64(case):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     name, kwargs = case
     ours, _, _ = _run_minigrad(getattr(optim, name), kwargs)
     theirs = _run_torch(torch, name, kwargs)
@@ -152,7 +154,7 @@ def test_trajectory_matches_torch_float64(case):
 
 @pytest.mark.parametrize("case", [CASES[3], CASES[10], CASES[13], CASES[19], CASES[24]], ids=_case_id)
 def test_trajectory_matches_torch_float32(case):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     name, kwargs = case
     ours, params, _ = _run_minigrad(getattr(optim, name), kwargs, dtype=np.float32)
     theirs = _run_torch(torch, name, kwargs, dtype=np.float32)
@@ -199,7 +201,7 @@ def test_compiled_adam_equals_numpy_ops_bit_for_bit(case):
 
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
 def test_defaults_match_torch(name):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     theirs = getattr(torch.optim, name)([torch.zeros(2, requires_grad=True)]).defaults
     ours = getattr(optim, name)([Parameter(np.zeros(2))])
     for key, value in ours.defaults.items():
@@ -210,7 +212,7 @@ def test_defaults_match_torch(name):
 @pytest.mark.parametrize("case", [CASES[2], CASES[10], CASES[13], CASES[18], CASES[22]], ids=_case_id)
 def test_lr_set_between_steps_is_used(case):
     """A scheduler sets `opt.lr`; torch's equivalent is param_groups[0]["lr"]."""
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     name, kwargs = case
     changes = {5: 0.02, 12: 0.003}
     ours, _, opt = _run_minigrad(getattr(optim, name), kwargs, lr_changes=changes)
@@ -227,7 +229,7 @@ def _grads_for_clipping(dtype):
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf])
 @pytest.mark.parametrize("max_norm", [0.5, 1e3])
 def test_clip_grad_norm_matches_torch(norm_type, max_norm):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     grads = _grads_for_clipping(np.float64)
     ours = [Parameter(np.zeros(g.shape if g is not None else (2,))) for g in grads]
     theirs = [torch.zeros(p.shape, dtype=torch.float64, requires_grad=True) for p in ours]

@@ -157,9 +157,10 @@ def test_the_chosen_size_reads_the_text_min_passes_times_unless_none_can():
             assert recipe.planned_passes(limits, 2048, 1_000_000, 0.07 * cost) < recipe.MIN_PASSES
 
 
-def test_a_short_text_never_gets_a_model_bigger_than_the_default():
-    assert _size(1e6, 0.07, 30_000) == recipe.DEFAULT_SIZE  # all the time in the world, a 30 kB text
-    assert _size(1, 0.07, 30_000) == recipe.SIZES[0]  # a short budget still gets the small model
+def test_a_short_text_gets_a_model_its_length_can_carry():
+    # all the time in the world, a 30 kB text: a size below SIZES, as for a run without a budget
+    assert _size(1e6, 0.07, 30_000) == recipe.size_for_text(30_000, 64, 4, 65) < recipe.SIZES[0]
+    assert _size(1, 0.07, 1_000_000) == recipe.SIZES[0]  # a short budget still gets the small model
     parameters = recipe.parameter_count(2, 384, 64, 4, 65)
     assert _size(1e6, 0.07, int(parameters / recipe.MAX_PARAMETERS_PER_CHAR)) == (2, 384)
     assert _size(1e6, 0.07, int(parameters / recipe.MAX_PARAMETERS_PER_CHAR) - 1) == recipe.DEFAULT_SIZE
@@ -188,6 +189,10 @@ def _size_config(**changes):
 def test_the_trainer_takes_the_recipes_size_for_the_speed_it_measured(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "_seconds_per_step_of_default_size", lambda config, corpus: 0.001)
     corpus = Corpus.from_text(make_text(3000, seed=1), val_frac=0.1)
+    # A short text that is taken to be long enough for the default size (not for 2x384): the
+    # choice from the speed is what is tested here.
+    default_parameters = recipe.parameter_count(*recipe.DEFAULT_SIZE, 4, 4, len(corpus.vocab))
+    monkeypatch.setattr(recipe, "MAX_PARAMETERS_PER_CHAR", 1.1 * default_parameters / len(corpus.train_ids))
     # 260 steps of 32 characters read the 2,700 training characters 3.1 times: 2x256 is chosen
     # (2x384 is too big for the text), not the smallest size.
     limits = {"steps": 260, "epochs": None, "time_budget": 10.0}
@@ -218,6 +223,7 @@ def test_a_given_size_or_no_time_budget_is_not_chosen(tmp_path, monkeypatch, giv
         raise AssertionError("the default size was timed although the recipe does not choose")
 
     monkeypatch.setattr(train_module, "_seconds_per_step_of_default_size", must_not_time)
+    monkeypatch.setattr(recipe, "MAX_PARAMETERS_PER_CHAR", math.inf)  # no short-text size either
     corpus = Corpus.from_text(make_text(3000, seed=1), val_frac=0.1)
     settings = {"steps": 2, "time_budget": 10.0, **given}
     train(_size_config(**settings), corpus, tmp_path / "run")
@@ -259,7 +265,7 @@ def test_resuming_without_a_size_keeps_the_runs_own(tmp_path):
 
 def test_the_cli_prints_the_size_it_chose_before_the_first_step(tmp_path):
     text = tmp_path / "text.txt"
-    text.write_text(make_text(3000, seed=2))
+    text.write_text(make_text(150_000, seed=2))  # long enough for 1x256, the smallest of SIZES
     options = ["--embed", "4", "--seq-len", "8", "--batch-size", "4", "--eval-every", "0", "--sample-every", "0"]
     result = run_cli("train", text, *options, "--time-budget", "1", "--out", tmp_path / "run", check_exit=0)
     size = json.loads((tmp_path / "run" / "config.json").read_text())["recipe"]["size"]
@@ -278,3 +284,11 @@ def test_train_help_states_the_recipes_own_sizes_and_threshold():
     largest = recipe.parameter_count(*recipe.SIZES[-1], 64, 4, 65) / recipe.MAX_PARAMETERS_PER_CHAR
     assert f"{sizes[-1]} only for texts of {largest / 1e6:.2f} MB or more" in help_text
     assert "x".join(map(str, recipe.DEFAULT_SIZE)) + " without a time budget" in help_text
+
+
+def test_train_help_states_the_short_text_rules_as_rnn_recipe_defines_them():
+    help_text = " ".join(run_cli("train", "--help", check_exit=0).stdout.split())
+    smallest = "x".join(map(str, recipe.SHORT_TEXT_SIZES[0]))
+    assert f"at most {recipe.MAX_PARAMETERS_PER_CHAR:g} parameters per character of text, down to {smallest}" in help_text
+    assert (f"{recipe.DEFAULT_BATCH_SIZE} streams of {recipe.MIN_WINDOWS_PER_STREAM} windows each"
+            in help_text)

@@ -66,7 +66,8 @@ TRAINING_OPTIONS = {
 MODEL_OPTIONS = {"cell": "lstm", "layers": "2", "hidden": "16", "embed": "6", "dtype": "float64"}
 SAME_AS_CHECKPOINT = {"cell": "gru", "layers": "1", "hidden": "8", "embed": "4", "dtype": "float32"}
 # Parameters of `train` that are not settings of the run.
-NOT_SETTINGS = {"texts", "out", "resume", "rewind", "quiet", "as_json"}  # rewind: tests/test_reliability_round2.py
+# (--include and --exclude select a TEXT folder's files: a resumed run reads its recorded files.)
+NOT_SETTINGS = {"texts", "out", "resume", "rewind", "quiet", "as_json", "include", "exclude"}  # rewind: tests/test_reliability_round2.py
 # Options with a test of their own below.
 OWN_TESTS = {"cell_file", "val_file"}
 

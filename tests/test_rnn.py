@@ -14,6 +14,8 @@ from rnn.cells import CellError, available_cells, cell, get_cell, relu, sigmoid,
 from rnn.compiler import merged_projections
 from rnn.layers import Recurrent
 
+from helpers import torch_or_skip
+
 
 @cell(gates=("a", "u"), state=("h", "m"), name="test_rnn_user_cell")
 def user_cell(x, h, m):
@@ -268,7 +270,7 @@ TORCH_MODULES = {"rnn": ("RNN", {"nonlinearity": "tanh"}), "rnn_relu": ("RNN", {
 @pytest.mark.parametrize("engine", ["fused", "eager"])
 @pytest.mark.parametrize("cell_name", list(TORCH_MODULES))
 def test_matches_the_pytorch_module(cell_name, engine):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     batch, steps, inputs, hidden, layers = 3, 6, 4, 5, 2
     class_name, options = TORCH_MODULES[cell_name]
     torch.manual_seed(0)
