@@ -16,7 +16,7 @@ weight_hh (gates*hidden, hidden), bias_ih, bias_hh, gates stacked in declared or
 A cell whose step never reads an `h.<gate>` (minGRU, QRNN, SRU below) computes its gates
 from x alone and mixes the state only by elementwise products: it has no weight_hh and no
 bias_hh (`Cell.recurrent_projection` is False), and the fused engine runs its recurrence
-as an elementwise loop with no matrix product per step (rnn.elementwise).
+as an elementwise loop with no matrix product per step (rnn.elementwise_recurrence).
 
 The built-in cells below use only this public vocabulary: a user's cell gets exactly
 the same eager and fused engines.

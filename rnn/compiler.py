@@ -301,7 +301,7 @@ def _backward_lines(names: _StepNames, fast: bool) -> list:
 def _gradient_store_lines(names: _StepNames, reached: set) -> list:
     """d xp and d hp of each gate, and the direct part of d previous states (the path
     through W_hh is added by the caller as g_hp @ W_hh); 0 for an input the step does not read.
-    A cell that reads no h.<gate> writes no d hp (its layer has no W_hh: rnn.elementwise)."""
+    A cell that reads no h.<gate> writes no d hp (its layer has no W_hh: rnn.elementwise_recurrence)."""
     cell, first = names.cell, names.cell.state[0]
 
     def store(target, leaf_name):

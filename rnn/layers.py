@@ -14,7 +14,7 @@ Two engines compute the same thing:
   per step one GEMM for W_hh h and one generated kernel for the gates, in a compiled
   loop; backward runs the same way in reverse and gets the W_hh gradient with a single
   GEMM at the end. A cell without h.<gate> runs its recurrence as an elementwise loop
-  with no GEMM at all, forward or backward (`rnn.elementwise.ElementwiseRecurrence`).
+  with no GEMM at all, forward or backward (`rnn.elementwise_recurrence.ElementwiseRecurrence`).
 """
 
 import math
@@ -27,7 +27,7 @@ from minigrad.nn import Dropout, Module, Parameter
 
 from .cells import Cell, get_cell
 from .compiler import compile_cell
-from . import elementwise, recurrence
+from . import elementwise_recurrence, recurrence
 from .config import ENGINES
 from .recurrence import compile_backward_elsewhere
 
@@ -50,7 +50,7 @@ class FusedRecurrence(_FirstOrderOnly, recurrence.FusedRecurrence):
     """The fused recurrence of a cell with W_hh (first order only)."""
 
 
-class ElementwiseRecurrence(_FirstOrderOnly, elementwise.ElementwiseRecurrence):
+class ElementwiseRecurrence(_FirstOrderOnly, elementwise_recurrence.ElementwiseRecurrence):
     """The fused recurrence of a cell without h.<gate> (first order only)."""
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-import rnn.elementwise
+import rnn.elementwise_recurrence
 import rnn.recurrence
 from rnn import checks
 from rnn.cells import CellError, available_cells, cell, get_cell, relu, sigmoid, tanh
@@ -50,7 +50,7 @@ def test_merged_projections_are_found_where_each_gate_adds_its_two_projections_f
     # then the fused backward writes d xp once and uses it as d hp (rnn.compiler)
     merged = {name: merged_projections(get_cell(name)) for name in ALL_CELLS}
     not_merged = {"gru", "mgu", "test_rnn_unmerged_cell",  # (their h.n, h.u is scaled or squashed first)
-                  "mingru", "qrnn", "sru"}  # (no h.<gate> at all: no W_hh, rnn.elementwise)
+                  "mingru", "qrnn", "sru"}  # (no h.<gate> at all: no W_hh, rnn.elementwise_recurrence)
     assert merged == {name: name not in not_merged for name in ALL_CELLS}
 
 
@@ -83,7 +83,7 @@ def force_split(monkeypatch, rows, units):
     monkeypatch.setattr(rnn.recurrence, "split_of_work",
                         lambda batch, hidden, gates: (np.array(rows, np.int64), np.array(units, np.int64)))
     # (the cells without h.<gate> share their elementwise loops the same way)
-    monkeypatch.setattr(rnn.elementwise, "split_of_work",
+    monkeypatch.setattr(rnn.elementwise_recurrence, "split_of_work",
                         lambda batch, hidden: (np.array(rows, np.int64), np.array(units, np.int64)))
 
 

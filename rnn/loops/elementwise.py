@@ -1,4 +1,4 @@
-"""The loops over a window of a cell whose step reads no h.<gate> (see rnn.elementwise).
+"""The loops over a window of a cell whose step reads no h.<gate> (see rnn.elementwise_recurrence).
 
 A template, like window.py: rnn.compiler.compile_loops binds the cell's kernels. With no
 W_hh h there is no matrix product per step and no unit depends on another, so each core
