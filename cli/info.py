@@ -33,6 +33,7 @@ def info(checkpoint, as_json, cell_file):
 
 
 def _details(checkpoint, follow=True) -> dict:
+    from rnn.cells.registry import pytorch_module
     from rnn.checkpoint.format import describe_checkpoint
 
     summary = describe_checkpoint(checkpoint, follow=follow)
@@ -53,6 +54,7 @@ def _details(checkpoint, follow=True) -> dict:
         "optimizer": summary.optimizer_name,
         "text": corpus.get("path") or corpus.get("files"),  # one file, or the list of a several-file text
         "train_config": meta.get("train_config"),
+        "pytorch_module": pytorch_module(summary.config.cell),  # None: no torch.nn module loads the weights
     }
 
 
@@ -71,9 +73,16 @@ def _rows(details: dict, indent="") -> str:
                      f"{_at_step(details['val_step'])}, best {format_loss(best)}{_at_step(details['best_step'])}"),
         ("optimizer", details["optimizer"] or "-"),
         ("trained on", _files_line(details["text"])),
+        ("PyTorch", _pytorch_line(details["pytorch_module"], config["cell"])),
     ]
     # visible(): every value but the counts came from the checkpoint (or is a path).
     return "\n".join(f"{indent}{label:<12}{visible(value)}" for label, value in rows)
+
+
+def _pytorch_line(module, cell) -> str:
+    if module:
+        return f"loads into Embedding -> {module} (batch_first=True) -> Linear"
+    return f"no torch.nn module computes the {cell} cell: write its step in PyTorch to use the weights"
 
 
 def _at_step(step) -> str:

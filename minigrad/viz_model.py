@@ -48,6 +48,9 @@ IN_WORDS = {
     "FusedRecurrence": "the cell's whole recurrence in one compiled loop: forward saves each step's gate values; "
                        "backward walks the steps in reverse, each step's kernel applying the rule-table "
                        "derivatives of the cell's gates (kernel source below), then d W_hh with one GEMM",
+    "ElementwiseRecurrence": "the recurrence of a cell that reads no h.<gate>, in one compiled loop with no "
+                             "matrix product: no W_hh, each step only the cell's kernel (source below), "
+                             "forward and, in reverse, backward",
 }
 
 

@@ -67,29 +67,32 @@ class Sampler:
     def __init__(self, model, state):
         """`state`: the model's state (a list per layer of (1, H) arrays or tensors)."""
         rnn, head = model.rnn, model.head
-        dtype = rnn.weight_hh_l0.dtype
+        dtype = rnn.weight_ih_l0.dtype
         fused = compile_cell(rnn.cell, dtype)
         # the parallel loop whatever the count: minigrad.threads may change it between calls
         self.loop = compile_loops(fused, "sampling", parallel=parallel_available())
         with mg.no_grad():  # layer 0's input projection of every character, as the model's forward makes it
             self.first_table = np.ascontiguousarray(model.projected_embedding().data, dtype)
         layers, top = rnn.num_layers, rnn.num_layers - 1
-        parameters = [tuple(p.data for p in rnn.layer_parameters(k)) for k in range(layers)]
+        gate_rows = len(rnn.weight_ih_l0)
+        # A cell without h.<gate> has no W_hh: no rows for it in the products (its step reads no hp)
+        no_w_hh, no_b_hh = np.zeros((0, rnn.hidden_size), dtype), np.zeros(gate_rows, dtype)
+        parameters = [tuple(no_w_hh if p is None and i == 1 else no_b_hh if p is None else p.data
+                            for i, p in enumerate(rnn.layer_parameters(k))) for k in range(layers)]
         w_head, b_head = head.weight.data, head.bias.data
-        gate_rows = len(parameters[0][1])
-        no_bias = np.zeros(gate_rows, dtype)
         # The rows of `stacked`, as (weight, bias) pieces in order.
         pieces, layout, row = [], [], 0
 
-        def place(weight, bias):
+        def place(weight, bias=None):  # (no bias: zeros)
             nonlocal row
+            bias = np.zeros(len(weight), dtype) if bias is None else bias
             pieces.append((weight, bias))
             row += len(weight)
             return row - len(weight)
 
         place(w_head, b_head)  # rows 0:vocab, so products[:vocab] are the logits
         if layers == 1:
-            hp_at = place(parameters[0][1], no_bias)
+            hp_at = place(parameters[0][1])
             layout.append((0, row, row, 1, hp_at, 0))
         else:
             top_product = (0, row, row, 0)  # after the top layer's step: the head alone, on one core
@@ -97,10 +100,10 @@ class Sampler:
             for k in range(top):
                 first = row
                 x_at[k + 1] = place(parameters[k + 1][0], parameters[k + 1][2])  # W_ih, b_ih of layer k+1
-                hp_at[k] = place(parameters[k][1], no_bias)
+                hp_at[k] = place(parameters[k][1])
                 split = row
                 if k + 1 == top:  # the top layer's W_hh h, with the top layer's h
-                    hp_at[top] = place(parameters[top][1], no_bias)
+                    hp_at[top] = place(parameters[top][1])
                 layout.append((first, split, row, 1, hp_at[k], x_at[k]))
             layout.append((*top_product, hp_at[top], x_at[top]))
         self.vocab = len(w_head)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
+import rnn.fused.elementwise_recurrence
 import rnn.fused.recurrence
 from rnn.model import checks
 from rnn.cells.registry import CellError, available_cells, cell, get_cell, relu, sigmoid, tanh
@@ -48,7 +49,8 @@ def test_every_cell_passes_gradcheck_through_5_steps_and_2_layers(case):
 def test_merged_projections_are_found_where_each_gate_adds_its_two_projections_first():
     # then the fused backward writes d xp once and uses it as d hp (rnn.fused.compiler)
     merged = {name: merged_projections(get_cell(name)) for name in ALL_CELLS}
-    not_merged = {"gru", "mgu", "test_rnn_unmerged_cell"}  # (their h.n, h.u is scaled or squashed first)
+    not_merged = {"gru", "mgu", "test_rnn_unmerged_cell",  # (their h.n, h.u is scaled or squashed first)
+                  "mingru", "qrnn", "sru"}  # (no h.<gate> at all: no W_hh, rnn.fused.elementwise_recurrence)
     assert merged == {name: name not in not_merged for name in ALL_CELLS}
 
 
@@ -80,6 +82,9 @@ SPLITS = {"own": None, "rows 1+2": ([0, 1, 3], [0, 5]), "rows 1+1+1": ([0, 1, 2,
 def force_split(monkeypatch, rows, units):
     monkeypatch.setattr(rnn.fused.recurrence, "split_of_work",
                         lambda batch, hidden, gates: (np.array(rows, np.int64), np.array(units, np.int64)))
+    # (the cells without h.<gate> share their elementwise loops the same way)
+    monkeypatch.setattr(rnn.fused.elementwise_recurrence, "split_of_work",
+                        lambda batch, hidden: (np.array(rows, np.int64), np.array(units, np.int64)))
 
 
 @pytest.mark.parametrize("core_count", [1, 2, 3, 8])
@@ -151,7 +156,7 @@ def test_gate_and_state_names_may_be_the_generated_kernels_own_names():
     assert_fused_equals_eager_over_windows(kernel_names.name)
 
 
-@pytest.mark.parametrize("template", ["window", "sampling"])
+@pytest.mark.parametrize("template", ["window", "elementwise", "sampling"])
 def test_a_loop_template_is_a_module_whose_stand_in_import_is_bound_to_the_cell(template):
     import importlib
 

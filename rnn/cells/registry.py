@@ -13,6 +13,11 @@ states. The step returns the new states in declared order. From the gate names t
 layer derives its parameters in PyTorch's layout: weight_ih (gates*hidden, input),
 weight_hh (gates*hidden, hidden), bias_ih, bias_hh, gates stacked in declared order.
 
+A cell whose step never reads an `h.<gate>` (minGRU, QRNN, SRU below) computes its gates
+from x alone and mixes the state only by elementwise products: it has no weight_hh and no
+bias_hh (`Cell.recurrent_projection` is False), and the fused engine runs its recurrence
+as an elementwise loop with no matrix product per step (rnn.fused.elementwise_recurrence).
+
 The built-in cells below use only this public vocabulary: a user's cell gets exactly
 the same eager and fused engines.
 """
@@ -24,6 +29,8 @@ import sys
 import types
 import unicodedata
 from pathlib import Path
+
+from minigrad.autograd import toposort
 
 from rnn.cells import expr
 from rnn.errors import UserError
@@ -43,6 +50,10 @@ class Cell:
         self._validate()
         self.outputs = self._trace()  # one Expr per state: the new value of that state
         self.nodes = expr.topological(self.outputs)
+        # False: no output depends on an h.<gate>, so the layer has no W_hh to multiply by
+        reached = toposort(self.outputs, lambda node: node.args)
+        self.recurrent_projection = any(node.op == "leaf" and node.name in self.recurrent_leaf_names()
+                                        for node in reached)
         text = repr((self.gates, self.state, self.outputs))
         self._fingerprint = hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -105,6 +116,10 @@ class Cell:
     def leaf_names(self):
         """Names of every input the step can read, in a fixed order: gate slices, then states."""
         return [f"x.{g}" for g in self.gates] + [f"{self.state[0]}.{g}" for g in self.gates] + list(self.state)
+
+    def recurrent_leaf_names(self) -> set:
+        """The names of the first state's projections, h.<gate>: slices of W_hh h + b_hh."""
+        return {f"{self.state[0]}.{g}" for g in self.gates}
 
     def fingerprint(self) -> str:
         """A stable hash of the traced graph (names of the generated kernels use it)."""
@@ -172,6 +187,17 @@ def get_cell(name: str) -> Cell:
 
 def available_cells() -> list:
     return sorted(_REGISTRY)
+
+
+# The built-in cells whose equations and weight layout are a torch.nn module's: a checkpoint of
+# one loads into Embedding -> that module (batch_first=True) -> Linear. No other cell's does
+# (mingru, qrnn, sru have no W_hh at all); a user's cell cannot take these names.
+PYTORCH_MODULES = {"rnn": "nn.RNN", "rnn_relu": "nn.RNN(nonlinearity='relu')", "lstm": "nn.LSTM", "gru": "nn.GRU"}
+
+
+def pytorch_module(name: str):
+    """The torch.nn module that computes the built-in cell `name`, or None."""
+    return PYTORCH_MODULES.get(name)
 
 
 def load_cell_file(path) -> list:
@@ -261,3 +287,37 @@ def ligru(x, h):
     z = sigmoid(x.z + h.z)
     n = relu(x.n + h.n)
     return z * h + (1 - z) * n
+
+
+# ---- built-in cells whose recurrence is elementwise: no h.<gate>, so no W_hh ------------------
+
+@cell(gates=("z", "h"), state=("h",))
+def mingru(x, h):
+    """minGRU (Feng et al. 2024, "Were RNNs all we needed?"): the GRU with gates from x alone.
+
+    z = sigmoid(x.z), h~ = x.h, h' = (1 - z) * h + z * h~  (Martin & Cundy 2018's linear
+    recurrence with a sigmoid gate); no W_hh."""
+    z = sigmoid(x.z)
+    return (1 - z) * h + z * x.h
+
+
+@cell(gates=("z", "f", "o"), state=("h", "c"))
+def qrnn(x, h, c):
+    """QRNN with window 1 and fo-pooling (Bradbury et al. 2016): z = tanh(x.z),
+    f = sigmoid(x.f), o = sigmoid(x.o), c' = f * c + (1 - f) * z, h' = o * c'; no W_hh."""
+    z = tanh(x.z)
+    f = sigmoid(x.f)
+    o = sigmoid(x.o)
+    c = f * c + (1 - f) * z
+    return o * c, c
+
+
+@cell(gates=("c", "f", "r", "s"), state=("h", "c"))
+def sru(x, h, c):
+    """SRU (Lei et al. 2018) without its peephole vectors v_f, v_r: f = sigmoid(x.f),
+    r = sigmoid(x.r), c' = f * c + (1 - f) * x.c, h' = r * c' + (1 - r) * x.s, where the
+    highway input x.s is a projection of x (the paper's W' x when the sizes differ); no W_hh."""
+    f = sigmoid(x.f)
+    r = sigmoid(x.r)
+    c = f * c + (1 - f) * x.c
+    return r * c + (1 - r) * x.s, c

@@ -185,12 +185,14 @@ def _model_without_touching_the_rng(config: ModelConfig) -> CharLM:
 
 def expected_model_shapes(config: ModelConfig) -> dict:
     """name -> shape of every parameter of CharLM(config), computed without building it."""
-    gates = len(get_cell(config.cell).gates) * config.hidden
+    cell = get_cell(config.cell)
+    gates = len(cell.gates) * config.hidden
     shapes = {"embedding.weight": (config.vocab_size, config.embed)}
     for k in range(config.layers):
         fan_in = config.embed if k == 0 else config.hidden
-        shapes.update({f"rnn.weight_ih_l{k}": (gates, fan_in), f"rnn.weight_hh_l{k}": (gates, config.hidden),
-                       f"rnn.bias_ih_l{k}": (gates,), f"rnn.bias_hh_l{k}": (gates,)})
+        shapes.update({f"rnn.weight_ih_l{k}": (gates, fan_in), f"rnn.bias_ih_l{k}": (gates,)})
+        if cell.recurrent_projection:  # (a cell without h.<gate> has no W_hh: rnn.model.layers)
+            shapes.update({f"rnn.weight_hh_l{k}": (gates, config.hidden), f"rnn.bias_hh_l{k}": (gates,)})
     shapes.update({"head.weight": (config.vocab_size, config.hidden), "head.bias": (config.vocab_size,)})
     return shapes
 

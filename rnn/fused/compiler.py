@@ -300,7 +300,8 @@ def _backward_lines(names: _StepNames, fast: bool) -> list:
 
 def _gradient_store_lines(names: _StepNames, reached: set) -> list:
     """d xp and d hp of each gate, and the direct part of d previous states (the path
-    through W_hh is added by the caller as g_hp @ W_hh); 0 for an input the step does not read."""
+    through W_hh is added by the caller as g_hp @ W_hh); 0 for an input the step does not read.
+    A cell that reads no h.<gate> writes no d hp (its layer has no W_hh: rnn.fused.elementwise_recurrence)."""
     cell, first = names.cell, names.cell.state[0]
 
     def store(target, leaf_name):
@@ -313,7 +314,8 @@ def _gradient_store_lines(names: _StepNames, reached: set) -> list:
     merged = merged_projections(cell)
     for k, gate in enumerate(cell.gates):
         lines.append(store(f"g_xp[b, t, x{k} + j]", f"x.{gate}"))
-        if not merged:  # (merged: the same numbers, and g_hp is g_xp)
+        # (merged: the same numbers, and g_hp is g_xp; no h.<gate> at all: no W_hh, no g_hp)
+        if not merged and cell.recurrent_projection:
             lines.append(store(f"g_hp[b, t, x{k} + j]", f"{first}.{gate}"))
     return lines + [store(f"g_states[{i}, b, j]", s) for i, s in enumerate(cell.state)]
 

@@ -113,7 +113,21 @@ def compile_backward_elsewhere(fused, dtype) -> None:
         _backward_compiles[loops.__name__] = job
 
 
-class FusedRecurrence(Function):
+class FirstOrderOnly(Function):
+    """An op node whose backward is a compiled loop on arrays (the fused recurrences): it has no
+    differentiable backward and no forward-mode rule, and asking for either is refused in one
+    clear line (the eager engine, every gate op a node, has both)."""
+
+    def graph_backward(self, *output_grads):
+        raise RuntimeError('a fused recurrent layer cannot be differentiated twice (create_graph=True): '
+                           'build it with engine="eager" (CLI: --engine eager)')
+
+    def jvp(self, out, *tangents):
+        raise RuntimeError('a fused recurrent layer has no forward mode (jvp): '
+                           'build it with engine="eager" (CLI: --engine eager)')
+
+
+class FusedRecurrence(FirstOrderOnly):
     """inputs: xp = W_ih x + b_ih, W_hh, b_hh, *initial states (B,H)
     outputs: hidden states of every step (B,T,H), *final states (B,H).
 
@@ -122,26 +136,14 @@ class FusedRecurrence(Function):
     first layer: its input projection is one row per character, read straight from the
     table instead of being copied out for every step.)
 
-    Its backward is a compiled loop on arrays: there is no differentiable backward and no
-    forward-mode rule, and asking for either is refused in one clear line (the eager engine,
-    every gate op a node, has both).
+    First order only (FirstOrderOnly).
     """
 
     def forward(self, xp, w_hh, b_hh, *initial, fused, ids=None):
         hidden = w_hh.shape[1]
         dtype = w_hh.dtype
-        if ids is None:  # one row per batch row and step: row b*T + t
-            batch, steps, _ = xp.shape
-            self.table_rows = None
-            self.xp = np.ascontiguousarray(xp).reshape(batch * steps, xp.shape[2])
-            self.ids = np.arange(batch * steps, dtype=np.int64).reshape(batch, steps)
-        else:
-            self.ids = ops.check_indices(np.asarray(ids), xp.shape[0], "recurrence", "id")
-            if self.ids.ndim != 2:
-                raise ValueError(f"recurrence: ids must be (batch, steps), got shape {self.ids.shape}")
-            batch, steps = self.ids.shape
-            self.table_rows = xp.shape[0]
-            self.xp = np.ascontiguousarray(xp)
+        self.xp, self.ids, self.table_rows = projection_rows(xp, ids)
+        batch, steps = self.ids.shape
         self.row_bounds, self.unit_bounds = split_of_work(batch, hidden, len(fused.cell.gates))
         self.loops = window_loops(fused)
         self.merged = fused.merged
@@ -172,14 +174,6 @@ class FusedRecurrence(Function):
         """The generated source of the cell kernels this node runs (what mg.viz pages show)."""
         return self.options["fused"].source
 
-    def graph_backward(self, *output_grads):
-        raise RuntimeError('a fused recurrent layer cannot be differentiated twice (create_graph=True): '
-                           'build it with engine="eager" (CLI: --engine eager)')
-
-    def jvp(self, out, *tangents):
-        raise RuntimeError('a fused recurrent layer has no forward mode (jvp): '
-                           'build it with engine="eager" (CLI: --engine eager)')
-
     def backward(self, g_outputs, *g_final):
         job = _backward_compiles.get(self.loops.__name__)
         if job is not None:
@@ -196,9 +190,28 @@ class FusedRecurrence(Function):
         # d W_hh = sum over steps and rows of d hp_t^T h_t: one GEMM, with h in g_hp's (batch, step) row order
         previous_hidden = np.ascontiguousarray(self.states[:steps, 0].transpose(1, 0, 2)).reshape(batch * steps, -1)
         g_w_hh = blas.matmul(g_hp.reshape(batch * steps, gate_rows), previous_hidden, transpose_a=True)
-        if self.table_rows is None:
-            g_input = g_xp
-        else:  # a table row used at several steps gets the sum of their gradients
-            g_input = np.zeros((self.table_rows, gate_rows), dtype)
-            kernels.scatter_add_rows(g_xp.reshape(batch * steps, gate_rows), self.ids.reshape(-1), g_input)
-        return (g_input, g_w_hh, g_b_hh.sum(axis=0), *g_states)
+        return (projection_gradient(g_xp, self.ids, self.table_rows), g_w_hh, g_b_hh.sum(axis=0), *g_states)
+
+
+def projection_rows(xp, ids):
+    """(rows, ids, table_rows): xp as the 2-D table the loops read, step t of batch row b
+    at row ids[b, t]. Without `ids`, xp is (B,T,G*H) and row b*T + t is its own
+    (table_rows None); with them, xp is already the table (R,G*H) and ids are checked."""
+    if ids is None:
+        batch, steps, _ = xp.shape
+        rows = np.ascontiguousarray(xp).reshape(batch * steps, xp.shape[2])
+        return rows, np.arange(batch * steps, dtype=np.int64).reshape(batch, steps), None
+    ids = ops.check_indices(np.asarray(ids), xp.shape[0], "recurrence", "id")
+    if ids.ndim != 2:
+        raise ValueError(f"recurrence: ids must be (batch, steps), got shape {ids.shape}")
+    return np.ascontiguousarray(xp), ids, xp.shape[0]
+
+
+def projection_gradient(g_xp, ids, table_rows):
+    """d loss / d xp from g_xp (B,T,G*H): itself, or with a table, the sum over the steps
+    that read each row."""
+    if table_rows is None:
+        return g_xp
+    g_input = np.zeros((table_rows, g_xp.shape[2]), g_xp.dtype)
+    kernels.scatter_add_rows(g_xp.reshape(-1, g_xp.shape[2]), ids.reshape(-1), g_input)
+    return g_input

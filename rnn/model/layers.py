@@ -3,7 +3,8 @@
 Parameters are named and shaped like PyTorch's nn.RNN / nn.LSTM / nn.GRU:
 weight_ih_l{k} (G*H, input), weight_hh_l{k} (G*H, H), bias_ih_l{k}, bias_hh_l{k},
 with the G gates stacked in the cell's declared order, so weights move between the
-two frameworks without reshuffling.
+two frameworks without reshuffling. A cell that reads no h.<gate> (mingru, qrnn, sru)
+has only weight_ih_l{k} and bias_ih_l{k}: it has no W_hh to multiply by.
 
 Two engines compute the same thing:
 - "eager": the cell's gate expressions are interpreted with minigrad ops, step by
@@ -12,7 +13,8 @@ Two engines compute the same thing:
   recurrence over the window is one autograd node (`rnn.fused.recurrence.FusedRecurrence`):
   per step one GEMM for W_hh h and one generated kernel for the gates, in a compiled
   loop; backward runs the same way in reverse and gets the W_hh gradient with a single
-  GEMM at the end.
+  GEMM at the end. A cell without h.<gate> runs its recurrence as an elementwise loop
+  with no GEMM at all, forward or backward (`rnn.fused.elementwise_recurrence.ElementwiseRecurrence`).
 """
 
 import math
@@ -25,7 +27,7 @@ from minigrad.nn import Dropout, Module, Parameter
 
 from rnn.cells.registry import Cell, get_cell
 from rnn.fused.compiler import compile_cell
-from rnn.fused import recurrence
+from rnn.fused import elementwise_recurrence, recurrence
 from rnn.model.options import ENGINES
 from rnn.fused.recurrence import compile_backward_elsewhere
 
@@ -38,6 +40,8 @@ def eager_step(cell: Cell, x_projection, h_projection, states, hidden: int):
     for k, gate in enumerate(cell.gates):
         columns = slice(k * hidden, (k + 1) * hidden)
         for name, projection in ((f"x.{gate}", x_projection), (f"{cell.state[0]}.{gate}", h_projection)):
+            if projection is None:  # (h_projection: a cell without h.<gate>, which never reads it)
+                continue
             values[name] = projection[:, columns]
             values[name].name = name  # drawings of the graph show the gate, not only the slice's columns
     values.update(zip(cell.state, states))
@@ -83,15 +87,19 @@ class Recurrent(Module):
             fan_in = input_size if k == 0 else hidden_size
             for name, shape in (("weight_ih", (gates, fan_in)), ("weight_hh", (gates, hidden_size)),
                                 ("bias_ih", (gates,)), ("bias_hh", (gates,))):
+                if name.endswith("_hh") and not self.cell.recurrent_projection:
+                    continue  # nothing would read it: no parameter that gets no gradient
                 setattr(self, f"{name}_l{k}", Parameter(rng.uniform(-bound, bound, shape).astype(dtype)))
-        if engine == "fused":  # (on a cold kernel cache, a head start for the first backward pass)
-            compile_backward_elsewhere(compile_cell(self.cell, dtype), dtype)
+        if engine == "fused" and self.cell.recurrent_projection:  # (on a cold kernel cache, a head start
+            compile_backward_elsewhere(compile_cell(self.cell, dtype), dtype)  # for the first backward pass)
 
     def layer_parameters(self, k):
-        return tuple(getattr(self, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        """(weight_ih, weight_hh, bias_ih, bias_hh) of layer k; the _hh ones None for a cell
+        without h.<gate>."""
+        return tuple(getattr(self, f"{name}_l{k}", None) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
     def initial_state(self, batch_size, dtype=None):
-        dtype = dtype or self.weight_hh_l0.dtype
+        dtype = dtype or self.weight_ih_l0.dtype
         return [tuple(mg.tensor(np.zeros((batch_size, self.hidden_size), dtype)) for _ in self.cell.state)
                 for _ in range(self.num_layers)]
 
@@ -127,7 +135,10 @@ class Recurrent(Module):
     def _fused_layer(self, k, projection, states, ids):
         _, w_hh, _, b_hh = self.layer_parameters(k)
         fused = compile_cell(self.cell, projection.dtype)
-        results = recurrence.FusedRecurrence.apply(projection, w_hh, b_hh, *states, fused=fused, ids=ids)
+        if w_hh is None:  # a cell without h.<gate>: no recurrent product at all
+            results = elementwise_recurrence.ElementwiseRecurrence.apply(projection, *states, fused=fused, ids=ids)
+        else:
+            results = recurrence.FusedRecurrence.apply(projection, w_hh, b_hh, *states, fused=fused, ids=ids)
         return results[0], tuple(results[1:])
 
     def _eager_layer(self, k, projection, states, ids):
@@ -136,7 +147,7 @@ class Recurrent(Module):
             projection = mg.embedding(projection, ids)
         outputs = []
         for t in range(projection.shape[1]):
-            h_projection = states[0] @ w_hh.T + b_hh
+            h_projection = None if w_hh is None else states[0] @ w_hh.T + b_hh
             states = eager_step(self.cell, projection[:, t], h_projection, states, self.hidden_size)
             outputs.append(states[0])
         if not outputs:  # a window of no steps: no outputs, the state unchanged

@@ -1,6 +1,7 @@
 """The compiled loops that call a cell's generated kernels: templates, one file each.
 
 - `window.py`: a layer over a window of time steps, forward and backward (rnn.fused.recurrence);
+- `elementwise.py`: the same for a cell that reads no h.<gate>, with no product (rnn.fused.elementwise_recurrence);
 - `sampling.py`: drawing characters at batch 1 (rnn.sample).
 
 Each is a plain Python module that linters and editors read, but it is never run from

@@ -31,7 +31,8 @@ def step_backward(t, xp, ids, hp, b_hh, state_in, saved, g_states, g_xp, g_hp, f
     g_states (S, B, H): in, d loss / d the step's new states; out, d loss / d its previous
     states (the direct part: the path through W_hh is the caller's). Writes d xp and d hp
     of step t into g_xp and g_hp, (B, T, G*H), in the plain gate order (g_hp is g_xp
-    when the cell's projections merge: rnn.fused.compiler.merged_projections).
+    when the cell's projections merge: rnn.fused.compiler.merged_projections; a cell that
+    reads no h.<gate> writes no d hp at all).
     """
     raise NotImplementedError(_UNBOUND)
 
