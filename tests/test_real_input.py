@@ -424,7 +424,9 @@ def test_a_cold_kernel_cache_is_told_apart_from_a_warm_one(tmp_path, monkeypatch
     source = minigrad.kernels.__file__
     cli("train", write(tmp_path / "t.txt", make_text(2000)), *QUICK_RUN, "--out", tmp_path / "run")
     assert kernels_are_cached(source)  # after a run, in the cache this process uses
-    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    import numba.core.config
+
+    monkeypatch.setattr(numba.core.config, "CACHE_DIR", "")  # (numba read NUMBA_CACHE_DIR at its import)
     monkeypatch.setenv("MINIGRAD_CACHE_DIR", str(tmp_path / "fresh_cache"))
     assert not kernels_are_cached(source)
 

@@ -39,13 +39,20 @@ SAVE_BYTES_PER_SECOND = 100e6
 SAVE_SECONDS = 0.05
 
 
+def _now() -> float:
+    return time.perf_counter()  # looked up at each call: the same clock as the training loop's
+
+
 class TimePlan:
+    """The time budget of one session of a run: what is used, what is left, what an evaluation
+    may read and when to stop (see the module's docstring). `clock`: seconds, for tests."""
+
     def __init__(self, budget: float, seconds_before: float, val_chars: int, parameters: int, dtype,
-                 clock=time.perf_counter):
+                 clock=None):
         self.budget = budget
         self.seconds_before = seconds_before
         self.val_chars = val_chars
-        self.clock = clock
+        self.clock = clock or _now
         self.clock_start = None  # when this session's first step started
         self.steps = 0  # steps of this session
         self.last_step_seconds = 0.0
