@@ -52,6 +52,7 @@ def minigrad_worker(task, seconds):
     from rnn.model.charlm import CharLM
     from rnn.sample import sample
     from rnn.training.loop import TrainConfig, train
+    from rnn.training.resume import model_config
 
     corpus = Corpus.from_files([text_path()], val_frac=0.1)
     if task.startswith("train"):
@@ -63,7 +64,7 @@ def minigrad_worker(task, seconds):
         with tempfile.TemporaryDirectory() as folder:
             summary = train(config, corpus, folder)
         return {"value": summary["chars_per_sec"], "threads": summary["threads"]}
-    config = TrainConfig().with_size(2, 256).model_config(len(corpus.vocab))
+    config = model_config(TrainConfig().with_size(2, 256), len(corpus.vocab))
     model = CharLM(config)
     with configured_for_training():
         started = time.perf_counter()
