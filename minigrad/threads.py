@@ -12,9 +12,11 @@ moment, which no reading of /proc predicts as well as timing the work itself.
 So a long job (training steps, the calls of an evaluation, the chunks of sampling) runs
 its repeated unit of work through a ThreadChooser:
 
-- probe: it runs a few units with every candidate count (the most threads available, and
-  one), the first unit after a change untimed (it may compile or wake threads), and
-  takes the count whose median time per unit of work is lowest;
+- probe: it runs a few units with every candidate count (one thread, then the most
+  available), the first unit after a change untimed (it may compile or wake threads), and
+  takes the count whose median time per unit of work is lowest; a count whose unit takes
+  ABORT times the best measured one is dropped at once (under load, two threads' units can
+  take 20x one thread's: finishing their probe would cost more than it tells);
 - re-check: it then tries the other count again, a few units, when the median of the
   last units is DEGRADED times the one it chose on (the load changed), or when
   RECHECK_SECONDS of work have passed since the last check (a load that went away shows
@@ -47,6 +49,9 @@ import numba
 PROBE_UNITS = 3
 # Re-check when the recent median time per unit of work passes this many times the one chosen on.
 DEGRADED = 1.5
+# A count whose unit (even its first, untimed one) takes this many times the best measured
+# count's time per unit of work is dropped from its probe at once.
+ABORT = 3.0
 # Seconds of work (as observed) before the first periodic re-check, and the most between two.
 RECHECK_SECONDS = 10.0
 MAX_RECHECK_SECONDS = 80.0
@@ -92,7 +97,9 @@ class ThreadChooser:
     def __init__(self, most: int, fixed: int = None):
         self.most = max(1, int(most))
         self.fixed = fixed
-        candidates = [fixed] if fixed else ([self.most, 1] if self.most > 1 else [1])
+        # One thread first: it is never the disaster more threads can be on a loaded machine, and
+        # its first (untimed) unit takes any compile, so the other count's probe starts clean.
+        candidates = [fixed] if fixed else ([1, self.most] if self.most > 1 else [1])
         self.candidates = candidates
         self.chosen = None  # the count chosen by the last probe (None before the first)
         self.reference = {}  # count -> median seconds per unit of work when last measured
@@ -128,10 +135,15 @@ class ThreadChooser:
     def observe(self, seconds: float, work: float = 1.0) -> None:
         """The unit just run at `threads` took `seconds` for `work` (characters, rows...)."""
         self.work_seconds += seconds
+        per_work = seconds / max(work, 1e-12)
+        if self._probe and self._hopeless(per_work):  # its probe would only cost: it lost already
+            self._untimed = False
+            self._probe_times = [per_work]
+            self._end_probe_of(self._probe.pop(0))
+            return
         if self._untimed:
             self._untimed = False
             return
-        per_work = seconds / max(work, 1e-12)
         if self._probe:
             self._probe_times.append(per_work)
             if len(self._probe_times) >= PROBE_UNITS:
@@ -147,6 +159,13 @@ class ThreadChooser:
             self.reference[self.chosen] = statistics.median(self.recent)  # what the current count does now
             self._probe = [count for count in self.candidates if count != self.chosen]
             self._switch_to(self._probe[0])
+
+    def _hopeless(self, per_work: float) -> bool:
+        """Whether a unit of the count being probed took ABORT times the best time per unit of work
+        of a count already measured (beside a busy process two threads can be 20x slower than
+        one: three more such units would cost seconds for nothing)."""
+        others = [seconds for count, seconds in self.reference.items() if count != self._threads]
+        return bool(others) and per_work > ABORT * min(others)
 
     def _end_probe_of(self, count: int) -> None:
         self.reference[count] = statistics.median(self._probe_times)
