@@ -52,6 +52,8 @@ DEGRADED = 1.5
 # A count whose unit (even its first, untimed one) takes this many times the best measured
 # count's time per unit of work is dropped from its probe at once.
 ABORT = 3.0
+# More threads than one are probed only while the machine has this much of an idle core per extra thread.
+IDLE_PER_THREAD = 0.5
 # Seconds of work (as observed) before the first periodic re-check, and the most between two.
 RECHECK_SECONDS = 10.0
 MAX_RECHECK_SECONDS = 80.0
@@ -77,6 +79,17 @@ def cgroup_cpu_quota(root="/sys/fs/cgroup"):
         return None
 
 
+def cpu_times(path="/proc/stat"):
+    """(idle, total) CPU time of all the machine's CPUs since boot, in clock ticks (idle counts
+    iowait too), or None where it cannot be read (not Linux)."""
+    try:
+        with open(path) as file:
+            fields = [int(value) for value in file.readline().split()[1:9]]
+        return fields[3] + fields[4], sum(fields)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def available_cores(numba_threads=None, affinity=None, quota=None) -> int:
     """The most threads worth running: the lowest of Numba's thread count, the CPUs this
     process may run on and the cgroup quota (rounded up: 1.5 CPUs can keep 2 threads
@@ -94,9 +107,13 @@ class ThreadChooser:
     docstring). `threads` is the count for the next unit; `observe` takes the time of the
     unit just run. `fixed` (a count the user set) turns the choosing off."""
 
-    def __init__(self, most: int, fixed: int = None):
+    def __init__(self, most: int, fixed: int = None, cpu_clock=None):
         self.most = max(1, int(most))
         self.fixed = fixed
+        # cpu_clock() -> (idle, total) CPU time of the machine (cpu_times), or None: with it, more
+        # threads than one are probed only while the machine has idle cores for them.
+        self._cpu_clock = cpu_clock
+        self._cpu_mark = cpu_clock() if cpu_clock else None
         # One thread first: it is never the disaster more threads can be on a loaded machine, and
         # its first (untimed) unit takes any compile, so the other count's probe starts clean.
         candidates = [fixed] if fixed else ([1, self.most] if self.most > 1 else [1])
@@ -120,7 +137,7 @@ class ThreadChooser:
         """A chooser over this machine's available cores, or fixed at NUMBA_NUM_THREADS if the user set it."""
         given = os.environ.get(OVERRIDE_ENV, "").strip()
         fixed = numba.config.NUMBA_NUM_THREADS if given else None
-        return cls(available_cores(), fixed=fixed)
+        return cls(available_cores(), fixed=fixed, cpu_clock=cpu_times)
 
     @property
     def threads(self) -> int:
@@ -158,7 +175,7 @@ class ThreadChooser:
                 self.recheck_after = RECHECK_SECONDS
             self.reference[self.chosen] = statistics.median(self.recent)  # what the current count does now
             self._probe = [count for count in self.candidates if count != self.chosen]
-            self._switch_to(self._probe[0])
+            self._probe_next()
 
     def _hopeless(self, per_work: float) -> bool:
         """Whether a unit of the count being probed took ABORT times the best time per unit of work
@@ -170,9 +187,35 @@ class ThreadChooser:
     def _end_probe_of(self, count: int) -> None:
         self.reference[count] = statistics.median(self._probe_times)
         self._probe_times = []
-        if self._probe:
-            self._switch_to(self._probe[0])
+        self._probe_next()
+
+    def _probe_next(self) -> None:
+        """Switch to the next count to probe, or decide when none is left. A count of more than
+        one thread is probed only if the machine had the idle cores for it since the last check:
+        beside a busy process one unit on two threads took 2.6 s against 0.04 s on one (measured
+        here), so even one such unit would cost more than it tells. It counts as lost until the
+        next check."""
+        while self._probe:
+            count = self._probe[0]
+            idle = self._idle_cores()
+            if count > 1 and idle is not None and idle < IDLE_PER_THREAD * (count - 1):
+                self._probe.pop(0)
+                self.reference[count] = math.inf
+                continue
+            self._switch_to(count)
             return
+        self._decide()
+
+    def _idle_cores(self):
+        """Cores the machine left idle since the last look (None where that cannot be read)."""
+        if self._cpu_clock is None:
+            return None
+        before, self._cpu_mark = self._cpu_mark, self._cpu_clock()
+        if before is None or self._cpu_mark is None or self._cpu_mark[1] <= before[1]:
+            return None
+        return (self._cpu_mark[0] - before[0]) / (self._cpu_mark[1] - before[1]) * (os.cpu_count() or 1)
+
+    def _decide(self) -> None:
         before = self.chosen
         self.chosen = min(self.candidates, key=lambda c: self.reference[c])
         if before is not None:  # a re-check: a confirmed choice waits longer for the next
@@ -211,6 +254,7 @@ class ThreadChooser:
                   "switches": switches}
         if self.history:
             first = self.history[0][2]
-            record["first_probe_ms_per_unit"] = {str(count): round(1000 * seconds, 4) for count, seconds in
+            record["first_probe_ms_per_unit"] = {str(count): round(1000 * seconds, 4) if math.isfinite(seconds) else None
+                                                 for count, seconds in
                                                  first.items()}
         return record

@@ -44,6 +44,29 @@ def test_a_count_far_slower_than_one_thread_is_dropped_after_one_unit():
     assert loaded.decided and loaded.threads == 1
 
 
+def test_more_threads_are_not_probed_while_the_machine_has_no_idle_core_for_them():
+    """Measured here beside one busy process: a single 2-thread unit took 2.6 s against 0.04 s
+    on one. With the machine's CPU times showing no idle core, two threads are not tried at
+    all; once a core is idle again, the periodic check tries them."""
+    ticks = {"idle": 0, "total": 0, "idle_share": 0.0}  # of a 2-CPU machine, per 1 s of work
+
+    def cpu_clock():
+        return ticks["idle"], ticks["total"]
+
+    def seconds_of(count):
+        ticks["total"] += 200
+        ticks["idle"] += int(200 * ticks["idle_share"])
+        return {2: 2.6, 1: 0.04}[count] if ticks["idle_share"] == 0 else {2: 0.01, 1: 0.02}[count]
+
+    chooser = ThreadChooser(2, cpu_clock=cpu_clock)
+    counts = run(chooser, seconds_of, 50)
+    assert set(counts) == {1} and chooser.decided and chooser.threads == 1
+    ticks["idle_share"] = 0.5  # the other process ended: one of the two CPUs idle
+    run(chooser, seconds_of, int(RECHECK_SECONDS / 0.02) + 3 * PROBE_UNITS)
+    assert chooser.threads == 2
+    assert json.dumps(chooser.record(), allow_nan=False)  # a count never tried is written as null, not Infinity
+
+
 def test_a_slowdown_makes_it_measure_again_and_switch():
     chooser = ThreadChooser(2)
     run(chooser, lambda n: {2: 0.01, 1: 0.018}[n], 2 * (PROBE_UNITS + 1))
