@@ -255,15 +255,9 @@ def _optimizer_state(path: Path, metadata: dict, model: CharLM, tensors: dict):
     return description["type"], state
 
 
-def load_checkpoint(path, cell_file=None, *, follow: bool = True) -> Checkpoint:
-    """Read and check a checkpoint; the model comes back with its weights, in eval mode.
-
-    `cell_file`: a Python file declaring the checkpoint's cell, when it is not a built-in one
-    (the checkpoint itself holds no code, and none is ever run from it). `follow=False` for
-    an entry of a run folder (latest.safetensors...): a symbolic link there is refused, as
-    every reader of a run folder does (rnn.runs.files).
-    """
-    path = Path(path)
+def _read_checked(path: Path, follow: bool):
+    """(metadata, format version, tensors) of a checkpoint file whose header, program, version
+    and checksum are checked; `follow`: see load_checkpoint."""
     if not path.exists() and not path.is_symlink():
         raise CheckpointError(f"no such checkpoint: {path}")
     if follow and not path.is_file():
@@ -276,6 +270,19 @@ def load_checkpoint(path, cell_file=None, *, follow: bool = True) -> Checkpoint:
         raise CheckpointError(f"{path} changed while it was being read")
     if metadata.get("checksum") != _checksum(metadata, tensors):
         raise CheckpointError(f"{path} is corrupted (checksum mismatch)")
+    return metadata, version, tensors
+
+
+def load_checkpoint(path, cell_file=None, *, follow: bool = True) -> Checkpoint:
+    """Read and check a checkpoint; the model comes back with its weights, in eval mode.
+
+    `cell_file`: a Python file declaring the checkpoint's cell, when it is not a built-in one
+    (the checkpoint itself holds no code, and none is ever run from it). `follow=False` for
+    an entry of a run folder (latest.safetensors...): a symbolic link there is refused, as
+    every reader of a run folder does (rnn.runs.files).
+    """
+    path = Path(path)
+    metadata, version, tensors = _read_checked(path, follow)
 
     if cell_file is not None:
         load_cell_file(cell_file)
@@ -320,18 +327,7 @@ def describe_checkpoint(path, *, follow: bool = True) -> CheckpointSummary:
     checkpoint of a custom cell is described without its cell file (no code is run).
     `follow`: see load_checkpoint."""
     path = Path(path)
-    if not path.exists() and not path.is_symlink():
-        raise CheckpointError(f"no such checkpoint: {path}")
-    if follow and not path.is_file():
-        raise CheckpointError(f"{path} is not a checkpoint file")
-    header, identity = read_header(path, follow)
-    metadata = header.get("__metadata__") or {}
-    check_program_and_version(path, metadata)
-    tensors = _read_tensors(path)
-    if not follow and _identity(path) != identity:  # swapped between the two reads
-        raise CheckpointError(f"{path} changed while it was being read")
-    if metadata.get("checksum") != _checksum(metadata, tensors):
-        raise CheckpointError(f"{path} is corrupted (checksum mismatch)")
+    metadata, _, tensors = _read_checked(path, follow)
     data = json_field(path, metadata, "model_config", dict)
     try:
         config = ModelConfig.from_dict(data, check_cell=False)
