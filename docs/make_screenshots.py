@@ -22,7 +22,10 @@ from browser_support import start_chromium  # noqa: E402
 
 def main():
     page = Path(tempfile.mkdtemp()) / "lstm.html"
-    subprocess.run([sys.executable, "-m", "cli.main", "graph", "--cell", "lstm", "--steps", "3", "--html", str(page)],
+    # This checkout's CLI, found through a sys.path set here (not `-m`, which would put the
+    # working folder first, where a planted `cli` package would run instead).
+    run_cli = f"import sys; sys.path.insert(0, {str(ROOT)!r}); sys.argv[0] = 'minigrad-rnn'; from cli.main import main; main()"
+    subprocess.run([sys.executable, "-I", "-c", run_cli, "graph", "--cell", "lstm", "--steps", "3", "--html", str(page)],
                    check=True, cwd=ROOT)
     model = json.loads(re.search(r'id="graph-data">(.*?)</script>', page.read_text(encoding="utf-8"), re.S).group(1))
     browser = start_chromium(window=(1440, 900))

@@ -33,6 +33,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .codegen import GeneratedModuleFinder, import_file
 from .kernel_cache import CACHE_ENV, in_memory, user_cache_dir
 
 import numpy as np
@@ -119,8 +120,6 @@ def compile_elsewhere(dispatcher, arguments):
 
 
 def _main(path, name, descriptions):
-    from .codegen import GeneratedModuleFinder, import_file
-
     path = Path(path)
     # A generated module imports its sibling modules (a cell's kernels) by name: found in its
     # folder, run from their text (no .pyc), like the module itself.

@@ -21,18 +21,11 @@ import pytest
 import minigrad
 from minigrad import codegen
 
+from cache_support import COMPUTE, RUN_CLI_ON_KERNELS
+
 ROOT = Path(minigrad.__file__).resolve().parent.parent  # the code under test (PYTHONPATH)
 NOBODY = 65534
 
-# A small real computation: elementwise kernels (a generated module) and package kernels.
-COMPUTE = """
-import numpy as np, minigrad as mg
-mg.elementwise.NUMPY_BELOW = 0  # the kernels (and so their cache) are under test: no numpy path for small arrays
-x = mg.tensor(np.array([1.0, 2.0, 3.0], np.float32), requires_grad=True)
-y = (x * x).tanh().sum()
-y.backward()
-print("ok", round(float(y.item()), 4), x.grad.round(4).tolist())
-"""
 EXPECTED = f"ok {round(sum(math.tanh(v * v) for v in (1.0, 2.0, 3.0)), 4)} "  # the start of COMPUTE's output
 
 
@@ -113,7 +106,7 @@ def test_a_cache_folder_the_user_named_is_refused_with_one_line_if_unsafe(tmp_pa
     named.mkdir()
     make_foreign(named, controller)
     script = tmp_path / "run_cli.py"  # (not cli.py: the script's folder comes first on sys.path)
-    script.write_text("import sys\nimport minigrad.elementwise\nminigrad.elementwise.NUMPY_BELOW = 0\nfrom cli.main import main\nsys.argv[0] = 'minigrad-rnn'\nmain()\n")
+    script.write_text(RUN_CLI_ON_KERNELS)
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "MINIGRAD_CACHE_DIR")}
     env.update(PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(tmp_path / "xdg"), **{variable: str(named)})
     result = subprocess.run([sys.executable, str(script), "gradcheck", "--op", "mul"], env=env, cwd=tmp_path,

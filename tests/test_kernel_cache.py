@@ -15,6 +15,8 @@ import pytest
 import minigrad
 from minigrad import kernel_cache
 
+from cache_support import COMPUTE, RUN_CLI, RUN_CLI_ON_KERNELS
+
 ROOT = Path(minigrad.__file__).resolve().parent.parent  # the code under test (PYTHONPATH)
 
 
@@ -35,9 +37,6 @@ import numba.core.caching as caching
 owner, _, name = {missing!r}.rpartition(".")
 delattr(getattr(caching, owner) if owner else caching, name)
 """
-RUN_CLI = "import sys\nfrom cli.main import main\nsys.argv[0] = 'minigrad-rnn'\nmain()\n"
-# The same, with small arrays on the kernels, not numpy's ufuncs: for tests of the kernel cache.
-RUN_CLI_ON_KERNELS = "import minigrad.elementwise\nminigrad.elementwise.NUMPY_BELOW = 0\n" + RUN_CLI
 
 
 @pytest.mark.parametrize("missing", ["_SourceFileBackedLocatorMixin", "_CacheLocator.get_suitable_cache_subpath"])
@@ -85,15 +84,6 @@ def full_os_open(path, flags, *args, **kwargs):
     return real_os_open(path, flags, *args, **kwargs)
 
 builtins.open, os.open = full_open, full_os_open
-"""
-# Elementwise kernels (a generated module), package kernels, and a fused cell's generated ones.
-COMPUTE = """
-import numpy as np, minigrad as mg
-mg.elementwise.NUMPY_BELOW = 0  # the kernels (and so their cache) are under test: no numpy path for small arrays
-x = mg.tensor(np.array([1.0, 2.0, 3.0], np.float32), requires_grad=True)
-y = (x * x).tanh().sum()
-y.backward()
-print("ok", round(float(y.item()), 4), x.grad.round(4).tolist())
 """
 
 

@@ -83,7 +83,9 @@ class _IdsCache:
     written, so the cache holds at most one entry per file."""
 
     def __init__(self, path: Path, stat: os.stat_result):
-        from minigrad.kernel_cache import user_cache_dir  # the one place that knows where caches live
+        # minigrad.kernel_cache is the one place that knows where caches live; imported here,
+        # when a file's ids are cached, since importing it loads Numba (a lower layer: no cycle)
+        from minigrad.kernel_cache import user_cache_dir
 
         self.directory = user_cache_dir() / "corpora"
         self.path_key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
