@@ -60,7 +60,7 @@ class Function:
 
     def __init__(self, *inputs):
         self.inputs = inputs  # the tensors this op read: the edges of the graph
-        self.needs_input_grad = tuple([t.requires_grad for t in inputs])
+        self.needs_input_grad = tuple([t.requires_grad for t in inputs])  # apply: all False under no_grad
 
     def forward(self, *arrays, **options):
         raise NotImplementedError
@@ -85,18 +85,18 @@ class Function:
             node.needs_input_grad = (False,) * len(inputs)
         result = node.forward(*[t.data for t in inputs], **options)
         several = type(result) is tuple
+        arrays = result if several else (result,)
         # The outputs are made by the input's own Tensor class (this module does not import it).
         new_tensor = inputs[0].new_tensor
-        outputs = tuple(new_tensor(array, record) for array in result) if several else (new_tensor(result, record),)
+        outputs = tuple([new_tensor(array, record) for array in arrays]) if several else (new_tensor(result, record),)
         if record:
             for output in outputs:
                 output.grad_fn = node
             # Weak references: the node must not keep its outputs alive (no cycles).
             node._output_refs = tuple([weakref.ref(output) for output in outputs])
-            node.output_specs = tuple([(array.shape, array.dtype) for array in result]) if several else (
-                (result.shape, result.dtype),)  # known even once an output is dropped
+            node.output_specs = tuple([(array.shape, array.dtype) for array in arrays])  # known once an output is dropped
         if hooks.check_finite is not None:
-            hooks.check_finite(node, result if several else (result,), "forward")
+            hooks.check_finite(node, arrays, "forward")
         if hooks.carry_tangents is not None:
             hooks.carry_tangents(node, result, outputs)
         return outputs if several else outputs[0]

@@ -10,6 +10,7 @@ names a class a reader can find here.
 """
 
 import functools
+import itertools
 
 import numpy as np
 
@@ -73,6 +74,9 @@ class Elementwise(Function):
     def __init_subclass__(cls):
         # The rule's text as numpy functions of (g, a, b, out), compiled once per op class.
         cls.numpy_forward, cls.numpy_vjps = _numpy_rule(cls.op)
+        # What forward keeps, for each combination of inputs that need a gradient.
+        cls.names_to_save = {needs: _names_to_save(cls.op, needs)
+                             for needs in itertools.product((False, True), repeat=rules.arity(cls.op))}
 
     def forward(self, *arrays):
         a = arrays[0]
@@ -102,7 +106,7 @@ class Elementwise(Function):
         return out
 
     def _save(self, inputs, out):
-        names = _names_to_save(self.op, self.needs_input_grad)
+        names = self.names_to_save[self.needs_input_grad]
         self.saved = {name: out if name == "out" else inputs[name == "b"] for name in names} if names else {}
 
     def _cannot_broadcast(self, arrays):
@@ -160,7 +164,6 @@ def _tensor_rule(expression: str):
     return rules.as_function(expression, TENSOR_FUNCTIONS)
 
 
-@functools.lru_cache(maxsize=None)
 def _names_to_save(op: str, needs_input_grad: tuple) -> tuple:
     """The values the vjp rules of the inputs that need a gradient read."""
     vjps = rules.RULES[op].vjps

@@ -14,21 +14,30 @@ def is_grad_enabled() -> bool:
     return hooks.recording
 
 
-@contextlib.contextmanager
-def _recording(enabled: bool):
-    previous = hooks.recording
-    hooks.recording = enabled
-    try:
-        yield
-    finally:
-        hooks.recording = previous
+class _Recording(contextlib.ContextDecorator):
+    """Sets `hooks.recording` for the length of a `with` block (or of a decorated call) and
+    restores what it was. A class rather than a @contextmanager generator: entering and
+    leaving one costs about a fifth as much, which a `with no_grad():` around one small op feels."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self):
+        self.previous = hooks.recording
+        hooks.recording = self.enabled
+
+    def __exit__(self, *exc_info):
+        hooks.recording = self.previous
+
+    def _recreate_cm(self):
+        return _Recording(self.enabled)  # each decorated call its own `previous` (recursion, threads)
 
 
 def no_grad():
     """Inside this block ops record nothing: no graph, no saved arrays (inference, updates)."""
-    return _recording(False)
+    return _Recording(False)
 
 
 def enable_grad():
     """Record again inside a `no_grad()` block."""
-    return _recording(True)
+    return _Recording(True)

@@ -118,6 +118,43 @@ def test_no_grad_records_no_graph():
     assert after.requires_grad and after.grad_fn is not None
 
 
+def test_no_grad_and_enable_grad_work_as_decorators_even_recursively():
+    x = leaf([1.0, 2.0])
+
+    @mg.no_grad()
+    def inference(depth):
+        inner = inference(depth - 1) if depth else None
+        return x * 2.0, mg.is_grad_enabled(), inner
+
+    @mg.enable_grad()
+    def training():
+        return x * 2.0
+
+    y, enabled, inner = inference(2)
+    assert not enabled and y.grad_fn is None and inner[0].grad_fn is None
+    assert mg.is_grad_enabled()  # the outermost call restored it, not the innermost
+    with mg.no_grad():
+        assert training().grad_fn is not None
+        assert not mg.is_grad_enabled()
+
+
+def test_no_grad_in_one_thread_leaves_another_recording():
+    import threading
+    x = leaf([1.0, 2.0])
+    inside, seen = threading.Event(), {}
+
+    def other():
+        inside.wait(5)
+        seen["grad_fn"] = (x * 2.0).grad_fn
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    with mg.no_grad():
+        inside.set()
+        worker.join(5)
+    assert seen["grad_fn"] is not None
+
+
 def test_no_grad_is_restored_after_an_exception():
     with pytest.raises(KeyError):
         with mg.no_grad():
