@@ -6,11 +6,12 @@ where process-wide settings change.
   130 when interrupted. The library's exceptions are turned into that line in one
   place, `App.main`: a `rnn.errors.UserError` (a bad text, checkpoint, cell, setting or
   run folder) shows its message, with the settings it names written as this CLI's flags
-  (`grad_clip` -> `--grad-clip`); an OSError its reason; an ImportError (a package missing,
-  or one whose version does not fit, e.g. a Numba that moved what minigrad's kernel cache
-  uses) its message; anything else is a bug, reported as such in one line, with its
-  traceback when MINIGRAD_RNN_DEBUG is set; a NUMBA_NUM_THREADS that Numba would fail on is
-  refused before any command runs (exit 2), and so is a deleted working folder (exit 1);
+  (`grad_clip` -> `--grad-clip`; an `ArgumentError` is a usage error, see `LibraryCommand`);
+  an OSError its reason; an ImportError (a package missing, or one whose version does not
+  fit, e.g. a Numba that moved what minigrad's kernel cache uses) its message; anything
+  else is a bug, reported as such in one line, with its traceback when MINIGRAD_RNN_DEBUG
+  is set; a NUMBA_NUM_THREADS that Numba would fail on is refused before any command
+  runs (exit 2), and so is a deleted working folder (exit 1);
 - `LibraryCommand` runs a command inside minigrad.runtime.configured_for_training().
 Nothing heavy is imported here: numpy, numba and minigrad load inside the commands.
 """
@@ -29,9 +30,13 @@ DEBUG_VARIABLE = "MINIGRAD_RNN_DEBUG"  # set it to see the traceback of an unexp
 THREADS_VARIABLE = "NUMBA_NUM_THREADS"  # read by Numba when it is imported
 
 
+# rnn's arguments that a command takes as its arguments, not as options: named as its usage line names them.
+ARGUMENTS = {"texts": "TEXT"}
+
+
 def flag(setting: str) -> str:
     """This CLI's flag for a setting of rnn (a TrainConfig field or an argument of rnn.training.loop.train)."""
-    return "--" + setting.replace("_", "-")
+    return ARGUMENTS.get(setting) or "--" + setting.replace("_", "-")
 
 
 def _user_error_type():
@@ -136,10 +141,15 @@ class LibraryCommand(click.Command):
     minigrad.runtime.configured_for_training(): the one place where the CLI changes
     process-wide settings (OpenBLAS at one thread, malloc keeping freed memory, the
     background compile helper), as training needs them. Imported only when the command
-    runs, after its options are parsed (so --help stays light)."""
+    runs, after its options are parsed (so --help stays light). The library's
+    rnn.errors.ArgumentError (what was given cannot work as given) is a usage error here."""
 
     def invoke(self, ctx):
         from minigrad.runtime import configured_for_training
+        from rnn.errors import ArgumentError
 
         with configured_for_training():
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except ArgumentError as error:
+                raise click.UsageError(error.render(flag), ctx) from None

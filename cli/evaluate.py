@@ -4,7 +4,7 @@ import math
 
 import click
 
-from cli.app import LibraryCommand, flag
+from cli.app import LibraryCommand
 from cli.options import (CHECKPOINT_OR_RUN, EXISTING_FILE, cell_file_option, load_checkpoint, run_checkpoints,
                          unknown_option)
 from cli.output import strict_json, visible
@@ -51,14 +51,9 @@ def _evaluate_checkpoint(checkpoint, text, cell_file, unknown="refuse", follow=T
     """evaluate()'s metrics of one checkpoint on a text file, with its step (`follow`: see
     rnn.checkpoint.format.load_checkpoint)."""
     loaded = load_checkpoint(checkpoint, cell_file, follow=follow)
-    from rnn.data.text import TextError
     from rnn.evaluate import evaluate_file
 
-    try:
-        result = evaluate_file(loaded.model, loaded.vocab, text, unknown)  # streamed: never the whole text in memory
-    except TextError as error:  # say which file, as the message about unknown characters does not
-        message = error.render(flag)
-        raise click.ClickException(message if str(text) in message else f"{text}: {message}") from None
+    result = evaluate_file(loaded.model, loaded.vocab, text, unknown)  # streamed: never the whole text in memory
     if not math.isfinite(result["loss_nats"]):
         click.echo(f"warning: the loss is not finite ({result['loss_nats']}): is {visible(checkpoint)} diverged?",
                    err=True)

@@ -27,20 +27,14 @@ CHECKPOINT_OR_RUN = click.Path(exists=True, path_type=Path)
 
 
 def run_checkpoints(path: Path) -> dict:
-    """{"latest": file, "best": file} of a run folder, those it holds (at least one: else a
-    usage error); a checkpoint file given as such is {"checkpoint": path}. A run folder's
-    entries are read by its rules (rnn.runs.files): a planted link or FIFO is refused in one
-    line, and its checkpoints are to be loaded with follow=False."""
-    if not path.is_dir():
-        return {"checkpoint": path}
-    from rnn.runs.files import exists
-    from rnn.runs.folder import BEST, LATEST
+    """rnn.runs.folder.run_checkpoints(path), a folder with no checkpoint a usage error of CHECKPOINT|RUN."""
+    from rnn.errors import ArgumentError
+    from rnn.runs.folder import run_checkpoints as checkpoints_of
 
-    found = {name: path / file_name for name, file_name in (("latest", LATEST), ("best", BEST))
-             if exists(path / file_name)}
-    if not found:
-        raise click.BadParameter(f"{path} holds neither {LATEST} nor {BEST}", param_hint="'CHECKPOINT|RUN'")
-    return found
+    try:
+        return checkpoints_of(path)
+    except ArgumentError as error:
+        raise click.BadParameter(str(error), param_hint="'CHECKPOINT|RUN'") from None
 
 
 def cell_file_option(function):

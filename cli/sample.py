@@ -46,11 +46,10 @@ def sample(checkpoint, length, temperature, top_k, top_p, prime, seed, argmax, o
     """
     if out_file is not None:  # before any work: a refusal costs nothing
         out_file = checked_output_file(out_file, overwrite)
-    checkpoints = run_checkpoints(checkpoint)
-    if "checkpoint" in checkpoints:
-        loaded = load_checkpoint(checkpoint, cell_file)
-    else:  # a run folder's entry: read by its rules, no link followed
-        loaded = load_checkpoint(checkpoints.get("best") or checkpoints["latest"], cell_file, follow=False)
+    from rnn.runs.folder import checkpoint_to_sample
+
+    path, follow = checkpoint_to_sample(run_checkpoints(checkpoint))  # a run folder's best, else its latest
+    loaded = load_checkpoint(path, cell_file, follow=follow)
     from rnn.data.text import TextError
     from rnn.data.vocab import apply_unknown_policy
     from rnn.sample import sample as generate

@@ -1,12 +1,12 @@
-"""`minigrad-rnn train`: the options of a training run, resuming, and the summary printed at the end.
+"""`minigrad-rnn train`: the options of a training run, and what is printed while and after it runs.
 
 The options default to None ("not given"), so that only what the user typed overrides
 rnn.training.config's defaults, or a resumed run's own settings; `--help` shows rnn.training.config's
-defaults (SettingOption) and offers its choice lists as they are. The training itself is
-rnn.training.loop.train.
+defaults (SettingOption) and offers its choice lists as they are. What the run trains with
+(the settings merged on resume, the text, the run's own text checked) is decided by
+rnn.training.resume_policy.plan_run; the training itself is rnn.training.loop.train.
 """
 
-import dataclasses
 import math
 import os
 import sys
@@ -16,13 +16,12 @@ import click
 
 from cli.app import EXIT_INTERRUPTED, PROGRAM, LibraryCommand, flag
 from cli.options import (CHECKPOINT, EXISTING_FILE, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, cell_file_option,
-                         load_cell_file, load_checkpoint)
+                         load_cell_file)
 from cli.output import GuardedOutput, strict_json, visible
 from cli.progress import TrainingDisplay, bits_per_char, format_duration, format_loss, format_rate
-# rnn.training.config and rnn.errors are light (no numpy, no minigrad): --help reads the defaults and choices there.
-from rnn.training.config import (DEFAULT_BATCH_SIZE, DEFAULT_TIME_BUDGET, DTYPE_NAMES, ENGINES, LIMITS,
-                        MIN_WINDOWS_PER_STREAM, MODEL_OPTIONS, OPTIMIZERS, SCHEDULES, TrainConfig)
-from rnn.errors import UserError
+# rnn.training.config is light (no numpy, no minigrad): --help reads the defaults and choices there.
+from rnn.training.config import (DEFAULT_BATCH_SIZE, DEFAULT_TIME_BUDGET, DTYPE_NAMES, ENGINES, MIN_WINDOWS_PER_STREAM,
+                                 OPTIMIZERS, SCHEDULES, TrainConfig)
 
 
 class SettingOption(click.Option):
@@ -39,25 +38,6 @@ class SettingOption(click.Option):
 def setting(*names, **attributes):
     """click.option for a setting of TrainConfig (see SettingOption)."""
     return click.option(*names, cls=SettingOption, default=None, **attributes)
-
-
-def _default_run_dir() -> Path:
-    import datetime
-
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    candidate = Path("runs") / stamp
-    suffix = 2
-    while candidate.exists():
-        candidate = Path("runs") / f"{stamp}-{suffix}"
-        suffix += 1
-    return candidate
-
-
-def _shipped_corpus():
-    """The tiny-shakespeare text shipped inside the package (rnn/corpora/tinyshakespeare.txt)."""
-    import importlib.resources
-
-    return importlib.resources.files("rnn") / "corpora" / "tinyshakespeare.txt"
 
 
 class EscapedText(click.ParamType):
@@ -181,30 +161,22 @@ def train(texts, out, resume, rewind, quiet, as_json, include, exclude, **option
     # overrides a resumed run's own settings.
     given = {name: value for name, value in options.items()
              if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
-    if given.get("val_file") is not None and given.get("val_frac") is not None:
-        raise click.UsageError("give either --val-file or --val-frac, not both")
-    if given.get("cell_file") is not None:
-        given["cell_file"] = str(given["cell_file"])
-    if given.get("val_file") is not None:
-        given["val_file"] = str(given["val_file"].resolve())
+    from rnn.training.resume_policy import checked_settings, plan_run
+
+    given = checked_settings(given)  # an ArgumentError is a usage error (LibraryCommand)
     load_cell_file(options["cell_file"])
     if given.get("cell") is not None:
         _check_cell_name(given["cell"])
 
     from rnn.training.loop import train as run_training
 
-    checkpoint = load_checkpoint(resume, given.get("cell_file")) if resume else None
-    resumed = checkpoint.meta if checkpoint else {}
-    config = _train_config(given, resumed.get("train_config") or {}, checkpoint.config if checkpoint else None)
-    if checkpoint:
-        _exit_if_nothing_to_do(resumed, given, resume)
-    if given.get("val_frac") is not None and config.val_file is not None:  # a resumed run's --val-file, replaced
-        config = dataclasses.replace(config, val_file=None)
-    if resume:
-        corpus, config, texts = _load_resumed_corpus(texts, config, given, resumed, resume, quiet, include, exclude)
-    else:
-        corpus = _load_corpus(texts, config, quiet, include, exclude)
-    out = out or (resume.parent if resume else _default_run_dir())
+    plan = plan_run(given, texts, resume=resume, out_dir=out, include=include, exclude=exclude,
+                    on_note=_note_printer(quiet))
+    if plan.limit_reached:  # exit 0, as `make` with nothing to remake: nothing is evaluated or written
+        click.echo(f"nothing to do: {visible(resume)}: {_reached(plan.limit_reached)} (the limits count the run's "
+                   f"earlier training: give a larger one to train on)", err=True)
+        sys.exit(0)
+    config, corpus, texts, out = plan.config, plan.corpus, plan.texts, plan.out_dir
 
     # Progress goes to stdout, unless stdout is reserved for the --json result. A closed stdout
     # (or a pipe whose reader is gone) stops the printing, never the run: said once at the end.
@@ -255,156 +227,19 @@ def _check_cell_name(name):
         raise click.BadParameter(str(error), param_hint="'--cell'") from None
 
 
-def _train_config(given: dict, saved: dict, saved_model=None):
-    """TrainConfig from the options typed, on top of a resumed run's own settings (`saved`, and
-    `saved_model`, the checkpoint's model config: the options that define the model must match it)."""
-    saved = dict(saved) if isinstance(saved, dict) else {}  # a damaged or hostile record: ignored
-    if saved_model is not None:
-        # The model's own record (checked when the checkpoint loaded) beats the train config's.
-        model = {name: getattr(saved_model, name) for name in MODEL_OPTIONS + ("dropout", "engine")}
-        different = [name for name in MODEL_OPTIONS if given.get(name) is not None and given[name] != model[name]]
-        if different:
-            typed = ", ".join(f"{flag(name)} {given[name]}" for name in different)
-            kept = ", ".join(f"{name} {model[name]}" for name in different)
-            raise click.UsageError(f"{typed} does not match the checkpoint's model ({kept}): a resumed run "
-                                   f"keeps its model; leave the option out, or start a new run")
-        saved.update(model)
-    if any(given.get(name) is not None for name in LIMITS):
-        # A limit typed on resume replaces the run's saved limits: `--resume X --steps 5000`
-        # must not stop at once because the first run's --time-budget is already used up.
-        for name in LIMITS:
-            saved.pop(name, None)
-    try:
-        # from_meta never takes the checkpoint's cell_file: a checkpoint is data, and the Python
-        # file it names would be executed. Only a --cell-file the user typed (in `given`) is loaded.
-        return TrainConfig.from_meta(saved, **given)
-    except UserError as error:  # a combination the option types alone cannot rule out
-        if error.option in saved and given.get(error.option) is None:  # the checkpoint's value, not a typed one
-            raise click.ClickException(f"the checkpoint's train config is not usable: {error} "
-                                       f"(give {flag(error.option)} to replace it)") from None
-        raise click.UsageError(error.render(flag)) from None
+def _note_printer(quiet: bool):
+    """on_note for the library: a note or warning in one line on stderr (--quiet leaves out the details)."""
+    def note(notice):
+        if not (quiet and notice.detail):
+            click.echo(f"{notice.kind}: {visible(notice.render(flag))}", err=True)
+    return note
 
 
-def _exit_if_nothing_to_do(meta: dict, given: dict, resume):
-    """A --steps or --time-budget typed on resume that the run has already reached: say so in one
-    line and exit 0, as `make` does with nothing to remake (the run is already as far as asked;
-    nothing is evaluated or written), instead of a summary of 0 steps."""
-    from rnn.checkpoint.values import finite_number, is_count
-
-    step, seconds = meta.get("step"), finite_number(meta.get("train_seconds"))
-    reached = None
-    if given.get("steps") is not None and is_count(step) and step >= given["steps"]:
-        reached = f"it is at step {step}, --steps {given['steps']} is reached"
-    elif given.get("time_budget") is not None and seconds is not None and seconds >= given["time_budget"]:
-        reached = (f"it has trained {format_duration(seconds)}, --time-budget {given['time_budget']:g} "
-                   f"is reached")
-    if reached:
-        click.echo(f"nothing to do: {visible(resume)}: {reached} (the limits count the run's earlier training: "
-                   f"give a larger one to train on)", err=True)
-        sys.exit(0)
-
-
-def _resumed_texts(meta: dict, resume) -> tuple:
-    """The text files a checkpoint was trained on (empty: the shipped corpus)."""
-    corpus = _saved_corpus(meta)
-    files = corpus.get("files") or ([corpus["path"]] if corpus.get("path") is not None else [])
-    if not isinstance(files, list):
-        files = [files]
-    for path in files:
-        if not isinstance(path, str) or not Path(path).exists():  # anything else: Corpus.from_files says what
-            raise click.UsageError(f"{resume} was trained on {path}, which no longer exists: "
-                                   f"give the text as TEXT")
-    return tuple(Path(path) for path in files)
-
-
-def _load_resumed_corpus(texts, config, given: dict, meta: dict, resume, quiet, include=(), exclude=()):
-    """(corpus, config, texts) of a resumed run. Paths read from the checkpoint are data: they only
-    find the run's own text and validation file, each used only if it matches the fingerprint the
-    checkpoint records, and nothing of a file the user did not name is ever printed. TEXT and
-    --val-file typed are the user's choice."""
-    from rnn.data.text import TextContentError, TextError
-
-    saved = _saved_corpus(meta)
-    texts_given = bool(texts)
-    if not texts_given:  # continue on the text the run was trained on
-        if not _has_fingerprint(saved):
-            raise click.ClickException(f"{resume} records no fingerprint of the text it was trained on: "
-                                       f"give the run's text as TEXT")
-        texts = _resumed_texts(meta, resume)
-    corpus = None
-    val_file = config.val_file if given.get("val_file") is None else None  # the checkpoint's choice
-    if val_file is not None:
-        try:
-            corpus = _load_corpus(texts, config, quiet, include, exclude)
-        except TextError:
-            corpus = None  # said below, without what the file holds
-        if corpus is not None and corpus.record()["val_ids_sha256"] != saved.get("val_ids_sha256"):
-            corpus = None
-        if corpus is None:
-            click.echo(f"note: {visible(val_file)} (the run's --val-file) is not the run's validation text, or the "
-                       f"checkpoint records no fingerprint of it: validating on the last --val-frac of the text "
-                       f"instead (--val-file chooses a file)", err=True)
-            config = dataclasses.replace(config, val_file=None)
-    if corpus is None:
-        try:
-            corpus = _load_corpus(texts, config, quiet, include, exclude)
-        except TextContentError:  # its message quotes the file: only for a file the user named
-            if texts_given:
-                raise
-            raise click.ClickException(f"{resume} names {', '.join(visible(text) for text in texts)} as its text, "
-                                       f"which is not that text: give the run's text as TEXT") from None
-    _check_same_text(meta, corpus, texts, texts_given, resume)
-    return corpus, config, texts
-
-
-def _saved_corpus(meta: dict) -> dict:
-    return meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
-
-
-def _has_fingerprint(saved: dict) -> bool:
-    return isinstance(saved.get("chars"), int) and all(isinstance(saved.get(key), str)
-                                                       for key in ("vocab_sha256", "ids_sha256"))
-
-
-def _check_same_text(meta: dict, corpus, texts, texts_given: bool, resume):
-    """Compare the text with the one the checkpoint records (size and hashes; see
-    Corpus.fingerprint): a changed file the run found by itself is an error, a text the
-    user gave is their choice (fine-tuning on another text), said in one warning line."""
-    saved = _saved_corpus(meta)
-    if not _has_fingerprint(saved):
-        return  # a checkpoint from before corpus fingerprints (or a damaged record): nothing to compare with
-    keys = ("chars", "vocab_sha256", "ids_sha256")
-    fingerprint = corpus.fingerprint()
-    if all(saved[key] == fingerprint[key] for key in keys):
-        return
-    name = ", ".join(str(text) for text in texts) if texts else "tiny-shakespeare"
-    what = (f"{fingerprint['chars']} characters, the run's had {saved['chars']}"
-            if saved["chars"] != fingerprint["chars"] else "same length, different characters")
-    if not texts_given:
-        raise click.ClickException(f"{name} is not the text {resume} was trained on ({what}): "
-                                   f"give the run's text as TEXT")
-    click.echo(f"warning: {visible(name)} is not the text {visible(resume)} was trained on ({what}); "
-               f"training continues on it", err=True)
-
-
-def _load_corpus(texts, config, quiet=False, include=(), exclude=()):
-    from rnn.data.corpus import Corpus
-    from rnn.data.text import describe_skipped, find_text_files
-
-    options = dict(val_frac=config.val_frac, separator=config.separator, val_file=config.val_file)
-    if not texts:
-        if include or exclude:
-            raise click.UsageError("--include and --exclude select the files of a TEXT folder, and no TEXT was given")
-        import importlib.resources
-
-        with importlib.resources.as_file(_shipped_corpus()) as path:
-            return Corpus.from_files([path], **options)
-    if (include or exclude) and not any(Path(text).is_dir() for text in texts):
-        raise click.UsageError("--include and --exclude select the files of a TEXT folder, and no folder was given")
-    found = find_text_files(texts, include=include, exclude=exclude)
-    if found.skipped and not quiet:
-        click.echo(f"note: {describe_skipped(found.skipped)}", err=True)
-    return Corpus.from_files(found.files, listed=found.listed, **options)
+def _reached(limit) -> str:
+    """What a rnn.training.resume_policy.LimitReached says."""
+    if limit.setting == "steps":
+        return f"it is at step {limit.reached}, {flag(limit.setting)} {limit.limit} is reached"
+    return f"it has trained {format_duration(limit.reached)}, {flag(limit.setting)} {limit.limit:g} is reached"
 
 
 def _training_summary(summary: dict, texts, cell_file=None, vocab_size=None) -> str:

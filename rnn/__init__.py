@@ -7,12 +7,13 @@ Sub-packages, bottom to top (tests/test_layering.py holds the exact order):
 - `model`: the choice lists (`options`), the recurrent stack, eager or fused (`layers`), the
   char-LM (`charlm`), the checks that the engines agree (`checks`);
 - `data`: text files (`text`), the vocabulary (`vocab`), a file's ids and their cache (`ids`),
-  the corpus (`corpus`), batches (`batches`);
+  the corpus (`corpus`), the text a run names read into one (`reading`), batches (`batches`);
 - `checkpoint`: untrusted-value checks (`values`), the header (`header`), the file format (`format`);
 - `runs`: safe files in a run folder (`files`), reading runs back (`reader`), the folder a run
   writes, with its lock (`folder`);
-- `training`: the settings (`config`), recipe, optimizers, state, resuming (`resume`), Ctrl-C
-  while training (`interrupt`), the step loop (`loop`).
+- `training`: the settings (`config`), recipe, optimizers, state, resuming (`resume`), what a
+  run trains with (`resume_policy`: settings merged on resume, the run's own text checked),
+  Ctrl-C while training (`interrupt`), the step loop (`loop`).
 Beside them: `errors` (UserError), `sample`, `evaluate`; the shipped text is in `corpora/`.
 
 The names below are loaded when first used (PEP 562), so that `import rnn.training.config` (what
@@ -33,7 +34,8 @@ _EXPORTS = {
     "BatchStream": "data.batches", "Corpus": "data.corpus", "TextError": "data.text", "Vocab": "data.vocab",
     "FORMAT_VERSION": "checkpoint.format", "Checkpoint": "checkpoint.format", "CheckpointError": "checkpoint.format",
     "load_checkpoint": "checkpoint.format", "save_checkpoint": "checkpoint.format",
-    "TrainConfig": "training.config", "UserError": "errors", "TrainingDiverged": "errors", "RunLockedError": "runs.folder",
+    "TrainConfig": "training.config", "plan_run": "training.resume_policy", "read_corpus": "data.reading",
+    "UserError": "errors", "ArgumentError": "errors", "ConfigError": "errors", "TrainingDiverged": "errors", "RunLockedError": "runs.folder",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -147,14 +147,19 @@ def evaluate_chunks(model, chunks, chunk_size: int = EVAL_CHUNK, threads=None, o
 
 def evaluate_file(model, vocab, path, unknown: str = "refuse") -> dict:
     """evaluate(model, vocab, text, unknown) of the text of the UTF-8 file `path`, streamed from
-    the file in chunks (never held whole). TextError for a file that cannot be read as text, or
-    (under unknown="refuse") characters not in `vocab`."""
+    the file in chunks (never held whole). TextError, naming the file, for a file that cannot be
+    read as text, or (under unknown="refuse") characters not in `vocab`."""
     if len(vocab) != model.config.vocab_size:
         raise ValueError(f"the vocabulary has {len(vocab)} characters, the model {model.config.vocab_size}")
-    count, chunks = encoded_chunks(path, vocab, unknown)
-    if count < 2:
-        raise TextError(f"evaluation needs a text of at least 2 characters, got {count}")
-    result = evaluate_chunks(model, chunks, total=count)  # TextError if fewer than 2 are left
+    try:
+        count, chunks = encoded_chunks(path, vocab, unknown)
+        if count < 2:
+            raise TextError(f"evaluation needs a text of at least 2 characters, got {count}")
+        result = evaluate_chunks(model, chunks, total=count)  # TextError if fewer than 2 are left
+    except TextError as error:  # named by the file, as the message about unknown characters is not
+        if str(path) in str(error):
+            raise
+        raise type(error)(f"{path}: ", *error.parts) from None
     return dict(result, unknown_chars=count - (result["chars"] + 1))
 
 

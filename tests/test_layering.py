@@ -35,10 +35,10 @@ RNN_LAYERS = ["errors", "cells.expr", "cells.registry",
               "fused.packed_gemm", "fused.loops.cell_kernels", "fused.loops.window", "fused.loops.elementwise", "fused.loops.sampling",
               "fused.compiler", "fused.recurrence", "fused.elementwise_recurrence",
               "model.options", "model.layers", "model.charlm", "model.checks",
-              "data.text", "data.vocab", "data.ids", "data.corpus", "data.batches", "training.config",
+              "data.text", "data.vocab", "data.ids", "data.corpus", "data.reading", "data.batches", "training.config",
               "runs.files", "checkpoint.values", "checkpoint.header", "runs.reader", "runs.folder",
               "checkpoint.format", "evaluate", "sample",
-              "training.recipe", "training.optimizers", "training.state", "training.resume", "training.sizing", "training.time_plan",
+              "training.recipe", "training.optimizers", "training.state", "training.resume", "training.resume_policy", "training.sizing", "training.time_plan",
               "training.interrupt", "training.loop",
               "__init__"]
 # cli, bottom to top: printing, the app, shared options, progress lines, the commands, main.

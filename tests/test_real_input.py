@@ -92,6 +92,18 @@ def test_train_on_a_folder_of_source_code_notes_what_it_skipped_in_one_line(tmp_
     assert [Path(path).name for path in config["corpus"]["files"]] == ["decoder.py", "encoder.py", "tool.py"]
 
 
+def test_the_note_of_skipped_files_shows_a_names_control_characters_as_escapes(tmp_path):
+    """A file name is shown through cli.output.visible like any name the user did not type:
+    a binary file named with a terminal escape in a folder cannot clear the screen."""
+    folder = tmp_path / "src"
+    write(folder / "a.txt", make_text(3000, seed=1))
+    (folder / "blob\x1b[2J").write_bytes(bytes(64))
+    result = cli("train", folder, *QUICK_RUN, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert notes == ["note: skipped 1 file: 1 binary (blob\\x1b[2J)"]
+
+
 def test_the_standard_librarys_json_package_folder_is_a_corpus():
     folder = Path(json.__path__[0])
     found = find_text_files([folder])

@@ -322,12 +322,10 @@ def test_rewind_says_what_it_discards(tmp_path):
 
 @pytest.mark.parametrize("swap", ["link", "other file"])
 def test_a_folder_file_swapped_after_listing_is_not_read(tmp_path, monkeypatch, swap):
-    """train's reading of TEXT folders (cli.train._load_corpus), with b.txt replaced right after
+    """train's reading of TEXT folders (rnn.data.reading.read_corpus), with b.txt replaced right after
     the folder was listed: the file read must be the one listed, or none."""
-    import types
-
     import rnn.data.text
-    from cli.train import _load_corpus
+    from rnn.data.reading import read_corpus
     from rnn.data.text import TextError
 
     secret = tmp_path / "secret.txt"
@@ -348,9 +346,8 @@ def test_a_folder_file_swapped_after_listing_is_not_read(tmp_path, monkeypatch, 
         return found
 
     monkeypatch.setattr(rnn.data.text, "find_text_files", listing_then_swap)
-    config = types.SimpleNamespace(val_frac=0.1, separator="\n", val_file=None)
     with pytest.raises(TextError, match="b.txt") as error:
-        _load_corpus([folder], config, quiet=True)
+        read_corpus([folder], val_frac=0.1, separator="\n", val_file=None)
     assert "SECRET" not in str(error.value)
 
 

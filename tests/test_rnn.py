@@ -314,3 +314,20 @@ def test_matches_the_pytorch_module(cell_name, engine):
         np.testing.assert_allclose(s_ours.grad, s_torch.grad.numpy(), atol=1e-6)
     for (name, p), (_, q) in zip(reference.named_parameters(), ours.named_parameters()):
         np.testing.assert_allclose(q.grad, p.grad.numpy(), atol=1e-6, err_msg=name)
+
+
+def test_gradcheck_cases_are_selected_by_name():
+    """What `minigrad-rnn gradcheck --op/--cell` runs (rnn.model.checks.gradcheck_cases), without the CLI."""
+    from rnn.errors import ArgumentError
+
+    ops = [case.name for case in checks.op_cases()]
+    assert [case.name for case in checks.gradcheck_cases(op="all")] == ops
+    assert [case.name for case in checks.gradcheck_cases(op="mul")] == ["mul"]
+    assert sorted(case.name for case in checks.gradcheck_cases(cell="gru")) == ["gru (eager)", "gru (fused)"]
+    assert [case.name for case in checks.gradcheck_cases(cell="gru", op="mul")][0] == "mul"  # ops first
+    every = [case.name for case in checks.gradcheck_cases()]
+    assert every[:len(ops)] == ops and "lstm (fused)" in every[len(ops):]
+    with pytest.raises(ArgumentError, match="unknown op 'nope'; available: "):
+        checks.gradcheck_cases(op="nope")
+    with pytest.raises(CellError):
+        checks.gradcheck_cases(cell="nope")

@@ -23,6 +23,7 @@ import minigrad as mg
 from minigrad.gradcheck import gradcheck_report
 
 from rnn.cells.registry import available_cells, get_cell
+from rnn.errors import ArgumentError
 from rnn.model.layers import ENGINES, Recurrent
 
 # Sizes of the cell checks: small enough for finite differences over every weight.
@@ -194,9 +195,19 @@ def cell_cases(names=None) -> Iterator[GradcheckCase]:
             yield _cell_case(name, engine)
 
 
-def gradcheck_cases(ops=True, cells=None) -> Iterator[GradcheckCase]:
-    """Every op case (if `ops`), then the cases of `cells` (None: every cell, []: none)."""
-    if ops:
-        yield from op_cases()
-    if cells is None or cells:
-        yield from cell_cases(cells)
+def gradcheck_cases(cell=None, op=None) -> list:
+    """The cases of `minigrad-rnn gradcheck`: every op's, then every cell's, when neither `cell`
+    nor `op` is named; else those of op `op` and of cell `cell` ("all": every one of them).
+    ArgumentError for an unknown op; an unknown cell raises rnn.CellError listing the cells."""
+    if cell is None and op is None:
+        return list(op_cases()) + list(cell_cases())
+    cases = []
+    if op is not None:
+        ops = [case for case in op_cases() if op in ("all", case.name)]
+        if not ops:
+            names = ", ".join(case.name for case in op_cases())
+            raise ArgumentError(f"unknown op {op!r}; available: {names}")
+        cases += ops
+    if cell is not None:
+        cases += list(cell_cases(None if cell == "all" else [cell]))
+    return cases

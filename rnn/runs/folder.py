@@ -13,13 +13,14 @@ resuming into a folder that holds another run is refused.
 What this module must not hold: the training itself (rnn.training.loop), or reading runs for plots (rnn.runs.reader).
 """
 
+import datetime
 import json
 import os
 import secrets
 from pathlib import Path
 
 from rnn.checkpoint.header import read_meta
-from rnn.errors import Setting, UserError
+from rnn.errors import ArgumentError, Setting, UserError
 from rnn.runs.files import (check_entries, create_new, exists, open_for_appending, open_for_update, prepare_folder,
                        read_bytes, remove_temporaries, write_atomically)
 from rnn.runs.reader import CONFIG_FILE, MAX_METRICS_BYTES, METRICS_FILE, parse_record, read_config
@@ -45,6 +46,40 @@ class RunRewindError(UserError, RuntimeError):
 def new_run_id() -> str:
     # From the operating system's randomness: minigrad's generator (the training's) is untouched.
     return secrets.token_hex(8)
+
+
+def dated_run_folder(parent="runs") -> Path:
+    """A run folder that does not exist yet: parent/<date_time>, with -2, -3, ... if taken."""
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    candidate = Path(parent) / stamp
+    suffix = 2
+    while candidate.exists():
+        candidate = Path(parent) / f"{stamp}-{suffix}"
+        suffix += 1
+    return candidate
+
+
+def run_checkpoints(path) -> dict:
+    """{"latest": file, "best": file} of run folder `path`, those it holds (ArgumentError if
+    neither); a checkpoint file given as such is {"checkpoint": path}. A run folder's entries
+    are read by its rules (rnn.runs.files): load them with follow=False."""
+    path = Path(path)
+    if not path.is_dir():
+        return {"checkpoint": path}
+    found = {name: path / file_name for name, file_name in (("latest", LATEST), ("best", BEST))
+             if exists(path / file_name)}
+    if not found:
+        raise ArgumentError(f"{path} holds neither {LATEST} nor {BEST}")
+    return found
+
+
+def checkpoint_to_sample(found: dict) -> tuple:
+    """(file, follow) of the checkpoint to sample from, of run_checkpoints()'s `found`: a file
+    given as such (links followed: the caller named it), else the run's best, else its latest
+    (no link followed)."""
+    if "checkpoint" in found:
+        return found["checkpoint"], True
+    return found.get("best") or found["latest"], False
 
 
 class RunLock:

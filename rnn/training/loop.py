@@ -428,7 +428,8 @@ class _Run:
 
 @configured_for_training()  # BLAS threads, malloc, compile helper: set for training only (minigrad.runtime)
 def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=None, rewind=False) -> dict:
-    """Train a char-LM on `corpus`, writing checkpoints and metrics into `out_dir`.
+    """Train a char-LM on `corpus`, writing checkpoints and metrics into `out_dir` (the config,
+    corpus and folder of a resumed run as `minigrad-rnn train` makes them: rnn.training.resume_policy.plan_run).
 
     Returns {"steps", "seconds", "chars_per_sec", "best_val_loss_nats", "last_val_loss_nats",
     "best_step", "last_val_step", "latest_step", "checkpoint", "best_checkpoint", "out_dir",
