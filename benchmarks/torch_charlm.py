@@ -18,6 +18,7 @@ Not a product file: torch is the benchmark's reference, never a dependency.
 import argparse
 import json
 import math
+import pathlib
 import sys
 import time
 
@@ -42,6 +43,8 @@ def parse_args():
     parser.add_argument("--lr", type=float, default=6e-3)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    parser.add_argument("--save", metavar="PATH", help="write the trained model as a minigrad-rnn checkpoint, so that "
+                        "`minigrad-rnn eval PATH TEXT` (with --windows too) scores it the way it scores its own")
     return parser.parse_args()
 
 
@@ -122,7 +125,24 @@ def main():
             chunk = val_ids[start:min(start + 4097, len(val_ids))]
             logits, state = model(chunk[:-1].unsqueeze(0), state)
             total += torch.nn.functional.cross_entropy(logits[0], chunk[1:], reduction="sum").item()
+    if args.save:
+        save_as_minigrad_checkpoint(args.save, model, chars, args, step)
     print(json.dumps({"steps": step, "seconds": seconds, "val_loss_nats": total / (len(val_ids) - 1)}))
+
+
+def save_as_minigrad_checkpoint(path, model, chars, args, steps):
+    """The model's tensors in a minigrad-rnn checkpoint: their names are already minigrad-rnn's
+    (Embedding -> nn.LSTM/nn.GRU -> Linear), so they load into its CharLM unchanged."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # a checkout, installed or not
+    from rnn.checkpoint.format import save_checkpoint
+    from rnn.model.charlm import CharLM as MinigradCharLM, ModelConfig
+
+    config = ModelConfig(vocab_size=len(chars), cell=args.cell, embed=args.embed, hidden=args.hidden,
+                         layers=args.layers)
+    twin = MinigradCharLM(config)
+    twin.load_state_dict({name: tensor.detach().numpy() for name, tensor in model.state_dict().items()})
+    save_checkpoint(path, twin, meta={"step": steps, "pytorch": {"script": "benchmarks/torch_charlm.py",
+                                                                 "torch": torch.__version__}}, vocab=chars)
 
 
 if __name__ == "__main__":
