@@ -103,7 +103,7 @@ class Function:
 
     def outputs(self):
         """The output tensors still alive (None for one that was dropped)."""
-        return tuple(ref() for ref in self._output_refs)
+        return [ref() for ref in self._output_refs]
 
     def output_tensor(self):
         """The (single) output as a Tensor in the graph, for a graph_backward that reads `out`;
@@ -186,26 +186,29 @@ def backward_walk(roots, root_grads, create_graph=False, accumulate=True, wanted
     """Reverse mode: propagate `root_grads` from `roots` back through the graph.
 
     accumulate: add each leaf's gradient into `.grad` (and into retained non-leaves);
-    wanted:     tensors whose total gradient is returned, {id(tensor): gradient};
+    wanted:     tensors whose total gradient is returned, {tensor: gradient};
     create_graph: gradients are Tensors and every node runs its `graph_backward`, so the
                 gradients have a graph of their own (they can be differentiated again);
                 otherwise gradients are arrays and `backward` runs its fast kernels.
     """
-    pending = {}  # id(tensor) -> its gradient, summed over the paths seen so far
-    leaves, found = {}, {}
-    wanted_ids = {id(t) for t in wanted}
+    # Tensors are dictionary keys by identity (Tensor defines no __eq__, as in PyTorch).
+    pending = {}  # tensor -> its gradient, summed over the paths seen so far
+    leaves, found = [], {}
+    wanted = set(wanted)
 
     def add(tensor, grad):
-        key = id(tensor)
-        pending[key] = pending[key] + grad if key in pending else grad
-        if tensor.grad_fn is None:
-            leaves[key] = tensor
+        if tensor in pending:
+            pending[tensor] = pending[tensor] + grad
+        else:
+            pending[tensor] = grad
+            if tensor.grad_fn is None:
+                leaves.append(tensor)
 
     def complete(tensor, grad):  # every contribution to the gradient of `tensor` has arrived
         if tensor._hooks:
             grad = tensor._run_hooks(grad)
-        if id(tensor) in wanted_ids:
-            found[id(tensor)] = grad
+        if tensor in wanted:
+            found[tensor] = grad
         return grad
 
     observer = hooks.observe_walk
@@ -216,7 +219,7 @@ def backward_walk(roots, root_grads, create_graph=False, accumulate=True, wanted
         for node in reversed(graph_order(roots)):
             output_grads = []
             for output in node.outputs():
-                grad = pending.pop(id(output), None) if output is not None else None
+                grad = pending.pop(output, None) if output is not None else None
                 if grad is not None:
                     grad = complete(output, grad)
                     if accumulate and output._retains_grad:
@@ -239,8 +242,8 @@ def backward_walk(roots, root_grads, create_graph=False, accumulate=True, wanted
             for parent, parent_grad in zip(node.inputs, input_grads):
                 if parent_grad is not None and parent.requires_grad:
                     add(parent, unbroadcast(parent_grad, parent.shape))
-        for key, leaf in leaves.items():  # leaves last: their hooks see the summed gradient
-            grad = complete(leaf, pending.pop(key))
+        for leaf in leaves:  # leaves last: their hooks see the summed gradient
+            grad = complete(leaf, pending.pop(leaf))
             if accumulate:
                 leaf._accumulate(grad)
     finally:

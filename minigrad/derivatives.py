@@ -57,7 +57,7 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False) -> tuple:
     found = autograd.backward_walk(roots, seeds, create_graph=create_graph, accumulate=False, wanted=inputs)
     results = []
     for x in inputs:
-        g = found.get(id(x))
+        g = found.get(x)
         if g is None:
             results.append(Tensor(np.zeros_like(x.data)))
         else:
