@@ -11,7 +11,7 @@ import rnn.fused.elementwise_recurrence
 import rnn.fused.recurrence
 from rnn.model import checks
 from rnn.cells.registry import CellError, available_cells, cell, get_cell, relu, sigmoid, tanh
-from rnn.fused.compiler import merged_projections
+from rnn.fused.compiler import generate_source, merged_projections
 from rnn.model.layers import Recurrent
 
 from helpers import torch_or_skip
@@ -331,3 +331,21 @@ def test_gradcheck_cases_are_selected_by_name():
         checks.gradcheck_cases(op="nope")
     with pytest.raises(CellError):
         checks.gradcheck_cases(cell="nope")
+
+
+def test_a_user_cell_written_like_the_built_in_lstm_compiles_to_the_same_kernels():
+    """A cell is fused from its gate expressions alone: the user's lstm gets the built-in's
+    kernels (so its speed), whatever its name. Only the docstring naming the cell differs."""
+    @cell(gates=("i", "f", "g", "o"), state=("h", "c"), name="test_rnn_lstm_as_a_user_writes_it")
+    def users_lstm(x, h, c):
+        i = sigmoid(x.i + h.i)
+        f = sigmoid(x.f + h.f)
+        g = tanh(x.g + h.g)
+        o = sigmoid(x.o + h.o)
+        c = f * c + i * g
+        return o * tanh(c), c
+
+    for fast in (True, False):
+        built_in = generate_source(get_cell("lstm"), fast)
+        users = generate_source(users_lstm, fast).replace("'test_rnn_lstm_as_a_user_writes_it'", "'lstm'")
+        assert users == built_in
