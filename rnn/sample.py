@@ -36,7 +36,6 @@ one product, [head; W_hh] h.) Layer 0's input product is a row of a table comput
 once: the embedding times W_ih of layer 0, plus b_ih, for every character.
 """
 
-import contextlib
 import math
 
 import numpy as np
@@ -47,7 +46,7 @@ from minigrad.threads import ThreadChooser
 
 from rnn.fused.compiler import compile_cell, compile_loops
 from rnn.errors import ModelDiverged
-from rnn.evaluate import rows_per_call
+from rnn.evaluate import rows_per_call, inference
 
 # The prime is fed in pieces of this many characters (only the last logits are needed),
 # fewer where the vocabulary is so large that their logits would pass LOGITS_BUDGET.
@@ -140,19 +139,6 @@ class Sampler:
         return ids[:drawn]
 
 
-@contextlib.contextmanager
-def _inference(model):
-    """Eval mode and no graph, for one forward call; the caller's settings come back after,
-    so a half-consumed sampler never leaves the model in eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        with mg.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
 def _check_options(length, temperature, top_k, top_p):
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
         raise ValueError(f"length must be a non-negative integer, got {length!r}")
@@ -197,7 +183,7 @@ def _generate(model, vocab, context, length, rng, options, threads):
     state = None
     piece = rows_per_call(model.config.vocab_size, PRIME_CHUNK)
     for start in range(0, len(context), piece):
-        with _inference(model):
+        with inference(model):  # per forward call: a half-consumed sampler never leaves the model in eval mode
             _, state = model(context[None, start:start + piece], state)
     sampler = Sampler(model, state)
     produced = 0

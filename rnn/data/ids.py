@@ -3,7 +3,8 @@
 A first pass collects the file's vocabulary and length, a second encodes it into an array.
 Large files are encoded into a memory-mapped file in the user cache dir (`_IdsCache`),
 reused while the file is unchanged. `encoded_chunks` gives a file's ids in a model's
-vocabulary chunk by chunk (for evaluation), never holding the file whole.
+vocabulary chunk by chunk (for evaluation), never holding the file whole; `encoded_array`
+gathers them into one array of ids (for windows read at random places).
 
 What this module must not hold: the corpus and its split (rnn.data.corpus), finding or
 checking files (rnn.data.text), anything about models or training.
@@ -69,6 +70,22 @@ def encoded_chunks(path, vocab: Vocab, unknown: str = "refuse"):
     if missing:
         chunks = (vocab.without_unknown(text) for text in chunks)
     return count, (vocab.encode(text) for text in chunks)
+
+
+def encoded_array(path, vocab: Vocab, unknown: str = "refuse"):
+    """(number of characters, ids in `vocab` of the text file `path` as one array): encoded_chunks'
+    chunks gathered, with its checks and `unknown` policy. The text is never held whole as a
+    string, only its ids, in the smallest integer type the vocabulary fits (2 bytes a character
+    up to 65,536 characters): for a text that must be read at random places (windows)."""
+    count, chunks = encoded_chunks(path, vocab, unknown)
+    ids = np.empty(count, dtype=_ids_dtype(vocab))  # the file's characters: fewer once unknown ones are skipped
+    filled = 0
+    for chunk in chunks:
+        if filled + len(chunk) > count:
+            raise TextError(f"{path} changed while it was being read")
+        ids[filled:filled + len(chunk)] = chunk
+        filled += len(chunk)
+    return count, ids[:filled]
 
 
 def _ids_dtype(vocab: Vocab):
