@@ -66,6 +66,18 @@ def bits_per_char(nats):
     return None if _real(nats) is None else _real(nats) / math.log(2)
 
 
+def _cell_reason(choice: dict) -> str:
+    """Why rnn.training.recipe chose a cell: 'lstm: the lowest of the families measured at 300 s
+    (sru 0.048 nats/char behind)'."""
+    behind = choice.get("behind") if isinstance(choice.get("behind"), dict) else {}
+    others = ", ".join(f"{name} {gap:.3f} nats/char behind" for name, gap in behind.items()
+                       if name != choice.get("cell") and isinstance(gap, (int, float)))
+    budget = choice.get("measured_budget")
+    at = f" at {budget:g} s" if isinstance(budget, (int, float)) else ""
+    return (f"{choice.get('cell')}: the lowest of the families measured{at}"
+            + (f" ({others})" if others else ""))
+
+
 class TrainingDisplay:
     """Turns the trainer's events into output on `stream` (see the module docstring).
 
@@ -144,19 +156,25 @@ class TrainingDisplay:
             self._print(f"threads: {data.get('threads')} ({how})")
 
     def on_recipe(self, data):
-        size = data.get("size")
-        if isinstance(size, dict) and size.get("short_text"):
-            self._print(f"model {size.get('layers')}x{size.get('hidden')} ({size.get('parameters')} parameters): "
-                        f"a bigger one would memorise this short text; --layers/--hidden set it yourself")
-            return
+        size, cell = data.get("size"), data.get("cell")
+        # The cell's reason and flag, when the recipe chose it (a --cell given is not said again).
+        why = f"; {_cell_reason(cell)}" if isinstance(cell, dict) else ""
+        flags = "--cell/--layers/--hidden" if isinstance(cell, dict) else "--layers/--hidden"
         if isinstance(size, dict):
+            model = f"model {size.get('cell')} {size.get('layers')}x{size.get('hidden')} " \
+                    f"({size.get('parameters')} parameters)"
+            if size.get("short_text"):
+                self._print(f"{model}: a bigger one would memorise this short text{why}; {flags} set it yourself")
+                return
             seconds = size.get("default_seconds_per_step")
             default = "x".join(map(str, DEFAULT_SIZE))
             measured = (f" (measured: {seconds * 1000:.0f} ms a step at {default})"
                         if isinstance(seconds, (int, float)) else "")
-            self._print(f"model {size.get('layers')}x{size.get('hidden')} ({size.get('parameters')} parameters) "
-                        f"for about {size.get('planned_passes')} passes over the text in the time budget{measured}; "
-                        f"--layers/--hidden set it yourself")
+            self._print(f"{model} for about {size.get('planned_passes')} passes over the text in the time "
+                        f"budget{measured}{why}; {flags} set it yourself")
+            return
+        if isinstance(cell, dict):
+            self._print(f"cell {_cell_reason(cell)}; --cell sets it yourself")
             return
         passes, seconds = data.get("planned_passes"), data.get("seconds_per_step")
         plan = ""

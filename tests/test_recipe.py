@@ -1,6 +1,7 @@
-"""The trainer's one choice (rnn.training.recipe): dropout from the passes over the text the run will
-make. The choice is a function of the limits, the text's length and, for a time budget, the
-speed measured over the first steps; it is recorded, printed, and an explicit --dropout wins."""
+"""The trainer's choices (rnn.training.recipe): the cell family from the measured runs, the size from
+the time budget, dropout from the passes over the text the run will make. Each is a function of
+the limits, the text's length and, for a time budget, the speed measured over the first steps;
+each is recorded, printed, and the option given (--cell, --layers/--hidden, --dropout) wins."""
 
 import json
 import math
@@ -199,7 +200,7 @@ def test_the_trainer_takes_the_recipes_size_for_the_speed_it_measured(tmp_path, 
     train(_size_config(steps=260, time_budget=10.0), corpus, tmp_path / "run",
           on_event=lambda kind, data: events.append((kind, data)))
     sizes = [data["size"] for kind, data in events if kind == "recipe" and "size" in data]
-    assert sizes == [{**expected, "default_seconds_per_step": 0.001}]
+    assert sizes == [{**expected, "default_seconds_per_step": 0.001, "cell": "lstm"}]
     assert events[0][0] == "recipe"  # said before the first step
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["recipe"]["size"] == sizes[0]
@@ -266,7 +267,7 @@ def test_the_cli_prints_the_size_it_chose_before_the_first_step(tmp_path):
     options = ["--embed", "4", "--seq-len", "8", "--batch-size", "4", "--eval-every", "0", "--sample-every", "0"]
     result = run_cli("train", text, *options, "--time-budget", "1", "--out", tmp_path / "run", check_exit=0)
     size = json.loads((tmp_path / "run" / "config.json").read_text())["recipe"]["size"]
-    line = f"model {size['layers']}x{size['hidden']} ({size['parameters']} parameters) for about"
+    line = f"model lstm {size['layers']}x{size['hidden']} ({size['parameters']} parameters) for about"
     assert line in result.stdout
     assert result.stdout.index(line) < result.stdout.index("done:")
     assert size["default_seconds_per_step"] > 0 and (size["layers"], size["hidden"]) in recipe.SIZES
@@ -289,3 +290,79 @@ def test_train_help_states_the_short_text_rules_as_rnn_recipe_defines_them():
     assert f"at most {recipe.MAX_PARAMETERS_PER_CHAR:g} parameters per character of text, down to {smallest}" in help_text
     assert (f"{recipe.DEFAULT_BATCH_SIZE} streams of {recipe.MIN_WINDOWS_PER_STREAM} windows each"
             in help_text)
+
+
+# ---- the cell family ------------------------------------------------------------------------------
+
+def test_the_cell_runs_are_consistent_and_the_rule_takes_each_budgets_lowest():
+    runs = recipe.CELL_RUNS
+    for budget in {run.budget for run in runs}:
+        at_budget = [run for run in runs if run.budget == budget]
+        assert min(run.behind for run in at_budget) == 0.0
+        scored = [run for run in at_budget if run.held_out is not None]
+        for run in scored:  # where both are kept, `behind` is the difference of the scores
+            assert run.behind == pytest.approx(run.held_out - min(r.held_out for r in scored), abs=1e-9)
+        choice = recipe.choose_cell({"steps": None, "epochs": None, "time_budget": budget})
+        assert choice["cell"] == min(at_budget, key=lambda run: run.behind).cell
+        assert choice["measured_budget"] == budget
+        assert choice["behind"] == {run.cell: run.behind for run in at_budget}
+    # What the measurements say today: lstm at every budget, and for runs without one.
+    for budget in (1, 60, 134, 135, 300, 1200, 86400, None):
+        assert recipe.choose_cell({"steps": 100, "epochs": None, "time_budget": budget})["cell"] == "lstm"
+
+
+def test_the_data_drive_the_cell_choice(monkeypatch):
+    # A family that scored lowest at 300 s is taken near 300 s, and only there.
+    monkeypatch.setattr(recipe, "CELL_RUNS", (recipe.CellRun(60, "lstm", "1x256", None, None, 0.0),
+                                              recipe.CellRun(60, "sru", "3x256", None, None, 0.05),
+                                              recipe.CellRun(300, "lstm", "2x384", 1950, 1.40, 0.02),
+                                              recipe.CellRun(300, "sru", "3x384", 2774, 1.38, 0.0)))
+    assert recipe.choose_cell({"time_budget": 300})["cell"] == "sru"
+    assert recipe.choose_cell({"time_budget": 1200})["cell"] == "sru"
+    assert recipe.choose_cell({"time_budget": 60})["cell"] == "lstm"
+
+
+def test_the_trainer_records_the_cell_it_chose(tmp_path):
+    corpus = Corpus.from_text(make_text(3000, seed=1), val_frac=0.1)
+    events = []
+    train(_size_config(cell=None, layers=1, hidden=16, steps=2), corpus, tmp_path / "run",
+          on_event=lambda kind, data: events.append((kind, data)))
+    expected = recipe.choose_cell({"steps": 2, "epochs": None, "time_budget": None})
+    assert events[0] == ("recipe", {"cell": expected})  # said before the first step
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["recipe"]["cell"] == expected and config["train"]["cell"] == expected["cell"]
+    checkpoint = load_checkpoint(tmp_path / "run" / "latest.safetensors")
+    assert checkpoint.config.cell == expected["cell"] and checkpoint.meta["train_config"]["cell"] == expected["cell"]
+
+
+def test_a_given_cell_wins_and_resume_keeps_the_runs_cell(tmp_path):
+    corpus = Corpus.from_text(make_text(3000, seed=1), val_frac=0.1)
+    events = []
+    train(_size_config(cell="gru", layers=1, hidden=16, steps=2), corpus, tmp_path / "run",
+          on_event=lambda kind, data: events.append(kind))
+    assert "recipe" not in events
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["recipe"] is None and config["train"]["cell"] == "gru"
+    # Resumed with the cell left to the recipe: the run's own, not the recipe's lstm.
+    train(_size_config(cell=None, steps=4), corpus, tmp_path / "run", resume=tmp_path / "run" / "latest.safetensors",
+          on_event=lambda kind, data: events.append(kind))
+    assert "recipe" not in events
+    assert load_checkpoint(tmp_path / "run" / "latest.safetensors").config.cell == "gru"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["cell"] == "gru"
+
+
+def test_the_cli_names_the_chosen_cell_and_its_help_the_recipes_choice(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text(make_text(600, seed=2))
+    options = ["--layers", "1", "--hidden", "8", "--embed", "4", "--seq-len", "8", "--batch-size", "4",
+               "--eval-every", "0", "--sample-every", "0", "--steps", "2"]
+    printed = run_cli("train", text, *options, "--out", tmp_path / "run", check_exit=0).stdout
+    choice = recipe.choose_cell({"time_budget": None})
+    assert f"cell {choice['cell']}: the lowest of the families measured at {choice['measured_budget']:g} s" in printed
+    assert "--cell sets it yourself" in printed
+    given = run_cli("train", text, *options, "--cell", "gru", "--out", tmp_path / "given", check_exit=0).stdout
+    assert "families measured" not in given
+    help_text = " ".join(run_cli("train", "--help", check_exit=0).stdout.split())
+    # The help is written out (it must stay light): it must name what the recipe chooses at every budget.
+    chosen = sorted({recipe.choose_cell({"time_budget": run.budget})["cell"] for run in recipe.CELL_RUNS})
+    assert "--cell TEXT Recurrent cell" in help_text and f"[default: (chosen: {', '.join(chosen)})]" in help_text

@@ -44,7 +44,8 @@ def test_a_new_run_takes_the_settings_given_and_reads_the_text_named(tmp_path):
     text = tmp_path / "a.txt"
     text.write_text(make_text(600))
     plan = plan_run({"hidden": 16, "lr": 0.01}, [text], out_dir=tmp_path / "out")
-    assert (plan.config.hidden, plan.config.lr, plan.config.cell) == (16, 0.01, "lstm")  # lstm: the default
+    # The cell, as the layers, left to the recipe: chosen when the run starts (rnn.training.sizing)
+    assert (plan.config.hidden, plan.config.lr, plan.config.cell, plan.config.layers) == (16, 0.01, None, None)
     assert plan.corpus.files == [text] and len(plan.corpus) == 600
     assert plan.texts == (text,) and plan.out_dir == tmp_path / "out" and plan.limit_reached is None
 

@@ -55,7 +55,7 @@ class TrainConfig:
     """Everything a training run depends on. Defaults: what trains best in a few minutes
     on a laptop CPU for character-level text."""
 
-    cell: str = "lstm"
+    cell: str = None  # None: the family rnn.training.recipe.choose_cell takes for the time budget (lstm)
     # None: chosen by rnn.training.recipe from the time budget and this machine's speed (1x256, 2x256 or
     # 2x384); rnn.training.recipe.DEFAULT_SIZE (2x256) for runs limited by steps or epochs.
     layers: int = None
@@ -155,6 +155,10 @@ class TrainConfig:
         if all(value is None for value in limits.values()):
             limits["time_budget"] = DEFAULT_TIME_BUDGET
         return limits
+
+    def with_cell(self, cell: str) -> "TrainConfig":
+        """This config with the cell given where it was left to the recipe (None)."""
+        return replace(self, cell=self.cell if self.cell is not None else cell)
 
     def with_size(self, layers: int, hidden: int) -> "TrainConfig":
         """This config with the model size given where it was left to the recipe (None)."""

@@ -82,7 +82,7 @@ class _Run:
     """The state of one training run, and the steps that change it."""
 
     def __init__(self, config: TrainConfig, corpus: Corpus, folder: RunFolder, start: Start, metrics_file,
-                 on_event=None, corpus_record=None, resumed_from=None, size_choice=None):
+                 on_event=None, corpus_record=None, resumed_from=None, choices=None):
         self.config, self.corpus, self.folder = config, corpus, folder
         self.model, self.optimizer, self.stream = start.model, start.optimizer, start.stream
         self.metrics_file = metrics_file
@@ -105,8 +105,9 @@ class _Run:
         self.session_seconds = 0.0
         self.probe_seconds = None  # session_seconds when the speed probe started (rnn.training.recipe)
         self.eta_mark = None  # (session_steps, session_seconds) the ETA's timing starts from
-        # What rnn.training.recipe chose and why: the size (before the run), the dropout (once chosen).
-        self.recipe = {"size": size_choice} if size_choice else None
+        # What rnn.training.recipe chose and why: the cell and size (before the run, `choices`), the
+        # dropout (once chosen).
+        self.recipe = dict(choices) if choices else None
         self.recent_losses = []
         # Thread counts, measured and re-measured as the machine's load changes (minigrad.threads):
         # one chooser per kind of work, each kept for the whole run.
@@ -415,7 +416,7 @@ class _Run:
                        "train_chars": len(self.corpus.train_ids),
                        "seconds_per_step": round(seconds_per_step, 5) if seconds_per_step else None,
                        "limits": limits}
-        self.emit("recipe", {key: value for key, value in self.recipe.items() if key != "size"})
+        self.emit("recipe", {key: value for key, value in self.recipe.items() if key not in ("cell", "size")})
         self.write_config()
 
     def step_event(self, loss: float, lr: float) -> dict:
@@ -455,14 +456,17 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
     stream = BatchStream(corpus.train_ids, config.batch_size, config.seq_len)  # TextError if the text is too short
     with folder.lock():
         folder.remove_temporaries()
-        size_choice = None
+        choices = {}  # what the recipe chose before the run: "cell", "size"
         if resume is None:
             folder.check_new_run()
-            config, size_choice = sizing.choose_size(config, corpus)
+            config, choices["cell"] = sizing.choose_cell(config)
+            config, choices["size"] = sizing.choose_size(config, corpus)
+            choices = {name: choice for name, choice in choices.items() if choice}
             start = fresh_start(config, corpus, stream)
         else:
             start = resumed_start(config, corpus, stream, resume, folder)
-            config = config.with_size(start.model.config.layers, start.model.config.hidden)
+            config = config.with_size(start.model.config.layers, start.model.config.hidden).with_cell(
+                start.model.config.cell)
             holds_run = folder.holds_run(resume, start.progress.run_id)
             if holds_run:  # an earlier checkpoint of this folder's run: later work is not dropped silently
                 latest_step = folder.check_rewind(resume, start.progress.step, rewind)
@@ -475,10 +479,10 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
         with folder.open_metrics() as metrics_file:
             run = _Run(config, corpus, folder, start, metrics_file, on_event,
                        corpus_record=corpus.record(),  # resolved paths and a fingerprint: resumable from anywhere
-                       resumed_from=str(resume) if resume is not None else None, size_choice=size_choice)
+                       resumed_from=str(resume) if resume is not None else None, choices=choices)
             run.started = started  # the wall time the summary reports counts start-up too
-            if size_choice:
-                run.emit("recipe", {"size": size_choice})
+            if choices:
+                run.emit("recipe", choices)
             run.write_config()
             with _GracefulInterrupt(run):
                 return run.run()

@@ -1,5 +1,10 @@
-"""What the trainer chooses for the user: the model's size from the time budget, and
-dropout from how often the run will see its text.
+"""What the trainer chooses for the user: the cell family and the model's size from the time
+budget, and dropout from how often the run will see its text.
+
+Cell. Each family the recipe has measured was trained on the first 90% of tiny-shakespeare
+for a time budget and scored on the last 10% (CELL_RUNS); a run gets the family whose best
+run scored lowest at the measured budget nearest its own (`choose_cell`). A family never
+measured is never chosen; --cell names any cell, a --cell-file's too.
 
 Dropout. A 2x256 LSTM that reads a 1 MB text a few times learns it best without dropout.
 Read ten or twenty times, the text is memorised instead (the training loss keeps falling
@@ -29,14 +34,56 @@ fewer streams, each at least MIN_WINDOWS_PER_STREAM windows long.
 
 A faster machine or a longer budget then gets a model sized and regularised for the reading
 it will really do, instead of a more memorised one. The choices are printed at the start and
-recorded in config.json and in the checkpoints; --layers, --hidden, --batch-size and
+recorded in config.json and in the checkpoints; --cell, --layers, --hidden, --batch-size and
 --dropout, when given, always win. Nothing else is chosen: learning rate and weight decay
 keep their defaults (rnn.training.config.TrainConfig).
 """
 
 import math
+from typing import NamedTuple
 
 from rnn.training import config
+
+# ---- cell family ----------------------------------------------------------------------------------
+
+
+class CellRun(NamedTuple):
+    """One run (or the best of a few sizes) behind choose_cell."""
+
+    budget: float  # seconds of --time-budget
+    cell: str
+    size: str  # layers x hidden
+    steps: int  # None where not kept
+    held_out: float  # nats/char of the latest checkpoint on the last 10%, as one stream; None where not kept
+    behind: float  # nats/char behind the run of the same budget that scored lowest (0 for that run)
+
+
+# Measured on a 2-core Intel Xeon (the runs of issue 29): `minigrad-rnn train train90.txt
+# --time-budget B --cell C [--layers L --hidden H]`, then `minigrad-rnn eval RUN/latest.safetensors
+# test10.txt` (the first 90% and the last 10% of tiny-shakespeare). lstm's size is the recipe's
+# choice for the budget. At 60 s sru 3x256, 4x256 and 3x384 each trailed lstm 1x256, by 0.04 to
+# 0.13 nats/char: the row keeps the closest. sru, whose recurrence is elementwise, runs more
+# steps in the time (2774 against 1950 at 300 s) but learns less from each.
+CELL_RUNS = (CellRun(60, "lstm", "1x256", None, None, 0.0),
+             CellRun(60, "sru", "3x256, 4x256, 3x384", None, None, 0.04),
+             CellRun(300, "lstm", "2x384", 1950, 1.3936, 0.0),
+             CellRun(300, "sru", "3x384", 2774, 1.4416, 0.048))
+
+
+def choose_cell(limits: dict) -> dict:
+    """The cell family for a run with these `limits` (see planned_passes): {"cell",
+    "measured_budget", "behind"} of the family whose run scored lowest at the budget of CELL_RUNS
+    nearest (by ratio) the run's time budget (a run with none: the longest measured), with
+    every family's nats/char behind it there (`behind`: cell -> nats/char)."""
+    budgets = sorted({run.budget for run in CELL_RUNS})
+    budget = limits.get("time_budget")
+    measured = budgets[-1] if budget is None else min(budgets, key=lambda b: abs(math.log(budget / b)))
+    behind = {}
+    for run in CELL_RUNS:
+        if run.budget == measured:
+            behind[run.cell] = min(run.behind, behind.get(run.cell, math.inf))
+    return {"cell": min(behind, key=behind.get), "measured_budget": measured, "behind": behind}
+
 
 # ---- size -----------------------------------------------------------------------------------------
 

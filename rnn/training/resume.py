@@ -22,6 +22,7 @@ from rnn.data.batches import BatchStream
 from rnn.data.corpus import Corpus
 from rnn.errors import ConfigError
 from rnn.model.charlm import CharLM, ModelConfig
+from rnn.training import recipe
 from rnn.training.optimizers import optimizer_for
 from rnn.runs.folder import RunFolder, new_run_id
 from rnn.training.state import TrainingState, carried_state_from_arrays
@@ -41,9 +42,9 @@ class Start:
 
 def model_config(config: TrainConfig, vocab_size: int) -> ModelConfig:
     """The ModelConfig of the run `config` describes, for a vocabulary of `vocab_size` (a size
-    left to the recipe is DEFAULT_SIZE's)."""
-    sized = config.with_size(*DEFAULT_SIZE)
-    return ModelConfig(vocab_size=vocab_size, cell=config.cell, embed=config.embed, hidden=sized.hidden,
+    left to the recipe is DEFAULT_SIZE's, a cell the one recipe.choose_cell takes for its limits)."""
+    sized = config.with_size(*DEFAULT_SIZE).with_cell(recipe.choose_cell(config.limits())["cell"])
+    return ModelConfig(vocab_size=vocab_size, cell=sized.cell, embed=config.embed, hidden=sized.hidden,
                        layers=sized.layers, dropout=0.0 if config.dropout is None else config.dropout,
                        dtype=config.dtype, engine=config.engine)
 
@@ -65,7 +66,7 @@ def resumed_start(config: TrainConfig, corpus: Corpus, stream: BatchStream, path
                               f"({len(checkpoint.vocab)} characters, this text has {len(corpus.vocab)})")
     progress = TrainingState.from_meta(path, checkpoint.meta)
     saved = checkpoint.config
-    config = config.with_size(saved.layers, saved.hidden)  # a size left to the recipe: the run's own
+    config = config.with_size(saved.layers, saved.hidden).with_cell(saved.cell)  # left to the recipe: the run's own
     different = [name for name in MODEL_OPTIONS if getattr(config, name) != getattr(saved, name)]
     if different:
         raise ConfigError(f"{path} holds a model with " + ", ".join(f"{n}={getattr(saved, n)}" for n in different)

@@ -1,6 +1,7 @@
-"""The model size of a run whose size is left to the recipe: this machine's speed at the
-default size, measured on a throwaway model (`seconds_per_step_of_default_size`), given to
-rnn.training.recipe, which picks the size that fits the time budget (`choose_size`).
+"""The cell and model size of a run that leaves them to the recipe: the cell family from the
+measured runs of rnn.training.recipe (`choose_cell`), then this machine's speed at the default
+size of that cell, measured on a throwaway model (`seconds_per_step_of_default_size`), given
+to rnn.training.recipe, which picks the size that fits the time budget (`choose_size`).
 """
 
 import time
@@ -17,10 +18,19 @@ from rnn.training.optimizers import optimizer_for
 from rnn.training.resume import model_config
 
 
+def choose_cell(config: TrainConfig):
+    """(config with its cell, what rnn.training.recipe chose, or None when the cell was given)."""
+    if config.cell is not None:
+        return config, None
+    choice = recipe.choose_cell(config.limits())
+    return config.with_cell(choice["cell"]), choice
+
+
 def choose_size(config: TrainConfig, corpus: Corpus):
-    """(config with its model size, what rnn.training.recipe chose, or None): the size is the recipe's
-    when the run has a time budget and neither layers nor hidden is set; without a time budget, the
-    default, or a smaller one that a short text can feed (recipe.size_for_text)."""
+    """(config with its model size, what rnn.training.recipe chose, or None), for the config's cell
+    (choose_cell first): the size is the recipe's when the run has a time budget and neither layers
+    nor hidden is set; without a time budget, the default, or a smaller one that a short text can
+    feed (recipe.size_for_text)."""
     limits = config.limits()
     if config.layers is not None or config.hidden is not None:
         return config.with_size(*recipe.DEFAULT_SIZE), None
@@ -30,13 +40,14 @@ def choose_size(config: TrainConfig, corpus: Corpus):
         if size == recipe.DEFAULT_SIZE:
             return config.with_size(*size), None
         # Said and recorded like a choice from the speed: a short text gets a smaller model.
-        return config.with_size(*size), {"layers": size[0], "hidden": size[1], "short_text": True,
-                                         "parameters": recipe.parameter_count(*size, config.embed, gates,
-                                                                              len(corpus.vocab))}
+        return config.with_size(*size), {"cell": config.cell, "layers": size[0], "hidden": size[1],
+                                         "short_text": True, "parameters": recipe.parameter_count(
+                                             *size, config.embed, gates, len(corpus.vocab))}
     seconds_per_step = seconds_per_step_of_default_size(config, corpus)
     choice = recipe.choose_size(limits, seconds_per_step, config.batch_size * config.seq_len, len(corpus.train_ids),
                                 config.embed, gates, len(corpus.vocab))
     choice["default_seconds_per_step"] = round(seconds_per_step, 5)
+    choice["cell"] = config.cell  # the size is for this cell (chosen first, or given)
     return config.with_size(choice["layers"], choice["hidden"]), choice
 
 
