@@ -78,9 +78,9 @@ class EscapedText(click.ParamType):
 @click.command(cls=LibraryCommand, short_help="Train a model on text files (or tiny-shakespeare).")
 @click.argument("texts", metavar="[TEXT]...", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @setting("--cell", show_default="chosen: lstm",
-         help="Recurrent cell: a built-in name or one from --cell-file. When not given, the trainer takes the "
-              "family that scored lowest in its measured runs at the time budget nearest the run's "
-              "(rnn/training/recipe.py lists them); it prints the choice and records it in config.json.")
+         help="Recurrent cell: a built-in name or one from --cell-file. When not given, the family that "
+              "scored lowest in the runs rnn/training/recipe.py lists, at the budget nearest the run's "
+              "(printed, recorded in config.json).")
 @cell_file_option
 @setting("--layers", type=POSITIVE_INT, show_default="chosen, see --hidden",
          help="Number of recurrent layers.")
