@@ -55,13 +55,28 @@ def run_in_process(*args, cwd=None, check_exit=None) -> subprocess.CompletedProc
 
     from cli.main import main
 
-    # App.main silences numpy's overflow warnings for the command: put the filters back after.
     with warnings.catch_warnings(), contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
+        _warnings_as_in_a_fresh_process()  # (and App.main's filters are put back after)
         result = CliRunner().invoke(main, [str(a) for a in args], prog_name="minigrad-rnn")
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return _checked(subprocess.CompletedProcess(["minigrad-rnn", *map(str, args)], result.exit_code,
                                                 result.stdout, result.stderr), check_exit)
+
+
+def _warnings_as_in_a_fresh_process():
+    """Python's default warning filters, warnings printed to stderr (the runner's): a stray
+    warning then shows in the command's stderr as it would from the console script, instead of
+    going to pytest's warning summary."""
+    warnings.resetwarnings()
+    for action, category in (("ignore", DeprecationWarning), ("ignore", PendingDeprecationWarning),
+                             ("ignore", ImportWarning), ("ignore", ResourceWarning)):
+        warnings.simplefilter(action, category)
+    warnings.showwarning = _print_warning
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _checked(result: subprocess.CompletedProcess, check_exit) -> subprocess.CompletedProcess:
