@@ -51,17 +51,26 @@ def run_in_process(*args, cwd=None, check_exit=None) -> subprocess.CompletedProc
     """`minigrad-rnn *args` run here, in this process, with the console script's error handling
     (cli.app.App.main); the result is shaped as `run_cli`'s. An exception that escapes the
     command group (which the console script would show as a traceback) fails the test."""
-    from click.testing import CliRunner
-
     from cli.main import main
 
     with warnings.catch_warnings(), contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
         _warnings_as_in_a_fresh_process()  # (and App.main's filters are put back after)
-        result = CliRunner().invoke(main, [str(a) for a in args], prog_name="minigrad-rnn")
+        result = _runner().invoke(main, [str(a) for a in args], prog_name="minigrad-rnn")
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return _checked(subprocess.CompletedProcess(["minigrad-rnn", *map(str, args)], result.exit_code,
                                                 result.stdout, result.stderr), check_exit)
+
+
+def _runner():
+    """click's test runner with stderr kept apart from stdout (the default from click 8.2, which
+    dropped the argument; pyproject.toml allows click 8.1)."""
+    from click.testing import CliRunner
+
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
 
 
 def _warnings_as_in_a_fresh_process():
