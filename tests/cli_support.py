@@ -1,14 +1,23 @@
-"""What the CLI tests share: running the installed `minigrad-rnn`, making small texts.
+"""What the CLI tests share: running `minigrad-rnn`, making small texts.
 
-The tests drive the console script that `pip install` put next to the Python running
-them (the real entry point, in a fresh process), falling back to whatever
-`minigrad-rnn` is on PATH, and to `python -m cli.main` only when neither exists.
+Two ways to run a command:
+- `run_cli` starts the console script that `pip install` put next to the Python running
+  them (the real entry point, in a fresh process), falling back to whatever `minigrad-rnn`
+  is on PATH, and to `python -m cli.main` only when neither exists. For tests of what only a
+  process shows (the entry point, exit codes set by signals, environment variables read at
+  start-up, a --cell-file whose cells must not outlive the command, a hang guard);
+- `run_in_process` runs the same command group in the test's own process (click's test
+  runner): the same arguments, exit code, stdout and stderr, without a new interpreter
+  importing Numba and loading every kernel again (a second or more each). For tests where
+  the command's work, not the process, is the point.
 """
 
+import contextlib
 import random
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 # A tiny model: every subprocess trains in a second or two.
@@ -35,6 +44,52 @@ def run_cli(*args, cwd=None, timeout=300, check_exit=None) -> subprocess.Complet
     """Run `minigrad-rnn *args`; with check_exit, assert the exit code (showing the output if not)."""
     result = subprocess.run(console_script() + [str(a) for a in args], cwd=cwd, capture_output=True,
                             text=True, encoding="utf-8", timeout=timeout)
+    return _checked(result, check_exit)
+
+
+def run_in_process(*args, cwd=None, check_exit=None) -> subprocess.CompletedProcess:
+    """`minigrad-rnn *args` run here, in this process, with the console script's error handling
+    (cli.app.App.main); the result is shaped as `run_cli`'s. An exception that escapes the
+    command group (which the console script would show as a traceback) fails the test."""
+    from cli.main import main
+
+    with warnings.catch_warnings(), contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
+        _warnings_as_in_a_fresh_process()  # (and App.main's filters are put back after)
+        result = _runner().invoke(main, [str(a) for a in args], prog_name="minigrad-rnn")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return _checked(subprocess.CompletedProcess(["minigrad-rnn", *map(str, args)], result.exit_code,
+                                                result.stdout, result.stderr), check_exit)
+
+
+def _runner():
+    """click's test runner with stderr kept apart from stdout (the default from click 8.2, which
+    dropped the argument; pyproject.toml allows click 8.1)."""
+    from click.testing import CliRunner
+
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
+def _warnings_as_in_a_fresh_process():
+    """Python's default warning filters, warnings printed to stderr (the runner's): a stray
+    warning then shows in the command's stderr as it would from the console script, instead of
+    going to pytest's warning summary."""
+    warnings.resetwarnings()
+    for action, category in (("ignore", DeprecationWarning), ("ignore", PendingDeprecationWarning),
+                             ("ignore", ImportWarning), ("ignore", ResourceWarning)):
+        warnings.simplefilter(action, category)
+    warnings.showwarning = _print_warning
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _checked(result: subprocess.CompletedProcess, check_exit) -> subprocess.CompletedProcess:
+    """`result`, after asserting its exit code is `check_exit` (showing the output if not); None: any."""
     if check_exit is not None:
         assert result.returncode == check_exit, (
             f"exit code {result.returncode}, expected {check_exit}\n"

@@ -1,4 +1,6 @@
-"""The `minigrad-rnn` command line, driven through the installed console script.
+"""The `minigrad-rnn` command line. The entry point, --help, --version, Ctrl-C and a --cell-file
+go through the installed console script, in a fresh process; the rest runs the same command
+group in this process (cli_support.run_in_process: no interpreter start per command).
 
 One tiny model is trained once per module (`trained_run`); sample, eval, info and
 resume use it. Bad input has its own file, test_cli_errors.py.
@@ -18,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from cli_support import TINY_MODEL, TINY_RUN, assert_one_error_line, console_script, make_text, run_cli
+from cli_support import (TINY_MODEL, TINY_RUN, assert_one_error_line, console_script, make_text, run_cli,
+                         run_in_process)
 
 TEXT_CHARS = 3000
 
@@ -34,7 +37,7 @@ def corpus(tmp_path_factory) -> Path:
 def trained_run(corpus, tmp_path_factory):
     """(run folder, the --json summary) of a 5-step run of the tiny model."""
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    result = run_cli("train", corpus, *TINY_RUN, "--seed", "1", "--out", out, "--json", check_exit=0)
+    result = run_in_process("train", corpus, *TINY_RUN, "--seed", "1", "--out", out, "--json", check_exit=0)
     return out, json.loads(result.stdout)
 
 
@@ -73,7 +76,7 @@ def test_train_help_shows_the_library_defaults():
     from rnn.training.loop import TrainConfig
 
     defaults = TrainConfig()
-    help_text = " ".join(run_cli("train", "--help", check_exit=0).stdout.split())
+    help_text = " ".join(run_in_process("train", "--help", check_exit=0).stdout.split())
     for option, field in (("--embed", "embed"), ("--seq-len", "seq_len"), ("--lr", "lr"),
                           ("--optimizer", "optimizer")):
         shown = rf"{option} .{{0,300}}?\[default: {re.escape(str(getattr(defaults, field)))}[;\]]"
@@ -138,7 +141,7 @@ def test_train_writes_the_run_folder(trained_run):
 
 
 def test_train_without_a_terminal_prints_plain_lines(corpus, tmp_path):
-    result = run_cli("train", corpus, *TINY_RUN, "--sample-every", "5", "--sample-length", "20",
+    result = run_in_process("train", corpus, *TINY_RUN, "--sample-every", "5", "--sample-length", "20",
                      "--out", tmp_path / "run", check_exit=0)
     assert "\r" not in result.stdout  # no live line when stdout is a pipe
     assert "sample at step 5" in result.stdout
@@ -147,21 +150,21 @@ def test_train_without_a_terminal_prints_plain_lines(corpus, tmp_path):
 
 
 def test_train_quiet_prints_nothing(corpus, tmp_path):
-    result = run_cli("train", corpus, *TINY_RUN, "--quiet", "--out", tmp_path / "run", check_exit=0)
+    result = run_in_process("train", corpus, *TINY_RUN, "--quiet", "--out", tmp_path / "run", check_exit=0)
     assert result.stdout == "" and result.stderr == ""
     assert (tmp_path / "run" / "latest.safetensors").is_file()
 
 
 def test_train_without_text_uses_the_shipped_corpus(tmp_path):
-    result = run_cli("train", *TINY_MODEL, "--steps", "2", "--eval-every", "2", "--sample-every", "0",
+    result = run_in_process("train", *TINY_MODEL, "--steps", "2", "--eval-every", "2", "--sample-every", "0",
                      "--val-frac", "0.01", "--json", "--out", tmp_path / "run", check_exit=0)
     assert json.loads(result.stdout)["steps"] == 2
-    info = run_cli("info", tmp_path / "run" / "latest.safetensors", "--json", check_exit=0)
+    info = run_in_process("info", tmp_path / "run" / "latest.safetensors", "--json", check_exit=0)
     assert json.loads(info.stdout)["vocab_size"] == 65  # tiny-shakespeare's characters
 
 
 def test_default_run_folder_is_under_runs(corpus, tmp_path):
-    result = run_cli("train", corpus, *TINY_RUN, "--json", cwd=tmp_path, check_exit=0)
+    result = run_in_process("train", corpus, *TINY_RUN, "--json", cwd=tmp_path, check_exit=0)
     checkpoint = Path(json.loads(result.stdout)["checkpoint"])
     run_folder = (tmp_path / checkpoint).parent if not checkpoint.is_absolute() else checkpoint.parent
     assert run_folder.parent == tmp_path / "runs"
@@ -173,9 +176,9 @@ def test_resume_continues_from_the_checkpoint(corpus, trained_run, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(trained_run[0], run)
-    result = run_cli("train", corpus, "--resume", run / "latest.safetensors", "--steps", "8", "--json", check_exit=0)
+    result = run_in_process("train", corpus, "--resume", run / "latest.safetensors", "--steps", "8", "--json", check_exit=0)
     assert json.loads(result.stdout)["steps"] == 8
-    info = json.loads(run_cli("info", run / "latest.safetensors", "--json", check_exit=0).stdout)
+    info = json.loads(run_in_process("info", run / "latest.safetensors", "--json", check_exit=0).stdout)
     assert info["step"] == 8
     assert info["model_config"]["hidden"] == 16  # the checkpoint's model, not the defaults
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -185,10 +188,10 @@ def test_resume_continues_from_the_checkpoint(corpus, trained_run, tmp_path):
 def test_a_limit_typed_on_resume_replaces_the_saved_limits(corpus, tmp_path):
     # The first run stops on its time budget; resuming it with --steps must not stop at
     # once on that used-up budget, but train on to the steps asked for.
-    first = run_cli("train", corpus, *TINY_MODEL, "--time-budget", "1", "--eval-every", "0", "--sample-every", "0",
+    first = run_in_process("train", corpus, *TINY_MODEL, "--time-budget", "1", "--eval-every", "0", "--sample-every", "0",
                     "--json", "--out", tmp_path / "run", check_exit=0)
     done = json.loads(first.stdout)["steps"]
-    resumed = run_cli("train", corpus, "--resume", tmp_path / "run" / "latest.safetensors", "--steps", done + 3,
+    resumed = run_in_process("train", corpus, "--resume", tmp_path / "run" / "latest.safetensors", "--steps", done + 3,
                       "--json", check_exit=0)
     summary = json.loads(resumed.stdout)
     assert summary["steps"] == done + 3 and summary["stopped_reason"] == "steps"
@@ -210,7 +213,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(corpus, tmp_path):
             time.sleep(0.2)
         assert process.poll() is None, process.communicate()
         # A second run into the same folder is refused while the first one holds it.
-        second = run_cli("train", corpus, *TINY_RUN, "--out", out)
+        second = run_in_process("train", corpus, *TINY_RUN, "--out", out)
         assert second.returncode == 1
         assert_one_error_line(second.stderr, "in use by another training run")
         process.send_signal(signal.SIGINT)
@@ -221,10 +224,10 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(corpus, tmp_path):
     assert "Traceback" not in stderr
     assert (out / "latest.safetensors").is_file()
     assert f"--resume {out / 'latest.safetensors'}" in stdout + stderr
-    stopped_at = json.loads(run_cli("info", out / "latest.safetensors", "--json", check_exit=0).stdout)["step"]
+    stopped_at = json.loads(run_in_process("info", out / "latest.safetensors", "--json", check_exit=0).stdout)["step"]
     assert stopped_at >= 1
     # --resume alone continues on the same text (no TEXT given) in the same folder.
-    resumed = run_cli("train", "--resume", out / "latest.safetensors", "--steps", stopped_at + 3, "--json",
+    resumed = run_in_process("train", "--resume", out / "latest.safetensors", "--steps", stopped_at + 3, "--json",
                       check_exit=0)
     assert json.loads(resumed.stdout)["steps"] == stopped_at + 3
 
@@ -260,7 +263,7 @@ def test_train_a_cell_from_a_file(corpus, tmp_path):
 
 def test_sample_prints_the_prime_then_length_characters(trained_run, corpus):
     checkpoint = trained_run[0] / "best.safetensors"
-    result = run_cli("sample", checkpoint, "--length", "80", "--prime", "The cat", "--seed", "3", check_exit=0)
+    result = run_in_process("sample", checkpoint, "--length", "80", "--prime", "The cat", "--seed", "3", check_exit=0)
     text = result.stdout.removesuffix("\n")
     assert text.startswith("The cat")
     assert len(text) == len("The cat") + 80
@@ -269,9 +272,9 @@ def test_sample_prints_the_prime_then_length_characters(trained_run, corpus):
 
 def test_sample_with_a_seed_is_reproducible(trained_run):
     checkpoint = trained_run[0] / "best.safetensors"
-    first = run_cli("sample", checkpoint, "-n", "60", "--seed", "7", "--temperature", "0.8", check_exit=0).stdout
-    again = run_cli("sample", checkpoint, "-n", "60", "--seed", "7", "--temperature", "0.8", check_exit=0).stdout
-    other = run_cli("sample", checkpoint, "-n", "60", "--seed", "8", "--temperature", "0.8", check_exit=0).stdout
+    first = run_in_process("sample", checkpoint, "-n", "60", "--seed", "7", "--temperature", "0.8", check_exit=0).stdout
+    again = run_in_process("sample", checkpoint, "-n", "60", "--seed", "7", "--temperature", "0.8", check_exit=0).stdout
+    other = run_in_process("sample", checkpoint, "-n", "60", "--seed", "8", "--temperature", "0.8", check_exit=0).stdout
     assert first == again
     assert first != other
 
@@ -279,15 +282,15 @@ def test_sample_with_a_seed_is_reproducible(trained_run):
 def test_sample_argmax_and_top_k_1_agree(trained_run):
     """Greedy decoding two ways: always the likeliest character, or sampling among the top 1."""
     checkpoint = trained_run[0] / "best.safetensors"
-    greedy = run_cli("sample", checkpoint, "-n", "40", "--argmax", "--prime", "a", check_exit=0).stdout
-    top_one = run_cli("sample", checkpoint, "-n", "40", "--top-k", "1", "--prime", "a", "--seed", "5",
+    greedy = run_in_process("sample", checkpoint, "-n", "40", "--argmax", "--prime", "a", check_exit=0).stdout
+    top_one = run_in_process("sample", checkpoint, "-n", "40", "--top-k", "1", "--prime", "a", "--seed", "5",
                       check_exit=0).stdout
     assert greedy == top_one
 
 
 def test_eval_json(trained_run, corpus):
     checkpoint = trained_run[0] / "best.safetensors"
-    result = json.loads(run_cli("eval", checkpoint, corpus, "--json", check_exit=0).stdout)
+    result = json.loads(run_in_process("eval", checkpoint, corpus, "--json", check_exit=0).stdout)
     assert set(result) == {"loss_nats", "bpc", "perplexity", "chars", "unknown_chars"}
     assert result["chars"] == TEXT_CHARS - 1  # every character but the first is predicted
     assert math.isclose(result["bpc"], result["loss_nats"] / math.log(2), rel_tol=1e-6)
@@ -297,14 +300,14 @@ def test_eval_json(trained_run, corpus):
 
 
 def test_eval_text_output(trained_run, corpus):
-    result = run_cli("eval", trained_run[0] / "best.safetensors", corpus, check_exit=0)
+    result = run_in_process("eval", trained_run[0] / "best.safetensors", corpus, check_exit=0)
     for label in ("nats/char", "bits/char", "perplexity", f"{TEXT_CHARS - 1:,}"):
         assert label in result.stdout
 
 
 def test_info(trained_run, corpus):
     out, summary = trained_run
-    details = json.loads(run_cli("info", out / "latest.safetensors", "--json", check_exit=0).stdout)
+    details = json.loads(run_in_process("info", out / "latest.safetensors", "--json", check_exit=0).stdout)
     vocab = len(set(corpus.read_text()))
     embed, hidden = 8, 16
     lstm = 4 * hidden * (embed + hidden) + 2 * 4 * hidden
@@ -312,20 +315,20 @@ def test_info(trained_run, corpus):
     assert details["parameters"] == vocab * embed + lstm + hidden * vocab + vocab
     assert details["step"] == 5
     assert details["model_config"]["cell"] == "lstm"
-    text = run_cli("info", out / "latest.safetensors", check_exit=0).stdout
+    text = run_in_process("info", out / "latest.safetensors", check_exit=0).stdout
     assert f"{details['parameters']:,}" in text and "lstm" in text
 
 
 # ---- gradcheck ----------------------------------------------------------------------------
 
 def test_gradcheck_of_one_cell():
-    result = run_cli("gradcheck", "--cell", "rnn", check_exit=0)
+    result = run_in_process("gradcheck", "--cell", "rnn", check_exit=0)
     rows = [line for line in result.stdout.splitlines() if line.startswith("rnn (")]
     assert len(rows) == 2 and all(row.endswith(" ok") for row in rows)  # eager and fused
 
 
 def test_gradcheck_of_one_op():
-    result = run_cli("gradcheck", "--op", "cross_entropy", check_exit=0)
+    result = run_in_process("gradcheck", "--op", "cross_entropy", check_exit=0)
     assert any(line.startswith("cross_entropy") and line.endswith(" ok") for line in result.stdout.splitlines())
 
 

@@ -1,8 +1,9 @@
 """Bad input to `minigrad-rnn`: one line on stderr starting with "error: ", no traceback,
 exit code 2 for a bad command line and 1 for a failure while running, nothing lost.
 
-Most cases run the installed console script; the two that need to break the machine
-(a full disk, an unwritable folder) run the app in-process with click's CliRunner.
+Every case runs the command group in this process (cli_support.run_in_process: the console
+script's error handling, stray warnings printed to stderr as a fresh process prints them), which
+also lets some of them break the machine (a full disk, an unwritable folder) or the library.
 """
 
 import errno
@@ -13,9 +14,8 @@ import struct
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from cli_support import TINY_RUN, assert_one_error_line, make_text, run_cli
+from cli_support import TINY_RUN, assert_one_error_line, make_text, run_in_process
 
 USAGE, RUNTIME = 2, 1
 TEXT = make_text(2000, seed=4)
@@ -115,18 +115,12 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input(case, files, tmp_path):
     arguments, expected_exit, fragments = CASES[case]
-    result = run_cli(*(a.format(dir=files) for a in arguments), cwd=tmp_path)  # a default runs/ lands there
+    result = run_in_process(*(a.format(dir=files) for a in arguments), cwd=tmp_path)  # a default runs/ lands there
     assert result.returncode == expected_exit, f"{result.returncode}: {result.stderr}"
     assert_one_error_line(result.stderr, *fragments)
 
 
 # ---- failures of the machine, simulated in-process ------------------------------------------
-
-def _invoke(arguments):
-    from cli.main import main
-
-    return CliRunner().invoke(main, [str(a) for a in arguments])
-
 
 def test_out_not_writable(files, tmp_path, monkeypatch):
     """Tests run as root, so a read-only folder is simulated: creating the run folder fails."""
@@ -136,15 +130,15 @@ def test_out_not_writable(files, tmp_path, monkeypatch):
         raise PermissionError(errno.EACCES, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "mkdir", refuse)
-    result = _invoke(["train", files / "good.txt", *TINY_RUN, "--out", tmp_path / "locked" / "run"])
-    assert result.exit_code == RUNTIME
+    result = run_in_process("train", files / "good.txt", *TINY_RUN, "--out", tmp_path / "locked" / "run")
+    assert result.returncode == RUNTIME
     assert_one_error_line(result.stderr, "Permission denied", "locked")
 
 
 def test_disk_full_during_a_save_keeps_the_previous_checkpoint(files, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    first = _invoke(["train", files / "good.txt", *TINY_RUN, "--out", run, "--quiet"])
-    assert first.exit_code == 0, first.output
+    first = run_in_process("train", files / "good.txt", *TINY_RUN, "--out", run, "--quiet")
+    assert first.returncode == 0, first.stdout + first.stderr
     latest = run / "latest.safetensors"
     before = latest.read_bytes()
 
@@ -170,14 +164,14 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(files, tmp_path, 
             self.file.close()
 
     monkeypatch.setattr(os, "fdopen", lambda fd, *args, **kwargs: FullDisk(real_fdopen(fd, *args, **kwargs)))
-    second = _invoke(["train", files / "good.txt", "--resume", latest, "--steps", "10", "--quiet"])
+    second = run_in_process("train", files / "good.txt", "--resume", latest, "--steps", "10", "--quiet")
     monkeypatch.undo()
 
-    assert second.exit_code == RUNTIME, second.output
+    assert second.returncode == RUNTIME, second.stdout + second.stderr
     assert_one_error_line(second.stderr, "No space left on device")
     assert latest.read_bytes() == before  # the previous checkpoint is intact...
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # ...and no half-written file is left
-    info = run_cli("info", latest, "--json", check_exit=0)
+    info = run_in_process("info", latest, "--json", check_exit=0)
     assert json.loads(info.stdout)["step"] == 5
 
 
@@ -189,8 +183,8 @@ def test_unexpected_errors_are_one_line_too(files, monkeypatch):
         raise ZeroDivisionError("division by zero")
 
     monkeypatch.setattr(rnn.checkpoint.format, "describe_checkpoint", broken)
-    result = _invoke(["info", files / "model.safetensors"])
-    assert result.exit_code == RUNTIME
+    result = run_in_process("info", files / "model.safetensors")
+    assert result.returncode == RUNTIME
     assert_one_error_line(result.stderr, "ZeroDivisionError", "MINIGRAD_RNN_DEBUG")
 
 
@@ -203,12 +197,12 @@ def test_a_plain_value_error_from_the_library_is_a_bug_not_a_user_error(files, m
         raise ValueError("an internal invariant broke")
 
     monkeypatch.setattr(rnn.checkpoint.format, "describe_checkpoint", broken)
-    result = _invoke(["info", files / "model.safetensors"])
-    assert result.exit_code == RUNTIME
+    result = run_in_process("info", files / "model.safetensors")
+    assert result.returncode == RUNTIME
     assert_one_error_line(result.stderr, "unexpected ValueError", "this is a bug", "MINIGRAD_RNN_DEBUG")
     monkeypatch.setenv("MINIGRAD_RNN_DEBUG", "1")
-    debug = _invoke(["info", files / "model.safetensors"])
-    assert isinstance(debug.exception, ValueError)
+    with pytest.raises(ValueError, match="an internal invariant broke"):
+        run_in_process("info", files / "model.safetensors")
 
 
 def test_a_user_error_names_the_clis_flags(files, monkeypatch):
@@ -220,14 +214,14 @@ def test_a_user_error_names_the_clis_flags(files, monkeypatch):
         raise TrainingDiverged("it diverged. Try ", Setting("grad_clip", 1), " or a lower ", Setting("lr"), ".")
 
     monkeypatch.setattr(rnn.checkpoint.format, "describe_checkpoint", diverged)
-    result = _invoke(["info", files / "model.safetensors"])
-    assert result.exit_code == RUNTIME
+    result = run_in_process("info", files / "model.safetensors")
+    assert result.returncode == RUNTIME
     assert_one_error_line(result.stderr, "it diverged. Try --grad-clip 1 or a lower --lr.")
 
 
 def test_every_error_message_is_a_single_line(files):
     """Multi-line library messages are folded: stderr never has a second line."""
-    result = run_cli("train", files / "good.txt", "--dropout", "1.5")
+    result = run_in_process("train", files / "good.txt", "--dropout", "1.5")
     assert result.returncode == USAGE
     assert_one_error_line(result.stderr, "--dropout")
 
@@ -236,5 +230,5 @@ def test_copying_a_checkpoint_keeps_it_loadable(files, tmp_path):
     """The checkpoint fixture itself is sound, so the failures above are the files' fault."""
     copy = tmp_path / "copy.safetensors"
     shutil.copy(files / "model.safetensors", copy)
-    result = run_cli("info", copy, "--json", check_exit=0)
+    result = run_in_process("info", copy, "--json", check_exit=0)
     assert json.loads(result.stdout)["vocab_size"] == len(set(TEXT))

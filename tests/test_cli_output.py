@@ -30,7 +30,7 @@ import minigrad as mg
 import rnn.evaluate as evaluate_module
 from cli.output import TextWriter, strict_json, visible, visible_text
 from cli.progress import TrainingDisplay
-from cli_support import TINY_RUN, assert_one_error_line, console_script, make_text, run_cli
+from cli_support import TINY_RUN, assert_one_error_line, console_script, make_text, run_cli, run_in_process
 from rnn.checkpoint.format import save_checkpoint
 from rnn.data.vocab import Vocab
 from rnn.evaluate import LOGITS_BUDGET, evaluate_ids
@@ -176,7 +176,7 @@ def assert_no_raw_controls(text):
 def test_info_escapes_what_the_checkpoint_says(tmp_path):
     meta = {"step": 1, "corpus": {"path": f"/data/{HOSTILE}.txt\nstep        999999"}}
     checkpoint = make_checkpoint(tmp_path / "model.safetensors", ["a", "b"], meta=meta)
-    result = run_cli("info", checkpoint, check_exit=0)
+    result = run_in_process("info", checkpoint, check_exit=0)
     assert_no_raw_controls(result.stdout)
     assert "\\x1b]0;owned\\x07\\x1b[2J\\r\\u202e\\x9b31m" in result.stdout
     trained_on = [line for line in result.stdout.splitlines() if line.startswith("trained on")]
@@ -188,7 +188,7 @@ def test_info_prints_metadata_of_any_type_or_refuses_it_in_one_line(tmp_path):
     meta = {"step": f"{ESC}[2J", "train_seconds": "abc", "last_val_loss": "x", "best_val_loss": [1],
             "corpus": {"path": 5}}
     checkpoint = make_checkpoint(tmp_path / "model.safetensors", ["a", "b"], meta=meta)
-    result = run_cli("info", checkpoint)
+    result = run_in_process("info", checkpoint)
     if result.returncode == 0:  # shown, escaped, numbers that are not numbers as '?'
         assert_no_raw_controls(result.stdout)
         assert "step        \\x1b[2J (? of training)" in result.stdout
@@ -205,7 +205,7 @@ def test_plot_escapes_folder_names_and_config_fields(tmp_path):
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     config = {"model": {"cell": f"lstm{HOSTILE}", "layers": f"2{ESC}[1m", "hidden": 16}, "train": {}}
     (run / "config.json").write_text(json.dumps(config))
-    result = run_cli("plot", "--text", run, check_exit=0)
+    result = run_in_process("plot", "--text", run, check_exit=0)
     assert_no_raw_controls(result.stdout)
     assert "run\\x1b[2J" in result.stdout and "lstm\\x1b]0;owned" in result.stdout
     table = result.stdout[result.stdout.index("run  "):]
@@ -217,7 +217,7 @@ def test_an_error_line_escapes_the_file_name(tmp_path):
     checkpoint = make_checkpoint(tmp_path / "model.safetensors", ["a", "b"])
     binary = tmp_path / f"text{ESC}]0;owned{chr(7)}.txt"
     binary.write_bytes(b"\x00\x01\x02" * 50)
-    result = run_cli("eval", checkpoint, binary, check_exit=1)
+    result = run_in_process("eval", checkpoint, binary, check_exit=1)
     assert_no_raw_controls(result.stderr)
     assert_one_error_line(result.stderr, "text\\x1b]0;owned\\x07.txt")
 
@@ -270,7 +270,7 @@ def test_eval_json_is_strict_for_a_loss_that_is_not_finite(tmp_path):
     checkpoint = make_checkpoint(tmp_path / "model.safetensors", ["\n", "a", "b"], bias=np.nan)
     text = tmp_path / "text.txt"
     text.write_text("abba\nbaab\n")
-    result = run_cli("eval", checkpoint, text, "--json", check_exit=0)
+    result = run_in_process("eval", checkpoint, text, "--json", check_exit=0)
     assert strict_loads(result.stdout) == {"loss_nats": None, "bpc": None, "perplexity": None, "chars": 9,
                                           "unknown_chars": 0}
     assert "not finite" in result.stderr
@@ -279,7 +279,7 @@ def test_eval_json_is_strict_for_a_loss_that_is_not_finite(tmp_path):
 def test_info_json_is_strict_or_one_error_line(tmp_path):
     meta = {"step": 4, "train_seconds": math.inf, "last_val_loss": math.nan, "best_val_loss": 1.5}
     checkpoint = make_checkpoint(tmp_path / "model.safetensors", ["a", "b"], meta=meta)
-    result = run_cli("info", checkpoint, "--json")
+    result = run_in_process("info", checkpoint, "--json")
     if result.returncode == 0:  # the metadata may be refused instead: then with one line
         details = strict_loads(result.stdout)
         assert details["val_loss_nats"] is None and details["best_val_loss_nats"] == 1.5
@@ -290,7 +290,7 @@ def test_info_json_is_strict_or_one_error_line(tmp_path):
 def test_train_json_is_strict(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(make_text(2000))
-    result = run_cli("train", text, *TINY_RUN, "--out", tmp_path / "run", "--json", "--quiet", check_exit=0)
+    result = run_in_process("train", text, *TINY_RUN, "--out", tmp_path / "run", "--json", "--quiet", check_exit=0)
     summary = strict_loads(result.stdout)
     assert summary["steps"] == 5 and math.isfinite(summary["best_val_loss_nats"])
 

@@ -13,7 +13,7 @@ from rnn.data import ids
 from rnn.data.corpus import Corpus
 from rnn.data.text import TextError, find_text_files
 
-from cli_support import TINY_RUN, assert_one_error_line, make_text, run_cli
+from cli_support import TINY_RUN, assert_one_error_line, make_text, run_in_process
 
 
 def write(path, text):
@@ -154,7 +154,7 @@ def test_train_on_files_and_a_folder_records_them_and_resume_keeps_the_val_file(
     first = write(tmp_path / "first.txt", make_text(1500, seed=3))
     val = write(tmp_path / "val.txt", make_text(400, seed=4))
     out = tmp_path / "run"
-    result = run_cli("train", first, tmp_path / "corpus", "--separator", "\\t", "--val-file", val,
+    result = run_in_process("train", first, tmp_path / "corpus", "--separator", "\\t", "--val-file", val,
                      *[a for a in TINY_RUN if a not in ("--val-frac", "0.1")], "--out", out, check_exit=0)
     assert "note: skipped 1 file: 1 hidden" in result.stderr
     config = json.loads((out / "config.json").read_text())
@@ -164,20 +164,20 @@ def test_train_on_files_and_a_folder_records_them_and_resume_keeps_the_val_file(
     assert config["corpus"]["val_file"] == str(val.resolve()) == config["train"]["val_file"]
     assert config["corpus"]["val_chars"] == 400 and config["corpus"]["train_chars"] == 4502
     # Resumed with no TEXT and no --val-file: the same files, separator and validation file.
-    run_cli("train", "--resume", out / "latest.safetensors", "--steps", "7", "-q", check_exit=0)
+    run_in_process("train", "--resume", out / "latest.safetensors", "--steps", "7", "-q", check_exit=0)
     resumed = json.loads((out / "config.json").read_text())
     assert resumed["corpus"] == config["corpus"] and resumed["train"]["steps"] == 7
-    info = json.loads(run_cli("info", out / "latest.safetensors", "--json", check_exit=0).stdout)
+    info = json.loads(run_in_process("info", out / "latest.safetensors", "--json", check_exit=0).stdout)
     assert info["text"] == expected_files and info["step"] == 7
 
 
 def test_cli_mistakes_with_the_new_options_are_one_line(tmp_path):
     text = write(tmp_path / "train.txt", make_text(2000))
     val = write(tmp_path / "val.txt", "only Ωmega here")
-    bad_val = run_cli("train", text, "--val-file", val, *TINY_RUN[:-2], "--out", tmp_path / "a", check_exit=1)
+    bad_val = run_in_process("train", text, "--val-file", val, *TINY_RUN[:-2], "--out", tmp_path / "a", check_exit=1)
     assert_one_error_line(bad_val.stderr, "val.txt", "not in the training text's vocabulary", "'Ω' (U+03A9)")
-    both = run_cli("train", text, "--val-file", text, "--val-frac", "0.2", "--out", tmp_path / "b", check_exit=2)
+    both = run_in_process("train", text, "--val-file", text, "--val-frac", "0.2", "--out", tmp_path / "b", check_exit=2)
     assert_one_error_line(both.stderr, "--val-file", "--val-frac")
-    escape = run_cli("train", text, "--separator", "\\q", "--out", tmp_path / "c", check_exit=2)
+    escape = run_in_process("train", text, "--separator", "\\q", "--out", tmp_path / "c", check_exit=2)
     assert_one_error_line(escape.stderr, "--separator", "unknown escape")
     assert not (tmp_path / "a" / "latest.safetensors").exists()

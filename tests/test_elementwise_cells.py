@@ -14,7 +14,7 @@ import pytest
 import minigrad as mg
 import rnn.fused.elementwise_recurrence
 import rnn.fused.recurrence
-from cli_support import make_text, run_cli
+from cli_support import make_text, run_in_process
 from minigrad import blas
 from rnn.model import checks
 from rnn.cells.registry import available_cells, cell, get_cell, pytorch_module, sigmoid, tanh
@@ -175,12 +175,12 @@ def test_train_mingru_through_the_cli_then_info_says_pytorch_has_no_such_module(
     text = tmp_path / "tiny.txt"
     text.write_text(make_text(3000), encoding="utf-8")
     run = tmp_path / "run"
-    result = run_cli("train", text, "--cell", "mingru", "--steps", "5", "--hidden", "16", "--embed", "8",
+    result = run_in_process("train", text, "--cell", "mingru", "--steps", "5", "--hidden", "16", "--embed", "8",
                      "--layers", "2", "--seq-len", "16", "--batch-size", "4", "--eval-every", "5",
                      "--sample-every", "0", "--json", "--out", run, check_exit=0)
     report = json.loads(result.stdout)
     assert report["latest_step"] == 5 and np.isfinite(report["last_val_loss_nats"])
-    info = json.loads(run_cli("info", run / "latest.safetensors", "--json", check_exit=0).stdout)
+    info = json.loads(run_in_process("info", run / "latest.safetensors", "--json", check_exit=0).stdout)
     assert info["model_config"]["cell"] == "mingru" and info["pytorch_module"] is None
-    text_info = run_cli("info", run / "latest.safetensors", check_exit=0).stdout
+    text_info = run_in_process("info", run / "latest.safetensors", check_exit=0).stdout
     assert "no torch.nn module computes the mingru cell" in text_info

@@ -10,7 +10,7 @@ from rnn.checkpoint.format import load_checkpoint
 from rnn.data.corpus import Corpus
 from rnn.training.loop import TrainConfig, train
 
-from cli_support import TINY_MODEL, make_text, run_cli
+from cli_support import TINY_MODEL, make_text, run_in_process
 
 
 def test_the_summary_and_checkpoints_name_the_steps_of_the_latest_and_best_val_loss(tmp_path):
@@ -35,7 +35,7 @@ def test_train_prints_the_latest_and_the_best_and_eval_of_the_run_gives_the_same
     text, val = tmp_path / "input.txt", tmp_path / "val.txt"
     text.write_text(make_text(3000, seed=1), encoding="utf-8")
     val.write_text(make_text(600, seed=2), encoding="utf-8")  # short: the trainer reads it as one stream too
-    result = run_cli("train", text, "--val-file", val, *TINY_MODEL, "--steps", "24", "--eval-every", "6",
+    result = run_in_process("train", text, "--val-file", val, *TINY_MODEL, "--steps", "24", "--eval-every", "6",
                      "--sample-every", "0", "--lr", "0.05", "--out", tmp_path / "run", "--json", check_exit=0)
     summary = json.loads(result.stdout)
     assert f"latest val loss: {summary['last_val_loss_nats']:.4f} nats/char" in result.stderr
@@ -43,14 +43,14 @@ def test_train_prints_the_latest_and_the_best_and_eval_of_the_run_gives_the_same
     assert f"best val loss: {summary['best_val_loss_nats']:.4f} nats/char" in result.stderr
     assert f"at step {summary['best_step']} (the best checkpoint)" in result.stderr
 
-    scored = json.loads(run_cli("eval", tmp_path / "run", val, "--json", check_exit=0).stdout)
+    scored = json.loads(run_in_process("eval", tmp_path / "run", val, "--json", check_exit=0).stdout)
     assert scored["latest"]["step"] == summary["latest_step"] == 24
     assert scored["best"]["step"] == summary["best_step"]
     assert scored["latest"]["loss_nats"] == pytest.approx(summary["last_val_loss_nats"], abs=1e-6)
     assert scored["best"]["loss_nats"] == pytest.approx(summary["best_val_loss_nats"], abs=1e-6)
-    info = json.loads(run_cli("info", tmp_path / "run" / "latest.safetensors", "--json", check_exit=0).stdout)
+    info = json.loads(run_in_process("info", tmp_path / "run" / "latest.safetensors", "--json", check_exit=0).stdout)
     assert (info["val_step"], info["best_step"]) == (24, summary["best_step"])
-    printed = run_cli("eval", tmp_path / "run", val, check_exit=0).stdout
+    printed = run_in_process("eval", tmp_path / "run", val, check_exit=0).stdout
     assert printed.startswith(f"latest      {tmp_path / 'run' / 'latest.safetensors'} (step 24)\nloss")
     assert f"best        {tmp_path / 'run' / 'best.safetensors'} (step {summary['best_step']})" in printed
 
@@ -59,6 +59,6 @@ def test_eval_of_a_folder_without_checkpoints_is_one_line(tmp_path):
     text = tmp_path / "input.txt"
     text.write_text("some text", encoding="utf-8")
     (tmp_path / "empty_run").mkdir()
-    result = run_cli("eval", tmp_path / "empty_run", text, check_exit=2)
+    result = run_in_process("eval", tmp_path / "empty_run", text, check_exit=2)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "holds neither latest.safetensors nor best.safetensors" in lines[0]

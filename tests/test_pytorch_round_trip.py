@@ -21,7 +21,7 @@ from rnn.checkpoint.format import load_checkpoint
 from rnn.data.corpus import Corpus
 from rnn.training.loop import TrainConfig, train
 
-from cli_support import make_text, run_cli
+from cli_support import make_text, run_in_process
 
 torch = pytest.importorskip("torch")
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "continue_in_pytorch.py"
@@ -90,7 +90,7 @@ def test_continue_in_pytorch_on_two_processes_and_evaluate_with_minigrad_rnn(tmp
                if not np.array_equal(value, before.model.state_dict()[name])]
     assert len(changed) == len(written.model.state_dict())  # every tensor was trained
 
-    evaluated = json.loads(run_cli("eval", out, text_file, "--json", check_exit=0).stdout)
+    evaluated = json.loads(run_in_process("eval", out, text_file, "--json", check_exit=0).stdout)
     assert evaluated["chars"] == len(text) - 1
     assert abs(evaluated["loss_nats"] - torch_loss_nats(out, text, cell)) < 1e-5
     # info and sample in this process (the console script itself is exercised by eval above).

@@ -9,7 +9,7 @@ import math
 import pytest
 
 import rnn.training.loop as train_module
-from cli_support import make_text, run_cli
+from cli_support import make_text, run_in_process
 from rnn.training import recipe, sizing
 from rnn.checkpoint.format import load_checkpoint
 from rnn.data.corpus import Corpus
@@ -114,11 +114,11 @@ def test_the_cli_prints_the_choice_and_resume_keeps_it(tmp_path):
     text.write_text(make_text(600, seed=2))  # 80 steps of 32 characters: about 4.7 passes, a dropout chosen
     options = ["--layers", "1", "--hidden", "8", "--embed", "4", "--seq-len", "8", "--batch-size", "4",
                "--eval-every", "0", "--sample-every", "0", "--warmup", "0"]
-    result = run_cli("train", text, *options, "--steps", "80", "--out", tmp_path / "run", check_exit=0)
+    result = run_in_process("train", text, *options, "--steps", "80", "--out", tmp_path / "run", check_exit=0)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     dropout = config["train"]["dropout"]
     assert dropout > 0 and f"dropout {dropout} for about" in result.stdout
-    resumed = run_cli("train", "--resume", tmp_path / "run" / "latest.safetensors", "--steps", "84", check_exit=0)
+    resumed = run_in_process("train", "--resume", tmp_path / "run" / "latest.safetensors", "--steps", "84", check_exit=0)
     assert "for about" not in resumed.stdout  # the run's own choice, not a new one
     assert load_checkpoint(tmp_path / "run" / "latest.safetensors").config.dropout == dropout
 
@@ -265,7 +265,7 @@ def test_the_cli_prints_the_size_it_chose_before_the_first_step(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(make_text(150_000, seed=2))  # long enough for 1x256, the smallest of SIZES
     options = ["--embed", "4", "--seq-len", "8", "--batch-size", "4", "--eval-every", "0", "--sample-every", "0"]
-    result = run_cli("train", text, *options, "--time-budget", "1", "--out", tmp_path / "run", check_exit=0)
+    result = run_in_process("train", text, *options, "--time-budget", "1", "--out", tmp_path / "run", check_exit=0)
     size = json.loads((tmp_path / "run" / "config.json").read_text())["recipe"]["size"]
     line = f"model lstm {size['layers']}x{size['hidden']} ({size['parameters']} parameters) for about"
     assert line in result.stdout
@@ -275,7 +275,7 @@ def test_the_cli_prints_the_size_it_chose_before_the_first_step(tmp_path):
 
 def test_train_help_states_the_recipes_own_sizes_and_threshold():
     # The help is built without loading rnn.training.recipe (it must stay light): its text must follow the constants.
-    help_text = " ".join(run_cli("train", "--help", check_exit=0).stdout.split())
+    help_text = " ".join(run_in_process("train", "--help", check_exit=0).stdout.split())
     sizes = [f"{layers}x{hidden}" for layers, hidden in recipe.SIZES]
     assert f"{', '.join(sizes[:-1])} and {sizes[-1]}" in help_text
     assert f"at least {recipe.MIN_PASSES:g} times" in help_text
@@ -285,7 +285,7 @@ def test_train_help_states_the_recipes_own_sizes_and_threshold():
 
 
 def test_train_help_states_the_short_text_rules_as_rnn_recipe_defines_them():
-    help_text = " ".join(run_cli("train", "--help", check_exit=0).stdout.split())
+    help_text = " ".join(run_in_process("train", "--help", check_exit=0).stdout.split())
     smallest = "x".join(map(str, recipe.SHORT_TEXT_SIZES[0]))
     assert f"at most {recipe.MAX_PARAMETERS_PER_CHAR:g} parameters per character of text, down to {smallest}" in help_text
     assert (f"{recipe.DEFAULT_BATCH_SIZE} streams of {recipe.MIN_WINDOWS_PER_STREAM} windows each"

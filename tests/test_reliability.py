@@ -37,7 +37,7 @@ import rnn.model.charlm
 import rnn.runs.files
 import rnn.runs.folder
 import rnn.training.loop
-from cli_support import assert_one_error_line, console_script, make_text, run_cli
+from cli_support import assert_one_error_line, console_script, make_text, run_in_process
 from rnn.checkpoint.format import CheckpointError, load_checkpoint
 from rnn.data.corpus import Corpus
 from rnn.training.loop import RunLock, RunLockedError, TrainConfig, TrainingDiverged, train
@@ -112,7 +112,7 @@ def test_ctrl_c_then_resume_is_bit_identical_to_an_uninterrupted_run(text_file, 
 
     stopped_at = load_checkpoint(parts / "latest.safetensors").meta["step"]
     assert 20 <= stopped_at < total  # really interrupted, after a checkpoint, before the end
-    run_cli("train", "--resume", parts / "latest.safetensors", "--quiet", check_exit=0)
+    run_in_process("train", "--resume", parts / "latest.safetensors", "--quiet", check_exit=0)
     resumed = load_checkpoint(parts / "latest.safetensors")
     assert resumed.meta["step"] == total
     assert_same_training_state(load_checkpoint(tmp_path / "straight" / "latest.safetensors"), resumed)
@@ -137,7 +137,7 @@ def test_a_double_ctrl_c_still_leaves_a_loadable_checkpoint(text_file, tmp_path)
     step = load_checkpoint(out / "latest.safetensors").meta["step"]
     assert step >= 1
     assert not list(out.glob(".*.tmp*"))  # an interrupted save removes its temporary file
-    result = run_cli("train", "--resume", out / "latest.safetensors", "--steps", step + 2, "--quiet", check_exit=0)
+    result = run_in_process("train", "--resume", out / "latest.safetensors", "--steps", step + 2, "--quiet", check_exit=0)
     assert result.stderr == ""
     assert load_checkpoint(out / "latest.safetensors").meta["step"] == step + 2
 
@@ -315,7 +315,7 @@ def test_sigkill_at_random_moments_never_loses_the_latest_checkpoint(text_file, 
     assert len(stalled) >= 6 and all(o[3] for o in stalled)
     assert sum(1 for o in outcomes if o[2] is not None) >= 18
     # The installed console script resumes the survivor, and the metrics tell one story.
-    result = run_cli("train", "--resume", latest, "--steps", last_step + 2, "--json", check_exit=0)
+    result = run_in_process("train", "--resume", latest, "--steps", last_step + 2, "--json", check_exit=0)
     assert json.loads(result.stdout)["steps"] == last_step + 2
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == last_step + 2

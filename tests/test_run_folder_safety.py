@@ -29,7 +29,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from cli_support import TINY_MODEL, assert_one_error_line, console_script, make_text, run_cli
+from cli_support import TINY_MODEL, assert_one_error_line, console_script, make_text, run_in_process
 from rnn.checkpoint.format import CheckpointError, load_checkpoint
 from rnn.data.corpus import Corpus
 from rnn.runs.files import RunFileError, entry
@@ -173,7 +173,7 @@ def _trained_run(tmp_path) -> tuple:
     text = tmp_path / "text.txt"
     text.write_text(TEXT)
     out = tmp_path / "run"
-    run_cli("train", text, *TINY_MODEL, "--steps", "2", "--eval-every", "0", "--sample-every", "0",
+    run_in_process("train", text, *TINY_MODEL, "--steps", "2", "--eval-every", "0", "--sample-every", "0",
             "--out", out, "--quiet", check_exit=0)
     return text, out
 
