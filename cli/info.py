@@ -65,7 +65,7 @@ def _rows(details: dict, indent="") -> str:
     rows = [
         ("checkpoint", details["checkpoint"]),
         ("model", f"{cell}, {config['layers']} layer(s), hidden {config['hidden']}, embed {config['embed']}, "
-                  f"dropout {config['dropout']}, {config['dtype']}, {config['engine']} engine"),
+                  f"dropout {config['dropout']}{_regularisers(config)}, {config['dtype']}, {config['engine']} engine"),
         ("vocab", f"{details['vocab_size']} characters"),
         ("parameters", f"{details['parameters']:,}"),
         ("step", f"{details['step']} ({format_duration(details['train_seconds'])} of training)"),
@@ -77,6 +77,15 @@ def _rows(details: dict, indent="") -> str:
     ]
     # visible(): every value but the counts came from the checkpoint (or is a path).
     return "\n".join(f"{indent}{label:<12}{visible(value)}" for label, value in rows)
+
+
+def _regularisers(config: dict) -> str:
+    """The model's regularisers besides the dropout, those that are on (", weight drop 0.2, ...")."""
+    parts = [" (locked)" if config.get("locked_dropout") else ""]
+    parts += [f", {label} {config[name]}" for name, label in (("weight_drop", "weight drop"),
+                                                              ("embed_dropout", "embedding dropout"))
+              if config.get(name)]
+    return "".join(parts)
 
 
 def _pytorch_line(module, cell) -> str:

@@ -97,6 +97,15 @@ class EscapedText(click.ParamType):
               "chooses it from how many passes over the text the run will make (none for a few, "
               "more for many; with --time-budget it measures its speed over the first steps), "
               "prints the choice and records it in config.json.")
+@setting("--locked-dropout/--no-locked-dropout", help="Draw the --dropout mask once per sequence of a window "
+         "and share it over its steps (variational dropout), instead of a new mask at every step.")
+@setting("--weight-drop", type=click.FloatRange(0, 1, max_open=True),
+         help="DropConnect on the recurrent weights (AWD-LSTM): in training, each layer's W_hh has "
+              "this fraction of its weights zeroed (the rest scaled up), one mask per window. Cells "
+              "with recurrent weights only.")
+@setting("--embed-dropout", type=click.FloatRange(0, 1, max_open=True),
+         help="In training, drop whole characters: this fraction of the embedding's rows is zeroed "
+              "(the rest scaled up), one mask per window.")
 @setting("--seq-len", type=POSITIVE_INT, help="Characters per truncated-BPTT window.")
 @setting("--batch-size", type=POSITIVE_INT, show_default=f"{DEFAULT_BATCH_SIZE}, fewer for a short text",
          help="Parallel streams of text per step. When not given, a text too short for "

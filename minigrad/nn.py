@@ -2,8 +2,9 @@
 
 `Module` finds its parameters and sub-modules from its attributes (as PyTorch does),
 so `named_parameters()` yields dotted names like "head.weight" that match a PyTorch
-`state_dict` key for key. Linear, Embedding and Dropout are the building blocks the
-char-LM needs.
+`state_dict` key for key. Linear, Embedding, Dropout and LockedDropout are the building
+blocks the char-LM needs; `keep_mask` draws the dropout masks (the char-LM's DropConnect and
+embedding dropout draw theirs with it too).
 """
 
 import math
@@ -151,6 +152,19 @@ class Embedding(Module):
         return f"{self.num_embeddings}, {self.embedding_dim}"
 
 
+def keep_mask(shape, p: float, dtype) -> np.ndarray:
+    """A dropout mask of `shape`: each element 0 with probability p, else 1/(1-p), from
+    minigrad's generator (so a seed reproduces it). p in [0, 1)."""
+    size = math.prod(shape)
+    # 16 random bits per element (p is rounded to a multiple of 2^-16), cut from the
+    # generator's raw 64-bit words: drawing a float per element took ~15% of a 2x256
+    # LSTM's training step; this mask takes a tenth of that time.
+    words = random.generator().bit_generator.random_raw(-(-size // 4))
+    bits = words.view(np.uint16)[:size].reshape(shape)
+    dtype = np.dtype(dtype)
+    return (bits >= round(p * (1 << 16))) * dtype.type(1.0 / (1.0 - p))
+
+
 class Dropout(Module):
     """In training, zero each element with probability p and scale the rest by 1/(1-p)."""
 
@@ -165,12 +179,22 @@ class Dropout(Module):
             return x
         if self.p == 1.0:
             return x * 0.0
-        # 16 random bits per element (p is rounded to a multiple of 2^-16), cut from the
-        # generator's raw 64-bit words: drawing a float per element took ~15% of a 2x256
-        # LSTM's training step; this mask takes a tenth of that time.
-        words = random.generator().bit_generator.random_raw(-(-x.size // 4))
-        bits = words.view(np.uint16)[:x.size].reshape(x.shape)
-        return x * ((bits >= round(self.p * (1 << 16))) * x.dtype.type(1.0 / (1.0 - self.p)))
+        return x * keep_mask(self.mask_shape(x.shape), self.p, x.dtype)
+
+    def mask_shape(self, shape) -> tuple:
+        """The shape of the mask drawn for an input of `shape` (broadcast against it)."""
+        return shape
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+class LockedDropout(Dropout):
+    """Variational dropout of a sequence (B, T, ...) batch first: one mask per sequence, the
+    same for all its T steps (Gal and Ghahramani 2016; AWD-LSTM's "locked" dropout), drawn
+    afresh at every call. Dropout draws a new mask for every step instead."""
+
+    def mask_shape(self, shape) -> tuple:
+        if len(shape) < 2:
+            raise ValueError(f"locked dropout needs a (batch, steps, ...) input, got shape {shape}")
+        return (shape[0], 1, *shape[2:])

@@ -42,6 +42,8 @@ def _optimizer(checkpoint):
 # option name -> (value typed on resume, extra check of its effect on the resumed checkpoint or None)
 TRAINING_OPTIONS = {
     "dropout": ("0.25", lambda ckpt, out: ckpt.config.dropout == 0.25),
+    "weight_drop": ("0.2", lambda ckpt, out: ckpt.config.weight_drop == 0.2),
+    "embed_dropout": ("0.1", lambda ckpt, out: ckpt.config.embed_dropout == 0.1),
     "engine": ("eager", lambda ckpt, out: ckpt.config.engine == "eager"),
     "seq_len": ("6", lambda ckpt, out: ckpt.meta["data_position"]["seq_len"] == 6),
     "batch_size": ("3", lambda ckpt, out: ckpt.meta["data_position"]["batch_size"] == 3),
@@ -68,8 +70,8 @@ SAME_AS_CHECKPOINT = {"cell": "gru", "layers": "1", "hidden": "8", "embed": "4",
 # Parameters of `train` that are not settings of the run.
 # (--include and --exclude select a TEXT folder's files: a resumed run reads its recorded files.)
 NOT_SETTINGS = {"texts", "out", "resume", "rewind", "quiet", "as_json", "include", "exclude"}  # rewind: tests/test_reliability_round2.py
-# Options with a test of their own below.
-OWN_TESTS = {"cell_file", "val_file"}
+# Options with a test of their own below (locked_dropout, a flag: tests/test_regularisation.py).
+OWN_TESTS = {"cell_file", "val_file", "locked_dropout"}
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import numpy as np
 
 import minigrad as mg
 from minigrad import elementwise
-from minigrad.nn import Dropout, Module, Parameter
+from minigrad.nn import Dropout, LockedDropout, Module, Parameter, keep_mask
 
 from rnn.cells.registry import Cell, get_cell
 from rnn.fused.compiler import compile_cell
@@ -66,10 +66,18 @@ class Recurrent(Module):
 
     `state` is a list with one tuple of tensors (B,H) per layer, in the cell's state
     order (e.g. (h, c) for lstm), or None for zeros.
+
+    Regularisation, in training only: `dropout` between layers (with `locked_dropout`, one
+    mask per sequence for all its steps: LockedDropout), and `weight_drop`, DropConnect on
+    the recurrent weights (AWD-LSTM, Merity et al. 2017): each layer's W_hh times a mask
+    of its own drawn at every call (one per window), so that every step of the window runs
+    on the same thinned weights. The mask is one elementwise product on a graph node before
+    the recurrence, which packs the product as it packs W_hh: the fused loops do not change,
+    and the gradient reaches W_hh through the mask.
     """
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, dropout=0.0, engine="fused",
-                 dtype=np.float32):
+                 dtype=np.float32, weight_drop=0.0, locked_dropout=False):
         super().__init__()
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -79,7 +87,12 @@ class Recurrent(Module):
         self.cell = get_cell(cell)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.engine = engine
-        self.between_layers = Dropout(dropout)
+        if not 0.0 <= weight_drop < 1.0:
+            raise ValueError(f"weight_drop must be in [0, 1), got {weight_drop}")
+        if weight_drop and not self.cell.recurrent_projection:
+            raise ValueError(f"weight_drop needs a cell with recurrent weights: {self.cell.name} reads no h.<gate>")
+        self.weight_drop = weight_drop
+        self.between_layers = (LockedDropout if locked_dropout else Dropout)(dropout)
         gates = len(self.cell.gates) * hidden_size
         bound = 1.0 / math.sqrt(hidden_size)  # PyTorch: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))
         rng = mg.random.generator()
@@ -97,6 +110,14 @@ class Recurrent(Module):
         """(weight_ih, weight_hh, bias_ih, bias_hh) of layer k; the _hh ones None for a cell
         without h.<gate>."""
         return tuple(getattr(self, f"{name}_l{k}", None) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+    def recurrent_weight(self, k):
+        """The W_hh layer k runs with: in training with weight_drop, W_hh times a fresh
+        DropConnect mask (scaled by 1/(1-p)); else W_hh itself (None for a cell without one)."""
+        w_hh = self.layer_parameters(k)[1]
+        if w_hh is None or not self.training or not self.weight_drop:
+            return w_hh
+        return w_hh * keep_mask(w_hh.shape, self.weight_drop, w_hh.dtype)
 
     def initial_state(self, batch_size, dtype=None):
         dtype = dtype or self.weight_ih_l0.dtype
@@ -133,7 +154,8 @@ class Recurrent(Module):
         return hidden, new_state
 
     def _fused_layer(self, k, projection, states, ids):
-        _, w_hh, _, b_hh = self.layer_parameters(k)
+        _, _, _, b_hh = self.layer_parameters(k)
+        w_hh = self.recurrent_weight(k)
         fused = compile_cell(self.cell, projection.dtype)
         if w_hh is None:  # a cell without h.<gate>: no recurrent product at all
             results = elementwise_recurrence.ElementwiseRecurrence.apply(projection, *states, fused=fused, ids=ids)
@@ -142,7 +164,8 @@ class Recurrent(Module):
         return results[0], tuple(results[1:])
 
     def _eager_layer(self, k, projection, states, ids):
-        _, w_hh, _, b_hh = self.layer_parameters(k)
+        _, _, _, b_hh = self.layer_parameters(k)
+        w_hh = self.recurrent_weight(k)
         if ids is not None:
             projection = mg.embedding(projection, ids)
         outputs = []
@@ -156,4 +179,6 @@ class Recurrent(Module):
 
     def extra_repr(self):
         return (f"{self.cell.name}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
-                f"dropout={self.between_layers.p}, engine={self.engine}")
+                f"dropout={self.between_layers.p}, engine={self.engine}"
+                + (", locked_dropout=True" if isinstance(self.between_layers, LockedDropout) else "")
+                + (f", weight_drop={self.weight_drop}" if self.weight_drop else ""))

@@ -38,6 +38,8 @@ DEFAULT_WEIGHT_DECAY = 0.1
 # The options that define the model a checkpoint holds (its tensors' shapes and dtype): on
 # resume they must be the checkpoint's. Dropout and the engine change no tensor: they may change.
 MODEL_OPTIONS = ("cell", "layers", "hidden", "embed", "dtype")
+# The model's settings that change no tensor (the model's record of them beats the train config's).
+MODEL_SETTINGS = ("dropout", "weight_drop", "locked_dropout", "embed_dropout", "engine")
 LIMITS = ("steps", "epochs", "time_budget")
 # The largest value of each integer setting. A config may come from a file (a checkpoint's
 # train_config, config.json), so every size it holds is bounded here, far above any real run
@@ -70,6 +72,11 @@ class TrainConfig:
     #   the earlier defaults (Adam, beta2 0.999, dropout 0.1, cosine to 0.1 * lr): 1.466,
     #   and with lr 3e-3 / 4e-3 / 1e-2 instead of 6e-3: 1.477 / 1.479 / 1.481
     dropout: float = None  # None: chosen from the passes over the text the run will make (rnn.training.recipe)
+    # AWD-LSTM's regularisers (rnn.model.charlm.ModelConfig), off unless given; measured against
+    # the dropout alone in docs/regularisation.md.
+    weight_drop: float = 0.0  # DropConnect on the recurrent weights, one mask per window
+    locked_dropout: bool = False  # the dropout's mask shared by all steps of a sequence
+    embed_dropout: float = 0.0  # drop whole characters' embedding rows, one mask per window
     seq_len: int = 64
     batch_size: int = None  # None: DEFAULT_BATCH_SIZE, fewer for a short text (rnn.training.recipe.batch_size_for)
     lr: float = 6e-3
@@ -114,6 +121,10 @@ class TrainConfig:
                         optional=True)
         _require_number("beta2", self.beta2, lambda v: 0 <= v < 1, "in [0, 1)")
         _require_number("dropout", self.dropout, lambda v: 0 <= v < 1, "in [0, 1)", optional=True)
+        for name in ("weight_drop", "embed_dropout"):
+            _require_number(name, getattr(self, name), lambda v: 0 <= v < 1, "in [0, 1)")
+        if not isinstance(self.locked_dropout, bool):
+            raise _bad("locked_dropout", "true or false", self.locked_dropout)
         _require_number("val_frac", self.val_frac, lambda v: 0 < v < 1, "between 0 and 1 (exclusive)")
         if self.val_file is not None and not (isinstance(self.val_file, str) and self.val_file):
             raise _bad("val_file", "a file name", self.val_file)

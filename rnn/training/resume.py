@@ -6,7 +6,7 @@
 Resuming takes the model, the optimizer's per-parameter state, minigrad's RNG, the data
 position and the carried hidden state from the checkpoint (checked by rnn.training.state),
 and every setting from the config: the model options (MODEL_OPTIONS) must match the
-checkpoint's model (ConfigError if not); the optimizer's hyperparameters, dropout, engine,
+checkpoint's model (ConfigError if not); the optimizer's hyperparameters, the regularisers, engine,
 seed, batch size and window may change (a new batch size or window restarts the streams).
 What this module must not hold: the step loop (rnn.training.loop) or the run folder's files (rnn.runs.folder).
 """
@@ -46,7 +46,8 @@ def model_config(config: TrainConfig, vocab_size: int) -> ModelConfig:
     sized = config.with_size(*DEFAULT_SIZE).with_cell(recipe.choose_cell(config.limits())["cell"])
     return ModelConfig(vocab_size=vocab_size, cell=sized.cell, embed=config.embed, hidden=sized.hidden,
                        layers=sized.layers, dropout=0.0 if config.dropout is None else config.dropout,
-                       dtype=config.dtype, engine=config.engine)
+                       dtype=config.dtype, engine=config.engine, weight_drop=config.weight_drop,
+                       locked_dropout=config.locked_dropout, embed_dropout=config.embed_dropout)
 
 
 def fresh_start(config: TrainConfig, corpus: Corpus, stream: BatchStream) -> Start:
@@ -75,7 +76,7 @@ def resumed_start(config: TrainConfig, corpus: Corpus, stream: BatchStream, path
     wanted = model_config(config, len(corpus.vocab))
     if wanted == saved:
         model = checkpoint.model
-    else:  # another dropout or engine: the same tensors in a model built with the new settings
+    else:  # another regulariser or engine: the same tensors in a model built with the new settings
         model = CharLM(wanted)
         model.load_state_dict(checkpoint.model.state_dict())
     model.train()

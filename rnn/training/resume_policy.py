@@ -25,6 +25,7 @@ What this module must not hold: starting from a checkpoint's model and optimizer
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from rnn.cells.registry import get_cell
 from rnn.checkpoint.format import load_checkpoint
 from rnn.checkpoint.values import finite_number, is_count
 from rnn.data.corpus import Corpus
@@ -32,7 +33,7 @@ from rnn.data.reading import read_corpus
 from rnn.data.text import TextContentError, TextError
 from rnn.errors import ArgumentError, ConfigError, Notice, Setting, UserError
 from rnn.runs.folder import dated_run_folder
-from rnn.training.config import LIMITS, MODEL_OPTIONS, TrainConfig
+from rnn.training.config import LIMITS, MODEL_OPTIONS, MODEL_SETTINGS, TrainConfig
 
 
 class ResumeError(UserError, ValueError):
@@ -86,6 +87,7 @@ def plan_run(given: dict, texts=(), *, resume=None, out_dir=None, include=(), ex
     checkpoint = load_checkpoint(resume, cell_file=given.get("cell_file")) if resume else None
     meta = checkpoint.meta if checkpoint else {}
     config = merged_config(given, meta.get("train_config") or {}, checkpoint.config if checkpoint else None)
+    check_weight_drop(config)
     out_dir = Path(out_dir) if out_dir is not None else Path(resume).parent if resume else dated_run_folder()
     if checkpoint:
         reached = limit_reached(meta, given)
@@ -106,7 +108,7 @@ def merged_config(given: dict, saved: dict, saved_model=None) -> TrainConfig:
     saved = dict(saved) if isinstance(saved, dict) else {}  # a damaged or hostile record: ignored
     if saved_model is not None:
         # The model's own record (checked when the checkpoint loaded) beats the train config's.
-        model = {name: getattr(saved_model, name) for name in MODEL_OPTIONS + ("dropout", "engine")}
+        model = {name: getattr(saved_model, name) for name in MODEL_OPTIONS + MODEL_SETTINGS}
         different = [name for name in MODEL_OPTIONS if given.get(name) is not None and given[name] != model[name]]
         if different:
             typed = [part for index, name in enumerate(different)
@@ -127,6 +129,13 @@ def merged_config(given: dict, saved: dict, saved_model=None) -> TrainConfig:
             raise ConfigError(f"the checkpoint's train config is not usable: {error} (give ",
                               Setting(error.option), " to replace it)") from None
         raise ArgumentError(*error.parts) from None
+
+
+def check_weight_drop(config: TrainConfig) -> None:
+    """ArgumentError for a weight_drop on a cell that has no recurrent weights to drop."""
+    if config.weight_drop and not get_cell(config.cell).recurrent_projection:
+        raise ArgumentError(Setting("weight_drop"), f" needs a cell with recurrent weights: {config.cell} reads "
+                                                    f"no h.<gate>, so it has no W_hh")
 
 
 def limit_reached(meta: dict, given: dict):
