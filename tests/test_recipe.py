@@ -5,6 +5,7 @@ each is recorded, printed, and the option given (--cell, --layers/--hidden, --dr
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -320,6 +321,10 @@ def test_the_data_drive_the_cell_choice(monkeypatch):
     assert recipe.choose_cell({"time_budget": 300})["cell"] == "sru"
     assert recipe.choose_cell({"time_budget": 1200})["cell"] == "sru"
     assert recipe.choose_cell({"time_budget": 60})["cell"] == "lstm"
+    # A weight drop needs W_hh: sru has none, so a run with one gets the best family that has.
+    weight_drop_run = TrainConfig(cell=None, weight_drop=0.2, time_budget=300)
+    assert sizing.choose_cell(weight_drop_run)[0].cell == "lstm"
+    assert sizing.choose_cell(replace(weight_drop_run, weight_drop=0.0))[0].cell == "sru"
 
 
 def test_the_trainer_records_the_cell_it_chose(tmp_path):
@@ -356,13 +361,13 @@ def test_the_cli_names_the_chosen_cell_and_its_help_the_recipes_choice(tmp_path)
     text.write_text(make_text(600, seed=2))
     options = ["--layers", "1", "--hidden", "8", "--embed", "4", "--seq-len", "8", "--batch-size", "4",
                "--eval-every", "0", "--sample-every", "0", "--steps", "2"]
-    printed = run_cli("train", text, *options, "--out", tmp_path / "run", check_exit=0).stdout
+    printed = run_in_process("train", text, *options, "--out", tmp_path / "run", check_exit=0).stdout
     choice = recipe.choose_cell({"time_budget": None})
     assert f"cell {choice['cell']}: the lowest of the families measured at {choice['measured_budget']:g} s" in printed
     assert "--cell sets it yourself" in printed
-    given = run_cli("train", text, *options, "--cell", "gru", "--out", tmp_path / "given", check_exit=0).stdout
+    given = run_in_process("train", text, *options, "--cell", "gru", "--out", tmp_path / "given", check_exit=0).stdout
     assert "families measured" not in given
-    help_text = " ".join(run_cli("train", "--help", check_exit=0).stdout.split())
+    help_text = " ".join(run_in_process("train", "--help", check_exit=0).stdout.split())
     # The help is written out (it must stay light): it must name what the recipe chooses at every budget.
     chosen = sorted({recipe.choose_cell({"time_budget": run.budget})["cell"] for run in recipe.CELL_RUNS})
     assert "--cell TEXT Recurrent cell" in help_text and f"[default: (chosen: {', '.join(chosen)})]" in help_text

@@ -70,17 +70,18 @@ CELL_RUNS = (CellRun(60, "lstm", "1x256", None, None, 0.0),
              CellRun(300, "sru", "3x384", 2774, 1.4416, 0.048))
 
 
-def choose_cell(limits: dict) -> dict:
+def choose_cell(limits: dict, allowed=lambda cell: True) -> dict:
     """The cell family for a run with these `limits` (see planned_passes): {"cell",
     "measured_budget", "behind"} of the family whose run scored lowest at the budget of CELL_RUNS
     nearest (by ratio) the run's time budget (a run with none: the longest measured), with
-    every family's nats/char behind it there (`behind`: cell -> nats/char)."""
-    budgets = sorted({run.budget for run in CELL_RUNS})
+    every family's nats/char behind it there (`behind`: cell -> nats/char). Only the families
+    for which `allowed(cell)` is true are candidates (a --weight-drop needs recurrent weights)."""
+    budgets = sorted({run.budget for run in CELL_RUNS if allowed(run.cell)})
     budget = limits.get("time_budget")
     measured = budgets[-1] if budget is None else min(budgets, key=lambda b: abs(math.log(budget / b)))
     behind = {}
     for run in CELL_RUNS:
-        if run.budget == measured:
+        if run.budget == measured and allowed(run.cell):
             behind[run.cell] = min(run.behind, behind.get(run.cell, math.inf))
     return {"cell": min(behind, key=behind.get), "measured_budget": measured, "behind": behind}
 

@@ -132,8 +132,9 @@ def merged_config(given: dict, saved: dict, saved_model=None) -> TrainConfig:
 
 
 def check_weight_drop(config: TrainConfig) -> None:
-    """ArgumentError for a weight_drop on a cell that has no recurrent weights to drop."""
-    if config.weight_drop and not get_cell(config.cell).recurrent_projection:
+    """ArgumentError for a weight_drop on a cell that has no recurrent weights to drop (a cell
+    left to the recipe is chosen among those that have them: rnn.training.sizing.choose_cell)."""
+    if config.weight_drop and config.cell is not None and not get_cell(config.cell).recurrent_projection:
         raise ArgumentError(Setting("weight_drop"), f" needs a cell with recurrent weights: {config.cell} reads "
                                                     f"no h.<gate>, so it has no W_hh")
 

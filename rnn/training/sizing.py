@@ -22,7 +22,9 @@ def choose_cell(config: TrainConfig):
     """(config with its cell, what rnn.training.recipe chose, or None when the cell was given)."""
     if config.cell is not None:
         return config, None
-    choice = recipe.choose_cell(config.limits())
+    # A weight drop needs W_hh to drop: only the families that have one are candidates.
+    has_recurrent_weights = lambda cell: get_cell(cell).recurrent_projection  # noqa: E731
+    choice = recipe.choose_cell(config.limits(), has_recurrent_weights if config.weight_drop else lambda cell: True)
     return config.with_cell(choice["cell"]), choice
 
 
