@@ -60,7 +60,7 @@ class Function:
 
     def __init__(self, *inputs):
         self.inputs = inputs  # the tensors this op read: the edges of the graph
-        self.needs_input_grad = tuple([t.requires_grad for t in inputs])  # apply: all False under no_grad
+        self.needs_input_grad = (False,) * len(inputs)  # which inputs get a gradient: apply sets it when recording
 
     def forward(self, *arrays, **options):
         raise NotImplementedError
@@ -80,10 +80,14 @@ class Function:
         """Run forward on the inputs' arrays; return a Tensor (a tuple if forward returns several)."""
         node = cls(*inputs)
         node.options = options
-        record = hooks.recording and True in node.needs_input_grad
-        if not record:  # no gradient will be asked of this node: its forward saves nothing
-            node.needs_input_grad = (False,) * len(inputs)
-        result = node.forward(*[t.data for t in inputs], **options)
+        input_arrays, needs = [], []
+        for t in inputs:  # one loop, not two comprehensions: ~2.7k instructions less per op
+            input_arrays.append(t.data)
+            needs.append(t.requires_grad)
+        record = hooks.recording and True in needs
+        if record:  # otherwise no gradient will be asked of this node: its forward saves nothing
+            node.needs_input_grad = tuple(needs)
+        result = node.forward(*input_arrays, **options)
         several = type(result) is tuple
         arrays = result if several else (result,)
         # The outputs are made by the input's own Tensor class (this module does not import it).
@@ -92,9 +96,14 @@ class Function:
         if record:
             for output in outputs:
                 output.grad_fn = node
-            # Weak references: the node must not keep its outputs alive (no cycles).
-            node._output_refs = tuple([weakref.ref(output) for output in outputs])
-            node.output_specs = tuple([(array.shape, array.dtype) for array in arrays])  # known once an output is dropped
+            # Weak references: the node must not keep its outputs alive (no cycles). The shapes
+            # and dtypes stay known once an output is dropped. One output (nearly every op) is
+            # written out: a comprehension costs ~2k instructions, half a 4x4 numpy add.
+            if several:
+                node._output_refs = tuple([weakref.ref(output) for output in outputs])
+                node.output_specs = tuple([(array.shape, array.dtype) for array in arrays])
+            else:
+                node._output_refs, node.output_specs = (weakref.ref(outputs[0]),), ((result.shape, result.dtype),)
         if hooks.check_finite is not None:
             hooks.check_finite(node, arrays, "forward")
         if hooks.carry_tangents is not None:
