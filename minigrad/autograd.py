@@ -144,7 +144,8 @@ def unbroadcast(grad, shape: tuple):
 
 
 def toposort(roots: Iterable, parents: Callable) -> list:
-    """Every node reachable from `roots` through `parents(node)`, each after all of its parents.
+    """Every node reachable from `roots` through `parents(node)` (a list or tuple), each after
+    all of its parents.
 
     The one topological sort of the project: the backward walk, the cell tracer
     (`rnn.cells.expr`), the fused-cell compiler and `viz` all use it. Depth-first search with an
@@ -158,11 +159,12 @@ def toposort(roots: Iterable, parents: Callable) -> list:
         if parents_done:
             order.append(node)
             continue
-        if id(node) in expanded:  # reached again by another path: already placed
+        key = id(node)
+        if key in expanded:  # reached again by another path: already placed
             continue
-        expanded.add(id(node))
+        expanded.add(key)
         stack.append((node, True))  # placed after everything pushed above it
-        for parent in reversed(list(parents(node))):
+        for parent in reversed(parents(node)):
             if id(parent) not in expanded:
                 stack.append((parent, False))
     return order
@@ -227,7 +229,8 @@ def backward_walk(roots, root_grads, create_graph=False, accumulate=True, wanted
     try:
         for node in reversed(graph_order(roots)):
             output_grads = []
-            for output in node.outputs():
+            for ref in node._output_refs:
+                output = ref()
                 grad = pending.pop(output, None) if output is not None else None
                 if grad is not None:
                     grad = complete(output, grad)
@@ -250,7 +253,9 @@ def backward_walk(roots, root_grads, create_graph=False, accumulate=True, wanted
                 observer(node, output_grads, input_grads)
             for parent, parent_grad in zip(node.inputs, input_grads):
                 if parent_grad is not None and parent.requires_grad:
-                    add(parent, unbroadcast(parent_grad, parent.shape))
+                    if parent_grad.shape != parent.data.shape:  # checked here: most gradients have the shape already
+                        parent_grad = unbroadcast(parent_grad, parent.data.shape)
+                    add(parent, parent_grad)
         for leaf in leaves:  # leaves last: their hooks see the summed gradient
             grad = complete(leaf, pending.pop(leaf))
             if accumulate:

@@ -74,9 +74,14 @@ class Sum(_Reduction):
     jvp_is_forward = True
 
     def forward(self, x, axis=None, keepdims=False):
-        if x.size < elementwise.NUMPY_BELOW:  # numpy's own sum, with the kernel's float64 accumulator
+        if x.size < elementwise.NUMPY_BELOW:  # below a kernel's set-up cost
             self._shapes(x, axis, keepdims)
-            self.count = x.size if axis is None else math.prod(x.shape[a] for a in self.axes)
+            if axis is None:  # a loss: Python's sum of the values, in order, in float64 as the kernel
+                # sums (so the same bits); half the instructions of numpy's casting reduce at 4x4.
+                self.count = x.size
+                total = np.array(builtins.sum(x.ravel().tolist()), x.dtype)
+                return total.reshape(self.out_shape) if keepdims else total
+            self.count = math.prod(x.shape[a] for a in self.axes)  # numpy's sum, with a float64 accumulator
             return np.asarray(np.add.reduce(x, self.axes, np.float64, keepdims=keepdims), x.dtype)
         rows = self._as_rows(x, axis, keepdims)
         out = np.empty(rows.shape[0], x.dtype)

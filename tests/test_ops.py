@@ -385,3 +385,20 @@ def test_small_tensors_numpy_path_agrees_with_the_kernel_path(op):
             assert big is None
         else:
             np.testing.assert_allclose(big[:16], little, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis, keepdims", [(None, False), (None, True), (1, False), ((0, 2), True)])
+def test_small_sums_agree_with_the_kernels_sums(monkeypatch, dtype, axis, keepdims):
+    """Below NUMPY_BELOW elements Sum does not call its kernel: over every axis it takes Python's
+    float sum, in order, the kernel's own float64 sum (the same bits); over some axes numpy's
+    float64 reduce (pairwise: float64 rounding apart)."""
+    x = np.random.default_rng(4).standard_normal((3, 5, 7)).astype(dtype) * 1e3
+    small = mg.tensor(x).sum(axis=axis, keepdims=keepdims).data
+    monkeypatch.setattr(mg.elementwise, "NUMPY_BELOW", 0)  # the kernel for every size
+    kernel = mg.tensor(x).sum(axis=axis, keepdims=keepdims).data
+    assert small.dtype == kernel.dtype == dtype and small.shape == kernel.shape
+    if axis is None:
+        np.testing.assert_array_equal(small, kernel)
+    else:
+        np.testing.assert_allclose(small, kernel, rtol=1e-12)
