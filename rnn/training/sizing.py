@@ -23,9 +23,13 @@ def choose_cell(config: TrainConfig):
     if config.cell is not None:
         return config, None
     # A weight drop needs W_hh to drop: only the families that have one are candidates.
-    has_recurrent_weights = lambda cell: get_cell(cell).recurrent_projection  # noqa: E731
-    choice = recipe.choose_cell(config.limits(), has_recurrent_weights if config.weight_drop else lambda cell: True)
+    choice = (recipe.choose_cell(config.limits(), _has_recurrent_weights) if config.weight_drop
+              else recipe.choose_cell(config.limits()))
     return config.with_cell(choice["cell"]), choice
+
+
+def _has_recurrent_weights(cell: str) -> bool:
+    return get_cell(cell).recurrent_projection
 
 
 def choose_size(config: TrainConfig, corpus: Corpus):
