@@ -193,23 +193,42 @@ AVX512_BLAS_KERNELS = ("skylakex", "cooperlake", "sapphirerapids")
 
 
 @parallel_kernel
-def _window_product(a, a_stride, a_step, rows, inner, panels, out, parts):
-    # out = A @ W with A's (r, k) at a's element r * a_stride + k * a_step; part j of the
-    # cores takes panels j*P/parts .. (j+1)*P/parts
+def _window_product(a, transpose_a, rows, inner, panels, out, parts):
+    # out = op(a) @ W; part j of the cores takes panels j*P/parts .. (j+1)*P/parts
     count, out_stride = panels.shape[0], out.strides[0] // 4
     for part in prange(parts):
         first_panel, last_panel = part * count // parts, (part + 1) * count // parts
+        # a^T's rows are a's columns: reading them in place, every k of a tile is another row of a
+        # (another page); so each block of them is first copied into tiles of 8 rows, (depth, 8)
+        # contiguous, once for all the panels of the core (measured on one Zen 5 core, d W of the
+        # 2x512 LSTM: 229 GFLOP/s against 208)
+        tiles = np.empty((WINDOW_ROWS // 8, WINDOW_DEPTH, 8), np.float32)
         for first_row in range(0, rows, WINDOW_ROWS):
             last_row = min(first_row + WINDOW_ROWS, rows)
             for first_k in range(0, inner, WINDOW_DEPTH):
                 depth = min(WINDOW_DEPTH, inner - first_k)
+                if transpose_a:
+                    for t in range((last_row - first_row + 7) // 8):
+                        tile_row = first_row + 8 * t
+                        if tile_row + 8 <= rows:  # (eight at a time: one vector move)
+                            for k in range(depth):
+                                for j in range(8):
+                                    tiles[t, k, j] = a[first_k + k, tile_row + j]
+                        else:
+                            for k in range(depth):
+                                for j in range(rows - tile_row):
+                                    tiles[t, k, j] = a[first_k + k, tile_row + j]
                 for p in range(first_panel, last_panel):
                     panel = panels[p].ctypes.data + 4 * first_k * PANEL
                     row = first_row
                     while row < last_row:
-                        row += _tile(a.ctypes.data + 4 * (row * a_stride + first_k * a_step), panel,
-                                     out.ctypes.data + 4 * (row * out_stride + p * PANEL), a_stride, a_step,
-                                     out_stride, depth, last_row - row, first_k > 0)
+                        if transpose_a:
+                            t, j = (row - first_row) // 8, (row - first_row) % 8
+                            a_at, a_stride, a_step = tiles[t].ctypes.data + 4 * j, 1, 8
+                        else:
+                            a_at, a_stride, a_step = a.ctypes.data + 4 * (row * inner + first_k), inner, 1
+                        row += _tile(a_at, panel, out.ctypes.data + 4 * (row * out_stride + p * PANEL), a_stride,
+                                     a_step, out_stride, depth, last_row - row, first_k > 0)
 
 
 def _blas_architectures() -> list:
@@ -246,7 +265,6 @@ def window_product(a, b_panels, transpose_a=False):
     a = np.ascontiguousarray(a, dtype=np.float32)
     rows, inner = (a.shape[1], a.shape[0]) if transpose_a else a.shape
     out = np.empty((rows, b_panels.shape[0] * PANEL), np.float32)
-    a_stride, a_step = (1, rows) if transpose_a else (inner, 1)
     parts = max(1, min(cores(), b_panels.shape[0])) if 2.0 * rows * inner * out.shape[1] >= 2e6 else 1
-    _window_product(a, a_stride, a_step, rows, inner, b_panels, out, parts)
+    _window_product(a, transpose_a, rows, inner, b_panels, out, parts)
     return out
