@@ -71,13 +71,13 @@ def test_fused_layer_is_the_same_with_packed_weights(cell_name, split, monkeypat
         np.testing.assert_allclose(packed_result, blas_result, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("rows", [1, 7, 8, 13, packed_gemm.WINDOW_ROWS + 9])
-@pytest.mark.parametrize("inner", [5, packed_gemm.WINDOW_DEPTH + 3])
+@pytest.mark.parametrize("rows", [0, 1, 7, 8, 13, packed_gemm.WINDOW_ROWS + 9])
+@pytest.mark.parametrize("inner", [0, 5, packed_gemm.WINDOW_DEPTH + 3])
 @pytest.mark.parametrize("transpose_a", [False, True])
 def test_window_product_equals_numpy(rows, inner, transpose_a):
     rng = np.random.default_rng(rows * 1000 + inner)
     w = rng.standard_normal((inner, 3 * packed_gemm.PANEL)).astype(np.float32)
-    a = rng.standard_normal((inner, rows) if transpose_a else (rows, inner)).astype(np.float32)
+    a = rng.standard_normal((inner, rows) if transpose_a else (rows, inner)).astype(np.float32)  # (inner 0: zeros out)
     expected = (a.T if transpose_a else a).astype(np.float64) @ w.astype(np.float64)
     out = packed_gemm.window_product(a, packed_gemm.pack_panels(w), transpose_a=transpose_a)
     assert out.shape == (rows, 3 * packed_gemm.PANEL)

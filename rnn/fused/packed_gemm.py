@@ -264,7 +264,7 @@ def window_product(a, b_panels, transpose_a=False):
     split over the cores; a new (rows, columns) array."""
     a = np.ascontiguousarray(a, dtype=np.float32)
     rows, inner = (a.shape[1], a.shape[0]) if transpose_a else a.shape
-    out = np.empty((rows, b_panels.shape[0] * PANEL), np.float32)
+    out = (np.empty if inner > 0 else np.zeros)((rows, b_panels.shape[0] * PANEL), np.float32)  # (no k: no sums)
     parts = max(1, min(cores(), b_panels.shape[0])) if 2.0 * rows * inner * out.shape[1] >= 2e6 else 1
     _window_product(a, transpose_a, rows, inner, b_panels, out, parts)
     return out
