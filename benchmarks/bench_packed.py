@@ -159,13 +159,14 @@ def compare_steps(cases, rounds, switch):
         block = 2 if case == "L" else 3
         chosen = recurrence.USE_PANELS, packed_gemm.window_products_packed()
         try:
-            for use in (False, True, False, True):  # warm-up (compilation, allocator)
-                set_switch(switch, use)
-                step()
-            for r in range(rounds):
-                for use in ((False, True) if r % 2 == 0 else (True, False)):
+            with mg.runtime.configured_for_training():  # (OpenBLAS at one thread, as `train` runs)
+                for use in (False, True, False, True):  # warm-up (compilation, allocator)
                     set_switch(switch, use)
-                    timings[use] += [step() for _ in range(block)]
+                    step()
+                for r in range(rounds):
+                    for use in ((False, True) if r % 2 == 0 else (True, False)):
+                        set_switch(switch, use)
+                        timings[use] += [step() for _ in range(block)]
         finally:
             recurrence.USE_PANELS, packed_gemm._WINDOW_PACKED = chosen
         blas, panels = statistics.median(timings[False]), statistics.median(timings[True])
