@@ -1,4 +1,5 @@
-"""The recurrent layers' per-step product, out = a @ W, with W packed once per window.
+"""The recurrent layers' per-step product, out = a @ W, with W packed once per window (and the
+window-wide products on the same kernel where the BLAS runs narrower vectors).
 
 A recurrent layer multiplies by the same W_hh at every step of a window. A BLAS call
 packs its operands again at every call, and at 16-64 rows the packing and the call cost
@@ -7,6 +8,13 @@ each panel (K, PANEL) contiguous (`pack_panels`); at every step a compiled loop 
 register-blocked microkernel over them: `rows` rows of a times one panel, accumulated in
 2*rows vector registers of 16 float32 (written as LLVM vector FMAs, so that LLVM emits
 full-width AVX-512 FMAs on a CPU that has them, two AVX2 FMAs per vector on one without).
+
+The same microkernel runs the products over a whole window (`window_product`: the input
+projections of layers 1.. and their gradients, the weight gradients summed over the window),
+blocked for the caches and with the columns split over the cores; but only where numpy's
+OpenBLAS runs a kernel without AVX-512 on an AVX-512 host (`window_products_packed`), where it
+is about twice as fast. Against an AVX-512 BLAS kernel it gains nothing (measured on Zen 5:
+docs/speed-measurement.md), so the BLAS keeps them there.
 
 float32 only, and only on CPUs with AVX-512: with 16 vector registers (AVX2) the 16
 accumulators of 16 floats would spill. The callers fall back to BLAS there, for float64,

@@ -9,7 +9,8 @@ has only weight_ih_l{k} and bias_ih_l{k}: it has no W_hh to multiply by.
 Two engines compute the same thing:
 - "eager": the cell's gate expressions are interpreted with minigrad ops, step by
   step; every gate op is a node of the autograd graph (readable, gradcheckable);
-- "fused": one GEMM projects the inputs of all steps (a `linear` node), then the
+- "fused": one GEMM projects the inputs of all steps (a `linear` node, or
+  `rnn.fused.projection.PackedLinear` where the packed kernel beats the BLAS), then the
   recurrence over the window is one autograd node (`rnn.fused.recurrence.FusedRecurrence`):
   per step one GEMM for W_hh h and one generated kernel for the gates, in a compiled
   loop; backward runs the same way in reverse and gets the W_hh gradient with a single
