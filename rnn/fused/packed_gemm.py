@@ -27,6 +27,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from minigrad.blas import PARALLEL_FLOPS
 from minigrad.jit import cores, kernel, parallel_kernel, prange, scalar
 
 PANEL = 32  # columns per panel: two vectors of 16 float32
@@ -209,7 +210,7 @@ def _window_product(a, transpose_a, rows, inner, panels, out, parts):
         # a^T's rows are a's columns: reading them in place, every k of a tile is another row of a
         # (another page); so each block of them is first copied into tiles of 8 rows, (depth, 8)
         # contiguous, once for all the panels of the core (measured on one Zen 5 core, d W of the
-        # 2x512 LSTM: 229 GFLOP/s against 208)
+        # 2x512 LSTM: about 225 GFLOP/s against 205-210)
         tiles = np.empty((WINDOW_ROWS // 8, WINDOW_DEPTH, 8), np.float32)
         for first_row in range(0, rows, WINDOW_ROWS):
             last_row = min(first_row + WINDOW_ROWS, rows)
@@ -273,6 +274,6 @@ def window_product(a, b_panels, transpose_a=False):
     a = np.ascontiguousarray(a, dtype=np.float32)
     rows, inner = (a.shape[1], a.shape[0]) if transpose_a else a.shape
     out = (np.empty if inner > 0 else np.zeros)((rows, b_panels.shape[0] * PANEL), np.float32)  # (no k: no sums)
-    parts = max(1, min(cores(), b_panels.shape[0])) if 2.0 * rows * inner * out.shape[1] >= 2e6 else 1
+    parts = max(1, min(cores(), b_panels.shape[0])) if 2.0 * rows * inner * out.shape[1] >= PARALLEL_FLOPS else 1
     _window_product(a, transpose_a, rows, inner, b_panels, out, parts)
     return out
