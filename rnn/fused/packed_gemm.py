@@ -201,43 +201,49 @@ WINDOW_DEPTH = 256
 AVX512_BLAS_KERNELS = ("skylakex", "cooperlake", "sapphirerapids")
 
 
+@kernel
+def _window_part(a, transpose_a, rows, inner, panels, first_panel, last_panel, out):
+    # out[:, first_panel*PANEL : last_panel*PANEL] = op(a) @ those panels of W
+    out_stride = out.strides[0] // 4
+    # a^T's rows are a's columns: reading them in place, every k of a tile is another row of a
+    # (another page); so each block of them is first copied into tiles of 8 rows, (depth, 8)
+    # contiguous, once for all the panels of the core (measured on one Zen 5 core, d W of the
+    # 2x512 LSTM: about 225 GFLOP/s against 205-210)
+    tiles = np.empty((WINDOW_ROWS // 8, WINDOW_DEPTH, 8), np.float32)
+    for first_row in range(0, rows, WINDOW_ROWS):
+        last_row = min(first_row + WINDOW_ROWS, rows)
+        for first_k in range(0, inner, WINDOW_DEPTH):
+            depth = min(WINDOW_DEPTH, inner - first_k)
+            if transpose_a:
+                for t in range((last_row - first_row + 7) // 8):
+                    tile_row = first_row + 8 * t
+                    if tile_row + 8 <= rows:  # (eight at a time: one vector move)
+                        for k in range(depth):
+                            for j in range(8):
+                                tiles[t, k, j] = a[first_k + k, tile_row + j]
+                    else:
+                        for k in range(depth):
+                            for j in range(rows - tile_row):
+                                tiles[t, k, j] = a[first_k + k, tile_row + j]
+            for p in range(first_panel, last_panel):
+                panel = panels[p].ctypes.data + 4 * first_k * PANEL
+                row = first_row
+                while row < last_row:
+                    if transpose_a:
+                        t, j = (row - first_row) // 8, (row - first_row) % 8
+                        a_at, a_stride, a_step = tiles[t].ctypes.data + 4 * j, 1, 8
+                    else:
+                        a_at, a_stride, a_step = a.ctypes.data + 4 * (row * inner + first_k), inner, 1
+                    row += _tile(a_at, panel, out.ctypes.data + 4 * (row * out_stride + p * PANEL), a_stride,
+                                 a_step, out_stride, depth, last_row - row, first_k > 0)
+
+
 @parallel_kernel
-def _window_product(a, transpose_a, rows, inner, panels, out, parts):
-    # out = op(a) @ W; part j of the cores takes panels j*P/parts .. (j+1)*P/parts
-    count, out_stride = panels.shape[0], out.strides[0] // 4
+def _window_parts(a, transpose_a, rows, inner, panels, out, parts):
+    # part j of the cores takes panels j*P/parts .. (j+1)*P/parts
+    count = panels.shape[0]
     for part in prange(parts):
-        first_panel, last_panel = part * count // parts, (part + 1) * count // parts
-        # a^T's rows are a's columns: reading them in place, every k of a tile is another row of a
-        # (another page); so each block of them is first copied into tiles of 8 rows, (depth, 8)
-        # contiguous, once for all the panels of the core (measured on one Zen 5 core, d W of the
-        # 2x512 LSTM: about 225 GFLOP/s against 205-210)
-        tiles = np.empty((WINDOW_ROWS // 8, WINDOW_DEPTH, 8), np.float32)
-        for first_row in range(0, rows, WINDOW_ROWS):
-            last_row = min(first_row + WINDOW_ROWS, rows)
-            for first_k in range(0, inner, WINDOW_DEPTH):
-                depth = min(WINDOW_DEPTH, inner - first_k)
-                if transpose_a:
-                    for t in range((last_row - first_row + 7) // 8):
-                        tile_row = first_row + 8 * t
-                        if tile_row + 8 <= rows:  # (eight at a time: one vector move)
-                            for k in range(depth):
-                                for j in range(8):
-                                    tiles[t, k, j] = a[first_k + k, tile_row + j]
-                        else:
-                            for k in range(depth):
-                                for j in range(rows - tile_row):
-                                    tiles[t, k, j] = a[first_k + k, tile_row + j]
-                for p in range(first_panel, last_panel):
-                    panel = panels[p].ctypes.data + 4 * first_k * PANEL
-                    row = first_row
-                    while row < last_row:
-                        if transpose_a:
-                            t, j = (row - first_row) // 8, (row - first_row) % 8
-                            a_at, a_stride, a_step = tiles[t].ctypes.data + 4 * j, 1, 8
-                        else:
-                            a_at, a_stride, a_step = a.ctypes.data + 4 * (row * inner + first_k), inner, 1
-                        row += _tile(a_at, panel, out.ctypes.data + 4 * (row * out_stride + p * PANEL), a_stride,
-                                     a_step, out_stride, depth, last_row - row, first_k > 0)
+        _window_part(a, transpose_a, rows, inner, panels, part * count // parts, (part + 1) * count // parts, out)
 
 
 def _blas_architectures() -> list:
@@ -275,5 +281,8 @@ def window_product(a, b_panels, transpose_a=False):
     rows, inner = (a.shape[1], a.shape[0]) if transpose_a else a.shape
     out = (np.empty if inner > 0 else np.zeros)((rows, b_panels.shape[0] * PANEL), np.float32)  # (no k: no sums)
     parts = max(1, min(cores(), b_panels.shape[0])) if 2.0 * rows * inner * out.shape[1] >= PARALLEL_FLOPS else 1
-    _window_product(a, transpose_a, rows, inner, b_panels, out, parts)
+    if parts > 1:
+        _window_parts(a, transpose_a, rows, inner, b_panels, out, parts)
+    else:  # (no parallel kernel on one core: in a forked child, starting one would end the process)
+        _window_part(a, transpose_a, rows, inner, b_panels, 0, b_panels.shape[0], out)
     return out
