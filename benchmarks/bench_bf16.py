@@ -2,6 +2,7 @@
 
     python benchmarks/bench_bf16.py                 # as the environment is set
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_bf16.py
+    python benchmarks/bench_bf16.py --steps M L     # whole training steps, float32 / bf16
 
 At the recurrent layers' per-step shapes (one core does the whole step) and at the
 window-wide shapes (input projection, weight gradient), GFLOP/s of:
@@ -13,6 +14,10 @@ window-wide shapes (input projection, weight gradient), GFLOP/s of:
   torch f32/bf16     torch.matmul on one thread (oneDNN/MKL), for reference
 All variants alternate, rounds x (a compiled loop of calls); medians of the rounds.
 Also says whether numpy's OpenBLAS exports an sbgemm.
+
+With --steps: whole training steps of the char-LM (Adam, clip 5, as bench_packed), on all
+cores, the recurrent layers' matmul_precision switched between float32 and bf16 between
+blocks of steps; medians, and float32/bf16 (>1: bf16 wins).
 """
 
 import argparse
@@ -65,11 +70,54 @@ def _sbgemm_symbols():
             if hasattr(library, name)]
 
 
+STEP_CASES = {"S": (1, 128, 32), "M": (2, 256, 32), "L": (2, 512, 64)}
+
+
+def compare_steps(cases, rounds):
+    import minigrad as mg
+    from minigrad.runtime import configured_for_training
+    from rnn import CharLM, ModelConfig
+
+    from machine import EMBED, SEQ, VOCAB, minigrad_training_step
+
+    for case in cases:
+        layers, hidden, batch = STEP_CASES[case]
+        mg.random.manual_seed(0)
+        model = CharLM(ModelConfig(vocab_size=VOCAB, cell="lstm", embed=EMBED, hidden=hidden, layers=layers))
+        optimizer = mg.optim.Adam(model.parameters(), lr=1e-3)
+        ids = np.random.default_rng(0).integers(0, VOCAB, (batch, SEQ + 1))
+        state = model.initial_state(batch)
+
+        def step():
+            nonlocal state
+            start = time.perf_counter()
+            state = minigrad_training_step(model, optimizer, ids, state)
+            return 1000 * (time.perf_counter() - start)
+
+        timings = {"float32": [], "bf16": []}
+        block = 2 if case == "L" else 4
+        with configured_for_training():
+            for precision in ("float32", "bf16", "float32", "bf16"):  # warm-up (compilation, allocator)
+                model.rnn.matmul_precision = precision
+                step()
+            for r in range(rounds):
+                for precision in (("float32", "bf16") if r % 2 == 0 else ("bf16", "float32")):
+                    model.rnn.matmul_precision = precision
+                    timings[precision] += [step() for _ in range(block)]
+        f32, b16 = statistics.median(timings["float32"]), statistics.median(timings["bf16"])
+        print(f"{case}-lstm {layers}x{hidden} B{batch} T{SEQ}: float32 {f32:8.1f} ms   bf16 {b16:8.1f} ms   "
+              f"float32/bf16 {f32 / b16:5.2f}x   ({len(timings['bf16'])} steps each, {numba.get_num_threads()} "
+              f"threads, load {os.getloadavg()[0]:.1f})", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--steps", nargs="+", choices=list(STEP_CASES), help="time whole training steps instead")
     args = parser.parse_args()
+    if args.steps:
+        return compare_steps(args.steps, args.rounds)
     blas.use_one_openblas_thread()
     torch = None
     if not args.no_torch:

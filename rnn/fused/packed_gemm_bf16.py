@@ -22,11 +22,11 @@ import llvmlite.binding
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from minigrad.jit import kernel, scalar
+from rnn.fused.packed_gemm import PANEL, packed_matmul_into  # (the same panel width in both precisions)
 
-PANEL = 32  # columns per panel, as in rnn.fused.packed_gemm
 DEPTH = 128  # pairs of rows of a panel per pass: 16 KB, which stay in L1 while every block of rows uses them
 
 
@@ -51,7 +51,7 @@ def _bits(typingctx, x):
 
 
 @scalar
-def _rounded_top_half(x):
+def rounded_bits(x):
     """bf16 bits (as uint32) of float32 x by round-to-nearest-even (NaN stays a quiet NaN)."""
     bits = _bits(x)
     if (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
@@ -66,7 +66,7 @@ def round_to_bf16(x):
     flat = x.ravel()
     out = np.empty(flat.size, np.uint16)
     for i in range(flat.size):
-        out[i] = np.uint16(_rounded_top_half(flat[i]))
+        out[i] = np.uint16(rounded_bits(flat[i]))
     return out.reshape(x.shape)
 
 
@@ -77,34 +77,55 @@ def bf16_to_float32(bf16):
 
 
 @kernel
-def round_pairs_into(a, out):
-    """out[r, j] = the word of bf16(a[r, 2j]) (low half) and bf16(a[r, 2j+1]) (high half);
-    a (rows, K) float32 with contiguous rows, out (rows, >= ceil(K/2)) uint32 (an odd K's
-    last word has a zero high half)."""
-    inner = a.shape[1]
-    for r in range(a.shape[0]):
-        for j in range(inner // 2):
-            out[r, j] = _rounded_top_half(a[r, 2 * j]) | (_rounded_top_half(a[r, 2 * j + 1]) << np.uint32(16))
-        if inner % 2:
-            out[r, inner // 2] = _rounded_top_half(a[r, inner - 1])
+def round_pairs_into(a, transpose, out):
+    """out[r, j] = the word of bf16(op(a)[r, 2j]) (low half) and bf16(op(a)[r, 2j+1]) (high
+    half), op(a) = a.T if transpose else a, (rows, K) float32; out (rows, ceil(K/2)) uint32
+    (an odd K's last word has a zero high half)."""
+    rows, inner = out.shape[0], (a.shape[0] if transpose else a.shape[1])
+    if transpose:  # along a's rows; out's column j is a few cache lines, which stay in L1/L2
+        for j in range(out.shape[1]):
+            for r in range(rows):
+                high = rounded_bits(a[2 * j + 1, r]) if 2 * j + 1 < inner else np.uint32(0)
+                out[r, j] = rounded_bits(a[2 * j, r]) | (high << np.uint32(16))
+    else:
+        for r in range(rows):
+            for j in range(out.shape[1]):
+                high = rounded_bits(a[r, 2 * j + 1]) if 2 * j + 1 < inner else np.uint32(0)
+                out[r, j] = rounded_bits(a[r, 2 * j]) | (high << np.uint32(16))
 
 
-def pairs_of(a: np.ndarray) -> np.ndarray:
-    """a (rows, K) float32 as bf16 pair words (rows, ceil(K/2)) uint32 (see round_pairs_into)."""
-    out = np.empty((a.shape[0], (a.shape[1] + 1) // 2), np.uint32)
-    round_pairs_into(np.ascontiguousarray(a, dtype=np.float32), out)
+@kernel
+def pack_into(w, transpose, out):
+    """out[p, j, c] = the word of bf16(op(w)[2j, p*PANEL + c]) (low) and bf16(op(w)[2j+1, ...])
+    (high), op(w) = w.T if transpose else w, (K, N) float32; out (N // PANEL, ceil(K/2), PANEL)."""
+    inner = w.shape[1] if transpose else w.shape[0]
+    for p in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            for c in range(PANEL):
+                column = p * PANEL + c
+                if transpose:
+                    high = rounded_bits(w[column, 2 * j + 1]) if 2 * j + 1 < inner else np.uint32(0)
+                    out[p, j, c] = rounded_bits(w[column, 2 * j]) | (high << np.uint32(16))
+                else:
+                    high = rounded_bits(w[2 * j + 1, column]) if 2 * j + 1 < inner else np.uint32(0)
+                    out[p, j, c] = rounded_bits(w[2 * j, column]) | (high << np.uint32(16))
+
+
+def pairs_of(a: np.ndarray, transpose=False) -> np.ndarray:
+    """op(a) (rows, K) float32 as bf16 pair words (rows, ceil(K/2)) uint32 (see round_pairs_into)."""
+    rows, inner = (a.shape[1], a.shape[0]) if transpose else a.shape
+    out = np.empty((rows, (inner + 1) // 2), np.uint32)
+    round_pairs_into(a, transpose, out)
     return out
 
 
-def pack_panels_bf16(w: np.ndarray) -> np.ndarray:
-    """(K, N) float32 with N a multiple of PANEL -> (N // PANEL, ceil(K/2), PANEL) uint32 words
-    of bf16 pairs: [p, j, c] holds W[2j, p*PANEL + c] low and W[2j+1, p*PANEL + c] high."""
-    inner, columns = w.shape
-    rounded = round_to_bf16(np.ascontiguousarray(w, dtype=np.float32)).astype(np.uint32)
-    if inner % 2:
-        rounded = np.concatenate([rounded, np.zeros((1, columns), np.uint32)])
-    words = rounded[0::2] | (rounded[1::2] << np.uint32(16))  # (K/2, N)
-    return np.ascontiguousarray(words.reshape(-1, columns // PANEL, PANEL).transpose(1, 0, 2))
+def pack_panels_bf16(w: np.ndarray, transpose=False) -> np.ndarray:
+    """op(w) (K, N) float32 with N a multiple of PANEL -> (N // PANEL, ceil(K/2), PANEL) uint32 words
+    of bf16 pairs: [p, j, c] holds op(w)[2j, p*PANEL + c] low and op(w)[2j+1, p*PANEL + c] high."""
+    inner, columns = (w.shape[1], w.shape[0]) if transpose else w.shape
+    out = np.empty((columns // PANEL, (inner + 1) // 2, PANEL), np.uint32)
+    pack_into(w, transpose, out)
+    return out
 
 
 class _BFloat(ir.Type):
@@ -241,3 +262,25 @@ def packed_matmul_bf16_into(a_pairs, panels, first_panel, out, accumulate):
                     else:
                         _set1(a_at, panel, out_at, a_stride, out_stride, depth)
                     row += 1
+
+
+def panel_product_into(a, panels, first_panel, out, accumulate):
+    """out (+)= a @ W[:, first_panel*PANEL : ...] on W's panels, in the precision they were packed
+    in: float32 panels (pack_panels) run rnn.fused.packed_gemm's kernel; bf16 ones
+    (pack_panels_bf16, uint32 words) round a to bf16 pairs first, then run this module's.
+    For the compiled loops (which then serve both precisions); a has contiguous rows or not."""
+    raise NotImplementedError("panel_product_into runs inside compiled kernels only")
+
+
+@overload(panel_product_into)
+def _panel_product_into(a, panels, first_panel, out, accumulate):
+    if panels.dtype == types.uint32:
+        def bf16_product(a, panels, first_panel, out, accumulate):
+            pairs = np.empty((a.shape[0], panels.shape[1]), np.uint32)  # (a few KB, once per step)
+            round_pairs_into(a, False, pairs)
+            packed_matmul_bf16_into(pairs, panels, first_panel, out, accumulate)
+        return bf16_product
+
+    def float32_product(a, panels, first_panel, out, accumulate):
+        packed_matmul_into(a, panels, first_panel, out, accumulate)
+    return float32_product
