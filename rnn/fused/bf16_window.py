@@ -18,7 +18,7 @@ from minigrad.autograd import Function
 from minigrad.jit import cores, parallel_kernel, prange
 
 from rnn.fused.packed_gemm import PANEL
-from rnn.fused.packed_gemm_bf16 import pack_panels_bf16, packed_matmul_bf16_into, pairs_of
+from rnn.fused.packed_gemm_bf16 import pack_panels_bf16, packed_matmul_bf16_into, round_pairs_into
 
 ROW_BLOCK = 128  # rows of the result per block: 128 x (K/2) words of the left operand, in L2
 
@@ -26,6 +26,15 @@ ROW_BLOCK = 128  # rows of the result per block: 128 x (K/2) words of the left o
 def fits(*columns) -> bool:
     """True if products with these output widths can run here (whole panels)."""
     return all(int(c) % PANEL == 0 for c in columns)
+
+
+@parallel_kernel
+def _pairs_in_blocks(a, transpose, out, blocks):
+    # round_pairs_into over blocks of out's rows, shared out over the cores
+    rows = out.shape[0]
+    for block in prange(blocks):
+        first, last = block * rows // blocks, (block + 1) * rows // blocks
+        round_pairs_into(a[:, first:last] if transpose else a[first:last], transpose, out[first:last])
 
 
 @parallel_kernel
@@ -39,11 +48,22 @@ def _product_in_blocks(pairs, panels, out, blocks):
 def matmul_bf16(a, b, transpose_a=False, transpose_b=False):
     """op(a) @ op(b) with both operands rounded to bf16 and float32 sums; a, b 2-D float32, the
     result's width a multiple of PANEL (see `fits`)."""
-    pairs, panels = pairs_of(a, transpose_a), pack_panels_bf16(b, transpose_b)
-    rows = pairs.shape[0]
+    if transpose_a and not transpose_b and b.shape[1] < a.shape[1]:
+        # a weight gradient g.T @ x (g wider than x): as (x.T @ g).T, which rounds the wide g
+        # along its rows (packing it) and transposes only the narrow x (measured: 2.3 against
+        # 3.0 ms at 2048 rows, 1024 x 256)
+        return np.ascontiguousarray(_product(b, a, True, False).T)
+    return _product(a, b, transpose_a, transpose_b)
+
+
+def _product(a, b, transpose_a, transpose_b):
+    rows, inner = (a.shape[1], a.shape[0]) if transpose_a else a.shape
+    blocks = min(max(cores(), -(-rows // ROW_BLOCK)), rows) or 1
+    pairs = np.empty((rows, (inner + 1) // 2), np.uint32)
+    _pairs_in_blocks(a, transpose_a, pairs, blocks)
+    panels = pack_panels_bf16(b, transpose_b)
     out = np.empty((rows, panels.shape[0] * PANEL), np.float32)
-    blocks = max(cores(), -(-rows // ROW_BLOCK))
-    _product_in_blocks(pairs, panels, out, min(blocks, rows) or 1)
+    _product_in_blocks(pairs, panels, out, blocks)
     return out
 
 

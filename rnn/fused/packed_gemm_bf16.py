@@ -52,12 +52,13 @@ def _bits(typingctx, x):
 
 @scalar
 def rounded_bits(x):
-    """bf16 bits (as uint32) of float32 x by round-to-nearest-even (NaN stays a quiet NaN)."""
+    """bf16 bits (as uint32) of float32 x by round-to-nearest-even (NaN stays a quiet NaN).
+    Without branches, so that the loops calling it run in vector lanes."""
     bits = _bits(x)
-    if (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
-        return (bits >> np.uint32(16)) | np.uint32(0x40)
     # add 0x7FFF plus the lowest kept bit: exact halves round to the even neighbour
-    return (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    nearest = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    quiet_nan = (bits >> np.uint32(16)) | np.uint32(0x40)
+    return quiet_nan if (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else nearest
 
 
 @kernel
@@ -76,22 +77,33 @@ def bf16_to_float32(bf16):
     return (bf16.astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
+WORDS_PER_LINE = 16  # words of out per cache line: the transposed rounding writes whole lines
+
+
 @kernel
 def round_pairs_into(a, transpose, out):
     """out[r, j] = the word of bf16(op(a)[r, 2j]) (low half) and bf16(op(a)[r, 2j+1]) (high
     half), op(a) = a.T if transpose else a, (rows, K) float32; out (rows, ceil(K/2)) uint32
     (an odd K's last word has a zero high half)."""
     rows, inner = out.shape[0], (a.shape[0] if transpose else a.shape[1])
-    if transpose:  # along a's rows; out's column j is a few cache lines, which stay in L1/L2
-        for j in range(out.shape[1]):
+    pairs = inner // 2
+    if transpose:
+        # a line of out's row r at a time (16 words from 32 rows of a, each read along r):
+        # writing a column of out instead, rows apart by a multiple of 4 KB, thrashed L1's sets
+        for first in range(0, pairs, WORDS_PER_LINE):
+            last = min(first + WORDS_PER_LINE, pairs)
             for r in range(rows):
-                high = rounded_bits(a[2 * j + 1, r]) if 2 * j + 1 < inner else np.uint32(0)
-                out[r, j] = rounded_bits(a[2 * j, r]) | (high << np.uint32(16))
+                for j in range(first, last):
+                    out[r, j] = rounded_bits(a[2 * j, r]) | (rounded_bits(a[2 * j + 1, r]) << np.uint32(16))
+        if inner % 2:
+            for r in range(rows):
+                out[r, pairs] = rounded_bits(a[inner - 1, r])
     else:
         for r in range(rows):
-            for j in range(out.shape[1]):
-                high = rounded_bits(a[r, 2 * j + 1]) if 2 * j + 1 < inner else np.uint32(0)
-                out[r, j] = rounded_bits(a[r, 2 * j]) | (high << np.uint32(16))
+            for j in range(pairs):
+                out[r, j] = rounded_bits(a[r, 2 * j]) | (rounded_bits(a[r, 2 * j + 1]) << np.uint32(16))
+            if inner % 2:
+                out[r, pairs] = rounded_bits(a[r, inner - 1])
 
 
 @kernel
