@@ -48,7 +48,7 @@ def _product_in_blocks(pairs, panels, out, blocks):
 def matmul_bf16(a, b, transpose_a=False, transpose_b=False):
     """op(a) @ op(b) with both operands rounded to bf16 and float32 sums; a, b 2-D float32, the
     result's width a multiple of PANEL (see `fits`)."""
-    if transpose_a and not transpose_b and b.shape[1] < a.shape[1]:
+    if transpose_a and not transpose_b and b.shape[1] < a.shape[1] and fits(a.shape[1]):
         # a weight gradient g.T @ x (g wider than x): as (x.T @ g).T, which rounds the wide g
         # along its rows (packing it) and transposes only the narrow x (measured: 2.3 against
         # 3.0 ms at 2048 rows, 1024 x 256)
