@@ -60,7 +60,7 @@ def _bf16_loop(pairs, panels, out, repeats, accumulate):
 @numba.njit
 def _bf16_rounding_loop(a, pairs, panels, out, repeats, accumulate):
     for _ in range(repeats):
-        bf16.round_pairs_into(a, pairs)
+        bf16.round_pairs_into(a, False, pairs)
         bf16.packed_matmul_bf16_into(pairs, panels, 0, out, accumulate)
 
 
