@@ -134,7 +134,7 @@ class Recurrent(Module):
     def input_projection(self, k, x):
         """W_ih x + b_ih of layer k for every step at once: one GEMM, (B,T,I) -> (B,T,G*H)."""
         w_ih, _, b_ih, _ = self.layer_parameters(k)
-        if self.matmul_precision == "bf16" and bf16_window.fits(*w_ih.shape):
+        if self.matmul_precision == "bf16" and w_ih.dtype == np.float32 and bf16_window.fits(*w_ih.shape):
             return bf16_window.Bf16Linear.apply(x, w_ih, b_ih)
         return mg.linear(x, w_ih, b_ih)
 
