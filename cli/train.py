@@ -20,8 +20,8 @@ from cli.options import (CHECKPOINT, EXISTING_FILE, NON_NEGATIVE_INT, POSITIVE_F
 from cli.output import GuardedOutput, strict_json, visible
 from cli.progress import TrainingDisplay, bits_per_char, format_duration, format_loss, format_rate
 # rnn.training.config is light (no numpy, no minigrad): --help reads the defaults and choices there.
-from rnn.training.config import (DEFAULT_BATCH_SIZE, DEFAULT_TIME_BUDGET, DTYPE_NAMES, ENGINES, MIN_WINDOWS_PER_STREAM,
-                                 OPTIMIZERS, SCHEDULES, TrainConfig)
+from rnn.training.config import (DEFAULT_BATCH_SIZE, DEFAULT_TIME_BUDGET, DTYPE_NAMES, ENGINES, MATMUL_PRECISIONS,
+                                 MIN_WINDOWS_PER_STREAM, OPTIMIZERS, SCHEDULES, TrainConfig)
 
 
 class SettingOption(click.Option):
@@ -140,6 +140,9 @@ class EscapedText(click.ParamType):
 @setting("--dtype", type=click.Choice(DTYPE_NAMES))
 @setting("--engine", type=click.Choice(ENGINES),
          help="fused: one compiled kernel per step; eager: one graph node per gate op.")
+@setting("--matmul-precision", type=click.Choice(MATMUL_PRECISIONS),
+         help="bf16: the recurrent layers' products on bf16 operands with float32 sums (CPUs with "
+              "AVX512_BF16; fused engine, float32); weights and checkpoints stay float32.")
 @click.option("--include", multiple=True, metavar="GLOB",
               help="Read only the files of a TEXT folder that match GLOB (the path inside the folder or the "
                    "file name; * matches / too; repeat for several, e.g. --include '*.py').")

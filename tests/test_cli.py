@@ -97,7 +97,8 @@ def test_option_choices_are_the_librarys():
     choices = {param.name: param.type.choices for param in main.commands["train"].params
                if isinstance(param.type, click.Choice)}
     assert choices == {"optimizer": rnn.training.config.OPTIMIZERS, "schedule": rnn.training.config.SCHEDULES,
-                       "dtype": rnn.training.config.DTYPE_NAMES, "engine": rnn.training.config.ENGINES}
+                       "dtype": rnn.training.config.DTYPE_NAMES, "engine": rnn.training.config.ENGINES,
+                       "matmul_precision": rnn.training.config.MATMUL_PRECISIONS}
     assert tuple(rnn.model.charlm.DTYPES) == rnn.training.config.DTYPE_NAMES
 
 

@@ -70,8 +70,9 @@ SAME_AS_CHECKPOINT = {"cell": "gru", "layers": "1", "hidden": "8", "embed": "4",
 # Parameters of `train` that are not settings of the run.
 # (--include and --exclude select a TEXT folder's files: a resumed run reads its recorded files.)
 NOT_SETTINGS = {"texts", "out", "resume", "rewind", "quiet", "as_json", "include", "exclude"}  # rewind: tests/test_reliability_round2.py
-# Options with a test of their own below (locked_dropout, a flag: tests/test_regularisation.py).
-OWN_TESTS = {"cell_file", "val_file", "locked_dropout"}
+# Options with a test of their own below (locked_dropout, a flag: tests/test_regularisation.py;
+# matmul_precision, which needs AVX512_BF16: tests/test_bf16.py).
+OWN_TESTS = {"cell_file", "val_file", "locked_dropout", "matmul_precision"}
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ from minigrad.jit import cores, parallel_available
 from minigrad.autograd import Function
 from minigrad.precompile import compile_elsewhere
 
-from rnn.fused import packed_gemm
+from rnn.fused import bf16_window, packed_gemm, packed_gemm_bf16
 from rnn.fused.compiler import compile_loops
 
 # The per-step products run on W packed once per window (rnn.fused.packed_gemm) where they can.
@@ -139,7 +139,7 @@ class FusedRecurrence(FirstOrderOnly):
     First order only (FirstOrderOnly).
     """
 
-    def forward(self, xp, w_hh, b_hh, *initial, fused, ids=None):
+    def forward(self, xp, w_hh, b_hh, *initial, fused, ids=None, matmul_precision="float32"):
         hidden = w_hh.shape[1]
         dtype = w_hh.dtype
         self.xp, self.ids, self.table_rows = projection_rows(xp, ids)
@@ -149,6 +149,7 @@ class FusedRecurrence(FirstOrderOnly):
         self.merged = fused.merged
         self.b_hh = np.ascontiguousarray(b_hh)
         self.w_hh = np.ascontiguousarray(w_hh)
+        self.bf16 = matmul_precision == "bf16" and dtype == np.float32  # (float64 stays float64)
         # W_hh^T with its columns in the blocked order: h_t @ W_hh^T, not transposed in the GEMM,
         # runs 7-16% faster here at 16-32 rows per core
         one_block = len(self.unit_bounds) == 2  # (then the blocked order is the plain one)
@@ -157,9 +158,11 @@ class FusedRecurrence(FirstOrderOnly):
         gates = len(fused.cell.gates)
         # W_hh^T (forward) and W_hh (backward) packed once for the whole window, when each core's
         # columns fall on panel boundaries (see rnn.fused.packed_gemm); else the loops call BLAS
-        self.w_panels = (packed_gemm.pack_panels(w_blocked_t) if USE_PANELS and packed_gemm.panels_fit(
+        # (matmul_precision "bf16": packed as bf16 pairs, rnn.fused.packed_gemm_bf16)
+        pack = packed_gemm_bf16.pack_panels_bf16 if self.bf16 else packed_gemm.pack_panels
+        self.w_panels = (pack(w_blocked_t) if USE_PANELS and packed_gemm.panels_fit(
             dtype, gates * self.unit_bounds) else packed_gemm.no_panels(dtype))
-        self.w_hh_panels = (packed_gemm.pack_panels(self.w_hh) if USE_PANELS and packed_gemm.panels_fit(
+        self.w_hh_panels = (pack(self.w_hh) if USE_PANELS and packed_gemm.panels_fit(
             dtype, self.unit_bounds) else packed_gemm.no_panels(dtype))
         self.states = np.empty((steps + 1, len(initial), batch, hidden), dtype)
         self.states[0] = initial
@@ -188,9 +191,13 @@ class FusedRecurrence(FirstOrderOnly):
                                    self.w_hh_panels, self.b_hh, self.states, self.saved, self.hp, g_states, g_xp,
                                    g_hp, g_b_hh, self.row_bounds, self.unit_bounds)
         # d W_hh = sum over steps and rows of d hp_t^T h_t: one GEMM, with h in g_hp's (batch, step) row order
-        # (on h packed into panels where the BLAS runs narrower vectors than the host has: packed_gemm)
+        # (bf16 matmul precision: rnn.fused.bf16_window; float32: on h packed into panels where the
+        # BLAS runs narrower vectors than the host has, rnn.fused.packed_gemm)
         hidden = self.w_hh.shape[1]
-        if packed_gemm.window_product_fits(dtype, hidden):
+        if self.bf16 and bf16_window.fits(hidden):
+            previous_hidden = np.ascontiguousarray(self.states[:steps, 0].transpose(1, 0, 2)).reshape(batch * steps, -1)
+            g_w_hh = bf16_window.matmul_bf16(g_hp.reshape(batch * steps, gate_rows), previous_hidden, transpose_a=True)
+        elif packed_gemm.window_product_fits(dtype, hidden):
             panels = self.states[:steps, 0].reshape(steps, batch, hidden // packed_gemm.PANEL, packed_gemm.PANEL)
             panels = np.ascontiguousarray(panels.transpose(2, 1, 0, 3)).reshape(-1, batch * steps, packed_gemm.PANEL)
             g_w_hh = packed_gemm.window_product(g_hp.reshape(batch * steps, gate_rows), panels, transpose_a=True)

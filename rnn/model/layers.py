@@ -28,7 +28,7 @@ from minigrad.nn import Dropout, LockedDropout, Module, Parameter, keep_mask
 
 from rnn.cells.registry import Cell, get_cell
 from rnn.fused.compiler import compile_cell
-from rnn.fused import elementwise_recurrence, projection, recurrence
+from rnn.fused import bf16_window, elementwise_recurrence, projection, recurrence
 from rnn.model.options import ENGINES
 from rnn.fused.recurrence import compile_backward_elsewhere
 
@@ -88,6 +88,7 @@ class Recurrent(Module):
         self.cell = get_cell(cell)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.engine = engine
+        self.matmul_precision = "float32"  # "bf16": the fused recurrent products in bf16 (set by the trainer)
         if not 0.0 <= weight_drop < 1.0:
             raise ValueError(f"weight_drop must be in [0, 1), got {weight_drop}")
         if weight_drop and not self.cell.recurrent_projection:
@@ -135,6 +136,8 @@ class Recurrent(Module):
         """W_ih x + b_ih of layer k for every step at once: one GEMM, (B,T,I) -> (B,T,G*H)
         (fused: on packed panels where those beat numpy's BLAS, see rnn.fused.projection)."""
         w_ih, _, b_ih, _ = self.layer_parameters(k)
+        if self.matmul_precision == "bf16" and w_ih.dtype == np.float32 and bf16_window.fits(*w_ih.shape):
+            return bf16_window.Bf16Linear.apply(x, w_ih, b_ih)
         if self.engine == "fused":
             return projection.input_projection(x, w_ih, b_ih)
         return mg.linear(x, w_ih, b_ih)
@@ -164,7 +167,8 @@ class Recurrent(Module):
         if w_hh is None:  # a cell without h.<gate>: no recurrent product at all
             results = elementwise_recurrence.ElementwiseRecurrence.apply(projection, *states, fused=fused, ids=ids)
         else:
-            results = recurrence.FusedRecurrence.apply(projection, w_hh, b_hh, *states, fused=fused, ids=ids)
+            results = recurrence.FusedRecurrence.apply(projection, w_hh, b_hh, *states, fused=fused, ids=ids,
+                                                       matmul_precision=self.matmul_precision)
         return results[0], tuple(results[1:])
 
     def _eager_layer(self, k, projection, states, ids):

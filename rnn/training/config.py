@@ -17,7 +17,7 @@ import numbers
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 
 from rnn.errors import ConfigError, Setting
-from rnn.model.options import DTYPE_NAMES, ENGINES  # noqa: F401  (the CLI offers them from here)
+from rnn.model.options import DTYPE_NAMES, ENGINES, MATMUL_PRECISIONS  # noqa: F401  (the CLI offers them from here)
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine")
@@ -98,6 +98,9 @@ class TrainConfig:
     seed: int = 1234
     dtype: str = "float32"
     engine: str = "fused"
+    # "bf16": the recurrent layers' products on bf16 operands with float32 sums, where the CPU has
+    # AVX512_BF16 (measured in docs/speed-measurement.md); weights, optimizer and checkpoints stay float32
+    matmul_precision: str = "float32"
     cell_file: str = None  # a Python file declaring the cell, if it is not a built-in one
 
     def validate(self) -> "TrainConfig":
@@ -131,9 +134,12 @@ class TrainConfig:
         if not isinstance(self.separator, str):
             raise _bad("separator", "a string", self.separator)
         for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("dtype", DTYPE_NAMES),
-                              ("engine", ENGINES)):
+                              ("engine", ENGINES), ("matmul_precision", MATMUL_PRECISIONS)):
             if getattr(self, name) not in allowed:
                 raise _bad(name, f"one of {', '.join(allowed)}", getattr(self, name))
+        if self.matmul_precision == "bf16" and (self.dtype, self.engine) != ("float32", "fused"):
+            raise ConfigError(Setting("matmul_precision"), " bf16 needs dtype float32 and the fused engine, "
+                              f"got dtype {self.dtype} and the {self.engine} engine")
         return self
 
     def to_meta(self) -> dict:

@@ -6,7 +6,7 @@
 Resuming takes the model, the optimizer's per-parameter state, minigrad's RNG, the data
 position and the carried hidden state from the checkpoint (checked by rnn.training.state),
 and every setting from the config: the model options (MODEL_OPTIONS) must match the
-checkpoint's model (ConfigError if not); the optimizer's hyperparameters, the regularisers, engine,
+checkpoint's model (ConfigError if not); the optimizer's hyperparameters, the regularisers, engine, matmul precision,
 seed, batch size and window may change (a new batch size or window restarts the streams).
 What this module must not hold: the step loop (rnn.training.loop) or the run folder's files (rnn.runs.folder).
 """
@@ -20,7 +20,8 @@ from rnn.checkpoint.format import CheckpointError, load_checkpoint
 from rnn.training.config import DEFAULT_SIZE, MODEL_OPTIONS, TrainConfig
 from rnn.data.batches import BatchStream
 from rnn.data.corpus import Corpus
-from rnn.errors import ConfigError
+from rnn.errors import ArgumentError, ConfigError, Setting
+from rnn.fused.packed_gemm_bf16 import HOST_HAS_AVX512_BF16
 from rnn.model.charlm import CharLM, ModelConfig
 from rnn.training import recipe
 from rnn.training.optimizers import optimizer_for
@@ -50,9 +51,19 @@ def model_config(config: TrainConfig, vocab_size: int) -> ModelConfig:
                        locked_dropout=config.locked_dropout, embed_dropout=config.embed_dropout)
 
 
+def set_matmul_precision(model: CharLM, config: TrainConfig) -> CharLM:
+    """The model with its recurrent layers' products in the config's matmul precision (not a part
+    of the model: a checkpoint evaluates and samples in float32); ArgumentError if this CPU cannot."""
+    if config.matmul_precision == "bf16" and not HOST_HAS_AVX512_BF16:
+        raise ArgumentError(Setting("matmul_precision"), " bf16 needs a CPU with AVX512_BF16, which this one "
+                            "lacks: train in float32")
+    model.rnn.matmul_precision = config.matmul_precision
+    return model
+
+
 def fresh_start(config: TrainConfig, corpus: Corpus, stream: BatchStream) -> Start:
     mg.random.manual_seed(config.seed)
-    model = CharLM(model_config(config, len(corpus.vocab)))
+    model = set_matmul_precision(CharLM(model_config(config, len(corpus.vocab))), config)
     model.train()
     return Start(model, optimizer_for(config, model.parameters()), TrainingState(run_id=new_run_id()), stream)
 
@@ -79,7 +90,7 @@ def resumed_start(config: TrainConfig, corpus: Corpus, stream: BatchStream, path
     else:  # another regulariser or engine: the same tensors in a model built with the new settings
         model = CharLM(wanted)
         model.load_state_dict(checkpoint.model.state_dict())
-    model.train()
+    set_matmul_precision(model, config).train()
     optimizer = optimizer_for(config, model.parameters())
     if checkpoint.optimizer_state is not None and checkpoint.optimizer_name == type(optimizer).__name__:
         # The per-parameter state is the checkpoint's; the hyperparameters (betas, weight

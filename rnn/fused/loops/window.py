@@ -9,7 +9,8 @@ cores share it by rows or by hidden units (rnn.fused.recurrence.split_of_work).
 from minigrad.jit import kernel, prange
 from minigrad.blas import matmul_into
 from rnn.fused.loops.cell_kernels import loop_kernel, step_backward, step_forward
-from rnn.fused.packed_gemm import PANEL, packed_matmul_into
+from rnn.fused.packed_gemm import PANEL
+from rnn.fused.packed_gemm_bf16 import panel_product_into  # (float32 or bf16 panels)
 
 
 @kernel
@@ -19,7 +20,7 @@ def forward_part(t, xp, ids, w_blocked_t, w_panels, b_hh, states, saved, hp, fir
     # when there are some), then the cell
     gates = w_blocked_t.shape[1] // w_blocked_t.shape[0]
     if w_panels.shape[0] > 0:
-        packed_matmul_into(states[t, 0][first_row:last_row], w_panels, gates * first_unit // PANEL,
+        panel_product_into(states[t, 0][first_row:last_row], w_panels, gates * first_unit // PANEL,
                            hp[t][first_row:last_row, gates * first_unit:gates * last_unit], False)
     else:
         matmul_into(states[t, 0][first_row:last_row], w_blocked_t[:, gates * first_unit:gates * last_unit],
@@ -36,7 +37,7 @@ def backward_part(t, g_outputs, xp, ids, w_hh, w_hh_panels, b_hh, states, saved,
     g_h = g_states[0][first_row:last_row, first_unit:last_unit]
     if t + 1 < ids.shape[1]:  # the path from step t+1 through W_hh
         if w_hh_panels.shape[0] > 0:
-            packed_matmul_into(g_hp[first_row:last_row, t + 1], w_hh_panels, first_unit // PANEL, g_h, True)
+            panel_product_into(g_hp[first_row:last_row, t + 1], w_hh_panels, first_unit // PANEL, g_h, True)
         else:
             matmul_into(g_hp[first_row:last_row, t + 1], w_hh[:, first_unit:last_unit], g_h, accumulate=True)
     if t < 0:
