@@ -2,14 +2,21 @@
 
     python benchmarks/bench_packed.py                       # GEMM shapes, then whole steps S, M, L
     python benchmarks/bench_packed.py --steps-only --cases M L --rounds 10
+    python benchmarks/bench_packed.py --steps-only --switch window   # the window-wide products off / on
     NUMBA_NUM_THREADS=1 python benchmarks/bench_packed.py   # one core
 
 1. The recurrent GEMMs one core does per step (forward, and backward with accumulation
    and the strided rows of d hp), in a compiled loop with W resident: OpenBLAS (the
    loops' matmul_into) against packed_matmul_into; GFLOP/s, the best of 5 samples each,
    the two alternating.
-2. Whole training steps of the same model (Adam, clip 5) with rnn.fused.recurrence.USE_PANELS
-   switched off and on between blocks of steps; medians, and blas/panels (>1: panels win).
+2. The window-wide products of a training step (an input projection, its d x, a weight
+   gradient d^T x) on all the cores: blas.matmul against packed_gemm.window_product, best of
+   15 each. The layers use the latter only where packed_gemm.window_products_packed() says so
+   (printed), i.e. where numpy's OpenBLAS runs a kernel without AVX-512 on an AVX-512 host.
+3. Whole training steps of the same model (Adam, clip 5) with a switch flipped between blocks
+   of steps: rnn.fused.recurrence.USE_PANELS (--switch panels, the per-step products) or
+   packed_gemm's choice for the window-wide products (--switch window); medians, and off/on
+   (>1: the packed kernel wins).
 """
 
 import argparse
@@ -22,6 +29,7 @@ import numba
 import numpy as np
 
 import minigrad as mg
+from minigrad import blas
 from minigrad.blas import matmul_into
 from rnn import CharLM, ModelConfig
 from rnn.fused import packed_gemm, recurrence
@@ -42,6 +50,8 @@ def parse_args():
     parser.add_argument("--rounds", type=int, default=8, help="blocks of steps per variant")
     parser.add_argument("--gemm-only", action="store_true")
     parser.add_argument("--steps-only", action="store_true")
+    parser.add_argument("--switch", choices=("panels", "window"), default="panels",
+                        help="what the whole steps flip: the per-step products' panels or the window-wide products")
     return parser.parse_args()
 
 
@@ -88,7 +98,49 @@ def compare_gemms():
               f"{min(blas) / min(packed):5.2f}x", flush=True)
 
 
-def compare_steps(cases, rounds):
+# (name, rows, inner, columns, a transposed): the window-wide products of M and L
+WINDOW_SHAPES = [("M projection", 2048, 256, 1024, False), ("M d x", 2048, 1024, 256, False),
+                 ("M d W", 1024, 2048, 256, True), ("L projection", 4096, 512, 2048, False),
+                 ("L d x", 4096, 2048, 512, False), ("L d W", 2048, 4096, 512, True)]
+
+
+def compare_window_products():
+    rng = np.random.default_rng(0)
+    print(f"window-wide, {numba.get_num_threads()} threads (layers use packed here: "
+          f"{packed_gemm.window_products_packed()})")
+    print(f"{'product':<14} {'shape':<16} {'OpenBLAS GFLOP/s':>17} {'packed GFLOP/s':>15} {'ratio':>6}")
+    for name, rows, inner, columns, transposed in WINDOW_SHAPES:
+        a = rng.standard_normal((inner, rows) if transposed else (rows, inner)).astype(np.float32)
+        w = rng.standard_normal((inner, columns)).astype(np.float32)
+        panels, out = packed_gemm.pack_panels(w), np.empty((rows, columns), np.float32)
+        samples = {"blas": [], "packed": []}
+        with mg.runtime.configured_for_training():  # (OpenBLAS at one thread, as the layers run it)
+            _alternate(samples, a, w, panels, out, transposed)
+        flops = 2.0 * rows * inner * columns
+        blas_s, packed_s = min(samples["blas"]), min(samples["packed"])
+        print(f"{name:<14} {rows}x{inner}x{columns:<6} {flops / blas_s / 1e9:17.1f} {flops / packed_s / 1e9:15.1f} "
+              f"{blas_s / packed_s:5.2f}x", flush=True)
+
+
+def _alternate(samples, a, w, panels, out, transposed):
+    for _ in range(15):
+        for variant in samples:
+            start = time.perf_counter()
+            if variant == "blas":
+                blas.matmul(a, w, transpose_a=transposed, out=out)
+            else:
+                packed_gemm.window_product(a, panels, transpose_a=transposed)
+            samples[variant].append(time.perf_counter() - start)
+
+
+def set_switch(switch, on):
+    if switch == "panels":
+        recurrence.USE_PANELS = on
+    else:
+        packed_gemm._WINDOW_PACKED = on if packed_gemm.HOST_HAS_AVX512 else False
+
+
+def compare_steps(cases, rounds, switch):
     for case in cases:
         layers, hidden, batch = STEP_CASES[case]
         mg.random.manual_seed(0)
@@ -105,20 +157,23 @@ def compare_steps(cases, rounds):
 
         timings = {False: [], True: []}
         block = 2 if case == "L" else 3
+        chosen = recurrence.USE_PANELS, packed_gemm.window_products_packed()
         try:
-            for use in (False, True, False, True):  # warm-up (compilation, allocator)
-                recurrence.USE_PANELS = use
-                step()
-            for r in range(rounds):
-                for use in ((False, True) if r % 2 == 0 else (True, False)):
-                    recurrence.USE_PANELS = use
-                    timings[use] += [step() for _ in range(block)]
+            with mg.runtime.configured_for_training():  # (OpenBLAS at one thread, as `train` runs)
+                for use in (False, True, False, True):  # warm-up (compilation, allocator)
+                    set_switch(switch, use)
+                    step()
+                for r in range(rounds):
+                    for use in ((False, True) if r % 2 == 0 else (True, False)):
+                        set_switch(switch, use)
+                        timings[use] += [step() for _ in range(block)]
         finally:
-            recurrence.USE_PANELS = True
+            recurrence.USE_PANELS, packed_gemm._WINDOW_PACKED = chosen
         blas, panels = statistics.median(timings[False]), statistics.median(timings[True])
-        print(f"{case}-lstm {layers}x{hidden} B{batch}: BLAS {blas:8.1f} ms   panels {panels:8.1f} ms   "
-              f"blas/panels {blas / panels:5.2f}x   ({len(timings[True])} steps each, {numba.get_num_threads()} "
-              f"threads, load {os.getloadavg()[0]:.1f})", flush=True)
+        print(f"{case}-lstm {layers}x{hidden} B{batch}, {switch}: BLAS {blas:8.1f} ms   packed {panels:8.1f} ms   "
+              f"blas/packed {blas / panels:5.2f}x (best {min(timings[False]):.1f} / {min(timings[True]):.1f} ms)   "
+              f"({len(timings[True])} steps each, {numba.get_num_threads()} threads, load {os.getloadavg()[0]:.1f})",
+              flush=True)
 
 
 def main():
@@ -128,8 +183,9 @@ def main():
         print("this CPU has no AVX-512: the layers do not use the packed kernel here (the figures show why)")
     if not args.steps_only:
         compare_gemms()
+        compare_window_products()
     if not args.gemm_only:
-        compare_steps(args.cases, args.rounds)
+        compare_steps(args.cases, args.rounds, args.switch)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ CORE = ["autograd", "grad_mode", "anomaly", "forward_mode", "elementwise", "matm
 # evaluation; training.
 RNN_LAYERS = ["errors", "cells.expr", "cells.registry",
               "fused.packed_gemm", "fused.packed_gemm_bf16", "fused.bf16_window", "fused.loops.cell_kernels", "fused.loops.window", "fused.loops.elementwise", "fused.loops.sampling",
-              "fused.compiler", "fused.recurrence", "fused.elementwise_recurrence",
+              "fused.compiler", "fused.recurrence", "fused.elementwise_recurrence", "fused.projection",
               "model.options", "model.layers", "model.charlm", "model.checks",
               "data.text", "data.vocab", "data.ids", "data.corpus", "data.reading", "data.batches", "training.config",
               "runs.files", "checkpoint.values", "checkpoint.header", "runs.reader", "runs.folder",

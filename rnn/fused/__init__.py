@@ -1,2 +1,3 @@
 """The fused engine: a cell compiled to Numba kernels (`compiler`), the recurrence that runs them
-(`recurrence`), the packed per-step GEMM (`packed_gemm`) and the loop templates (`loops`)."""
+(`recurrence`), the packed GEMM kernel (`packed_gemm`: per step, and over a window where it beats
+the BLAS), the input projection on it (`projection`) and the loop templates (`loops`)."""

@@ -1,4 +1,5 @@
-"""The recurrent layers' per-step product, out = a @ W, with W packed once per window.
+"""The recurrent layers' per-step product, out = a @ W, with W packed once per window (and the
+window-wide products on the same kernel where the BLAS runs narrower vectors).
 
 A recurrent layer multiplies by the same W_hh at every step of a window. A BLAS call
 packs its operands again at every call, and at 16-64 rows the packing and the call cost
@@ -7,6 +8,13 @@ each panel (K, PANEL) contiguous (`pack_panels`); at every step a compiled loop 
 register-blocked microkernel over them: `rows` rows of a times one panel, accumulated in
 2*rows vector registers of 16 float32 (written as LLVM vector FMAs, so that LLVM emits
 full-width AVX-512 FMAs on a CPU that has them, two AVX2 FMAs per vector on one without).
+
+The same microkernel runs the products over a whole window (`window_product`: the input
+projections of layers 1.. and their gradients, the weight gradients summed over the window),
+blocked for the caches and with the columns split over the cores; but only where numpy's
+OpenBLAS runs a kernel without AVX-512 on an AVX-512 host (`window_products_packed`), where it
+is about twice as fast. Against an AVX-512 BLAS kernel it gains nothing (measured on Zen 5:
+docs/speed-measurement.md), so the BLAS keeps them there.
 
 float32 only, and only on CPUs with AVX-512: with 16 vector registers (AVX2) the 16
 accumulators of 16 floats would spill. The callers fall back to BLAS there, for float64,
@@ -19,7 +27,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from minigrad.jit import kernel
+from minigrad.blas import PARALLEL_FLOPS
+from minigrad.jit import cores, kernel, parallel_kernel, prange, scalar
 
 PANEL = 32  # columns per panel: two vectors of 16 float32
 DEPTH = 128  # rows of a panel per pass: 16 KB, which stay in L1 while every block of rows uses them
@@ -55,15 +64,17 @@ def panels_fit(dtype, column_bounds) -> bool:
 
 
 def _microkernel(rows: int, accumulate: bool):
-    """An intrinsic c[0:rows, 0:PANEL] (+)= a[0:rows, 0:K] @ panel, on raw addresses; the
-    strides of a and c are in elements. Lowered to one loop over K of 2*rows vector FMAs."""
+    """An intrinsic c[0:rows, 0:PANEL] (+)= a[0:rows, 0:K] @ panel, on raw addresses; a's
+    element (r, k) is at r * a_stride + k * a_step (a_step 1 for rows, the row stride of
+    a^T for a transposed operand), c's rows c_stride apart, all in elements. Lowered to one
+    loop over K of 2*rows vector FMAs."""
 
     @intrinsic
-    def tile(typingctx, a, panel, c, a_stride, c_stride, inner):
-        signature = types.void(types.intp, types.intp, types.intp, types.intp, types.intp, types.intp)
+    def tile(typingctx, a, panel, c, a_stride, a_step, c_stride, inner):
+        signature = types.void(*[types.intp] * 7)
 
         def codegen(context, builder, sig, args):
-            a, panel, c, a_stride, c_stride, inner = args
+            a, panel, c, a_stride, a_step, c_stride, inner = args
             i64, i32, f32 = ir.IntType(64), ir.IntType(32), ir.FloatType()
             vector = ir.VectorType(f32, 16)
             name = "llvm.fma.v16f32"
@@ -93,8 +104,10 @@ def _microkernel(rows: int, accumulate: bool):
             halves = [builder.load(vector_at(panel_ptr, builder.add(row_of_panel, constant(16 * h))), align=4)
                       for h in range(2)]
             updated = []
+            a_column = builder.mul(k, a_step)
             for r in range(rows):
-                value = builder.load(builder.gep(a_ptr, [builder.add(builder.mul(constant(r), a_stride), k)]), align=4)
+                value = builder.load(builder.gep(a_ptr, [builder.add(builder.mul(constant(r), a_stride), a_column)]),
+                                     align=4)
                 splat = builder.shuffle_vector(builder.insert_element(undefined, value, ir.Constant(i32, 0)),
                                                undefined, broadcast)
                 updated += [builder.call(fma, [splat, halves[h], sums[2 * r + h]]) for h in range(2)]
@@ -128,6 +141,34 @@ _set8, _set4, _set2, _set1 = _SET[8], _SET[4], _SET[2], _SET[1]
 _add8, _add4, _add2, _add1 = _ADD[8], _ADD[4], _ADD[2], _ADD[1]
 
 
+@scalar
+def _tile(a_at, panel, out_at, a_stride, a_step, out_stride, depth, rows_left, add):
+    """The largest microkernel that fits `rows_left` rows (8, 4, 2 or 1); returns the rows it took."""
+    if rows_left >= 8:
+        if add:
+            _add8(a_at, panel, out_at, a_stride, a_step, out_stride, depth)
+        else:
+            _set8(a_at, panel, out_at, a_stride, a_step, out_stride, depth)
+        return 8
+    if rows_left >= 4:
+        if add:
+            _add4(a_at, panel, out_at, a_stride, a_step, out_stride, depth)
+        else:
+            _set4(a_at, panel, out_at, a_stride, a_step, out_stride, depth)
+        return 4
+    if rows_left >= 2:
+        if add:
+            _add2(a_at, panel, out_at, a_stride, a_step, out_stride, depth)
+        else:
+            _set2(a_at, panel, out_at, a_stride, a_step, out_stride, depth)
+        return 2
+    if add:
+        _add1(a_at, panel, out_at, a_stride, a_step, out_stride, depth)
+    else:
+        _set1(a_at, panel, out_at, a_stride, a_step, out_stride, depth)
+    return 1
+
+
 @kernel
 def packed_matmul_into(a, panels, first_panel, out, accumulate):
     """out (+)= a @ W[:, first_panel*PANEL : first_panel*PANEL + out.shape[1]] for W packed by
@@ -135,37 +176,113 @@ def packed_matmul_into(a, panels, first_panel, out, accumulate):
     inner = a.shape[1]
     a_stride, out_stride = a.strides[0] // 4, out.strides[0] // 4
     for p in range(out.shape[1] // PANEL):
-        # the panel in slices of DEPTH rows, each in L1 while every row block uses it
+        # the panel in slices of DEPTH rows, each in L1 while every block of rows uses it
         for first_k in range(0, inner, DEPTH):
             depth = min(DEPTH, inner - first_k)
             panel = panels[first_panel + p].ctypes.data + 4 * first_k * PANEL
-            add = accumulate or first_k > 0
             row = 0
             while row < a.shape[0]:
-                left = a.shape[0] - row
-                a_at = a.ctypes.data + 4 * (row * a_stride + first_k)
-                out_at = out.ctypes.data + 4 * (row * out_stride + p * PANEL)
-                if left >= 8:
-                    if add:
-                        _add8(a_at, panel, out_at, a_stride, out_stride, depth)
+                row += _tile(a.ctypes.data + 4 * (row * a_stride + first_k), panel,
+                             out.ctypes.data + 4 * (row * out_stride + p * PANEL), a_stride, 1, out_stride, depth,
+                             a.shape[0] - row, accumulate or first_k > 0)
+
+
+# ---- window-wide products ----------------------------------------------------------------------
+#
+# The products over a whole window (an input projection of every step, a weight gradient summed
+# over every step, thousands of rows) use the same microkernel, blocked for caches: WINDOW_ROWS
+# rows of a at a time (their WINDOW_DEPTH-deep slice, 64 KB, stays in L2 while every panel
+# of the core passes over it), each panel slice (32 KB) in L1 while those rows use it, the
+# result's block in L2 across the depth slices; the cores split the panels (columns).
+WINDOW_ROWS = 64
+WINDOW_DEPTH = 256
+# BLAS kernels (threadpoolctl's 'architecture' of OpenBLAS, lower case) that use AVX-512: with
+# any other, OpenBLAS runs half-width vectors on an AVX-512 host and the packed kernel is faster.
+AVX512_BLAS_KERNELS = ("skylakex", "cooperlake", "sapphirerapids")
+
+
+@kernel
+def _window_part(a, transpose_a, rows, inner, panels, first_panel, last_panel, out):
+    # out[:, first_panel*PANEL : last_panel*PANEL] = op(a) @ those panels of W
+    out_stride = out.strides[0] // 4
+    # a^T's rows are a's columns: reading them in place, every k of a tile is another row of a
+    # (another page); so each block of them is first copied into tiles of 8 rows, (depth, 8)
+    # contiguous, once for all the panels of the core (measured on one Zen 5 core, d W of the
+    # 2x512 LSTM: about 225 GFLOP/s against 205-210)
+    tiles = np.empty((WINDOW_ROWS // 8, WINDOW_DEPTH, 8), np.float32)
+    for first_row in range(0, rows, WINDOW_ROWS):
+        last_row = min(first_row + WINDOW_ROWS, rows)
+        for first_k in range(0, inner, WINDOW_DEPTH):
+            depth = min(WINDOW_DEPTH, inner - first_k)
+            if transpose_a:
+                for t in range((last_row - first_row + 7) // 8):
+                    tile_row = first_row + 8 * t
+                    if tile_row + 8 <= rows:  # (eight at a time: one vector move)
+                        for k in range(depth):
+                            for j in range(8):
+                                tiles[t, k, j] = a[first_k + k, tile_row + j]
                     else:
-                        _set8(a_at, panel, out_at, a_stride, out_stride, depth)
-                    row += 8
-                elif left >= 4:
-                    if add:
-                        _add4(a_at, panel, out_at, a_stride, out_stride, depth)
+                        for k in range(depth):
+                            for j in range(rows - tile_row):
+                                tiles[t, k, j] = a[first_k + k, tile_row + j]
+            for p in range(first_panel, last_panel):
+                panel = panels[p].ctypes.data + 4 * first_k * PANEL
+                row = first_row
+                while row < last_row:
+                    if transpose_a:
+                        t, j = (row - first_row) // 8, (row - first_row) % 8
+                        a_at, a_stride, a_step = tiles[t].ctypes.data + 4 * j, 1, 8
                     else:
-                        _set4(a_at, panel, out_at, a_stride, out_stride, depth)
-                    row += 4
-                elif left >= 2:
-                    if add:
-                        _add2(a_at, panel, out_at, a_stride, out_stride, depth)
-                    else:
-                        _set2(a_at, panel, out_at, a_stride, out_stride, depth)
-                    row += 2
-                else:
-                    if add:
-                        _add1(a_at, panel, out_at, a_stride, out_stride, depth)
-                    else:
-                        _set1(a_at, panel, out_at, a_stride, out_stride, depth)
-                    row += 1
+                        a_at, a_stride, a_step = a.ctypes.data + 4 * (row * inner + first_k), inner, 1
+                    row += _tile(a_at, panel, out.ctypes.data + 4 * (row * out_stride + p * PANEL), a_stride,
+                                 a_step, out_stride, depth, last_row - row, first_k > 0)
+
+
+@parallel_kernel
+def _window_parts(a, transpose_a, rows, inner, panels, out, parts):
+    # part j of the cores takes panels j*P/parts .. (j+1)*P/parts
+    count = panels.shape[0]
+    for part in prange(parts):
+        _window_part(a, transpose_a, rows, inner, panels, part * count // parts, (part + 1) * count // parts, out)
+
+
+def _blas_architectures() -> list:
+    """threadpoolctl's name of the kernel every loaded OpenBLAS runs (reads, changes nothing)."""
+    from threadpoolctl import ThreadpoolController  # (minigrad.blas imported it first, minding its side effect)
+
+    return [str(c.architecture).lower() for c in ThreadpoolController().select(internal_api="openblas").lib_controllers]
+
+
+def window_products_packed() -> bool:
+    """True if the window-wide float32 products should run here rather than in numpy's BLAS:
+    the host has AVX-512 and numpy's OpenBLAS runs a kernel without it (pinned to Haswell, or
+    a build that does not know the CPU), at half the host's vector width. With an AVX-512 BLAS
+    kernel, or a BLAS other than OpenBLAS (MKL, Accelerate), the BLAS keeps them."""
+    global _WINDOW_PACKED
+    if _WINDOW_PACKED is None:
+        architectures = _blas_architectures()
+        _WINDOW_PACKED = HOST_HAS_AVX512 and bool(architectures) and not any(
+            name in AVX512_BLAS_KERNELS for name in architectures)
+    return _WINDOW_PACKED
+
+
+_WINDOW_PACKED = None
+
+
+def window_product_fits(dtype, columns: int) -> bool:
+    """True if a window-wide product with `columns` result columns runs on panels here."""
+    return window_products_packed() and np.dtype(dtype) == np.float32 and columns % PANEL == 0
+
+
+def window_product(a, b_panels, transpose_a=False):
+    """op(a) @ W for W packed by pack_panels (float32; op transposes a if asked), the panels
+    split over the cores; a new (rows, columns) array."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    rows, inner = (a.shape[1], a.shape[0]) if transpose_a else a.shape
+    out = (np.empty if inner > 0 else np.zeros)((rows, b_panels.shape[0] * PANEL), np.float32)  # (no k: no sums)
+    parts = max(1, min(cores(), b_panels.shape[0])) if 2.0 * rows * inner * out.shape[1] >= PARALLEL_FLOPS else 1
+    if parts > 1:
+        _window_parts(a, transpose_a, rows, inner, b_panels, out, parts)
+    else:  # (no parallel kernel on one core: in a forked child, starting one would end the process)
+        _window_part(a, transpose_a, rows, inner, b_panels, 0, b_panels.shape[0], out)
+    return out

@@ -9,7 +9,8 @@ has only weight_ih_l{k} and bias_ih_l{k}: it has no W_hh to multiply by.
 Two engines compute the same thing:
 - "eager": the cell's gate expressions are interpreted with minigrad ops, step by
   step; every gate op is a node of the autograd graph (readable, gradcheckable);
-- "fused": one GEMM projects the inputs of all steps (a `linear` node), then the
+- "fused": one GEMM projects the inputs of all steps (a `linear` node, or
+  `rnn.fused.projection.PackedLinear` where the packed kernel beats the BLAS), then the
   recurrence over the window is one autograd node (`rnn.fused.recurrence.FusedRecurrence`):
   per step one GEMM for W_hh h and one generated kernel for the gates, in a compiled
   loop; backward runs the same way in reverse and gets the W_hh gradient with a single
@@ -27,7 +28,7 @@ from minigrad.nn import Dropout, LockedDropout, Module, Parameter, keep_mask
 
 from rnn.cells.registry import Cell, get_cell
 from rnn.fused.compiler import compile_cell
-from rnn.fused import bf16_window, elementwise_recurrence, recurrence
+from rnn.fused import bf16_window, elementwise_recurrence, projection, recurrence
 from rnn.model.options import ENGINES
 from rnn.fused.recurrence import compile_backward_elsewhere
 
@@ -132,10 +133,13 @@ class Recurrent(Module):
         return self.forward_projected(self.input_projection(0, x), state)
 
     def input_projection(self, k, x):
-        """W_ih x + b_ih of layer k for every step at once: one GEMM, (B,T,I) -> (B,T,G*H)."""
+        """W_ih x + b_ih of layer k for every step at once: one GEMM, (B,T,I) -> (B,T,G*H)
+        (fused: on packed panels where those beat numpy's BLAS, see rnn.fused.projection)."""
         w_ih, _, b_ih, _ = self.layer_parameters(k)
         if self.matmul_precision == "bf16" and w_ih.dtype == np.float32 and bf16_window.fits(*w_ih.shape):
             return bf16_window.Bf16Linear.apply(x, w_ih, b_ih)
+        if self.engine == "fused":
+            return projection.input_projection(x, w_ih, b_ih)
         return mg.linear(x, w_ih, b_ih)
 
     def forward_projected(self, first_projection, state=None, ids=None):
