@@ -50,7 +50,7 @@ def test_fused_layer_is_the_same_with_packed_weights(cell_name, split, monkeypat
     monkeypatch.setattr(packed_gemm, "HOST_HAS_AVX512", True)  # (the microkernel is correct anywhere, if slow)
     monkeypatch.setattr(packed_gemm, "window_products_packed", lambda: False)  # (only the per-step products here)
     monkeypatch.setattr(rnn.fused.recurrence, "split_of_work",
-                        lambda batch, hidden, gates: tuple(np.array(b, np.int64) for b in split))
+                        lambda batch, hidden, gates, core_count=None: tuple(np.array(b, np.int64) for b in split))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 6, 3)).astype(np.float32)
     probe = rng.standard_normal((5, 6, 64)).astype(np.float32)

@@ -81,7 +81,8 @@ SPLITS = {"own": None, "rows 1+2": ([0, 1, 3], [0, 5]), "rows 1+1+1": ([0, 1, 2,
 
 def force_split(monkeypatch, rows, units):
     monkeypatch.setattr(rnn.fused.recurrence, "split_of_work",
-                        lambda batch, hidden, gates: (np.array(rows, np.int64), np.array(units, np.int64)))
+                        lambda batch, hidden, gates, core_count=None: (np.array(rows, np.int64),
+                                                                       np.array(units, np.int64)))
     # (the cells without h.<gate> share their elementwise loops the same way)
     monkeypatch.setattr(rnn.fused.elementwise_recurrence, "split_of_work",
                         lambda batch, hidden: (np.array(rows, np.int64), np.array(units, np.int64)))
