@@ -112,6 +112,19 @@ def test_split_of_work_takes_rows_when_they_keep_every_core_busy(core_count, bat
     assert (len(rows) - 1, len(units) - 1) == ((core_count, 1) if by == "rows" else (1, core_count))
 
 
+def test_only_windows_the_cores_could_share_get_the_parallel_loops(monkeypatch):
+    # (the parallel loops of a gradient check's tiny window would compile in twice the time, for one part)
+    monkeypatch.setattr(rnn.fused.recurrence, "parallel_available", lambda: True)
+    monkeypatch.setattr(rnn.fused.recurrence, "most_cores", lambda: 2)
+    monkeypatch.setattr(rnn.fused.recurrence, "cores", lambda: 1)  # the count now in use does not decide
+    shared = rnn.fused.recurrence.shared_windows
+    assert not shared(2, 3, 3)  # checks.CELL_BATCH x CELL_HIDDEN: one part
+    assert shared(32, 16, 4)  # by rows
+    assert shared(1, 64, 4)  # by units
+    monkeypatch.setattr(rnn.fused.recurrence, "most_cores", lambda: 1)
+    assert not shared(32, 256, 4)
+
+
 @pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("cell_name", ALL_CELLS)
 def test_fused_equals_eager_over_windows_with_carried_state(cell_name, split, monkeypatch):
