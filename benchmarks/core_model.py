@@ -161,12 +161,7 @@ def step_costs(case, threads, steps):
 
 def split_choice(batch, hidden, gates, core_count):
     """rnn.fused.recurrence.split_of_work's (row parts, unit parts) on a machine of `core_count` cores."""
-    original = recurrence.cores
-    recurrence.cores = lambda: core_count
-    try:
-        rows, units = recurrence.split_of_work(batch, hidden, gates)
-    finally:
-        recurrence.cores = original
+    rows, units = recurrence.split_of_work(batch, hidden, gates, core_count=core_count)
     return len(rows) - 1, len(units) - 1
 
 

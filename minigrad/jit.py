@@ -66,12 +66,18 @@ def _note_fork():
 os.register_at_fork(after_in_child=_note_fork)
 
 
+def most_cores() -> int:
+    """The most cores a parallel kernel may ever share its work over in this process: Numba's
+    NUMBA_NUM_THREADS, but 1 in a forked child (see cores). minigrad.threads may run fewer."""
+    return 1 if _forked else numba.config.NUMBA_NUM_THREADS
+
+
 def parallel_available() -> bool:
     """Whether to compile the parallel version of a kernel: more than one thread may run it
-    (Numba's NUMBA_NUM_THREADS) and this is not a forked child (see cores). The count in use
-    may still be 1 (minigrad.threads chooses it per unit of work): a parallel kernel runs its
-    prange loops on the calling thread then, and no second version has to be compiled."""
-    return not _forked and numba.config.NUMBA_NUM_THREADS > 1
+    (most_cores). The count in use may still be 1 (minigrad.threads chooses it per unit of
+    work): a parallel kernel runs its prange loops on the calling thread then, and no second
+    version has to be compiled."""
+    return most_cores() > 1
 
 
 def cores() -> int:

@@ -67,7 +67,9 @@ def set_helpers_enabled(enabled: bool) -> bool:
 
 
 def _describe(value):
-    """A JSON description of an argument's Numba type: arrays and scalars only."""
+    """A JSON description of an argument's Numba type: arrays, scalars and None."""
+    if value is None:
+        return ["none"]
     if isinstance(value, np.ndarray):
         layout = "C" if value.flags.c_contiguous else "F" if value.flags.f_contiguous else "A"
         return ["array", value.dtype.str, value.ndim, layout]
@@ -77,6 +79,8 @@ def _describe(value):
 def _numba_type(description):
     from numba import from_dtype, types
 
+    if description[0] == "none":
+        return types.none
     if description[0] == "array":
         _, dtype, ndim, layout = description
         return types.Array(from_dtype(np.dtype(dtype)), ndim, layout)

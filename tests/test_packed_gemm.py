@@ -50,7 +50,7 @@ def test_fused_layer_is_the_same_with_packed_weights(cell_name, split, monkeypat
     monkeypatch.setattr(packed_gemm, "HOST_HAS_AVX512", True)  # (the microkernel is correct anywhere, if slow)
     monkeypatch.setattr(packed_gemm, "window_products_packed", lambda: False)  # (only the per-step products here)
     monkeypatch.setattr(rnn.fused.recurrence, "split_of_work",
-                        lambda batch, hidden, gates: tuple(np.array(b, np.int64) for b in split))
+                        lambda batch, hidden, gates, core_count=None: tuple(np.array(b, np.int64) for b in split))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 6, 3)).astype(np.float32)
     probe = rng.standard_normal((5, 6, 64)).astype(np.float32)
@@ -118,3 +118,13 @@ def test_fused_layer_is_the_same_with_window_products_packed(cell_name, monkeypa
         assert len(ran) == (2 if packed else 0)  # both layers' input projections ran on panels
     for blas_result, packed_result in zip(*results):
         np.testing.assert_allclose(packed_result, blas_result, rtol=1e-4, atol=1e-5)
+
+
+def test_a_float64_layer_compiles_no_packed_path():
+    # panels are float32 only: a float64 layer's loops get None for them, and Numba leaves the packed
+    # product out of what it compiles (half the compile time of a gradient check's loops)
+    layer = Recurrent("gru", 2, 3, engine="fused", dtype=np.float64)
+    outputs, _ = layer(mg.tensor(np.ones((2, 3, 2)), requires_grad=True))
+    outputs.sum().backward()
+    assert layer.weight_hh_l0.grad is not None
+    assert not [sig for sig in packed_gemm.packed_matmul_into.signatures if "float64" in str(sig)]

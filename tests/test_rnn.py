@@ -81,7 +81,8 @@ SPLITS = {"own": None, "rows 1+2": ([0, 1, 3], [0, 5]), "rows 1+1+1": ([0, 1, 2,
 
 def force_split(monkeypatch, rows, units):
     monkeypatch.setattr(rnn.fused.recurrence, "split_of_work",
-                        lambda batch, hidden, gates: (np.array(rows, np.int64), np.array(units, np.int64)))
+                        lambda batch, hidden, gates, core_count=None: (np.array(rows, np.int64),
+                                                                       np.array(units, np.int64)))
     # (the cells without h.<gate> share their elementwise loops the same way)
     monkeypatch.setattr(rnn.fused.elementwise_recurrence, "split_of_work",
                         lambda batch, hidden: (np.array(rows, np.int64), np.array(units, np.int64)))
@@ -109,6 +110,19 @@ def test_split_of_work_takes_rows_when_they_keep_every_core_busy(core_count, bat
     monkeypatch.setattr(rnn.fused.recurrence, "cores", lambda: core_count)
     rows, units = rnn.fused.recurrence.split_of_work(batch, hidden, 4)
     assert (len(rows) - 1, len(units) - 1) == ((core_count, 1) if by == "rows" else (1, core_count))
+
+
+def test_only_windows_the_cores_could_share_get_the_parallel_loops(monkeypatch):
+    # (the parallel loops of a gradient check's tiny window would compile in twice the time, for one part)
+    monkeypatch.setattr(rnn.fused.recurrence, "parallel_available", lambda: True)
+    monkeypatch.setattr(rnn.fused.recurrence, "most_cores", lambda: 2)
+    monkeypatch.setattr(rnn.fused.recurrence, "cores", lambda: 1)  # the count now in use does not decide
+    shared = rnn.fused.recurrence.shared_windows
+    assert not shared(2, 3, 3)  # checks.CELL_BATCH x CELL_HIDDEN: one part
+    assert shared(32, 16, 4)  # by rows
+    assert shared(1, 64, 4)  # by units
+    monkeypatch.setattr(rnn.fused.recurrence, "most_cores", lambda: 1)
+    assert not shared(32, 256, 4)
 
 
 @pytest.mark.parametrize("split", SPLITS)

@@ -34,7 +34,7 @@ from itertools import pairwise
 import numpy as np
 
 from minigrad import blas, codegen, kernels, ops
-from minigrad.jit import cores, parallel_available
+from minigrad.jit import cores, most_cores, parallel_available
 from minigrad.autograd import Function
 from minigrad.precompile import compile_elsewhere
 
@@ -53,7 +53,7 @@ MIN_UNITS_PER_BLOCK = 32
 MAX_WEIGHTS_FOR_ROWS = 2 ** 19
 
 
-def split_of_work(batch: int, hidden: int, gates: int):
+def split_of_work(batch: int, hidden: int, gates: int, core_count=None):
     """How the cores share a window: (row bounds, unit bounds), each [0, ..., end]. One
     of the two has a single part (the loops would take both cut, each core a rectangle).
 
@@ -67,11 +67,14 @@ def split_of_work(batch: int, hidden: int, gates: int):
     backward loop takes 3.1 ms against 3.8, and a 2x256 one's 10.4 against 11.8 (the
     forward loops are even); at 2x512 (B=64), rows lose: 90 against 76 ms forward, as
     each core reads all 4 MB of W_hh at every step.
+
+    `core_count`: the cores to share among (default: as many as the kernels run on now).
     """
-    if (cores() >= 2 and batch // MIN_ROWS_PER_PART >= cores()
+    core_count = cores() if core_count is None else core_count
+    if (core_count >= 2 and batch // MIN_ROWS_PER_PART >= core_count
             and gates * hidden * hidden <= MAX_WEIGHTS_FOR_ROWS):
-        return _bounds(batch, cores()), _bounds(hidden, 1)
-    return _bounds(batch, 1), _bounds(hidden, max(1, min(cores(), hidden // MIN_UNITS_PER_BLOCK)))
+        return _bounds(batch, core_count), _bounds(hidden, 1)
+    return _bounds(batch, 1), _bounds(hidden, max(1, min(core_count, hidden // MIN_UNITS_PER_BLOCK)))
 
 
 def _bounds(size: int, count: int) -> np.ndarray:
@@ -85,9 +88,21 @@ def blocked_rows(gates: int, bounds: np.ndarray) -> np.ndarray:
                            for first, last in pairwise(bounds) for k in range(gates)])
 
 
-def window_loops(fused):
-    """The compiled loops of `fused`'s cell (one-core versions where only one thread can run)."""
-    return compile_loops(fused, "window", parallel=parallel_available())
+def window_loops(fused, batch: int, hidden: int):
+    """The compiled loops of `fused`'s cell for windows of `batch` rows and `hidden` units
+    (the parallel version only where `shared_windows` says so)."""
+    return compile_loops(fused, "window", parallel=shared_windows(batch, hidden, len(fused.cell.gates)))
+
+
+def shared_windows(batch: int, hidden: int, gates: int) -> bool:
+    """Whether the cores could ever share a window of this size: split_of_work cuts it on the
+    most cores this process may use (so a thread count that minigrad.threads changes between
+    calls needs no second version of the loops). A tiny layer's window (a gradient check's,
+    B=2 H=3) is never shared: its parallel loops would compile in about twice the time
+    (measured: a float64 GRU's two loops, 4.7 s of CPU against 2.7) and wake the thread pool
+    at every call for a single part of work."""
+    rows, units = split_of_work(batch, hidden, gates, core_count=most_cores())
+    return parallel_available() and (len(rows) > 2 or len(units) > 2)
 
 
 # On a cold kernel cache, the backward loop compiles in a helper process while this one
@@ -95,11 +110,15 @@ def window_loops(fused):
 _backward_compiles = {}
 
 
-def compile_backward_elsewhere(fused, dtype) -> None:
-    """If this process has just generated the window loops of `fused` (so none of them is
-    in the kernel cache), start compiling window_backward in a helper process. Called when
-    a layer is built; the first backward pass waits for the helper (FusedRecurrence.backward)."""
-    loops = window_loops(fused)
+def compile_backward_elsewhere(fused, dtype, hidden: int) -> None:
+    """If this process has just generated the parallel window loops of `fused` (so none of
+    them is in the kernel cache), start compiling window_backward in a helper process. Called
+    when a layer of `hidden` units is built, before its batch is known: only a layer whose
+    units alone let the cores share its windows gets a helper (batch 1 here); the first
+    backward pass waits for the helper (FusedRecurrence.backward)."""
+    if not shared_windows(1, hidden, len(fused.cell.gates)):
+        return
+    loops = window_loops(fused, 1, hidden)
     if not codegen.written_now(loops) or loops.__name__ in _backward_compiles or cores() < 2:
         return
     dtype = np.dtype(dtype)
@@ -108,6 +127,7 @@ def compile_backward_elsewhere(fused, dtype) -> None:
     arguments = [np.empty((1,) * ndim, np.int64 if kind == "i" else dtype)
                  for ndim, kind in ((3, "f"), (2, "f"), (2, "i"), (2, "f"), (3, "f"), (1, "f"), (4, "f"), (4, "f"),
                                     (3, "f"), (3, "f"), (3, "f"), (3, "f"), (2, "f"), (1, "i"), (1, "i"))]
+    arguments[4] = packed_gemm.no_panels(dtype)  # (None where the loops compile without panels)
     job = compile_elsewhere(loops.window_backward, arguments)  # None outside minigrad.runtime's training setup
     if job is not None:
         _backward_compiles[loops.__name__] = job
@@ -145,7 +165,7 @@ class FusedRecurrence(FirstOrderOnly):
         self.xp, self.ids, self.table_rows = projection_rows(xp, ids)
         batch, steps = self.ids.shape
         self.row_bounds, self.unit_bounds = split_of_work(batch, hidden, len(fused.cell.gates))
-        self.loops = window_loops(fused)
+        self.loops = window_loops(fused, batch, hidden)
         self.merged = fused.merged
         self.b_hh = np.ascontiguousarray(b_hh)
         self.w_hh = np.ascontiguousarray(w_hh)

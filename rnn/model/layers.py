@@ -106,7 +106,7 @@ class Recurrent(Module):
                     continue  # nothing would read it: no parameter that gets no gradient
                 setattr(self, f"{name}_l{k}", Parameter(rng.uniform(-bound, bound, shape).astype(dtype)))
         if engine == "fused" and self.cell.recurrent_projection:  # (on a cold kernel cache, a head start
-            compile_backward_elsewhere(compile_cell(self.cell, dtype), dtype)  # for the first backward pass)
+            compile_backward_elsewhere(compile_cell(self.cell, dtype), dtype, hidden_size)  # for the first backward pass)
 
     def layer_parameters(self, k):
         """(weight_ih, weight_hh, bias_ih, bias_hh) of layer k; the _hh ones None for a cell

@@ -2,12 +2,14 @@
 (see rnn.sample for why the products are laid out as they are).
 
 A template: rnn.fused.compiler.compile_loops binds the cell's step_inference kernel (the import
-from rnn.fused.loops.cell_kernels below) and loads a copy of this module per cell.
+from rnn.fused.loops.cell_kernels below) and loads a copy of this module per cell. The draw,
+which knows no cell, is compiled once for all of them (rnn.fused.drawing).
 """
 
 import numpy as np
 
 from minigrad.jit import kernel, prange, summing_kernel
+from rnn.fused.drawing import draw_id
 from rnn.fused.loops.cell_kernels import loop_kernel, step_inference
 
 
@@ -29,37 +31,6 @@ def _matvec(w, v, u, split, bias, out, blocks):
         first, last = block * rows // blocks, (block + 1) * rows // blocks
         _dot_rows(w, v, bias, out, first, min(last, split))
         _dot_rows(w, u, bias, out, max(first, split), last)
-
-
-@kernel
-def draw_id(logits, rng, temperature, top_k, greedy, top_p=1.0):
-    """A character id drawn from softmax(logits / temperature), only among the top_k largest
-    logits (ties: the lower id), and of those only the nucleus: the likeliest characters
-    whose probabilities first add up to top_p or more (top-k first, then top-p, as in
-    Hugging Face's samplers); the largest logit if greedy; -1 if a logit is not finite."""
-    for value in logits:
-        if not np.isfinite(value):
-            return -1
-    if greedy:
-        return np.argmax(logits)
-    scaled = logits.astype(np.float64) / temperature
-    if top_k < scaled.size or top_p < 1.0:
-        order = np.argsort(-scaled, kind="mergesort")  # stable: equal logits keep id order
-        for rank in range(top_k, scaled.size):
-            scaled[order[rank]] = -np.inf
-        if top_p < 1.0:
-            weights = np.exp(scaled - scaled.max())
-            needed = top_p * weights.sum()
-            likelier = 0.0  # the weight of the characters before this one in `order`
-            for rank in range(scaled.size):
-                if likelier >= needed:  # the nucleus is complete without this character
-                    scaled[order[rank]] = -np.inf
-                else:
-                    likelier += weights[order[rank]]
-    cumulative = np.cumsum(np.exp(scaled - scaled.max()))
-    # Inverse-CDF draw: one uniform number per character.
-    chosen = np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")
-    return min(chosen, scaled.size - 1)
 
 
 @kernel

@@ -19,7 +19,8 @@ def forward_part(t, xp, ids, w_blocked_t, w_panels, b_hh, states, saved, hp, fir
     # step t for some rows and units: their part of W_hh h_t (one GEMM, on W's packed panels
     # when there are some), then the cell
     gates = w_blocked_t.shape[1] // w_blocked_t.shape[0]
-    if w_panels.shape[0] > 0:
+    # (w_panels None: no panels for this dtype on this CPU, and Numba compiles no packed path)
+    if w_panels is not None and w_panels.shape[0] > 0:
         panel_product_into(states[t, 0][first_row:last_row], w_panels, gates * first_unit // PANEL,
                            hp[t][first_row:last_row, gates * first_unit:gates * last_unit], False)
     else:
@@ -36,7 +37,7 @@ def backward_part(t, g_outputs, xp, ids, w_hh, w_hh_panels, b_hh, states, saved,
     # g_b_hh is a row of sums of its own for these rows
     g_h = g_states[0][first_row:last_row, first_unit:last_unit]
     if t + 1 < ids.shape[1]:  # the path from step t+1 through W_hh
-        if w_hh_panels.shape[0] > 0:
+        if w_hh_panels is not None and w_hh_panels.shape[0] > 0:
             panel_product_into(g_hp[first_row:last_row, t + 1], w_hh_panels, first_unit // PANEL, g_h, True)
         else:
             matmul_into(g_hp[first_row:last_row, t + 1], w_hh[:, first_unit:last_unit], g_h, accumulate=True)
