@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -302,8 +303,6 @@ def endless(event, what):
 
 
 def kill_when(event, signal_number):
-    import threading
-
     def send():
         assert event.wait(HANG_GUARD)
         os.kill(os.getpid(), signal_number)
@@ -316,8 +315,6 @@ def kill_when(event, signal_number):
 @pytest.mark.parametrize("phase", ["sample", "evaluate_ids"])
 def test_13_the_first_signal_stops_a_sample_or_an_evaluation_and_saves(text_file, tmp_path, monkeypatch,
                                                                         phase, signal_number):
-    import threading
-
     import rnn.training.loop
     from rnn.data.corpus import Corpus
     from rnn.training.loop import TrainConfig, train
@@ -418,8 +415,15 @@ def test_13_a_long_sample_command_stops_at_a_signal(checkpoint, signal_number, e
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert process.stdout.read(1000)  # it is drawing
+        # stdout is not read while the signal arrives: once the pipe is full the writes block,
+        # and the signal must win.
+        time.sleep(0.2)
         process.send_signal(signal_number)
-        # stdout is not read any more: once the pipe is full the writes block, and the signal must win.
+        # Then it is read again, so that the exit can flush what was left in the buffer (the
+        # test's own unread pipe would otherwise hold that flush forever). A missed signal
+        # still fails: the drawing would go on until the guard.
+        drain = threading.Thread(target=process.stdout.read, daemon=True)
+        drain.start()
         assert process.wait(timeout=HANG_GUARD) == exit_code
     finally:
         process.kill()
