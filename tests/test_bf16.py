@@ -103,7 +103,8 @@ def reference_lstm(layer, x, state, precision):
 
 
 @needs_bf16
-@pytest.mark.parametrize("unit_bounds", [[0, 64], [0, 32, 64]])  # one block; each core its own panels
+# one block; each core its own panels (that one compiles the parallel loops: marked slow, CI runs it)
+@pytest.mark.parametrize("unit_bounds", [[0, 64], pytest.param([0, 32, 64], marks=pytest.mark.slow)])
 def test_a_fused_bf16_lstm_equals_the_float64_one_on_rounded_operands(unit_bounds, monkeypatch):
     monkeypatch.setattr(rnn.fused.recurrence, "split_of_work",
                         lambda batch, hidden, gates, core_count=None: (np.array([0, batch]), np.array(unit_bounds)))

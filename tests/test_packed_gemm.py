@@ -45,7 +45,8 @@ def test_panels_only_where_every_cut_falls_on_a_panel(monkeypatch):
 
 
 @pytest.mark.parametrize("split", [([0, 2, 5], [0, 64]), ([0, 5], [0, 32, 64])], ids=["rows", "units"])
-@pytest.mark.parametrize("cell_name", ["lstm", "gru"])
+# (gru compiles a second cell's loops, 6 s of CPU cold: marked slow, which CI runs too)
+@pytest.mark.parametrize("cell_name", ["lstm", pytest.param("gru", marks=pytest.mark.slow)])
 def test_fused_layer_is_the_same_with_packed_weights(cell_name, split, monkeypatch):
     monkeypatch.setattr(packed_gemm, "HOST_HAS_AVX512", True)  # (the microkernel is correct anywhere, if slow)
     monkeypatch.setattr(packed_gemm, "window_products_packed", lambda: False)  # (only the per-step products here)

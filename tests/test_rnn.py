@@ -125,8 +125,20 @@ def test_only_windows_the_cores_could_share_get_the_parallel_loops(monkeypatch):
     assert not shared(32, 256, 4)
 
 
-@pytest.mark.parametrize("split", SPLITS)
-@pytest.mark.parametrize("cell_name", ALL_CELLS)
+# A forced split compiles the cell's parallel loops (about 4 s of CPU a cell, cold). The README's
+# quick command runs the splits for lstm, gru and a user's cell; every other cell's run with
+# the tests marked slow (`-m slow`, which CI runs too): the loops are one template for all cells.
+QUICK_SPLIT_CELLS = ("lstm", "gru", "test_rnn_user_cell")
+
+
+def cell_split_cases():
+    for cell_name in ALL_CELLS:
+        for split in SPLITS:
+            quick = SPLITS[split] is None or cell_name in QUICK_SPLIT_CELLS
+            yield pytest.param(cell_name, split, marks=() if quick else pytest.mark.slow, id=f"{cell_name}-{split}")
+
+
+@pytest.mark.parametrize("cell_name, split", cell_split_cases())
 def test_fused_equals_eager_over_windows_with_carried_state(cell_name, split, monkeypatch):
     if SPLITS[split] is not None:
         force_split(monkeypatch, *SPLITS[split])
