@@ -125,15 +125,16 @@ def test_only_windows_the_cores_could_share_get_the_parallel_loops(monkeypatch):
     assert not shared(32, 256, 4)
 
 
-# A forced split compiles the cell's parallel loops (about 4 s of CPU a cell, cold). The README's
-# quick command runs the splits for lstm, gru and a user's cell; every other cell's run with
-# the tests marked slow (`-m slow`, which CI runs too): the loops are one template for all cells.
+# A forced split compiles the cell's parallel loops (about 4 s of CPU a cell, cold, in whichever
+# test forces one first). The README's quick command runs the splits for lstm, gru and a user's
+# cell; every other cell's run with the tests marked slow (`-m slow`, which CI runs too): the
+# loops are one template for all cells.
 QUICK_SPLIT_CELLS = ("lstm", "gru", "test_rnn_user_cell")
 
 
-def cell_split_cases():
+def cell_split_cases(splits=SPLITS):
     for cell_name in ALL_CELLS:
-        for split in SPLITS:
+        for split in splits:
             quick = SPLITS[split] is None or cell_name in QUICK_SPLIT_CELLS
             yield pytest.param(cell_name, split, marks=() if quick else pytest.mark.slow, id=f"{cell_name}-{split}")
 
@@ -211,8 +212,7 @@ def test_names_python_or_the_expression_api_need_stay_reserved(gates, state, bad
         cell(gates=gates, state=state, name="test_rnn_reserved_names")(step)
 
 
-@pytest.mark.parametrize("split", ["own", "rows 1+2", "units 2+3"])
-@pytest.mark.parametrize("cell_name", ALL_CELLS)
+@pytest.mark.parametrize("cell_name, split", cell_split_cases(["own", "rows 1+2", "units 2+3"]))
 def test_a_fused_layer_reading_its_first_projection_by_id_equals_eager(cell_name, split, monkeypatch):
     """Layer 0's projection given as a table of rows picked by id (the char-LM's folded
     embedding): rows used at several steps get the sum of their gradients."""
