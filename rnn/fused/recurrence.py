@@ -214,16 +214,16 @@ class FusedRecurrence(FirstOrderOnly):
         # (bf16 matmul precision: rnn.fused.bf16_window; float32: on h packed into panels where the
         # BLAS runs narrower vectors than the host has, rnn.fused.packed_gemm)
         hidden = self.w_hh.shape[1]
-        if self.bf16 and bf16_window.fits(hidden):
-            previous_hidden = np.ascontiguousarray(self.states[:steps, 0].transpose(1, 0, 2)).reshape(batch * steps, -1)
-            g_w_hh = bf16_window.matmul_bf16(g_hp.reshape(batch * steps, gate_rows), previous_hidden, transpose_a=True)
-        elif packed_gemm.window_product_fits(dtype, hidden):
+        g_hp_rows = g_hp.reshape(batch * steps, gate_rows)
+        bf16 = self.bf16 and bf16_window.fits(hidden)
+        if not bf16 and packed_gemm.window_product_fits(dtype, hidden):
             panels = self.states[:steps, 0].reshape(steps, batch, hidden // packed_gemm.PANEL, packed_gemm.PANEL)
             panels = np.ascontiguousarray(panels.transpose(2, 1, 0, 3)).reshape(-1, batch * steps, packed_gemm.PANEL)
-            g_w_hh = packed_gemm.window_product(g_hp.reshape(batch * steps, gate_rows), panels, transpose_a=True)
+            g_w_hh = packed_gemm.window_product(g_hp_rows, panels, transpose_a=True)
         else:
             previous_hidden = np.ascontiguousarray(self.states[:steps, 0].transpose(1, 0, 2)).reshape(batch * steps, -1)
-            g_w_hh = blas.matmul(g_hp.reshape(batch * steps, gate_rows), previous_hidden, transpose_a=True)
+            product = bf16_window.matmul_bf16 if bf16 else blas.matmul
+            g_w_hh = product(g_hp_rows, previous_hidden, transpose_a=True)
         return (projection_gradient(g_xp, self.ids, self.table_rows), g_w_hh, g_b_hh.sum(axis=0), *g_states)
 
 
