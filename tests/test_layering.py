@@ -32,7 +32,7 @@ CORE = ["autograd", "grad_mode", "anomaly", "forward_mode", "elementwise", "matm
 # settings; run-folder files and checkpoint headers (no model); checkpoints; sampling and
 # evaluation; training.
 RNN_LAYERS = ["errors", "cells.expr", "cells.registry",
-              "fused.packed_gemm", "fused.packed_gemm_bf16", "fused.bf16_window", "fused.drawing", "fused.loops.cell_kernels", "fused.loops.window", "fused.loops.elementwise", "fused.loops.sampling",
+              "fused.panel_driver", "fused.packed_gemm", "fused.packed_gemm_bf16", "fused.bf16_window", "fused.drawing", "fused.loops.cell_kernels", "fused.loops.window", "fused.loops.elementwise", "fused.loops.sampling",
               "fused.compiler", "fused.recurrence", "fused.elementwise_recurrence", "fused.projection",
               "model.options", "model.layers", "model.charlm", "model.checks",
               "data.text", "data.vocab", "data.ids", "data.corpus", "data.reading", "data.batches", "training.config",

@@ -11,12 +11,12 @@ import pytest
 
 import minigrad as mg
 import rnn.fused.recurrence
-from rnn.fused import packed_gemm
+from rnn.fused import packed_gemm, panel_driver
 from rnn.model.layers import Recurrent
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 7, 8, 13, 17])
-@pytest.mark.parametrize("inner", [1, 5, packed_gemm.DEPTH + 3])
+@pytest.mark.parametrize("inner", [1, 5, panel_driver.DEPTH + 3])
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_packed_product_equals_numpy(rows, inner, accumulate):
     rng = np.random.default_rng(rows * 1000 + inner)

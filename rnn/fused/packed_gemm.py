@@ -8,6 +8,9 @@ each panel (K, PANEL) contiguous (`pack_panels`); at every step a compiled loop 
 register-blocked microkernel over them: `rows` rows of a times one panel, accumulated in
 2*rows vector registers of 16 float32 (written as LLVM vector FMAs, so that LLVM emits
 full-width AVX-512 FMAs on a CPU that has them, two AVX2 FMAs per vector on one without).
+This module holds the packing and the FMA at the microkernel's heart; the microkernel's
+loop and the loops that drive it over rows, panels and depth are rnn.fused.panel_driver's,
+shared with the bf16 kernel.
 
 The same microkernel runs the products over a whole window (`window_product`: the input
 projections of layers 1.. and their gradients, the weight gradients summed over the window),
@@ -24,15 +27,10 @@ and for layouts whose column blocks do not fall on panel boundaries (see `panels
 import llvmlite.binding
 import numpy as np
 from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
 from minigrad.blas import PARALLEL_FLOPS
-from minigrad.jit import cores, kernel, parallel_kernel, prange, scalar
-
-PANEL = 32  # columns per panel: two vectors of 16 float32
-DEPTH = 128  # rows of a panel per pass: 16 KB, which stay in L1 while every block of rows uses them
-ROWS = 8  # rows per microkernel call: 16 accumulators + 2 panel vectors + a broadcast fit in 32 registers
+from minigrad.jit import cores, kernel, parallel_kernel, prange
+from rnn.fused.panel_driver import PANEL, per_step_product, row_block_dispatch
 
 
 def _host_has_avx512() -> bool:
@@ -71,128 +69,23 @@ def panels_fit(dtype, column_bounds) -> bool:
     return panels_possible(dtype) and all(int(bound) % PANEL == 0 for bound in column_bounds)
 
 
-def _microkernel(rows: int, accumulate: bool):
-    """An intrinsic c[0:rows, 0:PANEL] (+)= a[0:rows, 0:K] @ panel, on raw addresses; a's
-    element (r, k) is at r * a_stride + k * a_step (a_step 1 for rows, the row stride of
-    a^T for a transposed operand), c's rows c_stride apart, all in elements. Lowered to one
-    loop over K of 2*rows vector FMAs."""
-
-    @intrinsic
-    def tile(typingctx, a, panel, c, a_stride, a_step, c_stride, inner):
-        signature = types.void(*[types.intp] * 7)
-
-        def codegen(context, builder, sig, args):
-            a, panel, c, a_stride, a_step, c_stride, inner = args
-            i64, i32, f32 = ir.IntType(64), ir.IntType(32), ir.FloatType()
-            vector = ir.VectorType(f32, 16)
-            name = "llvm.fma.v16f32"
-            fma = builder.module.globals.get(name) or ir.Function(
-                builder.module, ir.FunctionType(vector, [vector] * 3), name)
-            a_ptr, panel_ptr, c_ptr = (builder.inttoptr(x, f32.as_pointer()) for x in (a, panel, c))
-
-            def vector_at(pointer, offset):
-                return builder.bitcast(builder.gep(pointer, [offset]), vector.as_pointer())
-
-            def constant(value):
-                return ir.Constant(i64, value)
-
-            zero = ir.Constant(vector, [0.0] * 16)
-            undefined = ir.Constant(vector, ir.Undefined)
-            broadcast = ir.Constant(ir.VectorType(i32, 16), [0] * 16)
-            entry = builder.block
-            loop, done = builder.append_basic_block("tile_loop"), builder.append_basic_block("tile_done")
-            builder.cbranch(builder.icmp_signed(">", inner, constant(0)), loop, done)
-            builder.position_at_end(loop)
-            k = builder.phi(i64)
-            k.add_incoming(constant(0), entry)
-            sums = [builder.phi(vector) for _ in range(2 * rows)]
-            for s in sums:
-                s.add_incoming(zero, entry)
-            row_of_panel = builder.mul(k, constant(PANEL))
-            halves = [builder.load(vector_at(panel_ptr, builder.add(row_of_panel, constant(16 * h))), align=4)
-                      for h in range(2)]
-            updated = []
-            a_column = builder.mul(k, a_step)
-            for r in range(rows):
-                value = builder.load(builder.gep(a_ptr, [builder.add(builder.mul(constant(r), a_stride), a_column)]),
-                                     align=4)
-                splat = builder.shuffle_vector(builder.insert_element(undefined, value, ir.Constant(i32, 0)),
-                                               undefined, broadcast)
-                updated += [builder.call(fma, [splat, halves[h], sums[2 * r + h]]) for h in range(2)]
-            next_k = builder.add(k, constant(1))
-            k.add_incoming(next_k, loop)
-            for s, u in zip(sums, updated):
-                s.add_incoming(u, loop)
-            builder.cbranch(builder.icmp_signed("<", next_k, inner), loop, done)
-            builder.position_at_end(done)
-            totals = []
-            for u in updated:  # (all the phis first: LLVM wants them at the top of the block)
-                totals.append(builder.phi(vector))
-                totals[-1].add_incoming(zero, entry)
-                totals[-1].add_incoming(u, loop)
-            for r in range(rows):
-                for h in range(2):
-                    total = totals[2 * r + h]
-                    target = vector_at(c_ptr, builder.add(builder.mul(constant(r), c_stride), constant(16 * h)))
-                    if accumulate:
-                        total = builder.fadd(builder.load(target, align=4), total)
-                    builder.store(total, target, align=4)
-            return context.get_dummy_value()
-
-        return signature, codegen
-
-    return tile
+def _fma(builder, total, a_splat, panel_half):
+    """total + a_splat * panel_half on 16 float32 lanes: one vector FMA (LLVM's fma intrinsic)."""
+    vector = ir.VectorType(ir.FloatType(), 16)
+    name = "llvm.fma.v16f32"
+    fma = builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(vector, [vector] * 3), name)
+    return builder.call(fma, [a_splat, panel_half, total])
 
 
-_SET, _ADD = {r: _microkernel(r, False) for r in (8, 4, 2, 1)}, {r: _microkernel(r, True) for r in (8, 4, 2, 1)}
-_set8, _set4, _set2, _set1 = _SET[8], _SET[4], _SET[2], _SET[1]
-_add8, _add4, _add2, _add1 = _ADD[8], _ADD[4], _ADD[2], _ADD[1]
-
-
-@scalar
-def _tile(a_at, panel, out_at, a_stride, a_step, out_stride, depth, rows_left, add):
-    """The largest microkernel that fits `rows_left` rows (8, 4, 2 or 1); returns the rows it took."""
-    if rows_left >= 8:
-        if add:
-            _add8(a_at, panel, out_at, a_stride, a_step, out_stride, depth)
-        else:
-            _set8(a_at, panel, out_at, a_stride, a_step, out_stride, depth)
-        return 8
-    if rows_left >= 4:
-        if add:
-            _add4(a_at, panel, out_at, a_stride, a_step, out_stride, depth)
-        else:
-            _set4(a_at, panel, out_at, a_stride, a_step, out_stride, depth)
-        return 4
-    if rows_left >= 2:
-        if add:
-            _add2(a_at, panel, out_at, a_stride, a_step, out_stride, depth)
-        else:
-            _set2(a_at, panel, out_at, a_stride, a_step, out_stride, depth)
-        return 2
-    if add:
-        _add1(a_at, panel, out_at, a_stride, a_step, out_stride, depth)
-    else:
-        _set1(a_at, panel, out_at, a_stride, a_step, out_stride, depth)
-    return 1
+_tile = row_block_dispatch(ir.FloatType(), _fma)
+_product_into = per_step_product(_tile)
 
 
 @kernel
 def packed_matmul_into(a, panels, first_panel, out, accumulate):
     """out (+)= a @ W[:, first_panel*PANEL : first_panel*PANEL + out.shape[1]] for W packed by
     pack_panels; a, out float32 with contiguous rows, out.shape[1] a multiple of PANEL."""
-    inner = a.shape[1]
-    a_stride, out_stride = a.strides[0] // 4, out.strides[0] // 4
-    for p in range(out.shape[1] // PANEL):
-        # the panel in slices of DEPTH rows, each in L1 while every block of rows uses it
-        for first_k in range(0, inner, DEPTH):
-            depth = min(DEPTH, inner - first_k)
-            panel = panels[first_panel + p].ctypes.data + 4 * first_k * PANEL
-            row = 0
-            while row < a.shape[0]:
-                row += _tile(a.ctypes.data + 4 * (row * a_stride + first_k), panel,
-                             out.ctypes.data + 4 * (row * out_stride + p * PANEL), a_stride, 1, out_stride, depth,
-                             a.shape[0] - row, accumulate or first_k > 0)
+    _product_into(a, panels, first_panel, out, accumulate)
 
 
 # ---- window-wide products ----------------------------------------------------------------------

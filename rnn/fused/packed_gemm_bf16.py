@@ -13,7 +13,9 @@ holding W[2j, p*PANEL + c] (low half) and W[2j+1, p*PANEL + c] (high half)
 rounded the same way into words of pairs a[r, 2j], a[r, 2j+1] (`round_pairs_into`),
 once per step for all of W's panels. The microkernel broadcasts one word of a to 16 lanes
 and `vdpbf16ps`es it with the two vectors of a panel's pair j: 2*rows accumulators of 16
-float32, as in the float32 kernel.
+float32, as in the float32 kernel: its loop, and the loops around it (rows, panels, depth),
+are rnn.fused.panel_driver's, the float32 kernel's too; this module holds the rounding, the
+packing and the `vdpbf16ps` (`_dot_pairs`).
 
 Only on CPUs with AVX512_BF16 (`HOST_HAS_AVX512_BF16`); the callers check.
 """
@@ -25,9 +27,8 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 from minigrad.jit import kernel, scalar
-from rnn.fused.packed_gemm import PANEL, packed_matmul_into  # (the same panel width in both precisions)
-
-DEPTH = 128  # pairs of rows of a panel per pass: 16 KB, which stay in L1 while every block of rows uses them
+from rnn.fused.packed_gemm import packed_matmul_into
+from rnn.fused.panel_driver import PANEL, per_step_product, row_block_dispatch  # (the loops of both precisions)
 
 
 def _host_has_avx512_bf16() -> bool:
@@ -153,83 +154,17 @@ class _BFloat(ir.Type):
         return hash("bfloat")
 
 
-def _microkernel(rows: int, accumulate: bool):
-    """An intrinsic c[0:rows, 0:PANEL] (+)= a[0:rows] @ panel, on raw addresses: a is rows of
-    pair words (stride in words), panel (pairs, PANEL) words, c float32 (stride in floats).
-    Lowered to one loop over the pairs of 2*rows `vdpbf16ps`."""
-
-    @intrinsic
-    def tile(typingctx, a, panel, c, a_stride, c_stride, pairs):
-        signature = types.void(types.intp, types.intp, types.intp, types.intp, types.intp, types.intp)
-
-        def codegen(context, builder, sig, args):
-            a, panel, c, a_stride, c_stride, pairs = args
-            i64, i32, f32 = ir.IntType(64), ir.IntType(32), ir.FloatType()
-            vector, words = ir.VectorType(f32, 16), ir.VectorType(i32, 16)
-            bf16_pairs = ir.VectorType(_BFloat(), 32)
-            name = "llvm.x86.avx512bf16.dpbf16ps.512"
-            dot = builder.module.globals.get(name) or ir.Function(
-                builder.module, ir.FunctionType(vector, [vector, bf16_pairs, bf16_pairs]), name)
-            a_ptr, panel_ptr = (builder.inttoptr(x, i32.as_pointer()) for x in (a, panel))
-            c_ptr = builder.inttoptr(c, f32.as_pointer())
-
-            def constant(value):
-                return ir.Constant(i64, value)
-
-            zero = ir.Constant(vector, [0.0] * 16)
-            undefined = ir.Constant(words, ir.Undefined)
-            broadcast = ir.Constant(words, [0] * 16)
-            entry = builder.block
-            loop, done = builder.append_basic_block("tile_loop"), builder.append_basic_block("tile_done")
-            builder.cbranch(builder.icmp_signed(">", pairs, constant(0)), loop, done)
-            builder.position_at_end(loop)
-            j = builder.phi(i64)
-            j.add_incoming(constant(0), entry)
-            sums = [builder.phi(vector) for _ in range(2 * rows)]
-            for s in sums:
-                s.add_incoming(zero, entry)
-            pair_of_panel = builder.mul(j, constant(PANEL))
-            halves = []
-            for h in range(2):
-                at = builder.bitcast(builder.gep(panel_ptr, [builder.add(pair_of_panel, constant(16 * h))]),
-                                     words.as_pointer())
-                halves.append(builder.bitcast(builder.load(at, align=4), bf16_pairs))
-            updated = []
-            for r in range(rows):
-                word = builder.load(builder.gep(a_ptr, [builder.add(builder.mul(constant(r), a_stride), j)]), align=4)
-                splat = builder.shuffle_vector(builder.insert_element(undefined, word, ir.Constant(i32, 0)),
-                                               undefined, broadcast)
-                splat = builder.bitcast(splat, bf16_pairs)
-                updated += [builder.call(dot, [sums[2 * r + h], splat, halves[h]]) for h in range(2)]
-            next_j = builder.add(j, constant(1))
-            j.add_incoming(next_j, loop)
-            for s, u in zip(sums, updated):
-                s.add_incoming(u, loop)
-            builder.cbranch(builder.icmp_signed("<", next_j, pairs), loop, done)
-            builder.position_at_end(done)
-            totals = []
-            for u in updated:  # (all the phis first: LLVM wants them at the top of the block)
-                totals.append(builder.phi(vector))
-                totals[-1].add_incoming(zero, entry)
-                totals[-1].add_incoming(u, loop)
-            for r in range(rows):
-                for h in range(2):
-                    total = totals[2 * r + h]
-                    offset = builder.add(builder.mul(constant(r), c_stride), constant(16 * h))
-                    target = builder.bitcast(builder.gep(c_ptr, [offset]), vector.as_pointer())
-                    if accumulate:
-                        total = builder.fadd(builder.load(target, align=4), total)
-                    builder.store(total, target, align=4)
-            return context.get_dummy_value()
-
-        return signature, codegen
-
-    return tile
+def _dot_pairs(builder, total, a_splat, panel_half):
+    """total + in each of 16 float32 lanes the two products of that lane's bf16 pairs of
+    a_splat and panel_half (words of two bf16): one `vdpbf16ps`."""
+    vector, pairs = ir.VectorType(ir.FloatType(), 16), ir.VectorType(_BFloat(), 32)
+    name = "llvm.x86.avx512bf16.dpbf16ps.512"
+    dot = builder.module.globals.get(name) or ir.Function(
+        builder.module, ir.FunctionType(vector, [vector, pairs, pairs]), name)
+    return builder.call(dot, [total, builder.bitcast(a_splat, pairs), builder.bitcast(panel_half, pairs)])
 
 
-_SET, _ADD = {r: _microkernel(r, False) for r in (8, 4, 2, 1)}, {r: _microkernel(r, True) for r in (8, 4, 2, 1)}
-_set8, _set4, _set2, _set1 = _SET[8], _SET[4], _SET[2], _SET[1]
-_add8, _add4, _add2, _add1 = _ADD[8], _ADD[4], _ADD[2], _ADD[1]
+_product_into = per_step_product(row_block_dispatch(ir.IntType(32), _dot_pairs))
 
 
 @kernel
@@ -237,43 +172,7 @@ def packed_matmul_bf16_into(a_pairs, panels, first_panel, out, accumulate):
     """out (+)= a @ W[:, first_panel*PANEL : first_panel*PANEL + out.shape[1]] in bf16 with
     float32 sums, for a rounded by round_pairs_into and W packed by pack_panels_bf16;
     out float32 with contiguous rows, out.shape[1] a multiple of PANEL."""
-    pairs = panels.shape[1]
-    a_stride, out_stride = a_pairs.strides[0] // 4, out.strides[0] // 4
-    for p in range(out.shape[1] // PANEL):
-        # the panel in slices of DEPTH pairs, each in L1 while every row block uses it
-        for first_j in range(0, pairs, DEPTH):
-            depth = min(DEPTH, pairs - first_j)
-            panel = panels[first_panel + p].ctypes.data + 4 * first_j * PANEL
-            add = accumulate or first_j > 0
-            row = 0
-            while row < out.shape[0]:
-                left = out.shape[0] - row
-                a_at = a_pairs.ctypes.data + 4 * (row * a_stride + first_j)
-                out_at = out.ctypes.data + 4 * (row * out_stride + p * PANEL)
-                if left >= 8:
-                    if add:
-                        _add8(a_at, panel, out_at, a_stride, out_stride, depth)
-                    else:
-                        _set8(a_at, panel, out_at, a_stride, out_stride, depth)
-                    row += 8
-                elif left >= 4:
-                    if add:
-                        _add4(a_at, panel, out_at, a_stride, out_stride, depth)
-                    else:
-                        _set4(a_at, panel, out_at, a_stride, out_stride, depth)
-                    row += 4
-                elif left >= 2:
-                    if add:
-                        _add2(a_at, panel, out_at, a_stride, out_stride, depth)
-                    else:
-                        _set2(a_at, panel, out_at, a_stride, out_stride, depth)
-                    row += 2
-                else:
-                    if add:
-                        _add1(a_at, panel, out_at, a_stride, out_stride, depth)
-                    else:
-                        _set1(a_at, panel, out_at, a_stride, out_stride, depth)
-                    row += 1
+    _product_into(a_pairs, panels, first_panel, out, accumulate)
 
 
 def panel_product_into(a, panels, first_panel, out, accumulate):
