@@ -1,5 +1,5 @@
-"""The loops around a packed-panel microkernel, shared by the float32 per-step product
-(rnn.fused.packed_gemm) and the bf16 one (rnn.fused.packed_gemm_bf16).
+"""The packed-panel microkernel's loop and the loops around it, shared by the float32
+per-step product (rnn.fused.packed_gemm) and the bf16 one (rnn.fused.packed_gemm_bf16).
 
 Both products pack W once per window into panels of PANEL columns and multiply with a
 register-blocked microkernel: an LLVM intrinsic c[0:rows, 0:PANEL] (+)= a[0:rows] @ panel on
