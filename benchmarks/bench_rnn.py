@@ -23,7 +23,11 @@ column per environment. Targets: issue 27's per row with the machine's own kerne
 with OpenBLAS pinned (as-set with a pin, haswell), no row below 0.9x.
 
 --peak measures this machine's peak float32 GEMM rate (bench_peak.py) and prints, per
-case, the FLOPs of a step and minigrad's and PyTorch's share of that peak.
+case, the FLOPs of a step and minigrad's and PyTorch's share of that peak. The machine's
+peak does not depend on the kernel numpy's OpenBLAS is pinned to: with --envs it is measured
+in the first environment that pins nothing (native, or an unpinned as-set; run first), and
+every environment's shares are of that peak. With no such environment, each run's peak is
+its own (pinned: below the machine's, which the output says).
 
 Cases: S = 1x128 (batch 32), M = 2x256 (batch 32), L = 2x512 (batch 64); seq 64, vocab 65,
 embedding 64, Adam, grad clip 5. On the CPU, PyTorch trains nn.LSTM with oneDNN's fused
@@ -70,6 +74,9 @@ def parse_args():
     parser.add_argument("--peak", action="store_true",
                         help="also measure the peak GEMM rate and print each framework's share of it")
     parser.add_argument("--emit-json", action="store_true", help=argparse.SUPPRESS)  # (children of --envs)
+    # (children of --envs --peak: the machine's peak, measured in the environment named)
+    parser.add_argument("--machine-peak", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--machine-peak-env", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.both_envs:
         args.envs = ["as-set", "native"]
@@ -87,12 +94,18 @@ def run_in_environments(args):
     if "--envs" in passed_on:  # drop --envs and its values
         at = passed_on.index("--envs")
         passed_on = passed_on[:at] + passed_on[at + 1 + len(args.envs):]
+    # With --peak, the environment whose peak is the machine's (nothing pinned) runs first, and
+    # the others take its peak for their shares
+    reference = next((name for name in args.envs if not pinned(environment_named(name))), None) if args.peak else None
     results = {}
-    for name in args.envs:
+    order = ([reference] if reference else []) + [name for name in args.envs if name != reference]
+    for name in order:
         environment = environment_named(name)
         print(f"\n=== environment {name}: " + ", ".join(
             f"{v}={environment[v]!r}" if v in environment else f"{v} unset" for v in PINNING_VARIABLES), flush=True)
-        child = subprocess.Popen([sys.executable, os.path.abspath(__file__), *passed_on, "--emit-json"],
+        machine_peak = (["--machine-peak", repr(results[reference]["peak"]), "--machine-peak-env", reference]
+                        if reference and name != reference else [])
+        child = subprocess.Popen([sys.executable, os.path.abspath(__file__), *passed_on, *machine_peak, "--emit-json"],
                                  env=environment, stdout=subprocess.PIPE, text=True)
         for line in child.stdout:
             if line.startswith(RESULTS_MARK):
@@ -322,14 +335,25 @@ def user_cell_within_lstm(layers, hidden, batch) -> float:
 
 
 def print_peak_shares(results, threads):
-    """The physical limit: each case's FLOPs per step at the measured peak GEMM rate, and the
-    share of that peak each framework reaches."""
+    """The physical limit: each case's FLOPs per step at the machine's peak GEMM rate (measured
+    here, or handed over by --envs from the environment that pins nothing), and the share of
+    that peak each framework reaches; returns the peak."""
     import bench_peak
 
     rates = bench_peak.gemm_rates(sorted({1, threads}), repeats=10)
     bench_peak.print_rates(rates)
-    peak = bench_peak.peak_of(rates, threads)
-    print(f"peak float32 GEMM rate at {threads} thread(s): {peak:.1f} GFLOP/s (best of numpy/torch, large shapes)")
+    own = bench_peak.peak_of(rates, threads)
+    if ARGS.machine_peak:
+        peak = ARGS.machine_peak
+        print(f"peak float32 GEMM rate at {threads} thread(s): {peak:.1f} GFLOP/s (measured in the "
+              f"{ARGS.machine_peak_env} environment: the machine's, whatever numpy is pinned to; "
+              f"this environment's best: {own:.1f})")
+    else:
+        peak = own
+        whose = ("; this environment's own: numpy's OpenBLAS is pinned here, so not the machine's peak"
+                 if pinned(os.environ) else "")
+        print(f"peak float32 GEMM rate at {threads} thread(s): {peak:.1f} GFLOP/s (best of numpy/torch, large "
+              f"shapes{whose})")
     print(f"{'case':<9}{'GFLOP/step':>11}{'ms at peak':>12}{'minigrad GFLOP/s':>18}{'share':>7}"
           f"{'torch GFLOP/s':>15}{'share':>7}")
     for name, timing in results.items():
@@ -342,6 +366,7 @@ def print_peak_shares(results, threads):
             line += f"{theirs:15.1f}{theirs / peak:7.0%}"
         print(line)
     print("FLOPs per step = 6 * (sum over layers of G*H*(H+I) + H*V) * B*T (GEMMs of forward and backward)")
+    return peak
 
 
 def main():
@@ -358,12 +383,11 @@ def main():
     print(f"rounds={ARGS.rounds} block={ARGS.block}; median ms per training step (fwd+bwd+clip+Adam), "
           f"seq {SEQ}, vocab {VOCAB}", flush=True)
     results = {name: run_case(name, torch_available) for name in ARGS.cases}
-    if ARGS.peak:
-        print_peak_shares(results, ARGS.threads)
+    peak = print_peak_shares(results, ARGS.threads) if ARGS.peak else None
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     if ARGS.emit_json:
-        print(RESULTS_MARK + json.dumps({"pinned": pinned(os.environ), "cases": results}), flush=True)
+        print(RESULTS_MARK + json.dumps({"pinned": pinned(os.environ), "cases": results, "peak": peak}), flush=True)
     elif len(results) > 1:
         print_table({"this run": {"pinned": pinned(os.environ), "cases": results}}, ["this run"])
 
