@@ -16,7 +16,7 @@ import minigrad as mg
 import rnn.fused.recurrence
 import rnn.training.resume
 from minigrad.autograd import Function
-from rnn.fused import bf16_window, packed_gemm_bf16 as bf16
+from rnn.fused import bf16_window, packed_gemm_bf16 as bf16, panel_driver
 from rnn.model.layers import Recurrent
 from rnn.training.config import TrainConfig
 from rnn.errors import ConfigError
@@ -46,7 +46,9 @@ def test_rounding_is_to_nearest_with_ties_to_even():
 @needs_bf16
 @pytest.mark.parametrize("transpose_a", [False, True])
 @pytest.mark.parametrize("transpose_b", [False, True])
-@pytest.mark.parametrize("rows, inner, columns", [(3, 7, 32), (37, 64, 96), (300, 129, 64)])
+# (the last: more pairs of K than one depth slice of the panels holds, odd K)
+@pytest.mark.parametrize("rows, inner, columns", [(3, 7, 32), (37, 64, 96), (300, 129, 64),
+                                                  (13, 2 * panel_driver.DEPTH + 45, 32)])
 def test_bf16_products_are_float32_sums_of_rounded_operands(rows, inner, columns, transpose_a, transpose_b):
     rng = np.random.default_rng(rows)
     a = rng.standard_normal((inner, rows) if transpose_a else (rows, inner)).astype(np.float32)
