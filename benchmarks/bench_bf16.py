@@ -132,7 +132,7 @@ def main():
         except ImportError:
             torch = None
     print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}  OpenBLAS kernel "
-          f"{[c.architecture for c in blas._openblas_controllers()]}  avx512bf16 {bf16.HOST_HAS_AVX512_BF16}  "
+          f"{[c.architecture for c in blas._openblas_controllers()]}  bf16 kernels {bf16.BF16_UNAVAILABLE or 'run here'}  "
           f"load {os.getloadavg()[0]:.2f}")
     print(f"numpy's OpenBLAS sbgemm: {_sbgemm_symbols() or 'not exported'}")
     columns = ["OpenBLAS sgemm", "f32 packed", "bf16 packed", "bf16 + rounding"] + (

@@ -23,7 +23,7 @@ from rnn.errors import ConfigError
 
 from cli_support import TINY_RUN, assert_one_error_line, make_text, run_in_process
 
-needs_bf16 = pytest.mark.skipif(not bf16.HOST_HAS_AVX512_BF16, reason="this CPU has no AVX512_BF16")
+needs_bf16 = pytest.mark.skipif(bool(bf16.BF16_UNAVAILABLE), reason=f"bf16 {bf16.BF16_UNAVAILABLE}")
 
 
 def rounded(x) -> np.ndarray:
@@ -162,13 +162,19 @@ def test_bf16_needs_float32_and_the_fused_engine():
         TrainConfig(matmul_precision="bfloat16").validate()
 
 
-def test_a_cpu_without_avx512_bf16_refuses_bf16_in_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(rnn.training.resume, "HOST_HAS_AVX512_BF16", False)
+@pytest.mark.parametrize("cpu, llvm, says", [(False, (22, 1), "needs a CPU with AVX512_BF16"),
+                                             (True, (14, 0), "needs llvmlite built on LLVM 16 or newer (this one: LLVM 14")])
+def test_a_host_that_cannot_run_bf16_refuses_it_in_one_line(tmp_path, monkeypatch, cpu, llvm, says):
+    # (numba 0.59's llvmlite, on LLVM 14, fails to compile the kernel: its intrinsic takes no bfloat)
+    monkeypatch.setattr(bf16, "HOST_HAS_AVX512_BF16", cpu)
+    monkeypatch.setattr(bf16.llvmlite.binding, "llvm_version_info", llvm)
+    monkeypatch.setattr(rnn.training.resume, "BF16_UNAVAILABLE", bf16._bf16_unavailable())
     text = tmp_path / "t.txt"
     text.write_text(make_text(3000), encoding="utf-8")
     result = run_in_process("train", text, *TINY_RUN, "--matmul-precision", "bf16", "--out", tmp_path / "run")
     assert result.returncode == 2
-    assert_one_error_line(result.stderr, "--matmul-precision bf16 needs a CPU with AVX512_BF16")
+    assert_one_error_line(result.stderr, f"--matmul-precision bf16 {says}")
+    assert not list(tmp_path.glob("run/*.safetensors"))
 
 
 @needs_bf16

@@ -17,7 +17,9 @@ float32, as in the float32 kernel: its loop, and the loops around it (rows, pane
 are rnn.fused.panel_driver's, the float32 kernel's too; this module holds the rounding, the
 packing and the `vdpbf16ps` (`_dot_pairs`).
 
-Only on CPUs with AVX512_BF16 (`HOST_HAS_AVX512_BF16`); the callers check.
+Only on CPUs with AVX512_BF16, and with an llvmlite built on LLVM 16 or newer (LLVM 16 gave
+the intrinsic its `bfloat` operands; older ones refuse them): `BF16_UNAVAILABLE` says why not,
+or is None; the callers check.
 """
 
 import llvmlite.binding
@@ -39,6 +41,22 @@ def _host_has_avx512_bf16() -> bool:
 
 
 HOST_HAS_AVX512_BF16 = _host_has_avx512_bf16()
+# The first LLVM whose `vdpbf16ps` intrinsic takes `<32 x bfloat>` operands (the kernel's).
+FIRST_LLVM_WITH_BFLOAT_DOT = 16
+
+
+def _bf16_unavailable():
+    if not HOST_HAS_AVX512_BF16:
+        return "needs a CPU with AVX512_BF16, which this one lacks"
+    llvm = llvmlite.binding.llvm_version_info[0]
+    if llvm < FIRST_LLVM_WITH_BFLOAT_DOT:
+        return (f"needs llvmlite built on LLVM {FIRST_LLVM_WITH_BFLOAT_DOT} or newer (this one: LLVM {llvm}; "
+                "upgrade numba and llvmlite)")
+    return None
+
+
+# None where the bf16 kernels can run here, else why not (one phrase).
+BF16_UNAVAILABLE = _bf16_unavailable()
 
 
 @intrinsic

@@ -21,7 +21,7 @@ from rnn.training.config import DEFAULT_SIZE, MODEL_OPTIONS, TrainConfig
 from rnn.data.batches import BatchStream
 from rnn.data.corpus import Corpus
 from rnn.errors import ArgumentError, ConfigError, Setting
-from rnn.fused.packed_gemm_bf16 import HOST_HAS_AVX512_BF16
+from rnn.fused.packed_gemm_bf16 import BF16_UNAVAILABLE
 from rnn.model.charlm import CharLM, ModelConfig
 from rnn.training import recipe
 from rnn.training.optimizers import optimizer_for
@@ -54,9 +54,8 @@ def model_config(config: TrainConfig, vocab_size: int) -> ModelConfig:
 def set_matmul_precision(model: CharLM, config: TrainConfig) -> CharLM:
     """The model with its recurrent layers' products in the config's matmul precision (not a part
     of the model: a checkpoint evaluates and samples in float32); ArgumentError if this CPU cannot."""
-    if config.matmul_precision == "bf16" and not HOST_HAS_AVX512_BF16:
-        raise ArgumentError(Setting("matmul_precision"), " bf16 needs a CPU with AVX512_BF16, which this one "
-                            "lacks: train in float32")
+    if config.matmul_precision == "bf16" and BF16_UNAVAILABLE:
+        raise ArgumentError(Setting("matmul_precision"), f" bf16 {BF16_UNAVAILABLE}: train in float32")
     model.rnn.matmul_precision = config.matmul_precision
     return model
 
