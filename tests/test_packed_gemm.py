@@ -35,6 +35,13 @@ def test_packed_product_equals_numpy(rows, inner, accumulate):
     np.testing.assert_array_equal(out_buffer[:, 8 + 2 * packed_gemm.PANEL:], untouched[1])
 
 
+def test_packing_a_transposed_matrix_is_packing_its_transposed_copy():
+    # (the fused layer packs W_hh^T straight from W_hh: rnn.fused.recurrence.FusedRecurrence.forward)
+    w = np.random.default_rng(0).standard_normal((3 * packed_gemm.PANEL, 5)).astype(np.float32)
+    np.testing.assert_array_equal(packed_gemm.pack_panels(w, transpose=True),
+                                  packed_gemm.pack_panels(np.ascontiguousarray(w.T)))
+
+
 def test_panels_only_where_every_cut_falls_on_a_panel(monkeypatch):
     monkeypatch.setattr(packed_gemm, "HOST_HAS_AVX512", True)
     assert packed_gemm.panels_fit(np.float32, [0, 32, 64])
@@ -57,7 +64,8 @@ def test_fused_layer_is_the_same_with_packed_weights(cell_name, split, monkeypat
     probe = rng.standard_normal((5, 6, 64)).astype(np.float32)
     packed = []
     original_pack = packed_gemm.pack_panels
-    monkeypatch.setattr(packed_gemm, "pack_panels", lambda w: packed.append(w.shape) or original_pack(w))
+    monkeypatch.setattr(packed_gemm, "pack_panels",
+                        lambda w, transpose=False: packed.append(w.shape) or original_pack(w, transpose))
     results = []
     for use_panels in (False, True):
         monkeypatch.setattr(rnn.fused.recurrence, "USE_PANELS", use_panels)

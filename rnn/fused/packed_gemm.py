@@ -43,9 +43,11 @@ def _host_has_avx512() -> bool:
 HOST_HAS_AVX512 = _host_has_avx512()
 
 
-def pack_panels(w: np.ndarray) -> np.ndarray:
-    """(K, N) float32 with N a multiple of PANEL -> (N // PANEL, K, PANEL): panel p holds columns
-    p*PANEL .. (p+1)*PANEL of every row, contiguous."""
+def pack_panels(w: np.ndarray, transpose=False) -> np.ndarray:
+    """op(w) (K, N) float32 with N a multiple of PANEL -> (N // PANEL, K, PANEL): panel p holds
+    columns p*PANEL .. (p+1)*PANEL of every row, contiguous. op(w) = w.T if transpose else w
+    (either way one copy: the reshape below is a view of the transposed view too)."""
+    w = w.T if transpose else w
     inner, columns = w.shape
     return np.ascontiguousarray(w.reshape(inner, columns // PANEL, PANEL).transpose(1, 0, 2), dtype=np.float32)
 

@@ -18,8 +18,9 @@ def forward_part(t, xp, ids, w_blocked_t, w_panels, b_hh, states, saved, hp, fir
                  last_unit):
     # step t for some rows and units: their part of W_hh h_t (one GEMM, on W's packed panels
     # when there are some), then the cell
-    gates = w_blocked_t.shape[1] // w_blocked_t.shape[0]
-    # (w_panels None: no panels for this dtype on this CPU, and Numba compiles no packed path)
+    gates = hp.shape[2] // states.shape[3]
+    # (w_panels None: no panels for this dtype on this CPU, and Numba compiles no packed path;
+    # w_blocked_t is read only without panels)
     if w_panels is not None and w_panels.shape[0] > 0:
         panel_product_into(states[t, 0][first_row:last_row], w_panels, gates * first_unit // PANEL,
                            hp[t][first_row:last_row, gates * first_unit:gates * last_unit], False)
