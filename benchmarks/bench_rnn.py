@@ -164,7 +164,8 @@ if ARGS.envs:  # the parent only starts the children (before numpy loads any BLA
 # must sleep soon, not spin: in an interleaved run they would steal the cores PyTorch is
 # timed on. PyTorch's OpenMP pool is left as it is: made passive (OMP_WAIT_POLICY) it
 # runs 3x slower here, which would flatter minigrad.
-for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+# --threads holds for minigrad's Numba pool too (NUMBA_NUM_THREADS, read when Numba loads).
+for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(variable, str(ARGS.threads))
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
