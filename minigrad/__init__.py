@@ -25,8 +25,9 @@ Then, as needed:
   kernel_cache.py            where compiled kernels are kept, and why that folder is trusted
                              (the one user of Numba's private API)
   threads.py                 how many threads parallel kernels use: measured, re-measured
-  codegen, kernels, blas, precompile, allocator, runtime, files, random
-                             the rest of the machinery: Numba kernels, BLAS threads,
+  codegen, kernels, fast_exp, blas, precompile, allocator, runtime, files, random
+                             the rest of the machinery: Numba kernels (fast_exp: the
+                             float32 exp that runs in vector lanes), BLAS threads,
                              process settings for training, atomic files
 
 Each module imports only modules before it in tests/test_layering.py's LAYERS (no cycle).

@@ -11,7 +11,8 @@ No autograd here, only arithmetic on arrays. Two kinds:
   update and the sum behind the gradient norm, each one pass over flat arrays.
 
 Accumulators start as Python floats (float64) so float32 sums stay accurate; the
-result is stored in the output array's own dtype.
+result is stored in the output array's own dtype. The row kernels' exp is
+minigrad.fast_exp's: libm's for float64, one that runs in vector lanes for float32.
 """
 
 import math
@@ -19,6 +20,7 @@ import math
 import numpy as np
 
 from . import codegen
+from .fast_exp import exp  # (math.exp's for float64, a vectorized one for float32)
 from .jit import kernel, summing_kernel
 
 elementwise_source = codegen.elementwise_source
@@ -54,7 +56,7 @@ def max_rows(x, out, argmax):
         out[r] = x[r, best]
 
 
-@kernel
+@summing_kernel  # (its sum of exps runs in vector lanes)
 def _row_logsumexp(x, r):
     peak = x[r, 0]
     for c in range(1, x.shape[1]):
@@ -64,11 +66,11 @@ def _row_logsumexp(x, r):
         return peak
     total = 0.0
     for c in range(x.shape[1]):
-        total += math.exp(x[r, c] - peak)
+        total += exp(x[r, c] - peak)
     return peak + math.log(total)
 
 
-@kernel
+@summing_kernel  # (its sum of exps runs in vector lanes)
 def _row_softmax(x, r, out):
     """out[r] = softmax(x[r]) with one exp per element; returns logsumexp(x[r])."""
     peak = x[r, 0]
@@ -77,11 +79,12 @@ def _row_softmax(x, r, out):
             peak = x[r, c]
     if math.isinf(peak):  # as _row_logsumexp: the sum is the peak, inf - inf stays NaN
         for c in range(x.shape[1]):
-            out[r, c] = math.exp(x[r, c] - peak)
+            out[r, c] = exp(x[r, c] - peak)
         return peak
+    for c in range(x.shape[1]):
+        out[r, c] = exp(x[r, c] - peak)
     norm = 0.0
     for c in range(x.shape[1]):
-        out[r, c] = math.exp(x[r, c] - peak)
         norm += out[r, c]
     for c in range(x.shape[1]):
         out[r, c] /= norm
@@ -104,7 +107,7 @@ def log_softmax_rows_vjp(g, out, grad):
         for c in range(g.shape[1]):
             total += g[r, c]
         for c in range(g.shape[1]):
-            grad[r, c] = g[r, c] - math.exp(out[r, c]) * total
+            grad[r, c] = g[r, c] - exp(out[r, c]) * total
 
 
 @kernel

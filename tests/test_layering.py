@@ -22,7 +22,7 @@ PACKAGE = ROOT / "minigrad"
 
 # Bottom to top, as minigrad/__init__.py's docstring tells a reader.
 LAYERS = ["files", "rules", "kernel_cache", "jit", "threads", "allocator", "random", "autograd", "grad_mode", "anomaly",
-          "forward_mode", "codegen", "blas", "kernels", "precompile", "runtime", "elementwise", "matmul", "ops", "tensor",
+          "forward_mode", "codegen", "blas", "fast_exp", "kernels", "precompile", "runtime", "elementwise", "matmul", "ops", "tensor",
           "derivatives", "gradcheck", "nn", "optim", "viz_layout", "viz_model", "viz"]
 # An import inside a function (a "deferred" import) hides a cycle; none in the engine core.
 CORE = ["autograd", "grad_mode", "anomaly", "forward_mode", "elementwise", "matmul", "ops", "tensor", "derivatives", "gradcheck", "rules", "kernels", "codegen", "nn", "optim", "viz"]
