@@ -52,4 +52,5 @@ def test_float64_exp_is_libms():
 
 
 def test_the_polynomial_is_the_fit_it_says_it_is():
-    np.testing.assert_allclose(fast_exp.fit_exp_r(), fast_exp._EXP_R, rtol=1e-10, atol=0)
+    # (to 1e-8: numpy versions' least squares differ in the last digits; float32 keeps 7)
+    np.testing.assert_allclose(fast_exp.fit_exp_r(), fast_exp._EXP_R, rtol=1e-8, atol=0)
