@@ -161,8 +161,9 @@ def test_a_short_text_gets_a_model_its_length_can_carry():
     assert _size(1e6, 0.07, 30_000) == recipe.size_for_text(30_000, 64, 4, 65) < recipe.SIZES[0]
     assert _size(1, 0.07, 1_000_000) == recipe.SIZES[0]  # a short budget still gets the small model
     parameters = recipe.parameter_count(2, 384, 64, 4, 65)
-    assert _size(1e6, 0.07, int(parameters / recipe.MAX_PARAMETERS_PER_CHAR)) == (2, 384)
-    assert _size(1e6, 0.07, int(parameters / recipe.MAX_PARAMETERS_PER_CHAR) - 1) == recipe.DEFAULT_SIZE
+    shortest = math.ceil(parameters / recipe.MAX_PARAMETERS_PER_CHAR)  # the shortest text 2x384 is for
+    assert _size(1e6, 0.07, shortest) == (2, 384)
+    assert _size(1e6, 0.07, shortest - 1) == recipe.DEFAULT_SIZE
 
 
 def test_a_step_limit_reached_first_plans_the_passes():
