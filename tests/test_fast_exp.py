@@ -5,13 +5,21 @@ import math
 import numpy as np
 import pytest
 
-from minigrad import fast_exp
-from minigrad.jit import kernel
+from minigrad import fast_exp, kernels
+from minigrad.jit import kernel, summing_kernel
 from minigrad.fast_exp import exp
 
 
 @kernel
 def exp_of_each(x, out):
+    for i in range(x.size):
+        out[i] = exp(x[i])
+
+
+@summing_kernel
+def exp_of_each_reassociated(x, out):
+    # as the row kernels call it: in a kernel compiled with reassociation, which must not undo
+    # the two-part reduction (x - n * head) - n * tail
     for i in range(x.size):
         out[i] = exp(x[i])
 
@@ -22,11 +30,27 @@ def fast(x):
     return out
 
 
-def test_float32_exp_is_within_two_ulps_over_the_whole_normal_range():
+@pytest.mark.parametrize("compiled", [exp_of_each, exp_of_each_reassociated])
+def test_float32_exp_is_within_two_ulps_over_the_whole_normal_range(compiled):
     x = np.linspace(-87.3, 88.72, 2_000_001).astype(np.float32)
     exact = np.exp(x.astype(np.float64))
-    ulps = np.abs(fast(x) - exact) / np.spacing(exact.astype(np.float32)).astype(np.float64)
+    got = np.empty_like(x)
+    compiled(x, got)
+    ulps = np.abs(got - exact) / np.spacing(exact.astype(np.float32)).astype(np.float64)
     assert ulps.max() <= 2.0, (ulps.max(), x[ulps.argmax()])
+
+
+def test_float32_softmax_rows_are_within_three_ulps_of_the_exact_ones():
+    # every row spans exp's range below its peak, in a shuffled order
+    x = -np.linspace(0.0, 87.0, 65 * 2000).reshape(2000, 65).astype(np.float32)
+    x[:, 0] = 0.0
+    x = x[:, np.random.default_rng(0).permutation(65)]
+    got = np.empty_like(x)
+    kernels.softmax_rows(x, got)
+    exact = np.exp(x.astype(np.float64))
+    exact /= exact.sum(axis=1, keepdims=True)
+    normal = exact > np.finfo(np.float32).tiny
+    assert np.max(np.abs(got[normal] / exact[normal] - 1)) <= 3 * 2.0 ** -24
 
 
 def test_float32_exp_rounds_subnormal_results_to_within_one_step():
