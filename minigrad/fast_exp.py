@@ -8,15 +8,17 @@ checks and parity tests stay exact) and, for float32, plain arithmetic that vect
 
     n = round(x / ln 2),  r = x - n ln 2  (|r| <= ln(2) / 2),  exp(x) = 2**n * exp(r)
 
-with exp(r) from a polynomial (`_EXP_R`) and 2**n written straight into a float's exponent
-bits. r is computed in two parts (Cody and Waite's reduction): ln 2 split into a head of
-few bits, whose product with n is exact in float32, and the rest; computed in one step,
-the rounding of x / ln 2 alone cost up to 40 ulps near the ends of the range.
+with exp(r) from a polynomial (`_EXP_R`) and 2**n written straight into float exponent bits
+(as two factors 2**(n/2), so that overflow to inf and underflow to subnormals and 0 happen
+where exp's do). r is computed in two parts (Cody and Waite's reduction): ln 2 split into a
+head of few bits, whose product with n is exact in float32, and the rest. (Computed as
+2**(x log2 e) instead, the rounding of that product alone cost up to 17 ulps near the ends
+of the range.)
 
 The polynomial is a least-squares fit of exp on [-ln(2)/2, ln(2)/2] at Chebyshev nodes
 (degree 6, largest relative error 2.6e-9 in float64 arithmetic: `fit_exp_r`). In float32
-the result is within a few ulps of exp for results of normal size (tests/test_fast_exp.py
-bounds it), subnormal results included; exp(-inf) = 0, exp(inf) = inf, NaN stays NaN.
+the result is within 2 ulps of exp where exp is a normal float, within one 2**-149 step
+where it is subnormal (tests/test_fast_exp.py); exp(-inf) = 0, exp(inf) = inf, NaN stays NaN.
 """
 
 import math
