@@ -92,10 +92,11 @@ def choose_cell(limits: dict, allowed=lambda cell: True) -> dict:
 DEFAULT_SIZE = config.DEFAULT_SIZE
 # The sizes the recipe chooses from, smallest first (each costs about 1.75-2x the one before).
 # 2x512 joined them from the runs on a 2-core Zen 5 in SIZE_RUNS: at the steps this machine
-# makes in 300 s and in 1200 s, 2x512 ended lower than 2x384 (by 0.003 and 0.005 nats/char),
-# as choose_size's rule says it should (it reads the text 4.9 and 19.5 times there). On the
-# Xeon of the earlier runs, at 1200 s, 2x512 (10.3 passes, dropout 0.17 by the rule of that
-# time) had trailed 2x384 (17.9 passes, dropout 0.3) by 0.004: within the spread of a seed.
+# makes in 1200 s it ended 0.005 nats/char lower than 2x384, and at those of 300 s level with
+# it (0.0014 lower over two seeds), as choose_size's rule allows (it reads the text 19.5 and
+# 4.9-5.5 times there). On the Xeon of the earlier runs, at 1200 s, 2x512 (10.3 passes,
+# dropout 0.17 by the rule of that time) had trailed 2x384 (17.9 passes, dropout 0.3) by
+# 0.004: within the spread of a seed.
 SIZES = ((1, 256), (2, 256), (2, 384), (2, 512))
 # choose_size takes the largest size that reads the text at least this many times. From runs
 # on the first 81% of tiny-shakespeare scored on the next 9% (SIZE_RUNS): at a minute's worth
@@ -126,11 +127,13 @@ CALIBRATION_STEPS = (2, 8)
 # --dropout D --eval-every 0` (first90.txt: the first 90% of tiny-shakespeare, whose last
 # 10% is the scored part), steps set to what a 2-core machine does with that size in 60 s,
 # 300 s or 1200 s, dropout the rule's for the passes the real run makes there. The first
-# four on an Intel Xeon; the last four on an AMD Zen 5 (2026-12-07, one thread per run).
+# four on an Intel Xeon; the others on an AMD Zen 5 (2026-12-07, one thread per run; the
+# last two with --seed 2, 2x512 at the 2431 steps a real 300 s run then made).
 SIZE_RUNS = ((820, "2x256", 1.9, 0.0, 1.5275), (2100, "1x256", 4.8, 0.06, 1.4796),
              (4100, "2x256", 9.3, 0.15, 1.3973), (1950, "2x384", 4.4, 0.05, 1.3907),
              (3795, "2x384", 8.6, 0.17, 1.3826), (2170, "2x512", 4.9, 0.06, 1.3794),
-             (15000, "2x384", 34.0, 0.5, 1.3856), (8600, "2x512", 19.5, 0.4, 1.3802))
+             (15000, "2x384", 34.0, 0.5, 1.3856), (8600, "2x512", 19.5, 0.4, 1.3802),
+             (3795, "2x384", 8.6, 0.17, 1.3839), (2431, "2x512", 5.5, 0.09, 1.3842))
 
 
 def cost_per_char(layers: int, hidden: int, embed: int, gates: int, vocab: int) -> int:
