@@ -381,6 +381,10 @@ def main():
     except ImportError:
         torch, torch_available = None, False
     print("\n".join(header_lines(ARGS.threads, torch)), flush=True)
+    # (measured on a Zen 5: a plain PyTorch program's L-lstm step took ~290 ms, ~200 ms with these settings)
+    print("note: minigrad's training context sets glibc's malloc for the whole process (large blocks from the "
+          "heap, not mmap: minigrad/allocator.py), so PyTorch is timed with it too; a plain PyTorch program "
+          "runs without it (benchmarks/bench_cli.py times that)", flush=True)
     print(f"rounds={ARGS.rounds} block={ARGS.block}; median ms per training step (fwd+bwd+clip+Adam), "
           f"seq {SEQ}, vocab {VOCAB}", flush=True)
     results = {name: run_case(name, torch_available) for name in ARGS.cases}
