@@ -77,12 +77,10 @@ def _row_softmax(x, r, out):
     for c in range(1, x.shape[1]):
         if x[r, c] > peak:
             peak = x[r, c]
-    if math.isinf(peak):  # as _row_logsumexp: the sum is the peak, inf - inf stays NaN
-        for c in range(x.shape[1]):
-            out[r, c] = exp(x[r, c] - peak)
-        return peak
     for c in range(x.shape[1]):
         out[r, c] = exp(x[r, c] - peak)
+    if math.isinf(peak):  # as _row_logsumexp: the sum is the peak, inf - inf stays NaN
+        return peak
     norm = 0.0
     for c in range(x.shape[1]):
         norm += out[r, c]
