@@ -17,6 +17,11 @@ its repeated unit of work through a ThreadChooser:
   takes the count whose median time per unit of work is lowest; a count whose unit takes
   ABORT times the best measured one is dropped at once (under load, two threads' units can
   take 20x one thread's: finishing their probe would cost more than it tells);
+- a unit during which Numba compiled a kernel is not timed, and cannot drop its count:
+  some kernels are only called with more than one thread (a split of a product into row
+  blocks), so the first units on two threads after a run that never tried them compile for
+  seconds (measured: 2.0 s against 25 ms for a step of a 1x256 model), which would
+  otherwise count as two threads losing to one for the next RECHECK_SECONDS of work;
 - re-check: it then tries the other count again, a few units, when the median of the
   last units is DEGRADED times the one it chose on (the load changed), or when
   RECHECK_SECONDS of work have passed since the last check (a load that went away shows
@@ -44,6 +49,7 @@ import time
 from contextlib import contextmanager
 
 import numba
+from numba.core import event as numba_event
 
 # Timed units per candidate in a probe (after one untimed unit).
 PROBE_UNITS = 3
@@ -149,9 +155,15 @@ class ThreadChooser:
         """Whether the first probe is over (or there is nothing to choose)."""
         return self.chosen is not None
 
-    def observe(self, seconds: float, work: float = 1.0) -> None:
-        """The unit just run at `threads` took `seconds` for `work` (characters, rows...)."""
+    def observe(self, seconds: float, work: float = 1.0, compiled: bool = False) -> None:
+        """The unit just run at `threads` took `seconds` for `work` (characters, rows...);
+        `compiled`: Numba compiled a kernel during it (its time says nothing of the count)."""
         self.work_seconds += seconds
+        if compiled:  # it stands for the untimed unit of a new count, or is skipped
+            self._untimed = False
+            if self._cpu_clock is not None:  # nor do the idle cores count while it compiled
+                self._cpu_mark = self._cpu_clock()  # (a compile helper process used the other core)
+            return
         per_work = seconds / max(work, 1e-12)
         if self._probe and self._hopeless(per_work):  # its probe would only cost: it lost already
             self._untimed = False
@@ -236,12 +248,14 @@ class ThreadChooser:
         """Run the body as one unit of work on `threads` threads, timed (not when it raises)."""
         before = numba.get_num_threads()
         numba.set_num_threads(self._threads)
+        compiles = _CompileCounter()
         started = time.perf_counter()
         try:
-            yield
+            with numba_event.install_listener("numba:compile", compiles):
+                yield
         finally:
             numba.set_num_threads(before)
-        self.observe(time.perf_counter() - started, work)
+        self.observe(time.perf_counter() - started, work, compiled=compiles.count > 0)
 
     def record(self) -> dict:
         """What was chosen and why, for config.json and the start lines."""
@@ -258,3 +272,16 @@ class ThreadChooser:
                                                  for count, seconds in
                                                  first.items()}
         return record
+
+
+class _CompileCounter(numba_event.Listener):
+    """Counts Numba's compilations (a kernel loaded from the on-disk cache is not one)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def on_start(self, event):
+        self.count += 1
+
+    def on_end(self, event):
+        pass

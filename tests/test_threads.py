@@ -67,6 +67,68 @@ def test_more_threads_are_not_probed_while_the_machine_has_no_idle_core_for_them
     assert json.dumps(chooser.record(), allow_nan=False)  # a count never tried is written as null, not Infinity
 
 
+def test_units_that_compile_are_not_timed_and_cannot_drop_their_count():
+    """Measured here: on the second run after a cold cache the first units on two threads
+    compiled the kernels only two threads call (2.0 s against 25 ms a step on one thread).
+    Without the compile flag the probe dropped two threads for the next 10 s of work."""
+    chooser = ThreadChooser(2)
+    compiling = {"units": 2}  # the first two units at 2 threads compile
+
+    def step():
+        count = chooser.threads
+        compiled = count == 2 and compiling["units"] > 0
+        compiling["units"] -= compiled
+        chooser.observe(2.0 if compiled else {2: 0.013, 1: 0.025}[count], compiled=compiled)
+        return count
+
+    counts = [step() for _ in range(PROBE_UNITS + 1 + 2 + PROBE_UNITS)]
+    assert counts == [1] * (PROBE_UNITS + 1) + [2] * (2 + PROBE_UNITS)
+    assert chooser.decided and chooser.threads == 2
+    assert chooser.reference[2] == 0.013  # the compiling units are in no median
+    # the same timings without the flag: two threads are dropped after their first unit
+    unflagged = ThreadChooser(2)
+    run(unflagged, lambda n: 2.0 if n == 2 else 0.025, PROBE_UNITS + 2)
+    assert unflagged.decided and unflagged.threads == 1
+
+
+def test_the_idle_cores_are_counted_from_the_last_compile():
+    """On a cold cache the first step compiles here while a helper process compiles on the
+    other core: the machine looks busy. What counts for probing two threads is whether a core
+    was idle during the units after it."""
+    ticks = {"idle": 0, "total": 0}
+
+    def cpu_clock():
+        return ticks["idle"], ticks["total"]
+
+    chooser = ThreadChooser(2, cpu_clock=cpu_clock)
+    ticks["total"] += 2000  # the compile: both cores busy for 10 s
+    chooser.observe(10.0, compiled=True)
+    counts = []
+    for _ in range(PROBE_UNITS + 1 + PROBE_UNITS):
+        counts.append(chooser.threads)
+        ticks["total"] += 2
+        ticks["idle"] += 1  # one of the two cores idle from then on
+        chooser.observe({2: 0.013, 1: 0.025}[chooser.threads])
+    assert counts == [1] * PROBE_UNITS + [2] * (PROBE_UNITS + 1)
+    assert chooser.threads == 2
+
+
+def test_unit_tells_whether_numba_compiled_during_it(monkeypatch):
+    seen = []
+    chooser = ThreadChooser(2, fixed=1)
+    monkeypatch.setattr(chooser, "observe", lambda seconds, work=1.0, compiled=False: seen.append(compiled))
+
+    @numba.njit
+    def twice(x):
+        return 2 * x
+
+    with chooser.unit():
+        twice(1.0)  # compiles for float64
+    with chooser.unit():
+        twice(2.0)  # already compiled
+    assert seen == [True, False]
+
+
 def test_a_slowdown_makes_it_measure_again_and_switch():
     chooser = ThreadChooser(2)
     run(chooser, lambda n: {2: 0.01, 1: 0.018}[n], 2 * (PROBE_UNITS + 1))
