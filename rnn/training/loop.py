@@ -119,7 +119,7 @@ class _Run:
         # the time budget (rnn.training.time_plan); None without one.
         budget = config.limits()["time_budget"]
         self.plan = TimePlan(budget, self.train_seconds, len(corpus.val_ids), self.model.num_parameters(),
-                             self.model.config.dtype) if budget is not None else None
+                             self.model.config.dtype, eval_every=config.eval_every) if budget is not None else None
         self.stop_requested = False  # set by the SIGINT handler
         # Whether an interruption now leaves things consistent: "between" steps, "computing" a
         # step (put `snapshot` back: nothing else changed), "updating" the weights (half-updated),
@@ -137,7 +137,7 @@ class _Run:
         limits = self.config.limits()
         done = [self.step / limits["steps"] if limits["steps"] else 0.0,
                 self.stream.epoch / limits["epochs"] if limits["epochs"] else 0.0,
-                self.train_seconds / limits["time_budget"] if limits["time_budget"] else 0.0]
+                self.plan.fraction_done() if self.plan is not None else 0.0]
         return min(max(done), 1.0)
 
     def stop_reason(self):
