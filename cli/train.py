@@ -87,7 +87,7 @@ class EscapedText(click.ParamType):
 @setting("--hidden", type=POSITIVE_INT, show_default="chosen: 2x256 without a time budget, smaller for a short text",
          help="Hidden size of each layer. When neither --layers nor --hidden is given and the run has a "
               "time budget, the trainer times a few steps of a 2x256 model first and takes the largest of "
-              "1x256, 2x256, 2x384 and 2x512 that will read the text at least 3 times in the budget (2x512 "
+              "1x256, 2x256, 2x384 and 2x512 that will read the text at least 4 times in the budget (2x512 "
               "only for texts of 0.90 MB or more, 2x384 of 0.51 MB); it prints the choice and records it in "
               "config.json. A short text gets a smaller model (at most 3.7 parameters per character of "
               "text, down to 1x32), "
