@@ -220,6 +220,10 @@ MAX_DROPOUT = 0.5
 # --eval-every 0` (its last 10% is the scored part). The 11.3-pass pair is 5000 steps of the
 # 2x256 defaults of that time (dropout its only change); the others are 1950 and 7893 steps,
 # what this 2-core machine does in 300 s and 1200 s at 2x384.
+# Not among them, being level: on a 2-core Zen 5 (2026-12-07), whether the largest size
+# wants more than the rule at the 2107 steps of a 300 s run there (4.7 passes; the rule gives
+# 0.07). 2x512 with 0.07 / 0.15: 1.3826 / 1.3777 (seed 1234), 1.3781 / 1.3810 (seed 2); means
+# 1.3804 / 1.3794, 0.001 apart where two seeds of one setting differ by up to 0.005.
 DROPOUT_RUNS = (("2x384", 4.4, 0.05, 1.3907), ("2x384", 4.4, 0.15, 1.4021), ("2x384", 4.4, 0.25, 1.4083),
                 ("2x256", 11.3, 0.0, 1.4111), ("2x256", 11.3, 0.2, 1.3899),
                 ("2x384", 17.9, 0.2, 1.3920), ("2x384", 17.9, 0.3, 1.3866), ("2x384", 17.9, 0.4, 1.3801))
