@@ -139,7 +139,7 @@ def cell_split_cases(splits=SPLITS):
             yield pytest.param(cell_name, split, marks=() if quick else pytest.mark.slow, id=f"{cell_name}-{split}")
 
 
-@pytest.mark.parametrize("cell_name, split", cell_split_cases())
+@pytest.mark.parametrize("cell_name, split", list(cell_split_cases()))
 def test_fused_equals_eager_over_windows_with_carried_state(cell_name, split, monkeypatch):
     if SPLITS[split] is not None:
         force_split(monkeypatch, *SPLITS[split])
@@ -212,7 +212,7 @@ def test_names_python_or_the_expression_api_need_stay_reserved(gates, state, bad
         cell(gates=gates, state=state, name="test_rnn_reserved_names")(step)
 
 
-@pytest.mark.parametrize("cell_name, split", cell_split_cases(["own", "rows 1+2", "units 2+3"]))
+@pytest.mark.parametrize("cell_name, split", list(cell_split_cases(["own", "rows 1+2", "units 2+3"])))
 def test_a_fused_layer_reading_its_first_projection_by_id_equals_eager(cell_name, split, monkeypatch):
     """Layer 0's projection given as a table of rows picked by id (the char-LM's folded
     embedding): rows used at several steps get the sum of their gradients."""
