@@ -248,14 +248,14 @@ class ThreadChooser:
         """Run the body as one unit of work on `threads` threads, timed (not when it raises)."""
         before = numba.get_num_threads()
         numba.set_num_threads(self._threads)
-        compiles = _CompileCounter()
         started = time.perf_counter()
         try:
-            with numba_event.install_listener("numba:compile", compiles):
+            # Numba's compile events (a kernel loaded from the on-disk cache raises none)
+            with numba_event.install_recorder("numba:compile") as compiles:
                 yield
         finally:
             numba.set_num_threads(before)
-        self.observe(time.perf_counter() - started, work, compiled=compiles.count > 0)
+        self.observe(time.perf_counter() - started, work, compiled=bool(compiles.buffer))
 
     def record(self) -> dict:
         """What was chosen and why, for config.json and the start lines."""
@@ -273,15 +273,3 @@ class ThreadChooser:
                                                  first.items()}
         return record
 
-
-class _CompileCounter(numba_event.Listener):
-    """Counts Numba's compilations (a kernel loaded from the on-disk cache is not one)."""
-
-    def __init__(self):
-        self.count = 0
-
-    def on_start(self, event):
-        self.count += 1
-
-    def on_end(self, event):
-        pass
