@@ -152,3 +152,12 @@ def check_float32(mg_fn, arrays, seed=0):
         assert grad.shape == arrays[k].shape
         np.testing.assert_allclose(grad, reference, rtol=1e-3, atol=1e-4,
                                    err_msg=f"float32 gradient of input {k}")
+
+
+def cell_sweep(cell_names, quick) -> list:
+    """pytest params for a check run on every cell in `cell_names`: the cells in `quick` run in
+    the README's command, the others are marked slow (`-m slow`, which CI runs too). For checks
+    of a loop template shared by all cells, where each further cell only adds a cold compile
+    of the same template (a few seconds of CPU each)."""
+    return [name if name in quick else pytest.param(name, marks=pytest.mark.slow) for name in cell_names]
+

@@ -196,3 +196,22 @@ def test_train_records_bf16_and_a_resumed_run_keeps_it(tmp_path, monkeypatch):
     tensors = load_file(run / "latest.safetensors")
     parameters = [name for name in tensors if name.split(".")[0] in ("embedding", "rnn", "head")]
     assert len(parameters) == 11 and all(tensors[name].dtype == np.float32 for name in parameters)
+
+
+@needs_bf16
+def test_a_bf16_run_times_its_size_choice_in_bf16(monkeypatch):
+    """The recipe sizes a time-budget run from the speed of its default size: measured in the
+    run's own precision, since a bf16 step is the one the budget will hold."""
+    from rnn.data.corpus import Corpus
+    from rnn.model.charlm import CharLM
+    from rnn.training import sizing
+
+    precisions = []
+    real_loss = CharLM.loss
+    monkeypatch.setattr(CharLM, "loss", lambda model, *a, **kw: precisions.append(model.rnn.matmul_precision)
+                        or real_loss(model, *a, **kw))
+    corpus = Corpus.from_text(make_text(3000, seed=1), val_frac=0.1)
+    config = TrainConfig(cell="lstm", embed=8, seq_len=8, batch_size=4, time_budget=10.0,
+                         matmul_precision="bf16").validate()
+    assert sizing.seconds_per_step_of_default_size(config, corpus) > 0
+    assert precisions and set(precisions) == {"bf16"}

@@ -142,7 +142,10 @@ def test_cache_folders_are_made_private(tmp_path):
 
 # ---- item 9: a damaged cache heals itself -----------------------------------------------------
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "data files truncated"])
+# Each case compiles from a cold cache three times in child processes: the README's command
+# runs two kinds of damage, the tests marked slow (CI runs them too) the third.
+@pytest.mark.parametrize("damage", [pytest.param("truncated", marks=pytest.mark.slow), "garbage",
+                                    "data files truncated"])
 def test_a_damaged_kernel_cache_is_discarded_and_compiled_again(tmp_path, damage):
     """Index (.nbi) and data (.nbc) files of Numba's cache and the generated sources, damaged;
     or only the data files, behind sound indexes."""

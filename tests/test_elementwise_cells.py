@@ -15,6 +15,7 @@ import minigrad as mg
 import rnn.fused.elementwise_recurrence
 import rnn.fused.recurrence
 from cli_support import make_text, run_in_process
+from helpers import cell_sweep
 from minigrad import blas
 from rnn.model import checks
 from rnn.cells.registry import available_cells, cell, get_cell, pytorch_module, sigmoid, tanh
@@ -148,8 +149,7 @@ def test_the_fused_layer_runs_no_recurrent_gemm_forward_or_backward(cell_name, m
 
 # Each cell's round trip compiles its own kernels in a CLI process (6-9 s of CPU, cold): the
 # quick command runs mingru's, the tests marked slow (CI runs them too) the other two.
-@pytest.mark.parametrize("cell_name", [ELEMENTWISE[0]] + [pytest.param(name, marks=pytest.mark.slow)
-                                                         for name in ELEMENTWISE[1:]])
+@pytest.mark.parametrize("cell_name", cell_sweep(ELEMENTWISE, quick=ELEMENTWISE[:1]))
 def test_checkpoint_round_trip_and_sampling(cell_name, tmp_path):
     text = "the quick brown fox jumps over the lazy dog.\n"
     vocab = Vocab.from_text(text)

@@ -14,6 +14,8 @@ import rnn.fused.recurrence
 from rnn.fused import packed_gemm, panel_driver
 from rnn.model.layers import Recurrent
 
+from helpers import cell_sweep
+
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 7, 8, 13, 17])
 @pytest.mark.parametrize("inner", [1, 5, panel_driver.DEPTH + 3])
@@ -52,8 +54,8 @@ def test_panels_only_where_every_cut_falls_on_a_panel(monkeypatch):
 
 
 @pytest.mark.parametrize("split", [([0, 2, 5], [0, 64]), ([0, 5], [0, 32, 64])], ids=["rows", "units"])
-# (gru compiles a second cell's loops, 6 s of CPU cold: marked slow, which CI runs too)
-@pytest.mark.parametrize("cell_name", ["lstm", pytest.param("gru", marks=pytest.mark.slow)])
+# (gru compiles a second cell's loops, 6 s of CPU cold: marked slow, which CI runs too; the same below)
+@pytest.mark.parametrize("cell_name", cell_sweep(["lstm", "gru"], quick=("lstm",)))
 def test_fused_layer_is_the_same_with_packed_weights(cell_name, split, monkeypatch):
     monkeypatch.setattr(packed_gemm, "HOST_HAS_AVX512", True)  # (the microkernel is correct anywhere, if slow)
     monkeypatch.setattr(packed_gemm, "window_products_packed", lambda: False)  # (only the per-step products here)
@@ -103,7 +105,7 @@ def test_window_products_packed_only_where_the_blas_lacks_avx512(architectures, 
     assert packed_gemm.window_products_packed() is packed
 
 
-@pytest.mark.parametrize("cell_name", ["lstm", "gru"])
+@pytest.mark.parametrize("cell_name", cell_sweep(["lstm", "gru"], quick=("lstm",)))
 def test_fused_layer_is_the_same_with_window_products_packed(cell_name, monkeypatch):
     import rnn.fused.projection
 

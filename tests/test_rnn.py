@@ -14,7 +14,7 @@ from rnn.cells.registry import CellError, available_cells, cell, get_cell, relu,
 from rnn.fused.compiler import generate_source, merged_projections
 from rnn.model.layers import Recurrent
 
-from helpers import torch_or_skip
+from helpers import cell_sweep, torch_or_skip
 
 
 @cell(gates=("a", "u"), state=("h", "m"), name="test_rnn_user_cell")
@@ -268,7 +268,8 @@ def test_a_window_of_no_steps_gives_no_outputs_and_keeps_the_state(engine):
 
 
 @pytest.mark.parametrize("split", [([0, 4], [0, 24, 40]), ([0, 1, 4], [0, 40])], ids=["units", "rows"])
-@pytest.mark.parametrize("cell_name", ["lstm", "gru", "rnn"])
+# (each cell compiles its float32 parallel loops: rnn's run with -m slow)
+@pytest.mark.parametrize("cell_name", cell_sweep(["lstm", "gru", "rnn"], quick=("lstm", "gru")))
 def test_float32_fused_agrees_with_float64(cell_name, split, monkeypatch):
     """The float32 kernels use a fast tanh approximation: close to exact, not equal.
     Forward and gradients, with the work cut in two between the cores by units, then by rows."""

@@ -15,7 +15,7 @@ from rnn.model.charlm import CharLM
 from rnn.training import recipe
 from rnn.training.config import TrainConfig
 from rnn.training.optimizers import optimizer_for
-from rnn.training.resume import model_config
+from rnn.training.resume import model_config, set_matmul_precision
 
 
 def choose_cell(config: TrainConfig):
@@ -58,12 +58,13 @@ def choose_size(config: TrainConfig, corpus: Corpus):
 
 
 def seconds_per_step_of_default_size(config: TrainConfig, corpus: Corpus) -> float:
-    """This machine's seconds per training step of the default size, timed on a throwaway
-    model and optimizer over the first batch (recipe.CALIBRATION_STEPS; the first steps load
+    """This machine's seconds per training step of the default size (in the run's matmul
+    precision), timed on a throwaway model and optimizer over the first batch (recipe.CALIBRATION_STEPS; the first steps load
     the kernels and are not timed). The run's own model is seeded afterwards: the timing
     leaves the run as it would be without it."""
     probe = config.with_size(*recipe.DEFAULT_SIZE)
-    model = CharLM(model_config(probe, len(corpus.vocab)))
+    # In the run's matmul precision: a bf16 run's steps are the ones the budget will hold.
+    model = set_matmul_precision(CharLM(model_config(probe, len(corpus.vocab))), probe)
     model.train()
     optimizer = optimizer_for(probe, model.parameters())
     inputs, targets = BatchStream(corpus.train_ids, config.batch_size, config.seq_len).next_batch()
