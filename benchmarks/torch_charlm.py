@@ -4,8 +4,8 @@
     python benchmarks/torch_charlm.py TEXT --time-budget 300 --optimizer adam --lr 2e-3 --schedule constant
 
 The same model and training step as minigrad-rnn's defaults: Embedding(V, embed) ->
-nn.LSTM / nn.GRU (batch_first) -> Linear(hidden, V); cross-entropy; AdamW (lr 6e-3,
-betas 0.9/0.99, weight decay 0.1), linear warmup over 100 steps then cosine; gradient
+nn.LSTM / nn.GRU (batch_first) -> Linear(hidden, V); cross-entropy; AdamW (peak lr
+5 / hidden when --lr is not given, minigrad-rnn's rnn.training.recipe.lr_for; betas 0.9/0.99, weight decay 0.1), linear warmup over 100 steps then cosine; gradient
 norm clipped to 5; B contiguous streams of the first 90% of the text, windows of
 seq-len characters, hidden state carried and detached between windows. At the end the
 held-out 10% is scored once as one stream, like the CLI's final evaluation. Prints one
@@ -40,7 +40,7 @@ def parse_args():
     parser.add_argument("--embed", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=6e-3)
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 5 / max(hidden, 256))")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--save", metavar="PATH", help="write the trained model as a minigrad-rnn checkpoint, so that "
@@ -81,6 +81,8 @@ def main():
     windows = (stream_length - 1) // args.seq_len
 
     model = CharLM(len(chars), args.cell, args.layers, args.hidden, args.embed)
+    if args.lr is None:  # minigrad-rnn's rule for Adam and AdamW (rnn.training.recipe.lr_for)
+        args.lr = float(f"{5.0 / max(args.hidden, 256):.3g}")
     if args.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.1)
     else:

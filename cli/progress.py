@@ -156,6 +156,17 @@ class TrainingDisplay:
             self._print(f"threads: {data.get('threads')} ({how})")
 
     def on_recipe(self, data):
+        model_and_dropout = {name: choice for name, choice in data.items() if name != "lr"}
+        if model_and_dropout:
+            self._say_model_or_dropout(model_and_dropout)
+        lr = data.get("lr")
+        if isinstance(lr, dict):
+            # (rnn.training.recipe.lr_for: Adam's rate from the width, one rate for the other optimizers)
+            rule = (f" at {lr.get('hidden')} units (5 / hidden, at most 5 / 256: the best rate falls with the width)"
+                    if lr.get("optimizer") in ("adam", "adamw") else "")
+            self._print(f"learning rate {lr.get('lr')} for {lr.get('optimizer')}{rule}; --lr sets it yourself")
+
+    def _say_model_or_dropout(self, data):
         size, cell = data.get("size"), data.get("cell")
         # The cell's reason and flag, when the recipe chose it (a --cell given is not said again).
         why = f"; {_cell_reason(cell)}" if isinstance(cell, dict) else ""

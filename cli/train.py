@@ -20,8 +20,9 @@ from cli.options import (CHECKPOINT, EXISTING_FILE, NON_NEGATIVE_INT, POSITIVE_F
 from cli.output import GuardedOutput, strict_json, visible
 from cli.progress import TrainingDisplay, bits_per_char, format_duration, format_loss, format_rate
 # rnn.training.config is light (no numpy, no minigrad): --help reads the defaults and choices there.
-from rnn.training.config import (DEFAULT_BATCH_SIZE, DEFAULT_TIME_BUDGET, DTYPE_NAMES, ENGINES, MATMUL_PRECISIONS,
-                                 MIN_WINDOWS_PER_STREAM, OPTIMIZERS, SCHEDULES, TrainConfig)
+from rnn.training.config import (DEFAULT_BATCH_SIZE, DEFAULT_TIME_BUDGET, DTYPE_NAMES, ENGINES, LR_TIMES_HIDDEN,
+                                 MATMUL_PRECISIONS, MIN_WINDOWS_PER_STREAM, OPTIMIZERS, OTHER_OPTIMIZERS_LR, SCHEDULES,
+                                 TrainConfig)
 
 
 class SettingOption(click.Option):
@@ -111,7 +112,9 @@ class EscapedText(click.ParamType):
 @setting("--batch-size", type=POSITIVE_INT, show_default=f"{DEFAULT_BATCH_SIZE}, fewer for a short text",
          help="Parallel streams of text per step. When not given, a text too short for "
               f"{DEFAULT_BATCH_SIZE} streams of {MIN_WINDOWS_PER_STREAM} windows each gets as many as it holds.")
-@setting("--lr", type=POSITIVE_FLOAT, help="Peak learning rate.")
+@setting("--lr", type=POSITIVE_FLOAT,
+         show_default=f"chosen: {LR_TIMES_HIDDEN:g} / hidden for adam and adamw, {OTHER_OPTIMIZERS_LR:g} for the others",
+         help="Peak learning rate (adamw at 256 units: 0.0195, at 512: 0.0098).")
 @setting("--optimizer", type=click.Choice(OPTIMIZERS))
 @setting("--beta2", type=click.FloatRange(0, 1, max_open=True),
          help="Adam/AdamW's decay rate of the squared-gradient average.")

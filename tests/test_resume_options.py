@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from cli.main import main, train as train_command
 from cli_support import assert_one_error_line, make_text
 from rnn.checkpoint.format import load_checkpoint
+from rnn.training.recipe import lr_for
 
 BASE = ["--cell", "gru", "--hidden", "8", "--embed", "4", "--layers", "1", "--seq-len", "8", "--batch-size", "4",
         "--steps", "2", "--eval-every", "0", "--sample-every", "0", "--warmup", "0", "--val-frac", "0.1",
@@ -51,7 +52,7 @@ TRAINING_OPTIONS = {
     "optimizer": ("adam", lambda ckpt, out: ckpt.optimizer_name == "Adam"),
     "beta2": ("0.5", lambda ckpt, out: ckpt.optimizer_state["betas.1"] == 0.5),
     "weight_decay": ("0.5", lambda ckpt, out: ckpt.optimizer_state["weight_decay"] == 0.5),
-    "schedule": ("constant", lambda ckpt, out: ckpt.optimizer_state["lr"] == 0.006),
+    "schedule": ("constant", lambda ckpt, out: ckpt.optimizer_state["lr"] == lr_for("adamw", 8)),
     "warmup": ("7", None),
     "grad_clip": ("0.5", None),
     "steps": ("5", lambda ckpt, out: ckpt.meta["step"] == 5),

@@ -35,6 +35,12 @@ DEFAULT_TIME_BUDGET = 300.0
 LR_FLOOR = 0.0
 # AdamW's weight decay when none is given (PyTorch's default is 0.01; see TrainConfig).
 DEFAULT_WEIGHT_DECAY = 0.1
+# The peak learning rate when none is given (rnn.training.recipe.lr_for, beside the runs behind it):
+# Adam's and AdamW's LR_TIMES_HIDDEN / hidden, no more than at LR_SMALLEST_WIDTH units; the
+# other optimizers' one rate.
+LR_TIMES_HIDDEN = 5.0
+LR_SMALLEST_WIDTH = 256
+OTHER_OPTIMIZERS_LR = 6e-3
 # The options that define the model a checkpoint holds (its tensors' shapes and dtype): on
 # resume they must be the checkpoint's. Dropout and the engine change no tensor: they may change.
 MODEL_OPTIONS = ("cell", "layers", "hidden", "embed", "dtype")
@@ -71,6 +77,9 @@ class TrainConfig:
     #   Adam with dropout 0.1: 1.457; batch 16 with lr 5e-3: 1.470
     #   the earlier defaults (Adam, beta2 0.999, dropout 0.1, cosine to 0.1 * lr): 1.466,
     #   and with lr 3e-3 / 4e-3 / 1e-2 instead of 6e-3: 1.477 / 1.479 / 1.481
+    # The learning rate no longer has one default: the fixed-step runs of rnn.training.recipe.LR_RUNS
+    # (scored on the latest checkpoint, one seed's spread 0.005) put Adam's best rate at about
+    # 5 / hidden, above 6e-3 at every width measured.
     dropout: float = None  # None: chosen from the passes over the text the run will make (rnn.training.recipe)
     # AWD-LSTM's regularisers (rnn.model.charlm.ModelConfig), off unless given; measured against
     # the dropout alone in docs/regularisation.md.
@@ -79,7 +88,7 @@ class TrainConfig:
     embed_dropout: float = 0.0  # drop whole characters' embedding rows, one mask per window
     seq_len: int = 64
     batch_size: int = None  # None: DEFAULT_BATCH_SIZE, fewer for a short text (rnn.training.recipe.batch_size_for)
-    lr: float = 6e-3
+    lr: float = None  # None: chosen from the model's width (rnn.training.recipe.lr_for); the number used is recorded
     optimizer: str = "adamw"
     beta2: float = 0.99  # Adam/AdamW's decay of the squared-gradient average (PyTorch's default: 0.999)
     weight_decay: float = None  # None: DEFAULT_WEIGHT_DECAY for adamw, 0 for the other optimizers
@@ -118,7 +127,8 @@ class TrainConfig:
             _require_int("steps", self.steps, minimum=1)
         for name in ("epochs", "time_budget"):
             _require_number(name, getattr(self, name), lambda v: 0 < v < math.inf, "a positive number", optional=True)
-        _require_number("lr", self.lr, lambda v: 0 < v < math.inf, "a positive number")
+        if self.lr is not None:
+            _require_number("lr", self.lr, lambda v: 0 < v < math.inf, "a positive number")
         _require_number("grad_clip", self.grad_clip, lambda v: 0 <= v < math.inf, "a number >= 0 (0: no clipping)")
         _require_number("weight_decay", self.weight_decay, lambda v: 0 <= v < math.inf, "a number >= 0",
                         optional=True)

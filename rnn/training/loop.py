@@ -45,7 +45,7 @@ from rnn.data.corpus import Corpus
 from rnn.errors import Setting, TrainingDiverged
 from rnn.evaluate import evaluate_ids
 from rnn.model.charlm import CharLM, detach_state
-from rnn.training.optimizers import learning_rate, make_optimizer, optimizer_for  # noqa: F401
+from rnn.training.optimizers import learning_rate, make_optimizer, optimizer_for, peak_lr  # noqa: F401
 from rnn.runs.folder import (BEST, LATEST, RUN_FILES, RunExistsError, RunFolder, RunLock, RunLockedError,  # noqa: F401
                         RunRewindError)
 from rnn.runs.folder import new_run_id
@@ -416,7 +416,7 @@ class _Run:
                        "train_chars": len(self.corpus.train_ids),
                        "seconds_per_step": round(seconds_per_step, 5) if seconds_per_step else None,
                        "limits": limits}
-        self.emit("recipe", {key: value for key, value in self.recipe.items() if key not in ("cell", "size")})
+        self.emit("recipe", {key: value for key, value in self.recipe.items() if key not in ("cell", "size", "lr")})
         self.write_config()
 
     def step_event(self, loss: float, lr: float) -> dict:
@@ -461,12 +461,16 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
             folder.check_new_run()
             config, choices["cell"] = sizing.choose_cell(config)
             config, choices["size"] = sizing.choose_size(config, corpus)
+            if config.lr is None:  # the recipe's for the width: config.json records the number used
+                config = replace(config, lr=peak_lr(config))
+                choices["lr"] = {"lr": config.lr, "hidden": config.hidden, "optimizer": config.optimizer}
             choices = {name: choice for name, choice in choices.items() if choice}
             start = fresh_start(config, corpus, stream)
         else:
             start = resumed_start(config, corpus, stream, resume, folder)
             config = config.with_size(start.model.config.layers, start.model.config.hidden).with_cell(
                 start.model.config.cell)
+            config = replace(config, lr=peak_lr(config))
             holds_run = folder.holds_run(resume, start.progress.run_id)
             if holds_run:  # an earlier checkpoint of this folder's run: later work is not dropped silently
                 latest_step = folder.check_rewind(resume, start.progress.step, rewind)

@@ -4,7 +4,8 @@
     optimizer.lr = learning_rate(config, step, progress)    # before each step
 
 The schedule: a linear warmup over `config.warmup` steps, then either constant or a cosine
-decaying to LR_FLOOR * lr as the run progresses (by whichever limit is nearest).
+decaying to LR_FLOOR * lr as the run progresses (by whichever limit is nearest). The peak lr is
+the config's, or the recipe's for the model's width (`peak_lr`).
 What this module must not hold: the step loop (rnn.training.loop) or the settings' defaults (rnn.training.config).
 """
 
@@ -12,7 +13,8 @@ import math
 
 import minigrad as mg
 
-from rnn.training.config import DEFAULT_WEIGHT_DECAY, LR_FLOOR, OPTIMIZERS, TrainConfig
+from rnn.training import recipe
+from rnn.training.config import DEFAULT_SIZE, DEFAULT_WEIGHT_DECAY, LR_FLOOR, OPTIMIZERS, TrainConfig
 from rnn.errors import ConfigError, Setting
 
 
@@ -35,16 +37,25 @@ def make_optimizer(name: str, parameters, lr: float, beta2: float = 0.999, weigh
     raise ConfigError(Setting("optimizer"), f" must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
 
 
+def peak_lr(config: TrainConfig) -> float:
+    """The config's learning rate, or when it gives none the recipe's for its optimizer and
+    width (rnn.training.recipe.lr_for; a width left to the recipe is DEFAULT_SIZE's)."""
+    if config.lr is not None:
+        return config.lr
+    return recipe.lr_for(config.optimizer, config.hidden if config.hidden is not None else DEFAULT_SIZE[1])
+
+
 def optimizer_for(config: TrainConfig, parameters):
     """The optimizer `config` asks for, over `parameters`."""
-    return make_optimizer(config.optimizer, parameters, config.lr, config.beta2, config.weight_decay)
+    return make_optimizer(config.optimizer, parameters, peak_lr(config), config.beta2, config.weight_decay)
 
 
 def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
     """The learning rate of step `step` (0-based) when a fraction `progress` of the run is done."""
+    peak = peak_lr(config)
     warmup = min(1.0, (step + 1) / config.warmup) if config.warmup else 1.0
     if config.schedule == "constant":
-        return config.lr * warmup
-    floor = LR_FLOOR * config.lr
+        return peak * warmup
+    floor = LR_FLOOR * peak
     cosine = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
-    return (floor + (config.lr - floor) * cosine) * warmup
+    return (floor + (peak - floor) * cosine) * warmup

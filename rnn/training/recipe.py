@@ -33,10 +33,14 @@ window or two: when --batch-size is not given, `batch_size_for` takes DEFAULT_BA
 fewer streams, each at least MIN_WINDOWS_PER_STREAM windows long.
 
 A faster machine or a longer budget then gets a model sized and regularised for the reading
-it will really do, instead of a more memorised one. The choices are printed at the start and
-recorded in config.json and in the checkpoints; --cell, --layers, --hidden, --batch-size and
---dropout, when given, always win. Nothing else is chosen: learning rate and weight decay
-keep their defaults (rnn.training.config.TrainConfig).
+it will really do, instead of a more memorised one.
+
+Learning rate. Adam's best peak rate falls with the model's width: when --lr is not given,
+`lr_for` takes LR_TIMES_HIDDEN / hidden.
+
+The choices are printed at the start and recorded in config.json and in the checkpoints;
+--cell, --layers, --hidden, --batch-size, --dropout and --lr, when given, always win. Nothing
+else is chosen: weight decay and the schedule keep their defaults (rnn.training.config.TrainConfig).
 """
 
 import math
@@ -185,6 +189,45 @@ def choose_size(limits: dict, default_seconds_per_step: float, chars_per_step: i
                            "parameters": parameters})
     enough = [size for size in candidates if size["planned_passes"] >= MIN_PASSES]
     return enough[-1] if enough else candidates[0]
+
+
+# ---- learning rate -------------------------------------------------------------------------------
+
+# Adam's and AdamW's peak learning rate when --lr is not given: LR_TIMES_HIDDEN / hidden
+# (`lr_for`). Adam moves each weight by about the learning rate a step, whatever its
+# gradient's scale, and a unit sums `hidden` such weights, so how far a unit's input moves in a
+# step grows with the width: the best rate falls as 1 / width (the rule muP gives Adam's
+# hidden layers). Measured on the inner split (LR_RUNS), at the steps a 2-core machine makes in
+# 60 s (1x256) and 300 s (2x512): 1x256 ended best at 0.018-0.027 (0.035 nats/char below the
+# 6e-3 every size had before), 2x512 at 0.009 (0.008 below 6e-3, two seeds), so 5 / hidden:
+# 0.0195 at 256, 0.013 at 384, 0.0098 at 512. A check of the rule on a size it was not read
+# from: 2x256 at 0.0195 ended 0.0135 below 6e-3. Widths below 256 (short texts) get 256's rate:
+# nothing larger was measured. The other optimizers keep one rate for every width (not measured).
+LR_TIMES_HIDDEN = config.LR_TIMES_HIDDEN
+LR_SMALLEST_WIDTH = config.LR_SMALLEST_WIDTH
+OTHER_OPTIMIZERS_LR = config.OTHER_OPTIMIZERS_LR
+
+# (layers x hidden, steps, dropout, lr, seed, nats/char on the 81-90% part) of the runs behind
+# LR_TIMES_HIDDEN: `minigrad-rnn train first90.txt --steps S --layers L --hidden H --dropout D
+# --lr LR --seed SEED --eval-every 0` (first90.txt: the first 90% of tiny-shakespeare), one
+# thread per run, on a 2-core Zen 5 (2026-12-08).
+LR_RUNS = (("1x256", 3500, 0.13, 0.006, 1234, 1.4502), ("1x256", 3500, 0.13, 0.006, 2, 1.4479),
+           ("1x256", 3500, 0.13, 0.009, 1234, 1.4342), ("1x256", 3500, 0.13, 0.009, 2, 1.4348),
+           ("1x256", 3500, 0.13, 0.012, 1234, 1.4263), ("1x256", 3500, 0.13, 0.018, 1234, 1.4157),
+           ("1x256", 3500, 0.13, 0.027, 1234, 1.4164), ("1x256", 3500, 0.13, 0.04, 1234, 1.4207),
+           ("2x512", 2107, 0.07, 0.004, 1234, 1.3788), ("2x512", 2107, 0.07, 0.006, 1234, 1.3826),
+           ("2x512", 2107, 0.07, 0.006, 2, 1.3781), ("2x512", 2107, 0.07, 0.009, 1234, 1.3724),
+           ("2x512", 2107, 0.07, 0.009, 2, 1.3725), ("2x512", 2107, 0.07, 0.012, 1234, 1.3666),
+           ("2x512", 2107, 0.07, 0.012, 2, 1.3815), ("2x512", 2107, 0.07, 0.018, 1234, 1.3732),
+           ("2x256", 2400, 0.09, 0.006, 1234, 1.4179), ("2x256", 2400, 0.09, 0.0195, 1234, 1.4044))
+
+
+def lr_for(optimizer: str, hidden: int) -> float:
+    """The peak learning rate of a run with this optimizer and width that gives none (three
+    significant digits)."""
+    if optimizer not in ("adam", "adamw"):
+        return OTHER_OPTIMIZERS_LR
+    return float(f"{LR_TIMES_HIDDEN / max(hidden, LR_SMALLEST_WIDTH):.3g}")
 
 
 # ---- batch ---------------------------------------------------------------------------------------
