@@ -126,10 +126,10 @@ def test_only_windows_the_cores_could_share_get_the_parallel_loops(monkeypatch):
 
 
 # A forced split compiles the cell's parallel loops (about 4 s of CPU a cell, cold, in whichever
-# test forces one first). The README's quick command runs the splits for lstm, gru and a user's
+# test forces one first). The README's quick command runs the splits for lstm and a user's
 # cell; every other cell's run with the tests marked slow (`-m slow`, which CI runs too): the
 # loops are one template for all cells.
-QUICK_SPLIT_CELLS = ("lstm", "gru", "test_rnn_user_cell")
+QUICK_SPLIT_CELLS = ("lstm", "test_rnn_user_cell")
 
 
 def cell_split_cases(splits=SPLITS):
@@ -268,8 +268,8 @@ def test_a_window_of_no_steps_gives_no_outputs_and_keeps_the_state(engine):
 
 
 @pytest.mark.parametrize("split", [([0, 4], [0, 24, 40]), ([0, 1, 4], [0, 40])], ids=["units", "rows"])
-# (each cell compiles its float32 parallel loops: rnn's run with -m slow)
-@pytest.mark.parametrize("cell_name", cell_sweep(["lstm", "gru", "rnn"], quick=("lstm", "gru")))
+# (each cell compiles its float32 parallel loops: gru's and rnn's run with -m slow)
+@pytest.mark.parametrize("cell_name", cell_sweep(["lstm", "gru", "rnn"], quick=("lstm",)))
 def test_float32_fused_agrees_with_float64(cell_name, split, monkeypatch):
     """The float32 kernels use a fast tanh approximation: close to exact, not equal.
     Forward and gradients, with the work cut in two between the cores by units, then by rows."""
