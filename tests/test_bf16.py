@@ -178,6 +178,7 @@ def test_a_host_that_cannot_run_bf16_refuses_it_in_one_line(tmp_path, monkeypatc
 
 
 @needs_bf16
+@pytest.mark.slow  # (compiles a 2-layer model's bf16 loops in the CLI, ~9 s of CPU cold; CI runs it)
 def test_train_records_bf16_and_a_resumed_run_keeps_it(tmp_path, monkeypatch):
     text = tmp_path / "t.txt"
     text.write_text(make_text(3000), encoding="utf-8")
