@@ -5,7 +5,8 @@
 
 The same model and training step as minigrad-rnn's defaults: Embedding(V, embed) ->
 nn.LSTM / nn.GRU (batch_first) -> Linear(hidden, V); cross-entropy; AdamW (peak lr
-5 / hidden when --lr is not given, minigrad-rnn's rnn.training.recipe.lr_for; betas 0.9/0.99, weight decay 0.1), linear warmup over 100 steps then cosine; gradient
+5 / max(hidden, 256) when --lr is not given, minigrad-rnn's rnn.training.recipe.lr_for;
+betas 0.9/0.99, weight decay 0.1), linear warmup over 100 steps then cosine; gradient
 norm clipped to 5; B contiguous streams of the first 90% of the text, windows of
 seq-len characters, hidden state carried and detached between windows. At the end the
 held-out 10% is scored once as one stream, like the CLI's final evaluation. Prints one

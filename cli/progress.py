@@ -15,7 +15,7 @@ import shutil
 import time
 
 from cli.output import is_terminal, visible_text
-from rnn.training.config import DEFAULT_SIZE
+from rnn.training.config import DEFAULT_SIZE, LR_SMALLEST_WIDTH, LR_TIMES_HIDDEN
 
 # A terminal line is redrawn at most this often; a log gets a progress line at most this often.
 REDRAW_SECONDS = 0.1
@@ -162,7 +162,8 @@ class TrainingDisplay:
         lr = data.get("lr")
         if isinstance(lr, dict):
             # (rnn.training.recipe.lr_for: Adam's rate from the width, one rate for the other optimizers)
-            rule = (f" at {lr.get('hidden')} units (5 / hidden, at most 5 / 256: the best rate falls with the width)"
+            rule = (f" at {lr.get('hidden')} units ({LR_TIMES_HIDDEN:g} / hidden, at most {LR_TIMES_HIDDEN:g} / "
+                    f"{LR_SMALLEST_WIDTH}: the best rate falls with the width)"
                     if lr.get("optimizer") in ("adam", "adamw") else "")
             self._print(f"learning rate {lr.get('lr')} for {lr.get('optimizer')}{rule}; --lr sets it yourself")
 
