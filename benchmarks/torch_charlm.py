@@ -25,6 +25,9 @@ import time
 
 import torch
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # minigrad-rnn from a checkout, installed or not
+from rnn.training.recipe import lr_for  # noqa: E402  (light: the settings alone, no numpy, no minigrad)
+
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,8 +85,8 @@ def main():
     windows = (stream_length - 1) // args.seq_len
 
     model = CharLM(len(chars), args.cell, args.layers, args.hidden, args.embed)
-    if args.lr is None:  # minigrad-rnn's rule for Adam and AdamW (rnn.training.recipe.lr_for)
-        args.lr = float(f"{5.0 / max(args.hidden, 256):.3g}")
+    if args.lr is None:  # minigrad-rnn's own choice for the width
+        args.lr = lr_for(args.optimizer, args.hidden)
     if args.optimizer == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.1)
     else:
@@ -136,7 +139,6 @@ def main():
 def save_as_minigrad_checkpoint(path, model, chars, args, steps):
     """The model's tensors in a minigrad-rnn checkpoint: their names are already minigrad-rnn's
     (Embedding -> nn.LSTM/nn.GRU -> Linear), so they load into its CharLM unchanged."""
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # a checkout, installed or not
     from rnn.checkpoint.format import save_checkpoint
     from rnn.model.charlm import CharLM as MinigradCharLM, ModelConfig
 
