@@ -15,7 +15,7 @@ import shutil
 import time
 
 from cli.output import is_terminal, visible_text
-from rnn.training.config import DEFAULT_SIZE, LR_SMALLEST_WIDTH, LR_TIMES_HIDDEN
+from rnn.training.config import DEFAULT_SIZE, LR_BY_WIDTH_OPTIMIZERS, LR_SMALLEST_WIDTH, LR_TIMES_HIDDEN
 
 # A terminal line is redrawn at most this often; a log gets a progress line at most this often.
 REDRAW_SECONDS = 0.1
@@ -164,7 +164,7 @@ class TrainingDisplay:
             # (rnn.training.recipe.lr_for: Adam's rate from the width, one rate for the other optimizers)
             rule = (f" at {lr.get('hidden')} units ({LR_TIMES_HIDDEN:g} / hidden, at most {LR_TIMES_HIDDEN:g} / "
                     f"{LR_SMALLEST_WIDTH}: the best rate falls with the width)"
-                    if lr.get("optimizer") in ("adam", "adamw") else "")
+                    if lr.get("optimizer") in LR_BY_WIDTH_OPTIMIZERS else "")
             self._print(f"learning rate {lr.get('lr')} for {lr.get('optimizer')}{rule}; --lr sets it yourself")
 
     def _say_model_or_dropout(self, data):

@@ -36,10 +36,11 @@ LR_FLOOR = 0.0
 # AdamW's weight decay when none is given (PyTorch's default is 0.01; see TrainConfig).
 DEFAULT_WEIGHT_DECAY = 0.1
 # The peak learning rate when none is given (rnn.training.recipe.lr_for, beside the runs behind it):
-# Adam's and AdamW's LR_TIMES_HIDDEN / hidden, no more than at LR_SMALLEST_WIDTH units; the
+# for LR_BY_WIDTH_OPTIMIZERS (Adam, AdamW) LR_TIMES_HIDDEN / hidden, no more than at LR_SMALLEST_WIDTH units; the
 # other optimizers' one rate.
 LR_TIMES_HIDDEN = 5.0
 LR_SMALLEST_WIDTH = 256
+LR_BY_WIDTH_OPTIMIZERS = ("adam", "adamw")
 OTHER_OPTIMIZERS_LR = 6e-3
 # The options that define the model a checkpoint holds (its tensors' shapes and dtype): on
 # resume they must be the checkpoint's. Dropout and the engine change no tensor: they may change.

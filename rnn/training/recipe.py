@@ -225,7 +225,7 @@ LR_RUNS = (("1x256", 3500, 0.13, 0.006, 1234, 1.4502), ("1x256", 3500, 0.13, 0.0
 def lr_for(optimizer: str, hidden: int) -> float:
     """The peak learning rate of a run with this optimizer and width that gives none (three
     significant digits)."""
-    if optimizer not in ("adam", "adamw"):
+    if optimizer not in config.LR_BY_WIDTH_OPTIMIZERS:
         return OTHER_OPTIMIZERS_LR
     return float(f"{LR_TIMES_HIDDEN / max(hidden, LR_SMALLEST_WIDTH):.3g}")
 
