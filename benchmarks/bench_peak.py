@@ -3,12 +3,17 @@
     python benchmarks/bench_peak.py                  # numpy's OpenBLAS and torch, 1 and 2 threads
     python benchmarks/bench_peak.py --repeats 50 --threads 1 2
 
-Times C = A @ B (float32, medians of --repeats) for a large square product and for the
+Times C = A @ B (float32, medians of --repeats) with numpy's BLAS, torch.mm (MKL in PyTorch's
+x86 wheels) and oneDNN's inner product (the GEMM behind PyTorch's CPU LSTM), for a large square
+product and for the
 shapes a char-LM training step is made of: the per-step recurrent GEMM of M and L, split
 by rows over 2 cores and whole, and the whole-window GEMMs (input projection, weight
 gradients, output layer). Prints GFLOP/s per shape, library and thread count, then the
 peak (the best rate of any library on the large shapes) and, per benchmark case, the
-FLOPs of one training step and the time it would take at that peak.
+FLOPs of one training step and the time it would take at that peak. Why three libraries: on
+an AMD CPU, MKL takes a code path without AVX-512 and a pinned OpenBLAS uses its Haswell
+(AVX2) kernels, so either alone can put the "peak" at half of what the cores do (measured on
+a Zen 5: torch.mm 66-78 GFLOP/s on one core where oneDNN reached 167-182).
 bench_rnn.py --peak uses the same functions and adds minigrad's and PyTorch's share.
 """
 
@@ -51,6 +56,24 @@ def _torch_product(shape):
     return lambda: torch.mm(a, b, out=out)
 
 
+def _onednn_product(shape):
+    import torch
+
+    m, k, n = shape
+    a, weight = torch.randn(m, k).to_mkldnn(), torch.randn(n, k).to_mkldnn()
+    return lambda: torch._C._nn.mkldnn_linear(a, weight, None)
+
+
+def onednn_available() -> bool:
+    try:
+        import torch
+
+        _onednn_product((8, 8, 8))()
+        return torch.backends.mkldnn.is_available()
+    except (ImportError, AttributeError, RuntimeError):
+        return False
+
+
 def gflops(product, shape, repeats):
     """Median GFLOP/s of `product` (a no-argument callable) of the given (M, K, N) shape."""
     m, k, n = shape
@@ -66,7 +89,7 @@ def gflops(product, shape, repeats):
     return 2.0 * m * k * n / statistics.median(samples) / 1e9
 
 
-def gemm_rates(thread_counts, repeats=20, libraries=("numpy", "torch"), shapes=SHAPES):
+def gemm_rates(thread_counts, repeats=20, libraries=("numpy", "torch", "onednn"), shapes=SHAPES):
     """{(library, threads, shape name): GFLOP/s}. Sets the libraries' thread counts for the
     measurement and puts numpy's OpenBLAS back to its count before."""
     import machine
@@ -80,13 +103,15 @@ def gemm_rates(thread_counts, repeats=20, libraries=("numpy", "torch"), shapes=S
                     if not machine.set_openblas_threads(threads):
                         continue
                     make = _numpy_product
+                elif library == "onednn" and not onednn_available():
+                    continue
                 else:
                     try:
                         import torch
                     except ImportError:
                         continue
                     torch.set_num_threads(threads)
-                    make = _torch_product
+                    make = _torch_product if library == "torch" else _onednn_product
                 for name, shape in shapes.items():
                     rates[(library, threads, name)] = gflops(make(shape), shape, repeats)
     finally:

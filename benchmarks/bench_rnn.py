@@ -353,8 +353,8 @@ def print_peak_shares(results, threads):
         peak = own
         whose = ("; this environment's own: numpy's OpenBLAS is pinned here, so not the machine's peak"
                  if pinned(os.environ) else "")
-        print(f"peak float32 GEMM rate at {threads} thread(s): {peak:.1f} GFLOP/s (best of numpy/torch, large "
-              f"shapes{whose})")
+        print(f"peak float32 GEMM rate at {threads} thread(s): {peak:.1f} GFLOP/s (best of numpy, torch.mm and "
+              f"oneDNN, large shapes{whose})")
     print(f"{'case':<9}{'GFLOP/step':>11}{'ms at peak':>12}{'minigrad GFLOP/s':>18}{'share':>7}"
           f"{'torch GFLOP/s':>15}{'share':>7}")
     for name, timing in results.items():
