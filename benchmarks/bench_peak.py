@@ -7,12 +7,12 @@ Times C = A @ B (float32, medians of --repeats) with numpy's BLAS, torch.mm (MKL
 x86 wheels) and oneDNN's inner product (the GEMM behind PyTorch's CPU LSTM), for a large
 square product and for the shapes a char-LM training step is made of: the per-step
 recurrent GEMM of M and L, split by rows over 2 cores and whole, and the whole-window GEMMs
-(input projection, weight gradients, output layer). Prints GFLOP/s per shape, library and thread count, then the
-peak (the best rate of any library on the large shapes) and, per benchmark case, the
-FLOPs of one training step and the time it would take at that peak. Why three libraries: on
-an AMD CPU, MKL takes a code path without AVX-512 and a pinned OpenBLAS uses its Haswell
-(AVX2) kernels, so either alone can put the "peak" at half of what the cores do (on a loaded
-Zen 5, one core: torch.mm 66-78 GFLOP/s where oneDNN reached 167-182).
+(input projection, weight gradients, output layer). Prints GFLOP/s per shape, library and
+thread count, then the peak (the best rate of any library on the large shapes) and, per
+benchmark case, the FLOPs of one training step and the time it would take at that peak.
+Why three libraries: on an AMD CPU, MKL takes a code path without AVX-512 and a pinned
+OpenBLAS uses its Haswell (AVX2) kernels, so either alone can put the "peak" at half of what
+the cores do (a quiet Zen 5, one core, square 2048: torch.mm 98 GFLOP/s, oneDNN 206).
 bench_rnn.py --peak uses the same functions and adds minigrad's and PyTorch's share.
 """
 
@@ -64,6 +64,7 @@ def _onednn_product(shape):
 
 
 def onednn_available() -> bool:
+    """Whether this PyTorch has oneDNN and its inner product runs here."""
     try:
         import torch
 
