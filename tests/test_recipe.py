@@ -145,6 +145,17 @@ def test_the_size_grows_with_the_reading_the_budget_allows():
         assert _size(budget, 0.035, 1_000_000) == _size(2 * budget, 0.07, 1_000_000)
 
 
+def test_no_size_tried_above_the_largest_ended_below_it():
+    """SIZES stops where the runs above it stopped paying: the largest of SIZES scored lowest
+    among LARGER_SIZE_RUNS (the sizes beyond it, at the steps of one budget)."""
+    largest = "{}x{}".format(*recipe.SIZES[-1])
+    scores = {}
+    for _, size, _, _, score in recipe.LARGER_SIZE_RUNS:
+        scores[size] = min(score, scores.get(size, math.inf))
+    assert largest in scores and len(scores) > 1
+    assert min(scores, key=scores.get) == largest, scores
+
+
 def test_the_chosen_size_reads_the_text_min_passes_times_unless_none_can():
     for budget in (5, 20, 60, 120, 300, 1200):
         limits = {"steps": None, "epochs": None, "time_budget": budget}
