@@ -15,6 +15,7 @@ Two ways to run a command:
 import contextlib
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import warnings
@@ -38,6 +39,24 @@ def console_script() -> list:
     if on_path:
         return [on_path]
     return [sys.executable, "-m", "cli.main"]
+
+
+@contextlib.contextmanager
+def sigint_heard_by_children():
+    """Processes started in this block get SIGINT's default action, as a command typed at a
+    terminal does. A shell that runs the suite in the background (`pytest ... &` in a script)
+    makes it ignore SIGINT, and an ignored signal stays ignored across exec: Python then installs
+    no KeyboardInterrupt handler, so a command that relies on it (sample) would not hear the
+    test's signal (as any program started that way would not). `train` installs its own handler."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # only while the child is forked and exec'd
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_cli(*args, cwd=None, timeout=300, check_exit=None) -> subprocess.CompletedProcess:

@@ -25,7 +25,7 @@ from safetensors.numpy import save as safetensors_bytes
 import minigrad as mg
 import rnn.checkpoint.format as checkpoint_module
 from cli.main import main
-from cli_support import assert_one_error_line, console_script, make_text, run_cli
+from cli_support import assert_one_error_line, console_script, make_text, run_cli, sigint_heard_by_children
 import rnn.data.vocab
 from rnn.data.text import TextError
 from rnn.data.vocab import Vocab
@@ -411,8 +411,9 @@ def test_22_train_in_a_deleted_working_folder_names_the_folder(text_file, tmp_pa
 @pytest.mark.parametrize("signal_number, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, -signal.SIGTERM)])
 def test_13_a_long_sample_command_stops_at_a_signal(checkpoint, signal_number, exit_code):
     # The compiled loop draws DRAW_CHUNK characters a call: Python sees the signal between two calls.
-    process = subprocess.Popen(console_script() + ["sample", str(checkpoint), "-n", str(10 ** 12)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with sigint_heard_by_children():
+        process = subprocess.Popen(console_script() + ["sample", str(checkpoint), "-n", str(10 ** 12)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert process.stdout.read(1000)  # it is drawing
         # stdout is not read while the signal arrives: once the pipe is full the writes block,
