@@ -68,8 +68,10 @@ def onednn_available() -> bool:
     try:
         import torch
 
-        _onednn_product((8, 8, 8))()
-        return torch.backends.mkldnn.is_available()
+        if not torch.backends.mkldnn.is_available():
+            return False
+        _onednn_product((8, 8, 8))()  # built with oneDNN, but it must also run on this CPU
+        return True
     except (ImportError, AttributeError, RuntimeError):
         return False
 

@@ -456,7 +456,7 @@ def train(config: TrainConfig, corpus: Corpus, out_dir, resume=None, on_event=No
     stream = BatchStream(corpus.train_ids, config.batch_size, config.seq_len)  # TextError if the text is too short
     with folder.lock():
         folder.remove_temporaries()
-        choices = {}  # what the recipe chose before the run: "cell", "size"
+        choices = {}  # what the recipe chose before the run: "cell", "size", "lr"
         if resume is None:
             folder.check_new_run()
             config, choices["cell"] = sizing.choose_cell(config)
